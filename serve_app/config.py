@@ -1,0 +1,247 @@
+"""Typed configuration: the app args of serve_config.yaml, the presets in configs/, env settings.
+
+Replica counts, CPU/GPU shares and autoscaling are not here: they live only in serve_config.yaml.
+Secrets are not here either: they come from the environment (`Settings`).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from serve_app.errors import ConfigurationError
+from serve_app.protocol import GenerationDefaults, GenerationLimits
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIGS_DIR = REPO_ROOT / "configs"
+PACKAGE_DATA_DIR = Path(__file__).resolve().parent / "data"
+
+
+# --- presets ---------------------------------------------------------------------------------
+
+
+class LoraSpec(BaseModel):
+    name: str = Field(description="Name clients pass as lora.name.")
+    path: str = Field(description="Local file/folder, hub id, or tiny:<seed> (generated offline).")
+    weight_name: str | None = Field(default=None, description="File inside a folder / hub repo.")
+    trigger_words: list[str] = Field(default_factory=list, description="Added to the prompt.")
+    default_scale: float = Field(default=1.0, description="Scale when the request gives none.")
+    description: str = ""
+
+
+class ModelSpec(BaseModel):
+    model_id: str = Field(description="Hub id, local folder, or `tiny` (built offline from a config).")
+    revision: str | None = None
+
+
+class GeneratorModel(ModelSpec):
+    family: Literal["sd", "sdxl"] = Field(default="sd", description="Pipeline family.")
+
+
+class ClassifierModel(ModelSpec):
+    desk_labels: list[str] = Field(
+        default_factory=lambda: [
+            "a photo of a desk setup",
+            "a photo of a computer desk with a monitor and keyboard",
+            "a photo of a home office workspace",
+        ]
+    )
+    other_labels: list[str] = Field(
+        default_factory=lambda: [
+            "a photo of a landscape",
+            "a photo of a person",
+            "a photo of food",
+            "a photo of an animal",
+            "a photo of a street",
+        ]
+    )
+    threshold: float = Field(default=0.5, description="is_desk when the desk labels' mass >= this.")
+
+
+class Preset(BaseModel):
+    name: str
+    description: str = ""
+    device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N | mps.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        default="auto", description="auto: float16 on CUDA, float32 on CPU."
+    )
+    generator: GeneratorModel
+    captioner: ModelSpec
+    classifier: ClassifierModel
+    loras: list[LoraSpec] = Field(default_factory=list)
+    defaults: GenerationDefaults = Field(default_factory=GenerationDefaults)
+    limits: GenerationLimits = Field(default_factory=GenerationLimits)
+    max_loras_per_replica: int = Field(default=3, ge=1, description="LRU size of resident adapters.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Preset:
+        names = [lora.name for lora in self.loras]
+        if len(names) != len(set(names)):
+            raise ValueError(f"duplicate LoRA names in preset {self.name}: {names}")
+        if self.limits.max_side >= 8192:
+            raise ValueError("limits.max_side must be below 8192")
+        d = self.defaults
+        if not (d.height % 8 == 0 and d.width % 8 == 0):
+            raise ValueError("default height/width must be multiples of 8")
+        return self
+
+    def lora(self, name: str) -> LoraSpec | None:
+        return next((lora for lora in self.loras if lora.name == name), None)
+
+
+def load_preset(name_or_path: str) -> Preset:
+    """A preset by name (configs/presets/NAME.yaml) or by path to a YAML file."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = CONFIGS_DIR / "presets" / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ConfigurationError(f"Unknown preset {name_or_path!r} (no file {path}).")
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return Preset.model_validate(data)
+
+
+def load_yaml_config(name: str) -> dict:
+    """A YAML file from configs/ (vocabularies, templates)."""
+    path = CONFIGS_DIR / name
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+# --- app args (serve_config.yaml `args:`) -----------------------------------------------------
+
+
+class LocalStorageConfig(BaseModel):
+    kind: Literal["local"] = "local"
+    root: str | None = Field(default=None, description="Folder for images; <data_dir>/images when None.")
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8000", description="Base URL the ingress serves /files/ under."
+    )
+
+
+class S3StorageConfig(BaseModel):
+    kind: Literal["s3"] = "s3"
+    bucket: str
+    endpoint_url: str | None = Field(default=None, description="None for AWS; SeaweedFS/MinIO/R2 URL.")
+    region: str = "us-east-1"
+    prefix: str = Field(default="", description="Key prefix inside the bucket.")
+    url_mode: Literal["presigned", "public"] = "presigned"
+    public_base_url: str | None = Field(default=None, description="Base of public URLs (CDN).")
+    presign_expiry_s: int = Field(default=7 * 24 * 3600, ge=60, le=7 * 24 * 3600)
+    create_bucket: bool = Field(default=False, description="Create the bucket at start (dev/test).")
+    addressing_style: Literal["path", "virtual", "auto"] = "path"
+    timeout_s: float = 10.0
+    max_attempts: int = 3
+
+
+StorageConfig = LocalStorageConfig | S3StorageConfig
+
+
+class FetchPolicy(BaseModel):
+    """How user-supplied URLs (images, webhooks) are fetched."""
+
+    allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts/IPs/CIDRs that may be private or loopback (tests, in-cluster services).",
+    )
+    max_bytes: int = Field(default=10 * 1024 * 1024, description="Largest body read.")
+    timeout_s: float = Field(default=10.0, description="Total time for one fetch.")
+    max_redirects: int = Field(default=3, ge=0, le=10)
+
+
+class TasksConfig(BaseModel):
+    db_path: str | None = Field(default=None, description="SQLite file; <data_dir>/tasks.db when None.")
+    lease_s: float = Field(default=30.0, gt=0, description="A worker renews its lease this often x3.")
+    max_attempts: int = Field(default=2, ge=1, description="Runs before a lost task is failed.")
+    sweep_interval_s: float = Field(default=2.0, gt=0, description="Reaper period.")
+    dispatch_grace_s: float = Field(default=10.0, gt=0, description="Queued this long: the reaper runs it.")
+    max_active: int = Field(default=64, ge=1, description="queued+processing above this: 503.")
+    retry_after_s: int = Field(default=5, ge=1)
+    ttl_s: float = Field(default=7 * 24 * 3600, description="Finished tasks older than this are purged.")
+
+
+class WebhookConfig(BaseModel):
+    max_attempts: int = Field(default=6, ge=1)
+    base_delay_s: float = Field(default=1.0, gt=0)
+    max_delay_s: float = Field(default=60.0, gt=0)
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+class ShoppingConfig(BaseModel):
+    provider: Literal["auto", "naver", "catalog"] = Field(
+        default="auto", description="auto: naver when NAVER_CLIENT_ID/SECRET are set, else catalog."
+    )
+    naver_base_url: str = "https://openapi.naver.com"
+    offers_per_item: int = Field(default=3, ge=1, le=10)
+    cache_ttl_s: float = Field(default=600.0, ge=0)
+    cache_max_entries: int = Field(default=2048, ge=0)
+    rate_limit_per_s: float = Field(default=10.0, gt=0)
+    timeout_s: float = Field(default=5.0, gt=0)
+    max_retries: int = Field(default=3, ge=0)
+
+
+class AppArgs(BaseModel):
+    """The `args:` of serve_config.yaml, passed to `serve_app.builder:build_app`."""
+
+    preset: str = Field(default="tiny", description="Preset name under configs/presets or a YAML path.")
+    data_dir: str = Field(default="./var", description="Task DB, local images, model cache.")
+    model_cache_dir: str | None = Field(default=None, description="Tiny models; <data_dir>/models.")
+    storage: StorageConfig = Field(default_factory=LocalStorageConfig, discriminator="kind")
+    tasks: TasksConfig = Field(default_factory=TasksConfig)
+    webhooks: WebhookConfig = Field(default_factory=WebhookConfig)
+    fetch: FetchPolicy = Field(default_factory=FetchPolicy)
+    shopping: ShoppingConfig = Field(default_factory=ShoppingConfig)
+    limits: GenerationLimits | None = Field(default=None, description="Override the preset's limits.")
+
+    def resolved(self) -> AppArgs:
+        """Absolute paths, so every replica agrees wherever its working directory is."""
+        data_dir = Path(self.data_dir).expanduser().resolve()
+        tasks = self.tasks.model_copy(
+            update={"db_path": str(Path(self.tasks.db_path or data_dir / "tasks.db").expanduser().resolve())}
+        )
+        storage = self.storage
+        if isinstance(storage, LocalStorageConfig):
+            root = Path(storage.root or data_dir / "images").expanduser().resolve()
+            storage = storage.model_copy(update={"root": str(root)})
+        cache = Path(self.model_cache_dir or data_dir / "models").expanduser().resolve()
+        return self.model_copy(
+            update={"data_dir": str(data_dir), "tasks": tasks, "storage": storage, "model_cache_dir": str(cache)}
+        )
+
+    def effective_limits(self, preset: Preset) -> GenerationLimits:
+        return self.limits or preset.limits
+
+
+# --- secrets and environment -------------------------------------------------------------------
+
+
+class Settings(BaseSettings):
+    """Secrets and environment knobs; never in YAML."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    imagegen_webhook_secret: str | None = Field(
+        default=None, description="Standard Webhooks secret (whsec_<base64> or raw); required for webhooks."
+    )
+    naver_client_id: str | None = None
+    naver_client_secret: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    imagegen_torch_threads: int | None = Field(
+        default=None, description="torch threads per model replica (Ray sets OMP_NUM_THREADS=1)."
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def torch_threads() -> int:
+    """Threads a model replica should give torch: the env knob, else all cores."""
+    configured = get_settings().imagegen_torch_threads
+    return configured or max(1, os.cpu_count() or 1)
