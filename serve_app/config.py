@@ -118,8 +118,8 @@ def load_yaml_config(name: str) -> dict:
 class LocalStorageConfig(BaseModel):
     kind: Literal["local"] = "local"
     root: str | None = Field(default=None, description="Folder for images; <data_dir>/images when None.")
-    public_base_url: str = Field(
-        default="http://127.0.0.1:8000", description="Base URL the ingress serves /files/ under."
+    public_base_url: str | None = Field(
+        default=None, description="Base URL the ingress serves /files/ under; the app's public_base_url when None."
     )
 
 
@@ -189,6 +189,9 @@ class AppArgs(BaseModel):
 
     preset: str = Field(default="tiny", description="Preset name under configs/presets or a YAML path.")
     data_dir: str = Field(default="./var", description="Task DB, local images, model cache.")
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8000", description="How clients reach the ingress (local files, catalog images)."
+    )
     model_cache_dir: str | None = Field(default=None, description="Tiny models; <data_dir>/models.")
     storage: StorageConfig = Field(default_factory=LocalStorageConfig, discriminator="kind")
     tasks: TasksConfig = Field(default_factory=TasksConfig)
@@ -206,7 +209,8 @@ class AppArgs(BaseModel):
         storage = self.storage
         if isinstance(storage, LocalStorageConfig):
             root = Path(storage.root or data_dir / "images").expanduser().resolve()
-            storage = storage.model_copy(update={"root": str(root)})
+            base = storage.public_base_url or self.public_base_url
+            storage = storage.model_copy(update={"root": str(root), "public_base_url": base.rstrip("/")})
         cache = Path(self.model_cache_dir or data_dir / "models").expanduser().resolve()
         return self.model_copy(
             update={"data_dir": str(data_dir), "tasks": tasks, "storage": storage, "model_cache_dir": str(cache)}

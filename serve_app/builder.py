@@ -1,0 +1,36 @@
+"""build_app: the one place that wires the deployment graph (serve_config.yaml's import_path)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.serve import Application
+
+from deployments.captioner import Captioner
+from deployments.desk_classifier import DeskClassifier
+from deployments.generator import Generator
+from deployments.shopping_search import ShoppingSearch
+from deployments.task_runner import TaskRunner
+from serve_app.config import AppArgs, load_preset
+from serve_app.ingress import Ingress
+
+
+def build_app(args: dict[str, Any] | AppArgs) -> Application:
+    """Ingress -> TaskRunner -> {Captioner, DeskClassifier, Generator, ShoppingSearch}.
+
+    Replica counts, resources, autoscaling and batching knobs are not set here: they come from
+    serve_config.yaml (`deployments:` by class name).
+    """
+    parsed = (args if isinstance(args, AppArgs) else AppArgs.model_validate(args)).resolved()
+    preset = load_preset(parsed.preset)  # fail fast on a bad preset, before any replica starts
+    preset_dump = preset.model_dump(mode="json")
+    cache_dir = parsed.model_cache_dir or ""
+    args_dump = parsed.model_dump(mode="json")
+
+    captioner = Captioner.bind(preset_dump, cache_dir)
+    classifier = DeskClassifier.bind(preset_dump, cache_dir)
+    generator = Generator.bind(preset_dump, cache_dir, parsed.tasks.db_path)
+    shopping = ShoppingSearch.bind(parsed.shopping.model_dump(mode="json"), f"{parsed.public_base_url}/static")
+    runner = TaskRunner.bind(args_dump, captioner, classifier, generator, shopping)
+    probes = {"captioner": captioner, "desk_classifier": classifier, "generator": generator, "shopping": shopping}
+    return Ingress.bind(args_dump, runner, probes)

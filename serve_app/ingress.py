@@ -1,0 +1,59 @@
+"""The FastAPI ingress deployment: parse, validate, hand off. Routes live in serve_app/api/."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from fastapi import FastAPI
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from serve_app.api import files, generate, health
+from serve_app.api.deps import IngressContext, set_context
+from serve_app.api.errors import install_error_handlers
+from serve_app.config import AppArgs, get_settings, load_preset
+from serve_app.metrics import IngressMetrics
+from serve_app.shopping.base import provider_name
+from serve_app.storage import build_store
+from serve_app.tasks import SqliteTaskStore
+
+try:
+    VERSION = version("imagegen-serve")
+except PackageNotFoundError:  # running from a source tree without an install
+    VERSION = "0.0.0+local"
+
+app = FastAPI(
+    title="imagegen-serve",
+    version=VERSION,
+    description="Desk makeover on Ray Serve: caption, desk check, SD + LoRA img2img, shopping offers.",
+)
+app.include_router(generate.router)
+app.include_router(health.router)
+app.include_router(files.router)
+
+
+@serve.deployment
+@serve.ingress(app)
+class Ingress:
+    def __init__(self, args: dict[str, Any], runner: DeploymentHandle, probes: dict[str, DeploymentHandle]) -> None:
+        parsed = AppArgs.model_validate(args)
+        preset = load_preset(parsed.preset)
+        settings = get_settings()
+        metrics = IngressMetrics()
+        install_error_handlers(app, on_error=metrics.rejected)
+        set_context(
+            IngressContext(
+                args=parsed,
+                preset=preset,
+                limits=parsed.effective_limits(preset),
+                settings=settings,
+                tasks=SqliteTaskStore(parsed.tasks.db_path or ""),
+                images=build_store(parsed.storage, settings),
+                runner=runner,
+                probes={"task_runner": runner, **probes},
+                metrics=metrics,
+                shopping_provider=provider_name(parsed.shopping, settings),
+                version=VERSION,
+            )
+        )
