@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set up, build the tiny preset's models once, and serve on http://127.0.0.1:8000 (Ctrl-C stops).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+# shellcheck disable=SC1091
+. .venv/bin/activate
+export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"   # Ray 2.60 turns token auth on by default
+python -m serve_app.models.prebuild --config "${SERVE_CONFIG:-serve_config.yaml}"
+exec serve run "${SERVE_CONFIG:-serve_config.yaml}"

@@ -1,0 +1,214 @@
+"""Start the real Serve app once per session, from serve_config.yaml, and talk HTTP to it.
+
+What `serve run serve_config.yaml` does (serve_start + deploy_apps of the YAML's schema), minus the
+dashboard, with test args merged in. Two applications share one Serve instance:
+- `main` at /: local storage, offline catalog, a tiny preset whose desk threshold is 0 (always a
+  desk, so the whole graph runs), short leases so a dead worker is noticed quickly;
+- `s3` at /s3: S3 storage on a real SeaweedFS, the Naver provider against the stub server, a
+  desk threshold above 1 (never a desk: the shopping-only fallback branch).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from serve_app.config import CONFIGS_DIR, REPO_ROOT
+from tests.stubs.naver_stub import NaverStub
+from tests.support.seaweed import SeaweedServer
+
+WEBHOOK_SECRET = "whsec_" + "dGVzdC13ZWJob29rLXNlY3JldC0xMjM0NTY3ODkw"  # base64("test-webhook-secret-1234567890")
+NAVER_ID, NAVER_SECRET = "test-client-id", "test-client-secret"
+S3_BUCKET = "imagegen-test"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServeApp:
+    base_url: str
+    s3_url: str
+    data_dir: Path
+    seaweed: SeaweedServer
+    naver: NaverStub
+    config: dict[str, Any]
+
+    def client(self, **kw: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=30.0, **kw)
+
+
+def _preset_file(folder: Path, name: str, threshold: float) -> str:
+    data = yaml.safe_load((CONFIGS_DIR / "presets" / "tiny.yaml").read_text(encoding="utf-8"))
+    data["name"] = name
+    data["classifier"]["threshold"] = threshold
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return str(path)
+
+
+def _test_config(port: int, data_dir: Path, seaweed: SeaweedServer, naver: NaverStub) -> dict[str, Any]:
+    config = yaml.safe_load((REPO_ROOT / "serve_config.yaml").read_text(encoding="utf-8"))
+    config["http_options"] = {**config.get("http_options", {}), "host": "127.0.0.1", "port": port}
+    base = config["applications"][0]
+    for deployment in base["deployments"]:
+        deployment["graceful_shutdown_wait_loop_s"] = 0.1
+        deployment["graceful_shutdown_timeout_s"] = 1
+        deployment["health_check_period_s"] = 2
+        deployment["health_check_timeout_s"] = 30
+    base_url = f"http://127.0.0.1:{port}"
+
+    main = copy.deepcopy(base)
+    main["name"] = "main"
+    main["args"].update(
+        preset=_preset_file(data_dir, "tiny-always-desk", threshold=0.0),
+        data_dir=str(data_dir / "main"),
+        public_base_url=base_url,
+        fetch={"allow_hosts": ["127.0.0.1"], "timeout_s": 5.0},
+        tasks={
+            "lease_s": 4.0,
+            "max_attempts": 2,
+            "sweep_interval_s": 0.5,
+            "dispatch_grace_s": 2.0,
+            "max_active": 24,
+            "retry_after_s": 3,
+        },
+        webhooks={"max_attempts": 4, "base_delay_s": 0.2, "max_delay_s": 1.0, "timeout_s": 5.0},
+        shopping={"provider": "catalog"},
+    )
+
+    s3 = copy.deepcopy(base)
+    s3["name"] = "s3"
+    s3["route_prefix"] = "/s3"
+    s3["args"].update(
+        preset=_preset_file(data_dir, "tiny-never-desk", threshold=1.01),
+        data_dir=str(data_dir / "s3"),
+        public_base_url=f"{base_url}/s3",
+        storage={
+            "kind": "s3",
+            "bucket": S3_BUCKET,
+            "endpoint_url": seaweed.endpoint_url,
+            "create_bucket": True,
+            "timeout_s": 2.0,
+            "max_attempts": 1,
+        },
+        fetch={"allow_hosts": ["127.0.0.1"], "timeout_s": 5.0},
+        tasks={"lease_s": 4.0, "sweep_interval_s": 0.5, "dispatch_grace_s": 2.0, "max_active": 24},
+        shopping={
+            "provider": "naver",
+            "naver_base_url": naver.base_url,
+            "cache_ttl_s": 0,
+            "timeout_s": 2.0,
+            "max_retries": 3,
+        },
+    )
+    for deployment in s3["deployments"]:
+        if deployment["name"] == "Generator":
+            deployment.pop("autoscaling_config", None)
+            deployment["num_replicas"] = 1
+    config["applications"] = [main, s3]
+    return config
+
+
+def _wait_healthy(url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(f"{url}/healthcheck", timeout=10)
+            if response.status_code == 200:
+                return
+            last = response.text
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} not healthy after {timeout_s}s: {last}")
+
+
+@pytest.fixture(scope="session")
+def serve_app() -> Iterator[ServeApp]:
+    import ray
+    from ray import serve
+    from ray.serve._private import api as serve_api
+    from ray.serve.schema import ServeDeploySchema
+
+    # Short paths: Ray's unix sockets must fit in 107 bytes.
+    root = Path(tempfile.mkdtemp(prefix="igs-", dir="/tmp"))
+    data_dir = root / "data"
+    data_dir.mkdir()
+    os.environ.update(
+        RAY_AUTH_MODE="disabled",
+        IMAGEGEN_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        NAVER_CLIENT_ID=NAVER_ID,
+        NAVER_CLIENT_SECRET=NAVER_SECRET,
+        IMAGEGEN_TORCH_THREADS="1",
+    )
+    seaweed = SeaweedServer(root / "seaweed")
+    seaweed.start()
+    os.environ.update(AWS_ACCESS_KEY_ID=seaweed.access_key, AWS_SECRET_ACCESS_KEY=seaweed.secret_key)
+    naver = NaverStub(client_id=NAVER_ID, client_secret=NAVER_SECRET)
+    naver.start()
+
+    port = free_port()
+    config = _test_config(port, data_dir, seaweed, naver)
+    ray.init(
+        namespace="serve",
+        num_cpus=4,
+        include_dashboard=False,
+        _temp_dir=str(root / "ray"),
+        log_to_driver=os.environ.get("IMAGEGEN_TEST_LOGS") == "1",
+    )
+    try:
+        schema = ServeDeploySchema.model_validate(config)
+        client = serve_api.serve_start(
+            http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location
+        )
+        client.deploy_apps(schema, _blocking=False)
+        base_url = f"http://127.0.0.1:{port}"
+        _wait_healthy(base_url, timeout_s=240)
+        _wait_healthy(f"{base_url}/s3", timeout_s=120)
+        yield ServeApp(
+            base_url=base_url,
+            s3_url=f"{base_url}/s3",
+            data_dir=data_dir,
+            seaweed=seaweed,
+            naver=naver,
+            config=config,
+        )
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            naver.stop()
+            seaweed.stop()
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def wait_for_task(client: httpx.Client, task_id: str, timeout_s: float = 120.0, prefix: str = "") -> dict[str, Any]:
+    """Poll until the task ends; fail the test (not hang) past the timeout."""
+    deadline = time.monotonic() + timeout_s
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        response = client.get(f"{prefix}/v1/result/{task_id}")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        if body["status"] in ("done", "failed"):
+            return body
+        time.sleep(0.2)
+    raise AssertionError(f"task {task_id} did not finish in {timeout_s}s; last state: {body}")

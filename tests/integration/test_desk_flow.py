@@ -1,0 +1,198 @@
+"""The desk makeover through the whole graph over HTTP: photo in, restyled image and offers out."""
+
+from __future__ import annotations
+
+import io
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.integration.conftest import ServeApp, wait_for_task
+
+pytestmark = pytest.mark.integration
+
+
+def desk_photo(width: int = 96, height: int = 80, seed: int = 0) -> bytes:
+    """A synthetic 'desk': a wooden surface, a dark monitor, a keyboard bar."""
+    rng = np.random.default_rng(seed)
+    pixels = np.zeros((height, width, 3), dtype=np.uint8)
+    pixels[:] = (200, 200, 210)
+    pixels[height // 2 :, :] = (150, 100, 60)
+    pixels[10:40, 30:70] = (20, 20, 25)
+    pixels[50:58, 25:75] = (60, 60, 60)
+    pixels = np.clip(pixels.astype(int) + rng.integers(-8, 8, pixels.shape), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def fetch_image(url: str) -> Image.Image:
+    response = httpx.get(url, timeout=30)
+    assert response.status_code == 200, (url, response.status_code)
+    return Image.open(io.BytesIO(response.content))
+
+
+@pytest.fixture(scope="module")
+def client(serve_app: ServeApp) -> httpx.Client:
+    return serve_app.client()
+
+
+def test_desk_photo_upload_through_the_whole_graph(client: httpx.Client) -> None:
+    response = client.post(
+        "/v1/generate",
+        data={
+            "prompt": "a cozy desk with a mouse and a keyboard",
+            "num_inference_steps": "4",
+            "height": "64",
+            "width": "96",
+            "seed": "42",
+            "lora": "cozy-wood",
+            "user_id": "user-7",
+        },
+        files={"image": ("desk.jpg", desk_photo(), "image/jpeg")},
+    )
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    assert accepted["status"] == "queued" and accepted["task_id"]
+    assert response.headers["location"] == f"/v1/result/{accepted['task_id']}"
+
+    result = wait_for_task(client, accepted["task_id"])
+    assert result["status"] == "done", result
+    assert result["is_desk"] is True and 0.0 <= result["desk_score"] <= 1.0
+    assert isinstance(result["caption"], str)
+    assert result["seed"] == 42 and result["lora"] == {"name": "cozy-wood", "scale": 1.0}
+    assert result["prompt"].startswith("cozywood style")
+    assert "blurry" in result["negative_prompt"]
+    assert result["model_id"] == "tiny"
+    assert set(result["timings"]) >= {"caption_and_classify", "generate", "store", "search"}
+
+    # The photo the user sent is kept, and the generated image decodes to the requested size.
+    assert fetch_image(result["initial_image_url"]).size == (96, 80)
+    processed = result["processed_image_url"]
+    assert "/files/user-7/" in processed
+    image = fetch_image(processed)
+    assert image.size == (96, 64) and image.format == "PNG"
+    sidecar = httpx.get(processed + ".json", timeout=10).json()
+    assert sidecar["seed"] == 42 and sidecar["lora"]["name"] == "cozy-wood" and sidecar["mode"] == "img2img"
+
+    # Items from the user's text, offers from the offline catalog, cheapest first.
+    names = [item["name"] for item in result["items"]]
+    assert "마우스" in names and "키보드" in names
+    offers = result["recommendations"]["마우스"]
+    assert 1 <= len(offers) <= 3
+    prices = [int(offer["price"].removesuffix("원").replace(",", "")) for offer in offers]
+    assert prices == sorted(prices)
+    assert set(offers[0]) == {"title", "price", "mall", "category3", "category4", "link", "image"}
+    assert offers[0]["category3"] == "마우스" and offers[0]["mall"]
+    assert httpx.get(offers[0]["image"], timeout=10).status_code == 200
+
+
+def test_text_to_image_without_a_photo(client: httpx.Client) -> None:
+    response = client.post(
+        "/v1/generate", json={"prompt": "minimal wooden desk setup with a lamp", "num_inference_steps": 3, "seed": 5}
+    )
+    assert response.status_code == 202
+    result = wait_for_task(client, response.json()["task_id"])
+    assert result["status"] == "done", result
+    assert "caption" not in result and "is_desk" not in result
+    assert fetch_image(result["processed_image_url"]).size == (64, 64)
+    assert "데스크 램프" in result["recommendations"]
+
+
+def test_image_url_is_fetched(serve_app: ServeApp, client: httpx.Client) -> None:
+    # A photo served by the app itself (allow-listed 127.0.0.1) stands in for a user's image host.
+    first = client.post(
+        "/v1/generate",
+        data={"prompt": "a desk", "num_inference_steps": "2"},
+        files={"image": ("desk.jpg", desk_photo(seed=1), "image/jpeg")},
+    ).json()
+    source = wait_for_task(client, first["task_id"])["initial_image_url"]
+    response = client.post("/v1/generate", json={"prompt": "a desk", "initial_image_url": source, "seed": 1})
+    assert response.status_code == 202, response.text
+    result = wait_for_task(client, response.json()["task_id"])
+    assert result["status"] == "done" and result["initial_image_url"] == source
+
+
+def _progress_samples(client: httpx.Client, task_id: str, until: float) -> list[dict]:
+    samples = []
+    while time.monotonic() < until:
+        body = client.get(f"/v1/result/{task_id}").json()
+        samples.append(body)
+        if body["status"] in ("done", "failed"):
+            break
+        time.sleep(0.05)
+    return samples
+
+
+def test_progress_is_visible_and_cancel_stops_generation(client: httpx.Client) -> None:
+    response = client.post(
+        "/v1/generate", json={"prompt": "a long desk render", "num_inference_steps": 150, "height": 128, "width": 128}
+    )
+    task_id = response.json()["task_id"]
+    deadline = time.monotonic() + 120
+    step = None
+    while time.monotonic() < deadline:
+        body = client.get(f"/v1/result/{task_id}").json()
+        progress = body.get("progress") or {}
+        if progress.get("stage") == "generating" and (progress.get("step") or 0) >= 2:
+            step = progress["step"]
+            assert progress["total_steps"] == 150
+            break
+        assert body["status"] in ("queued", "processing"), body
+        time.sleep(0.05)
+    assert step is not None, "progress never showed a generating step"
+
+    cancel = client.delete(f"/v1/tasks/{task_id}")
+    assert cancel.status_code == 202, cancel.text
+    result = wait_for_task(client, task_id, timeout_s=60)
+    assert result["status"] == "failed" and result["error_code"] == "CANCELLED"
+    assert client.post(f"/v1/tasks/{task_id}/cancel").status_code == 409, "a finished task cannot be cancelled"
+
+
+def test_cancel_a_queued_task(client: httpx.Client) -> None:
+    # Fill the generator with long work so the next task is still queued or early.
+    blockers = [
+        client.post(
+            "/v1/generate", json={"prompt": "blocker", "num_inference_steps": 150, "height": 128, "width": 128}
+        ).json()["task_id"]
+        for _ in range(2)
+    ]
+    task_id = client.post("/v1/generate", json={"prompt": "victim"}).json()["task_id"]
+    assert client.post(f"/v1/tasks/{task_id}/cancel").status_code == 202
+    for tid in [task_id, *blockers]:
+        if tid != task_id:
+            client.delete(f"/v1/tasks/{tid}")
+    assert wait_for_task(client, task_id)["error_code"] == "CANCELLED"
+    for tid in blockers:
+        assert wait_for_task(client, tid)["status"] == "failed"
+
+
+def _render(client: httpx.Client, lora: str | None, seed: int) -> np.ndarray:
+    body = {"prompt": "a desk with a plant", "num_inference_steps": 3, "seed": seed}
+    if lora:
+        body["lora"] = {"name": lora}
+    task_id = client.post("/v1/generate", json=body).json()["task_id"]
+    result = wait_for_task(client, task_id)
+    assert result["status"] == "done", result
+    return np.asarray(fetch_image(result["processed_image_url"]).convert("RGB"), dtype=np.float32)
+
+
+def test_interleaved_loras_get_their_own_adapter(client: httpx.Client) -> None:
+    loras = ["cozy-wood", "neon-minimal", None]
+    # References, one at a time (trigger words differ per LoRA, so compare per-LoRA references).
+    reference = {lora: _render(client, lora, seed=11) for lora in loras}
+    assert np.abs(reference["cozy-wood"] - reference["neon-minimal"]).mean() > 1.0
+
+    # Interleaved concurrent traffic: batches form, adapters switch, the LRU (size 2) evicts.
+    order = loras * 3
+    with ThreadPoolExecutor(max_workers=len(order)) as pool:
+        images = list(pool.map(lambda lora: _render(client, lora, seed=11), order))
+    for lora, image in zip(order, images, strict=True):
+        own = np.abs(image - reference[lora]).mean()
+        others = [np.abs(image - reference[other]).mean() for other in loras if other != lora]
+        assert own < 2.0, f"{lora}: differs from its reference by {own}"
+        assert own < min(others), f"{lora}: closer to another adapter's image"
