@@ -1,0 +1,91 @@
+"""Captioner deployment: PNG bytes -> caption, batched across concurrent requests.
+
+A thin Serve shell around `CaptionEngine`. Replicas, CPU/GPU shares, `max_ongoing_requests`
+(keep it >= max_batch_size) and `user_config` live in serve_config.yaml, not here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from ray import serve
+
+from serve_app.config import Preset
+from serve_app.errors import ConfigurationError
+from serve_app.images import decode_image
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BATCH_SIZE = 8
+DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.02
+
+
+def parse_batch_knobs(user_config: dict[str, Any]) -> tuple[int | None, float | None]:
+    """(max_batch_size, batch_wait_timeout_s) from a user_config, validated; None when absent."""
+    size = user_config.get("max_batch_size")
+    wait = user_config.get("batch_wait_timeout_s")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ConfigurationError(f"user_config.max_batch_size must be an integer >= 1, got {size!r}.")
+    if wait is not None and (isinstance(wait, bool) or not isinstance(wait, int | float) or wait < 0):
+        raise ConfigurationError(f"user_config.batch_wait_timeout_s must be a number >= 0, got {wait!r}.")
+    return size, (float(wait) if wait is not None else None)
+
+
+@serve.deployment
+class Captioner:
+    """Captions desk photos with the preset's captioner (BLIP; tiny offline model for `tiny`)."""
+
+    def __init__(self, preset: dict[str, Any], model_cache_dir: str) -> None:
+        from serve_app.models.captioning import CaptionEngine
+        from serve_app.models.device import configure_torch_threads
+
+        self.preset = Preset.model_validate(preset)
+        configure_torch_threads()
+        self.engine = CaptionEngine(
+            self.preset.captioner, Path(model_cache_dir), device=self.preset.device, dtype=self.preset.dtype
+        )
+        self.max_new_tokens = 30
+        self.max_batch_size = DEFAULT_MAX_BATCH_SIZE
+        self.batch_wait_timeout_s = DEFAULT_BATCH_WAIT_TIMEOUT_S
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Live knobs: max_batch_size, batch_wait_timeout_s, max_new_tokens."""
+        size, wait = parse_batch_knobs(user_config)
+        if size is not None:
+            self._caption_batch.set_max_batch_size(size)
+            self.max_batch_size = size
+        if wait is not None:
+            self._caption_batch.set_batch_wait_timeout_s(wait)
+            self.batch_wait_timeout_s = wait
+        tokens = user_config.get("max_new_tokens")
+        if tokens is not None:
+            if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+                raise ConfigurationError(f"user_config.max_new_tokens must be an integer >= 1, got {tokens!r}.")
+            self.max_new_tokens = tokens
+
+    async def caption(self, image_png: bytes) -> str:
+        """The caption of one image. Decoding happens per request, so one bad image fails only its caller."""
+        limits = self.preset.limits
+        image = await asyncio.to_thread(decode_image, image_png, limits.max_image_pixels, limits.max_upload_bytes)
+        return await self._caption_batch(image)
+
+    @serve.batch(max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_TIMEOUT_S)
+    async def _caption_batch(self, images: list[Image.Image]) -> list[str]:
+        return await asyncio.to_thread(self.engine.caption, images, self.max_new_tokens)
+
+    async def check_health(self) -> None:
+        """Serve calls this periodically; a replica without a loaded model is unhealthy."""
+        if getattr(self, "engine", None) is None:
+            raise RuntimeError("caption model not loaded")
+
+    def info(self) -> dict[str, Any]:
+        return {
+            **self.engine.info(),
+            "max_batch_size": self.max_batch_size,
+            "batch_wait_timeout_s": self.batch_wait_timeout_s,
+            "max_new_tokens": self.max_new_tokens,
+        }

@@ -1,0 +1,73 @@
+"""DeskClassifier deployment: PNG bytes -> is this a desk setup? (CLIP zero-shot), batched.
+
+A thin Serve shell around `DeskClassifierEngine`. Replicas, CPU/GPU shares, `max_ongoing_requests`
+(keep it >= max_batch_size) and `user_config` live in serve_config.yaml, not here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from ray import serve
+
+from deployments.captioner import DEFAULT_BATCH_WAIT_TIMEOUT_S, DEFAULT_MAX_BATCH_SIZE, parse_batch_knobs
+from serve_app.config import Preset
+from serve_app.images import decode_image
+from serve_app.protocol import Classification
+
+logger = logging.getLogger(__name__)
+
+
+@serve.deployment
+class DeskClassifier:
+    """Scores desk photos against the preset's desk / other label prompts."""
+
+    def __init__(self, preset: dict[str, Any], model_cache_dir: str) -> None:
+        from serve_app.models.classification import DeskClassifierEngine
+        from serve_app.models.device import configure_torch_threads
+
+        self.preset = Preset.model_validate(preset)
+        configure_torch_threads()
+        self.engine = DeskClassifierEngine(
+            self.preset.classifier, Path(model_cache_dir), device=self.preset.device, dtype=self.preset.dtype
+        )
+        self.max_batch_size = DEFAULT_MAX_BATCH_SIZE
+        self.batch_wait_timeout_s = DEFAULT_BATCH_WAIT_TIMEOUT_S
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Live knobs: max_batch_size, batch_wait_timeout_s."""
+        size, wait = parse_batch_knobs(user_config)
+        if size is not None:
+            self._classify_batch.set_max_batch_size(size)
+            self.max_batch_size = size
+        if wait is not None:
+            self._classify_batch.set_batch_wait_timeout_s(wait)
+            self.batch_wait_timeout_s = wait
+
+    async def classify(self, image_png: bytes) -> Classification:
+        """Classify one image. Decoding happens per request, so one bad image fails only its caller."""
+        limits = self.preset.limits
+        image = await asyncio.to_thread(decode_image, image_png, limits.max_image_pixels, limits.max_upload_bytes)
+        return await self._classify_batch(image)
+
+    @serve.batch(max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_TIMEOUT_S)
+    async def _classify_batch(self, images: list[Image.Image]) -> list[Classification]:
+        return await asyncio.to_thread(self.engine.classify, images)
+
+    async def check_health(self) -> None:
+        """Serve calls this periodically; a replica without a loaded model is unhealthy."""
+        if getattr(self, "engine", None) is None:
+            raise RuntimeError("desk classifier model not loaded")
+
+    def info(self) -> dict[str, Any]:
+        return {
+            **self.engine.info(),
+            "threshold": self.engine.threshold,
+            "labels": self.engine.labels,
+            "max_batch_size": self.max_batch_size,
+            "batch_wait_timeout_s": self.batch_wait_timeout_s,
+        }

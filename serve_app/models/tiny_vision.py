@@ -1,0 +1,218 @@
+"""Tiny BLIP captioner and tiny CLIP classifier built offline from small configs (fixed seeds).
+
+The `tiny` preset uses them so the graph runs on a laptop with no download. Each is saved with
+`save_pretrained` and loaded back by the engines with `from_pretrained(folder)`, the same code path
+a hub id takes. Builds are idempotent and safe when several processes (replicas) race: each builds
+in a private temporary folder next to the target, marks it complete, and renames it into place;
+the loser of the rename discards its copy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from serve_app.config import ModelSpec
+
+logger = logging.getLogger(__name__)
+
+TINY_MODEL_ID = "tiny"
+TINY_BLIP_DIR = "tiny-blip"
+TINY_CLIP_DIR = "tiny-clip"
+COMPLETE_MARKER = ".tiny-build.json"
+# Bump when the tiny architectures change so stale cached folders are rebuilt.
+BUILD_VERSION = 1
+SEED = 0
+IMAGE_SIZE = 32
+HIDDEN = 32
+
+# WordPiece vocabulary of the tiny BLIP: caption-style English and desk words, plus every letter
+# and digit (also as "##" continuations) so any word tokenizes without [UNK].
+BLIP_WORDS: tuple[str, ...] = tuple(
+    (
+        "a an the of on with and in at near next to under over top front back side its is are there "
+        "this that it two three some many small large big black white gray grey silver wooden wood "
+        "dark light bright warm cozy clean modern minimal room home office workspace setup photo "
+        "picture image view desk desks table computer monitor monitors screen display keyboard mouse "
+        "pad mat lamp light chair plant plants pot laptop notebook stand arm speaker speakers headset "
+        "headphones webcam camera microphone mic shelf shelves charger cable cables cup mug book books "
+        "phone tablet window wall floor bed sitting sits placed standing"
+    ).split()
+)
+_BLIP_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+# --- folder handling ---------------------------------------------------------------------------
+
+
+def _is_complete(folder: Path) -> bool:
+    marker = folder / COMPLETE_MARKER
+    if not marker.is_file():
+        return False
+    try:
+        return json.loads(marker.read_text(encoding="utf-8")).get("version") == BUILD_VERSION
+    except (OSError, ValueError):
+        return False
+
+
+def _build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
+    """Return `target`, first building it with `build(tmp_dir)` and renaming it into place if needed."""
+    if _is_complete(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        # Stale (older version) or torn by hand: move it aside, then remove it.
+        aside = target.with_name(f".{target.name}.stale-{uuid.uuid4().hex}")
+        try:
+            os.rename(target, aside)
+            shutil.rmtree(aside, ignore_errors=True)
+        except OSError:
+            pass  # another process moved it first
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    try:
+        build(tmp)
+        (tmp / COMPLETE_MARKER).write_text(json.dumps({"version": BUILD_VERSION}), encoding="utf-8")
+        try:
+            os.rename(tmp, target)
+            logger.info("built %s", target)
+        except OSError:
+            if not _is_complete(target):  # pragma: no cover - only on a foreign, broken target
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+# --- tiny BLIP ---------------------------------------------------------------------------------
+
+
+def _blip_vocab() -> dict[str, int]:
+    tokens: list[str] = list(_BLIP_SPECIALS)
+    for token in (*BLIP_WORDS, *_CHARS, *(f"##{c}" for c in _CHARS), ".", ",", "'", "##s"):
+        if token not in tokens:
+            tokens.append(token)
+    return {token: index for index, token in enumerate(tokens)}
+
+
+def _build_tiny_blip(folder: Path) -> None:
+    import torch
+    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipProcessor
+    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
+
+    # 1. Tokenizer: WordPiece plus BLIP's decoder start token [DEC] (as bos) and [ENC].
+    tokenizer = BertTokenizer(vocab=_blip_vocab(), model_max_length=64)
+    tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
+    processor = BlipProcessor(
+        image_processor=BlipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),
+        tokenizer=tokenizer,
+    )
+    # 2. Model: generation starts at [DEC] and stops at [SEP], as in the real checkpoints.
+    config = BlipConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": HIDDEN,
+            "encoder_hidden_size": HIDDEN,
+            "intermediate_size": 2 * HIDDEN,
+            "projection_dim": HIDDEN,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 64,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.sep_token_id,
+            "sep_token_id": tokenizer.sep_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "hidden_size": HIDDEN,
+            "intermediate_size": 2 * HIDDEN,
+            "projection_dim": HIDDEN,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": IMAGE_SIZE,
+            "patch_size": 8,
+            "initializer_range": 0.02,
+        },
+        projection_dim=HIDDEN,
+        image_text_hidden_size=HIDDEN,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        model = BlipForConditionalGeneration(config).eval()
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
+def ensure_tiny_blip(cache_dir: Path) -> Path:
+    """The folder of the tiny BLIP captioner under `cache_dir`, built on first use."""
+    return _build_atomically(Path(cache_dir) / TINY_BLIP_DIR, _build_tiny_blip)
+
+
+# --- tiny CLIP ---------------------------------------------------------------------------------
+
+
+def _build_tiny_clip(folder: Path) -> None:
+    import torch
+    from transformers import CLIPConfig, CLIPModel, CLIPProcessor
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    from serve_app.models.tokenizer import build_tiny_clip_tokenizer
+
+    # 1. Tokenizer (trained offline, deterministic) and a small image processor.
+    tokenizer = build_tiny_clip_tokenizer(folder)
+    processor = CLIPProcessor(
+        image_processor=CLIPImageProcessorPil(
+            size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+        ),
+        tokenizer=tokenizer,
+    )
+    # 2. Model: the text tower must cover the tokenizer and pool at its end token.
+    config = CLIPConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": HIDDEN,
+            "intermediate_size": 2 * HIDDEN,
+            "projection_dim": HIDDEN,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "max_position_embeddings": tokenizer.model_max_length,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "hidden_size": HIDDEN,
+            "intermediate_size": 2 * HIDDEN,
+            "projection_dim": HIDDEN,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": IMAGE_SIZE,
+            "patch_size": 8,
+        },
+        projection_dim=HIDDEN,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        model = CLIPModel(config).eval()
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
+def ensure_tiny_clip(cache_dir: Path) -> Path:
+    """The folder of the tiny CLIP classifier under `cache_dir`, built on first use."""
+    return _build_atomically(Path(cache_dir) / TINY_CLIP_DIR, _build_tiny_clip)
+
+
+def model_source(model: ModelSpec, cache_dir: Path, tiny_builder: Callable[[Path], Path]) -> tuple[str, str | None]:
+    """(from_pretrained source, revision): the built tiny folder for `tiny`, else the id/folder as given."""
+    if model.model_id == TINY_MODEL_ID:
+        return str(tiny_builder(Path(cache_dir))), None
+    return model.model_id, model.revision
