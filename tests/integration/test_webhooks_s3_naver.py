@@ -104,7 +104,7 @@ def test_not_a_desk_still_returns_naver_offers(serve_app: ServeApp, client: http
 
 def test_naver_rate_limit_recovers(serve_app: ServeApp, client: httpx.Client) -> None:
     serve_app.naver.reset()
-    serve_app.naver.set_mode("429", times=2)
+    serve_app.naver.set_mode("rate_limit", times=2)
     response = client.post("/s3/v1/generate", json={"prompt": "a desk with a mouse", "num_inference_steps": 2})
     result = wait_for_task(client, response.json()["task_id"], prefix="/s3")
     assert result["status"] == "done", result
@@ -114,7 +114,7 @@ def test_naver_rate_limit_recovers(serve_app: ServeApp, client: httpx.Client) ->
 
 def test_naver_bad_credentials_give_a_clear_error_in_the_result(serve_app: ServeApp, client: httpx.Client) -> None:
     serve_app.naver.reset()
-    serve_app.naver.set_mode("401")
+    serve_app.naver.set_mode("unauthorized")
     try:
         response = client.post("/s3/v1/generate", json={"prompt": "a desk with a mouse", "num_inference_steps": 2})
         result = wait_for_task(client, response.json()["task_id"], prefix="/s3")

@@ -1,0 +1,42 @@
+"""ShoppingSearch Serve deployment: detected desk items -> up to N offers each, cheapest first.
+
+Replicas, CPU shares and autoscaling live in serve_config.yaml, not in the decorator. Naver keys
+come from the replica's environment (NAVER_CLIENT_ID / NAVER_CLIENT_SECRET); without them the
+offline catalog answers. Importing this module does not start Ray.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+
+from serve_app.config import ShoppingConfig, get_settings
+from serve_app.protocol import DeskItem, ItemSearchResult
+from serve_app.shopping.service import ShoppingService
+
+
+@serve.deployment
+class ShoppingSearch:
+    """Wraps `ShoppingService`; one provider, rate limiter and cache per replica."""
+
+    def __init__(
+        self, config: dict[str, Any] | ShoppingConfig, image_base_url: str, *, fallback_to_catalog: bool = False
+    ) -> None:
+        cfg = config if isinstance(config, ShoppingConfig) else ShoppingConfig.model_validate(config or {})
+        self.service = ShoppingService.from_config(
+            cfg, get_settings(), image_base_url, fallback_to_catalog=fallback_to_catalog
+        )
+
+    async def search(self, items: list[DeskItem] | list[dict[str, Any]]) -> dict[str, ItemSearchResult]:
+        """Item name -> offers (or that item's error); items are looked up concurrently."""
+        desk_items = [item if isinstance(item, DeskItem) else DeskItem.model_validate(item) for item in items]
+        return await self.service.search(desk_items)
+
+    async def info(self) -> dict[str, Any]:
+        """Provider name, cache and request counters."""
+        return self.service.info()
+
+    async def check_health(self) -> None:
+        """Serve's periodic probe. Construction already validated config and keys; probing Naver
+        here would spend its daily quota, so there is nothing more to check."""

@@ -1,0 +1,101 @@
+"""The shopping provider interface, shared helpers and the provider factory.
+
+A provider turns one detected desk item into offers in the seed's schema (`Offer`), cheapest
+first. Two exist: the Naver Shopping search API and an offline catalog shipped with the package
+(the default when no Naver credentials are set, so the app runs with no keys and no network).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol, runtime_checkable
+
+from serve_app.config import Settings, ShoppingConfig
+from serve_app.errors import ConfigurationError
+from serve_app.protocol import DeskItem, Offer
+
+Clock = Callable[[], float]
+"""Monotonic seconds; injectable so tests can run time forward without waiting."""
+Sleep = Callable[[float], Awaitable[None]]
+"""`asyncio.sleep`-compatible; injectable for the same reason."""
+
+DEFAULT_MALL = "네이버"  # seed: the mall is 네이버 when the provider names none
+SORT_ASC = "asc"  # lowest price first, the only order the app asks for
+
+
+@runtime_checkable
+class ShoppingProvider(Protocol):
+    """Finds offers for one desk item; raises `AppError` subclasses on failure."""
+
+    name: str
+
+    async def search(self, item: DeskItem, limit: int) -> list[Offer]:
+        """Up to `limit` offers for `item`, lowest price first."""
+        ...
+
+
+def parse_price(value: object) -> int | None:
+    """A positive whole KRW amount from `21990`, `"21990"` or `"21,990"`; None when unusable."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value > 0 else None
+    if isinstance(value, str):
+        digits = value.strip().replace(",", "")
+        if digits.isascii() and digits.isdigit():
+            amount = int(digits)
+            return amount if amount > 0 else None
+    return None
+
+
+def format_price(amount: int) -> str:
+    """The seed's price format: `21990원`."""
+    return f"{amount}원"
+
+
+def has_naver_credentials(settings: Settings) -> bool:
+    """Both Naver keys are set to something non-blank."""
+    return bool((settings.naver_client_id or "").strip() and (settings.naver_client_secret or "").strip())
+
+
+def provider_name(cfg: ShoppingConfig, settings: Settings) -> str:
+    """Which provider `cfg.provider` means here: `auto` is Naver when both keys are set, else the catalog."""
+    if cfg.provider == "auto":
+        return "naver" if has_naver_credentials(settings) else "catalog"
+    return cfg.provider
+
+
+def make_provider(
+    cfg: ShoppingConfig,
+    settings: Settings,
+    image_base_url: str,
+    *,
+    clock: Clock = time.monotonic,
+    sleep: Sleep = asyncio.sleep,
+) -> ShoppingProvider:
+    """The provider `cfg.provider` names; `auto` is Naver when both keys are set, else the catalog.
+
+    `image_base_url` is where the ingress serves static files (e.g. `http://host:8000/static`);
+    only the catalog uses it, for its product images.
+    """
+    kind = provider_name(cfg, settings)
+    if kind == "naver":
+        if not has_naver_credentials(settings):
+            raise ConfigurationError(
+                "Shopping provider 'naver' needs the NAVER_CLIENT_ID and NAVER_CLIENT_SECRET environment "
+                "variables (or use provider 'catalog' / 'auto' for the offline catalog)."
+            )
+        from serve_app.shopping.naver import NaverShoppingProvider
+
+        return NaverShoppingProvider(
+            cfg,
+            client_id=(settings.naver_client_id or "").strip(),
+            client_secret=(settings.naver_client_secret or "").strip(),
+            clock=clock,
+            sleep=sleep,
+        )
+    from serve_app.shopping.catalog import CatalogProvider
+
+    return CatalogProvider(image_base_url)
