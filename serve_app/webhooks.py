@@ -1,0 +1,207 @@
+"""Standard Webhooks (https://www.standardwebhooks.com) signing, verification and retried delivery.
+
+Each POST carries `webhook-id` (the same on every retry, so receivers can deduplicate),
+`webhook-timestamp` (unix seconds of this attempt) and `webhook-signature`:
+`v1,` + base64(HMAC-SHA256(key, f"{id}.{timestamp}.{body}")).
+
+The secret (env IMAGEGEN_WEBHOOK_SECRET) is either `whsec_<base64>`, the Standard Webhooks form,
+whose base64 part is decoded to get the key bytes, or any other string, whose UTF-8 bytes are the key.
+A sender without a secret cannot be built (ConfigurationError): build it only when a task has a
+webhook_url, so a deployment without webhooks needs no secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+from pydantic import BaseModel
+
+from serve_app import net
+from serve_app.config import FetchPolicy, WebhookConfig
+from serve_app.errors import ConfigurationError, UnsafeURL
+
+log = logging.getLogger(__name__)
+
+SECRET_PREFIX = "whsec_"
+RETRYABLE_4XX = frozenset({408, 409, 425, 429})
+USER_AGENT = "imagegen-serve-webhooks/0.1"
+
+
+class WebhookVerificationError(Exception):
+    """A webhook's signature or timestamp did not verify."""
+
+
+class DeliveryResult(BaseModel):
+    """Outcome of one `WebhookSender.deliver` call (all its attempts)."""
+
+    delivered: bool
+    attempts: int
+    last_status: int | None = None
+    last_error: str | None = None
+
+
+def secret_bytes(secret: str) -> bytes:
+    """HMAC key of a secret: base64-decoded for `whsec_...`, UTF-8 bytes otherwise."""
+    if not secret:
+        raise ConfigurationError("The webhook secret is empty.")
+    if secret.startswith(SECRET_PREFIX):
+        try:
+            return base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ConfigurationError("The webhook secret starts with whsec_ but is not valid base64.") from exc
+    return secret.encode("utf-8")
+
+
+def make_msg_id(task_id: str) -> str:
+    """Deterministic message id of a task's result webhook, so a redelivery after restart keeps it."""
+    return f"msg_{task_id}"
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` value (`v1,<base64>`) of one message."""
+    signed = f"{msg_id}.{int(timestamp)}.".encode() + body
+    digest = hmac.new(secret_bytes(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode("ascii")
+
+
+def verify(
+    secret: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    tolerance_s: float = 300,
+    now: float | None = None,
+) -> None:
+    """Raise WebhookVerificationError unless one of the `v1` signatures matches and the timestamp is fresh."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    msg_id = lower.get("webhook-id")
+    stamp = lower.get("webhook-timestamp")
+    signatures = lower.get("webhook-signature")
+    if not msg_id or not stamp or not signatures:
+        raise WebhookVerificationError("Missing webhook-id, webhook-timestamp or webhook-signature header.")
+    try:
+        timestamp = int(stamp)
+    except ValueError as exc:
+        raise WebhookVerificationError("Invalid webhook-timestamp.") from exc
+    current = time.time() if now is None else now
+    if timestamp < current - tolerance_s:
+        raise WebhookVerificationError("Message timestamp too old.")
+    if timestamp > current + tolerance_s:
+        raise WebhookVerificationError("Message timestamp too new.")
+    expected = sign(secret, msg_id, timestamp, body).split(",", 1)[1]
+    for candidate in signatures.split():
+        version, _, value = candidate.partition(",")
+        if version == "v1" and hmac.compare_digest(value.encode(), expected.encode()):
+            return
+    raise WebhookVerificationError("No matching signature found.")
+
+
+def _retry_after_s(response: httpx.Response, now: float) -> float | None:
+    """Seconds from a Retry-After header (delta seconds or an HTTP date), or None."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+class WebhookSender:
+    """Delivers signed JSON to webhook URLs, retrying with exponential backoff and full jitter.
+
+    2xx: delivered. 5xx, 408, 409, 425, 429, timeouts and connection errors: retried up to
+    `config.max_attempts` attempts in all, waiting rand() * min(max_delay_s, base_delay_s * 2**n), or
+    Retry-After (capped at max_delay_s) on 429/503. Other statuses (4xx, unfollowed 3xx) and refused
+    URLs stop at once. `sleep`, `rand` and `clock` are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        config: WebhookConfig,
+        secret: str | None,
+        policy: FetchPolicy,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+        *,
+        clock: Callable[[], float] = time.time,
+        resolver: net.Resolver | None = None,
+    ) -> None:
+        if not secret:
+            raise ConfigurationError(
+                "Webhooks need a signing secret: set IMAGEGEN_WEBHOOK_SECRET (whsec_<base64> or a raw string).",
+                error_code="WEBHOOK_SECRET_MISSING",
+            )
+        secret_bytes(secret)  # fail now on a malformed whsec_ value
+        self.config = config
+        self._secret = secret
+        self._policy = policy
+        self._sleep = sleep
+        self._rand = rand
+        self._clock = clock
+        self._resolver = resolver
+
+    def backoff_s(self, retry: int) -> float:
+        """Full-jitter delay before retry number `retry` (0 for the first retry)."""
+        cap = min(self.config.max_delay_s, self.config.base_delay_s * (2**retry))
+        return self._rand() * cap
+
+    async def deliver(self, url: str, msg_id: str, payload: dict[str, Any]) -> DeliveryResult:
+        """POST `payload` to `url` until delivered, permanently refused, or out of attempts."""
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
+        last_status: int | None = None
+        last_error: str | None = None
+        for attempt in range(1, self.config.max_attempts + 1):
+            timestamp = int(self._clock())
+            headers = {
+                "Content-Type": "application/json; charset=utf-8",
+                "User-Agent": USER_AGENT,
+                "webhook-id": msg_id,
+                "webhook-timestamp": str(timestamp),
+                "webhook-signature": sign(self._secret, msg_id, timestamp, body),
+            }
+            retry_after: float | None = None
+            try:
+                response = await net.post_json(
+                    url, body, headers, self._policy, self.config.timeout_s, resolver=self._resolver
+                )
+            except UnsafeURL as exc:
+                log.warning("webhook %s refused: %s", msg_id, exc.message)
+                return DeliveryResult(delivered=False, attempts=attempt, last_status=None, last_error=exc.message)
+            except (httpx.TransportError, TimeoutError) as exc:
+                last_status, last_error = None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            else:
+                last_status = response.status_code
+                if 200 <= last_status < 300:
+                    return DeliveryResult(delivered=True, attempts=attempt, last_status=last_status, last_error=None)
+                last_error = f"HTTP {last_status}"
+                if not (last_status >= 500 or last_status in RETRYABLE_4XX):
+                    log.warning("webhook %s permanently failed with HTTP %s", msg_id, last_status)
+                    return DeliveryResult(
+                        delivered=False, attempts=attempt, last_status=last_status, last_error=last_error
+                    )
+                if last_status in (429, 503):
+                    retry_after = _retry_after_s(response, self._clock())
+            if attempt < self.config.max_attempts:
+                delay = self.backoff_s(attempt - 1)
+                if retry_after is not None:
+                    delay = min(self.config.max_delay_s, retry_after)
+                log.info("webhook %s attempt %d failed (%s); retrying in %.2f s", msg_id, attempt, last_error, delay)
+                await self._sleep(delay)
+        return DeliveryResult(
+            delivered=False, attempts=self.config.max_attempts, last_status=last_status, last_error=last_error
+        )

@@ -1,0 +1,138 @@
+"""A real webhook receiver for tests: stdlib ThreadingHTTPServer on 127.0.0.1:0 in a thread.
+
+It records every delivery (headers, body, the status it answered) and checks the Standard Webhooks
+signature with its own small HMAC code (independent of serve_app.webhooks, so tests of the sender
+are not circular). `fail_first(n, status)` makes the next n requests fail before it accepts.
+
+    with WebhookReceiver(secret="whsec_...") as rx:
+        ... deliver to rx.url ...
+        (d,) = rx.wait_for(1, timeout=5)
+        assert d.verified
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One request the receiver got."""
+
+    path: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    status: int  # what the receiver answered
+    verified: bool | None  # None when the receiver has no secret
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def _key(secret: str) -> bytes:
+    if secret.startswith("whsec_"):
+        return base64.b64decode(secret[len("whsec_") :])
+    return secret.encode("utf-8")
+
+
+def check_signature(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """True when one `v1,` signature in webhook-signature matches id.timestamp.body."""
+    msg_id, stamp, sigs = headers.get("webhook-id"), headers.get("webhook-timestamp"), headers.get("webhook-signature")
+    if not (msg_id and stamp and sigs):
+        return False
+    expected = base64.b64encode(hmac.new(_key(secret), f"{msg_id}.{stamp}.".encode() + body, hashlib.sha256).digest())
+    return any(sig.startswith("v1,") and hmac.compare_digest(sig[3:].encode(), expected) for sig in sigs.split())
+
+
+class WebhookReceiver:
+    """Records deliveries; answers `fail_status` to the first `n` requests, then `ok_status`."""
+
+    def __init__(self, secret: str | None = None, *, ok_status: int = 204) -> None:
+        self.secret = secret
+        self.ok_status = ok_status
+        self._lock = threading.Condition()
+        self._deliveries: list[Delivery] = []
+        self._fail_left = 0
+        self._fail_status = 500
+        self._fail_headers: dict[str, str] = {}
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - stdlib name
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                status, extra = receiver._next_status()
+                verified = check_signature(receiver.secret, headers, body) if receiver.secret else None
+                with receiver._lock:
+                    receiver._deliveries.append(Delivery(self.path, headers, body, status, verified))
+                    receiver._lock.notify_all()
+                self.send_response(status)
+                for name, value in extra.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self._thread: threading.Thread | None = None
+
+    def fail_first(self, n: int, status: int = 500, headers: dict[str, str] | None = None) -> None:
+        """Answer the next `n` requests with `status` (and `headers`, e.g. Retry-After)."""
+        with self._lock:
+            self._fail_left, self._fail_status, self._fail_headers = n, status, dict(headers or {})
+
+    def _next_status(self) -> tuple[int, dict[str, str]]:
+        with self._lock:
+            if self._fail_left > 0:
+                self._fail_left -= 1
+                return self._fail_status, self._fail_headers
+            return self.ok_status, {}
+
+    @property
+    def deliveries(self) -> list[Delivery]:
+        with self._lock:
+            return list(self._deliveries)
+
+    def wait_for(self, n: int, timeout: float = 5.0) -> list[Delivery]:
+        """The first `n` deliveries once they arrived; TimeoutError after `timeout` seconds."""
+        with self._lock:
+            if not self._lock.wait_for(lambda: len(self._deliveries) >= n, timeout=timeout):
+                raise TimeoutError(f"{len(self._deliveries)} of {n} webhook deliveries after {timeout} s")
+            return list(self._deliveries[:n])
+
+    def start(self) -> WebhookReceiver:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, args=(0.05,), name="webhook-receiver", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._server.server_close()
+
+    def __enter__(self) -> WebhookReceiver:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,229 @@
+"""Image stores: key naming and validation, local files, and S3 against a real SeaweedFS server."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serve_app import net
+from serve_app.config import FetchPolicy, LocalStorageConfig, S3StorageConfig, Settings
+from serve_app.errors import InvalidInput, NotFound, PayloadTooLarge, StorageError
+from serve_app.storage import (
+    LocalImageStore,
+    S3ImageStore,
+    build_store,
+    make_key,
+    parse_s3_url,
+    sanitize_user_id,
+    validate_key,
+)
+from tests.support.seaweed import SeaweedServer
+
+KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}/\d{8}/[0-9a-f]{32}\.[a-z0-9]+$")
+BAD_KEYS = ["", "/abs/x.png", "../x.png", "a/../../x.png", "a/./x.png", "a//x.png", "a\\x.png", "a/\0.png", "a/"]
+
+
+# --- keys --------------------------------------------------------------------------------------
+
+
+def test_make_key_format() -> None:
+    now = datetime(2024, 3, 9, 23, 30, tzinfo=timezone(timedelta(hours=-5)))  # 2024-03-10 in UTC
+    key = make_key("user_1", now=now)
+    assert KEY_RE.match(key) and key.startswith("user_1/20240310/") and key.endswith(".png")
+    assert make_key("u", "JPG").endswith(".jpg")
+    assert make_key("u") != make_key("u")
+    with pytest.raises(ValueError):
+        make_key("u", "p/ng")
+
+
+@pytest.mark.parametrize(
+    ("user", "clean"),
+    [
+        ("alice", "alice"),
+        ("../../etc", "______etc"),
+        ("a/b\\c", "a_b_c"),
+        ("", "anonymous"),
+        (None, "anonymous"),
+        ("  ", "anonymous"),
+        ("김철수", "___"),
+        ("x" * 100, "x" * 64),
+    ],
+)
+def test_user_id_sanitised(user: str | None, clean: str) -> None:
+    assert sanitize_user_id(user) == clean
+    key = make_key(user, now=datetime(2024, 1, 1, tzinfo=UTC))
+    assert key.split("/")[0] == clean and KEY_RE.match(key)
+    validate_key(key)
+
+
+@pytest.mark.parametrize("key", BAD_KEYS)
+def test_bad_keys_refused(key: str) -> None:
+    with pytest.raises(InvalidInput):
+        validate_key(key)
+
+
+# --- local -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> LocalImageStore:
+    return LocalImageStore(LocalStorageConfig(root=str(tmp_path / "images"), public_base_url="http://api.test/"))
+
+
+async def test_local_put_get_url_sidecar(local: LocalImageStore) -> None:
+    await local.start()
+    await local.check()
+    key = make_key("bob")
+    url = await local.put(key, b"\x89PNG fake", metadata={"seed": 42, "prompt": "따뜻한 조명"})
+    assert url == f"http://api.test/files/{key}"
+    assert await local.get(key) == b"\x89PNG fake"
+    assert await local.get_metadata(key) == {"seed": 42, "prompt": "따뜻한 조명"}
+    assert local.path_for(key).read_bytes() == b"\x89PNG fake"
+    assert (local.root / (key + ".json")).is_file()
+    assert [p.name for p in local.path_for(key).parent.iterdir() if p.name.startswith(".tmp-")] == []
+    await local.put(key, b"v2")  # overwrite is atomic and complete
+    assert await local.get(key) == b"v2"
+
+
+async def test_local_missing_and_traversal(local: LocalImageStore, tmp_path: Path) -> None:
+    with pytest.raises(NotFound):
+        await local.get("bob/20240101/missing.png")
+    for key in BAD_KEYS:
+        with pytest.raises(InvalidInput):
+            await local.put(key, b"x")
+        with pytest.raises(InvalidInput):
+            local.path_for(key)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.png").write_bytes(b"s")
+    local.root.mkdir(parents=True, exist_ok=True)
+    (local.root / "link").symlink_to(outside)
+    with pytest.raises(InvalidInput):
+        local.path_for("link/secret.png")
+    with pytest.raises(InvalidInput):
+        await local.get("link/secret.png")
+
+
+async def test_local_write_failure_is_storage_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+    store = LocalImageStore(LocalStorageConfig(root=str(blocker)))  # root is a file: nothing can be written
+    assert store.url_for("a/b.png") == "/files/a/b.png"  # no base URL: relative
+    with pytest.raises(StorageError) as info:
+        await store.put("a/b.png", b"x")
+    assert info.value.error_code == "STORAGE_WRITE_FAILED"
+    with pytest.raises(StorageError):
+        await store.check()
+
+
+def test_build_store_and_parse_s3_url(tmp_path: Path) -> None:
+    assert isinstance(build_store(LocalStorageConfig(root=str(tmp_path)), Settings()), LocalImageStore)
+    s3 = build_store(S3StorageConfig(bucket="bkt", endpoint_url="http://127.0.0.1:9"), Settings())
+    assert isinstance(s3, S3ImageStore)
+    assert parse_s3_url("s3://my-bucket/desk/photo 1.jpg") == ("my-bucket", "desk/photo 1.jpg")
+    for bad in ("s3://", "s3://bucket", "s3://bucket/", "http://bucket/key", "s3://Bad_Bucket/k", "s3://b/../k"):
+        with pytest.raises(InvalidInput):
+            parse_s3_url(bad)
+
+
+# --- S3 against SeaweedFS ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def seaweed() -> Iterator[SeaweedServer]:
+    with SeaweedServer() as server:
+        yield server
+
+
+def s3_store(server: SeaweedServer, **overrides: object) -> S3ImageStore:
+    cfg = S3StorageConfig(
+        bucket="imagegen-test",
+        endpoint_url=server.endpoint_url,
+        create_bucket=True,
+        timeout_s=2.0,
+        max_attempts=1,
+        **overrides,  # type: ignore[arg-type]
+    )
+    settings = Settings(aws_access_key_id=server.access_key, aws_secret_access_key=server.secret_key)
+    return S3ImageStore(cfg, settings)
+
+
+async def test_s3_put_get_presigned(seaweed: SeaweedServer) -> None:
+    store = s3_store(seaweed)
+    await store.start()  # creates the bucket
+    await store.start()  # idempotent
+    await store.check()
+    key = make_key("carol")
+    data = b"\x89PNG" + bytes(range(256)) * 4
+    url = await store.put(key, data, metadata={"seed": 7})
+    assert url.startswith(seaweed.endpoint_url) and "X-Amz-Signature" in url
+    async with httpx.AsyncClient(trust_env=False) as client:
+        response = await client.get(url)
+    assert response.status_code == 200 and response.content == data
+    assert response.headers["content-type"] == "image/png"
+    # the same URL through the SSRF-guarded fetcher, with the local server allow-listed
+    assert await net.fetch_bytes(url, FetchPolicy(allow_hosts=["127.0.0.1"])) == data
+    assert await store.get(key) == data
+    assert await store.get_metadata(key) == {"seed": 7}
+    assert await store.get_s3_url(f"s3://imagegen-test/{key}") == data
+    with pytest.raises(PayloadTooLarge):
+        await store.get_s3_url(f"s3://imagegen-test/{key}", max_bytes=10)
+    with pytest.raises(InvalidInput):
+        await store.get_s3_url(f"s3://other-bucket/{key}")
+    with pytest.raises(NotFound):
+        await store.get("carol/20240101/missing.png")
+    await store.close()
+
+
+async def test_s3_prefix_and_public_urls(seaweed: SeaweedServer) -> None:
+    store = s3_store(seaweed, prefix="/gen/", url_mode="public", public_base_url="https://cdn.test/")
+    await store.start()
+    key = make_key("dave")
+    assert await store.put(key, b"img") == f"https://cdn.test/gen/{key}"
+    raw = seaweed.client().get_object(Bucket="imagegen-test", Key=f"gen/{key}")["Body"].read()
+    assert raw == b"img" and await store.get(key) == b"img"
+
+
+async def test_s3_wrong_credentials(seaweed: SeaweedServer) -> None:
+    await s3_store(seaweed).start()
+    cfg = S3StorageConfig(bucket="imagegen-test", endpoint_url=seaweed.endpoint_url, timeout_s=2.0, max_attempts=1)
+    store = S3ImageStore(cfg, Settings(aws_access_key_id=seaweed.access_key, aws_secret_access_key="wrong"))
+    with pytest.raises(StorageError) as info:
+        await store.put(make_key("eve"), b"x")
+    assert info.value.error_code == "S3_UPLOAD_FAILED" and info.value.message == "Failed to upload image to S3."
+    assert info.value.status_code == 500
+    with pytest.raises(StorageError) as info:
+        await store.get("eve/20240101/x.png")
+    assert info.value.error_code == "S3_DOWNLOAD_FAILED"
+    with pytest.raises(StorageError):
+        await store.check()
+
+
+async def test_s3_outage_and_recovery(seaweed: SeaweedServer) -> None:
+    store = s3_store(seaweed)
+    await store.start()
+    before = make_key("frank")
+    await store.put(before, b"before")
+    seaweed.stop()
+    try:
+        with pytest.raises(StorageError) as info:
+            await asyncio.wait_for(store.put(make_key("frank"), b"during"), timeout=15)
+        assert info.value.error_code == "S3_UPLOAD_FAILED"
+        with pytest.raises(StorageError) as info:
+            await asyncio.wait_for(store.get(before), timeout=15)
+        assert info.value.error_code == "S3_DOWNLOAD_FAILED"
+        with pytest.raises(StorageError) as info:
+            await asyncio.wait_for(store.check(), timeout=15)
+        assert info.value.error_code == "S3_UNAVAILABLE"
+    finally:
+        seaweed.start()
+    after = make_key("frank")
+    await store.put(after, b"after")
+    assert await store.get(after) == b"after"
+    assert await store.get(before) == b"before"  # same data dir: the old object survived
