@@ -30,7 +30,7 @@ from serve_app.protocol import (
     ItemSearchResult,
     Stage,
 )
-from serve_app.storage import build_store
+from serve_app.storage import start_store
 from serve_app.tasks import SqliteTaskStore, TaskRecord
 from serve_app.webhooks import WebhookSender, make_msg_id
 
@@ -81,7 +81,7 @@ class TaskRunner:
         self.preset = load_preset(self.args.preset)
         settings = get_settings()
         self.tasks = SqliteTaskStore(self.args.tasks.db_path or "")
-        self.images = build_store(self.args.storage, settings)
+        self.images = await start_store(self.args.storage, settings)
         self.flow = DeskFlow(
             self.preset, HandleStages(captioner, classifier, generator, shopping), self.images, load_item_vocabulary()
         )

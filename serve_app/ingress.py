@@ -15,7 +15,7 @@ from serve_app.api.errors import install_error_handlers
 from serve_app.config import AppArgs, get_settings, load_preset
 from serve_app.metrics import IngressMetrics
 from serve_app.shopping.base import provider_name
-from serve_app.storage import build_store
+from serve_app.storage import start_store
 from serve_app.tasks import SqliteTaskStore
 
 try:
@@ -36,11 +36,14 @@ app.include_router(files.router)
 @serve.deployment
 @serve.ingress(app)
 class Ingress:
-    def __init__(self, args: dict[str, Any], runner: DeploymentHandle, probes: dict[str, DeploymentHandle]) -> None:
+    async def __init__(
+        self, args: dict[str, Any], runner: DeploymentHandle, probes: dict[str, DeploymentHandle]
+    ) -> None:
         parsed = AppArgs.model_validate(args)
         preset = load_preset(parsed.preset)
         settings = get_settings()
         metrics = IngressMetrics()
+        images = await start_store(parsed.storage, settings)
         install_error_handlers(app, on_error=metrics.rejected)
         set_context(
             IngressContext(
@@ -49,7 +52,7 @@ class Ingress:
                 limits=parsed.effective_limits(preset),
                 settings=settings,
                 tasks=SqliteTaskStore(parsed.tasks.db_path or ""),
-                images=build_store(parsed.storage, settings),
+                images=images,
                 runner=runner,
                 probes={"task_runner": runner, **probes},
                 metrics=metrics,

@@ -15,7 +15,7 @@ from serve_app.api.deps import IngressContext, get_ctx
 from serve_app.api.errors import validation_error
 from serve_app.errors import ImageFetchFailed, InvalidInput, NotFound, PayloadTooLarge, QueueFull
 from serve_app.images import decode_image, encode_png
-from serve_app.net import check_url, fetch_bytes
+from serve_app.net import acheck_url, fetch_bytes
 from serve_app.protocol import ErrorResponse, GenerateRequest, TaskAccepted, TaskResult
 from serve_app.storage.base import make_key
 from serve_app.tasks import request_fingerprint
@@ -95,16 +95,14 @@ async def _parse(request: Request, ctx: IngressContext) -> tuple[GenerateRequest
 
 async def _photo_bytes(ctx: IngressContext, url: str) -> bytes:
     if url.startswith("s3://"):
-        from serve_app.storage.s3 import S3ImageStore, parse_s3_url
+        from serve_app.storage.s3 import S3ImageStore
 
-        storage = ctx.args.storage
-        bucket, key = parse_s3_url(url)
-        if not isinstance(ctx.images, S3ImageStore) or storage.kind != "s3" or bucket != storage.bucket:
-            raise InvalidInput("initial_image_url: s3:// URLs must name the configured bucket.")
+        if not isinstance(ctx.images, S3ImageStore):
+            raise InvalidInput("initial_image_url: s3:// URLs need the S3 storage backend.")
         try:
-            return await ctx.images.get(key)
+            return await ctx.images.get_s3_url(url, max_bytes=ctx.limits.max_upload_bytes)
         except NotFound as exc:
-            raise ImageFetchFailed(f"initial_image_url: no object {key!r} in the bucket.") from exc
+            raise ImageFetchFailed("initial_image_url: no such object in the bucket.") from exc
     policy = ctx.args.fetch.model_copy(update={"max_bytes": ctx.limits.max_upload_bytes})
     return await fetch_bytes(url, policy)
 
@@ -147,7 +145,7 @@ async def submit(
     if resolved.webhook_url:
         if not ctx.settings.imagegen_webhook_secret:
             raise InvalidInput("webhook_url: webhooks are not enabled on this server.", error_code="WEBHOOKS_DISABLED")
-        await asyncio.to_thread(check_url, resolved.webhook_url, ctx.args.fetch)
+        await acheck_url(resolved.webhook_url, ctx.args.fetch)
 
     # 2. Idempotency: the same key and body answer with the same task; another body is a 409.
     fingerprint = request_fingerprint(req.model_dump(mode="json"), upload or b"")
