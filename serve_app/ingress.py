@@ -6,11 +6,12 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from serve_app.api import files, generate, health
-from serve_app.api.deps import IngressContext, set_context
+from serve_app.api.deps import IngressContext, current_context, set_context
 from serve_app.api.errors import install_error_handlers
 from serve_app.config import AppArgs, get_settings, load_preset
 from serve_app.metrics import IngressMetrics
@@ -33,6 +34,31 @@ app.include_router(health.router)
 app.include_router(files.router)
 
 
+def _count_rejection(status: int, error_code: str) -> None:
+    ctx = current_context()
+    if ctx is not None:
+        ctx.metrics.rejected(status, error_code)
+
+
+install_error_handlers(app, on_error=_count_rejection)
+
+
+def _openapi() -> dict[str, Any]:
+    """FastAPI's schema plus the models of bodies the routes parse themselves."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in generate.OPENAPI_MODELS:
+            model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(model_schema.pop("$defs", {}))
+            components[model.__name__] = model_schema
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+app.openapi = _openapi  # type: ignore[method-assign]
+
+
 @serve.deployment
 @serve.ingress(app)
 class Ingress:
@@ -44,7 +70,6 @@ class Ingress:
         settings = get_settings()
         metrics = IngressMetrics()
         images = await start_store(parsed.storage, settings)
-        install_error_handlers(app, on_error=metrics.rejected)
         set_context(
             IngressContext(
                 args=parsed,

@@ -55,6 +55,10 @@ def set_context(ctx: IngressContext) -> None:
     _context = ctx
 
 
+def current_context() -> IngressContext | None:
+    return _context
+
+
 def get_ctx() -> IngressContext:
     if _context is None:
         raise RuntimeError("the ingress is not initialised")

@@ -33,6 +33,33 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+# The body is parsed by hand (JSON or multipart), so it is declared to OpenAPI explicitly.
+OPENAPI_MODELS = [GenerateRequest]
+_REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/GenerateRequest"}},
+        "multipart/form-data": {
+            "schema": {
+                "allOf": [
+                    {"$ref": "#/components/schemas/GenerateRequest"},
+                    {
+                        "type": "object",
+                        "properties": {
+                            "image": {
+                                "type": "string",
+                                "format": "binary",
+                                "description": "The desk photo (JPEG, PNG, WEBP...) instead of initial_image_url.",
+                            }
+                        },
+                    },
+                ]
+            }
+        },
+    },
+}
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     """The raw body, refused with 413 past `limit` (by Content-Length, then while streaming)."""
     declared = request.headers.get("content-length")
@@ -129,6 +156,7 @@ async def _take_in_photo(
     response_model=TaskAccepted,
     responses=_ERRORS,
     summary="Submit a desk makeover; returns a task id at once.",
+    openapi_extra={"requestBody": _REQUEST_BODY},
 )
 async def submit(
     request: Request,

@@ -1,0 +1,218 @@
+"""The HTTP layer without Ray: the error mapper, body parsing, intake, idempotency, shedding, files.
+
+The ingress's FastAPI app runs under TestClient with a real task store and local storage; the
+runner and probes are fakes that record calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from serve_app.api.deps import IngressContext, set_context
+from serve_app.config import AppArgs, Settings, load_preset
+from serve_app.ingress import app
+from serve_app.storage.local import LocalImageStore
+from serve_app.tasks import SqliteTaskStore
+
+
+class FakeMethod:
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.fail = fail
+
+    def remote(self, *args: Any) -> Any:
+        self.calls.append(args)
+
+        async def answer() -> None:
+            if self.fail:
+                raise RuntimeError("not ready")
+
+        return answer()
+
+
+class FakeHandle:
+    def __init__(self, fail: bool = False) -> None:
+        self.run = FakeMethod()
+        self.check_health = FakeMethod(fail)
+
+
+class FakeMetrics:
+    def __init__(self) -> None:
+        self.rejections: list[tuple[int, str]] = []
+        self.submits = 0
+
+    def submitted(self, kind: str) -> None:
+        self.submits += 1
+
+    def rejected(self, status: int, error_code: str) -> None:
+        self.rejections.append((status, error_code))
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Iterator[IngressContext]:
+    args = AppArgs.model_validate(
+        {"data_dir": str(tmp_path), "tasks": {"max_active": 3, "retry_after_s": 9}, "public_base_url": "http://t"}
+    ).resolved()
+    preset = load_preset("tiny")
+    images = LocalImageStore(args.storage)  # type: ignore[arg-type]
+    asyncio.run(images.start())
+    context = IngressContext(
+        args=args,
+        preset=preset,
+        limits=preset.limits,
+        settings=Settings(imagegen_webhook_secret=None),
+        tasks=SqliteTaskStore(args.tasks.db_path or ""),
+        images=images,
+        runner=FakeHandle(),  # type: ignore[arg-type]
+        probes={"generator": FakeHandle()},  # type: ignore[dict-item]
+        metrics=FakeMetrics(),  # type: ignore[arg-type]
+        shopping_provider="catalog",
+        version="test",
+    )
+    set_context(context)
+    yield context
+    set_context(None)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def client(ctx: IngressContext) -> TestClient:
+    return TestClient(app)
+
+
+def png(width: int = 40, height: int = 30) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (10, 20, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_empty_prompt_is_400_in_the_seed_shape(client: TestClient, ctx: IngressContext) -> None:
+    response = client.post("/v1/generate", json={"prompt": ""})
+    assert response.status_code == 400 and response.json() == {"detail": "Prompt must not be empty."}
+    assert ctx.metrics.rejections == [(400, "BAD_REQUEST")]  # type: ignore[attr-defined]
+
+
+def test_validation_errors_name_the_field(client: TestClient) -> None:
+    response = client.post("/v1/generate", json={"prompt": "x", "guidance_scale": "lots"})
+    assert response.status_code == 422
+    assert response.json()["message"].startswith("guidance_scale: ")
+    response = client.post("/v1/generate", json={"prompt": "x", "colour": "red"})
+    assert response.json() == {"error_code": "INVALID_INPUT", "message": "colour: Unknown field."}
+    response = client.post("/v1/generate", json={"prompt": "x", "lora": {"name": "cozy-wood", "extra": 1}})
+    assert response.json()["message"] == "lora.extra: Unknown field."
+
+
+def test_json_array_and_unknown_content_type_are_422(client: TestClient) -> None:
+    assert client.post("/v1/generate", json=["x"]).json()["message"] == "Request body must be a JSON object."
+    response = client.post("/v1/generate", content=b"prompt=x", headers={"content-type": "text/plain"})
+    assert response.status_code == 422 and "Unsupported content type" in response.json()["message"]
+
+
+def test_unknown_route_and_method_use_the_error_shape(client: TestClient) -> None:
+    assert client.get("/v2/generate").json()["error_code"] == "NOT_FOUND"
+    response = client.put("/v1/generate")
+    assert response.status_code == 405 and response.json()["error_code"] == "METHOD_NOT_ALLOWED"
+
+
+def test_submit_records_queued_task_and_dispatches(client: TestClient, ctx: IngressContext) -> None:
+    response = client.post("/v1/generate", json={"prompt": "a desk", "lora": {"name": "cozy-wood"}})
+    assert response.status_code == 202
+    task_id = response.json()["task_id"]
+    assert ctx.runner.run.calls == [(task_id,)]  # type: ignore[attr-defined]
+    record = ctx.tasks.require(task_id)
+    assert record.request["height"] == 64 and record.request["num_inference_steps"] == 20
+    assert isinstance(record.request["seed"], int), "a seed is chosen at submit so a retry reproduces"
+    body = client.get(f"/v1/result/{task_id}").json()
+    assert body["status"] == "queued" and body["progress"] == {"stage": "queued"}
+
+
+def test_multipart_upload_is_decoded_and_kept(client: TestClient, ctx: IngressContext) -> None:
+    response = client.post(
+        "/v1/generate",
+        data={"prompt": "a desk", "lora": '{"name": "neon-minimal", "scale": 0.5}', "seed": "3", "width": "96"},
+        files={"image": ("d.png", png(), "image/png")},
+    )
+    assert response.status_code == 202, response.text
+    record = ctx.tasks.require(response.json()["task_id"])
+    assert record.request["lora"] == {"name": "neon-minimal", "scale": 0.5} and record.request["seed"] == 3
+    assert record.initial_image_url and record.initial_image_url.startswith("http://t/files/anonymous/")
+    kept = client.get(record.initial_image_url.removeprefix("http://t"))
+    assert kept.status_code == 200 and Image.open(io.BytesIO(kept.content)).size == (40, 30)
+
+
+def test_multipart_rejects_both_sources_and_extra_files(client: TestClient) -> None:
+    both = client.post(
+        "/v1/generate",
+        data={"prompt": "a desk", "initial_image_url": "https://example.com/d.png"},
+        files={"image": ("d.png", png(), "image/png")},
+    )
+    assert both.status_code == 422 and "not both" in both.json()["message"]
+    extra = client.post("/v1/generate", data={"prompt": "a desk"}, files={"other": ("d.png", png(), "image/png")})
+    assert extra.status_code == 422 and "unexpected file part" in extra.json()["message"]
+
+
+def test_content_length_over_the_limit_is_413_before_reading(client: TestClient, ctx: IngressContext) -> None:
+    big = b"x" * (ctx.limits.max_upload_bytes + 100 * 1024)
+    response = client.post("/v1/generate", data={"prompt": "a desk"}, files={"image": ("d.png", big, "image/png")})
+    assert response.status_code == 413 and response.json()["error_code"] == "PAYLOAD_TOO_LARGE"
+    huge_json = client.post("/v1/generate", content=b"{" + b" " * 300_000 + b"}")
+    assert huge_json.status_code == 413
+
+
+def test_webhooks_refused_without_a_secret(client: TestClient) -> None:
+    response = client.post("/v1/generate", json={"prompt": "a desk", "webhook_url": "https://example.com/hook"})
+    assert response.status_code == 422 and response.json()["error_code"] == "WEBHOOKS_DISABLED"
+
+
+def test_idempotency_and_scope(client: TestClient, ctx: IngressContext) -> None:
+    body = {"prompt": "a desk", "seed": 1}
+    first = client.post("/v1/generate", json=body, headers={"Idempotency-Key": "k1"}).json()["task_id"]
+    again = client.post("/v1/generate", json=body, headers={"Idempotency-Key": "k1"}).json()["task_id"]
+    assert first == again and len(ctx.runner.run.calls) == 1  # type: ignore[attr-defined]
+    conflict = client.post("/v1/generate", json={**body, "seed": 2}, headers={"Idempotency-Key": "k1"})
+    assert conflict.status_code == 409
+
+
+def test_queue_full_is_503_with_retry_after_and_changes_nothing(client: TestClient, ctx: IngressContext) -> None:
+    for _ in range(3):
+        assert client.post("/v1/generate", json={"prompt": "a desk"}).status_code == 202
+    response = client.post("/v1/generate", data={"prompt": "a desk"}, files={"image": ("d.png", png(), "image/png")})
+    assert response.status_code == 503 and response.headers["retry-after"] == "9"
+    assert response.json()["error_code"] == "QUEUE_FULL"
+    assert ctx.tasks.count_active() == 3
+    assert not list(Path(ctx.args.storage.root or "").rglob("*.png")), "a shed upload is not stored"  # type: ignore[union-attr]
+
+
+def test_cancel_and_404(client: TestClient) -> None:
+    task_id = client.post("/v1/generate", json={"prompt": "a desk"}).json()["task_id"]
+    cancelled = client.delete(f"/v1/tasks/{task_id}")
+    assert cancelled.status_code == 202 and cancelled.json()["error_code"] == "CANCELLED"
+    assert client.post(f"/v1/tasks/{task_id}/cancel").status_code == 409
+    assert client.get("/v1/result/nope").json()["error_code"] == "TASK_NOT_FOUND"
+
+
+def test_files_route_refuses_traversal(client: TestClient) -> None:
+    for path in ("/files/../tasks.db", "/files/%2e%2e/tasks.db", "/static/catalog/images/..%2f..%2fcatalog.json"):
+        assert client.get(path).status_code == 404, path
+
+
+def test_healthcheck_reports_a_failing_probe(client: TestClient, ctx: IngressContext) -> None:
+    assert client.get("/healthcheck").status_code == 200
+    ctx.probes["generator"] = FakeHandle(fail=True)  # type: ignore[assignment]
+    response = client.get("/healthcheck")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "degraded" and body["deployments"]["generator"].startswith("not ready")
+
+
+def test_info_lists_loras_and_limits(client: TestClient) -> None:
+    body = client.get("/info").json()
+    assert [lora["name"] for lora in body["loras"]] == ["cozy-wood", "neon-minimal", "pastel-studio"]
+    assert body["limits"]["max_side"] == 512 and body["backends"]["webhooks"] == "disabled"
