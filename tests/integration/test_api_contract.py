@@ -132,7 +132,7 @@ def test_decompression_bomb_is_refused(client: httpx.Client) -> None:
         "http://10.0.0.1/desk.png",
         "http://[::1]/desk.png",
         "file:///etc/passwd",
-        "http://2130706433/desk.png",
+        "http://0x0a000001/desk.png",  # 10.0.0.1 spelled in hex
     ],
 )
 def test_hostile_image_urls_are_refused(client: httpx.Client, url: str) -> None:
