@@ -1,0 +1,388 @@
+"""SDEngine on the tiny pipeline: batching, seeds, img2img, progress, cancellation; no Ray.
+
+Also the Generator deployment's plain-Python parts (batch grouping and per-group errors,
+progress throttling, user_config parsing), called directly without starting Serve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from serve_app.config import GeneratorModel
+from serve_app.errors import ConfigurationError, GenerationFailed, InvalidImage, InvalidInput, TaskCancelled
+from serve_app.models.device import configure_torch_threads, resolve_device, resolve_dtype
+from serve_app.models.sd_engine import SDEngine, group_specs
+from serve_app.protocol import GenerationOutput, GenerationSpec
+
+STEPS = 4
+SIZE = 64
+# PNG holds uint8 pixels: a batched matmul may round differently from a single one by a level.
+ATOL = 2 / 255 + 1e-6
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread: on a shared, oversubscribed CPU, multi-threaded kernels stall for seconds."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> SDEngine:
+    return SDEngine(GeneratorModel(model_id="tiny"), tmp_path_factory.getbasetemp() / "tiny-model-cache")
+
+
+def make_spec(seed: int, **overrides: Any) -> GenerationSpec:
+    fields: dict[str, Any] = {
+        "prompt": "a cozy wooden desk with a monitor",
+        "negative_prompt": "blurry",
+        "num_inference_steps": STEPS,
+        "guidance_scale": 7.5,
+        "height": SIZE,
+        "width": SIZE,
+        "seed": seed,
+    }
+    fields.update(overrides)
+    return GenerationSpec(**fields)
+
+
+def pixels(output: GenerationOutput) -> np.ndarray:
+    with Image.open(io.BytesIO(output.image_png)) as img:
+        assert img.format == "PNG"
+        return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def init_png(seed: int = 5) -> bytes:
+    """A deterministic 48x40 photo-like source (not the output size: the engine resizes it)."""
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# --- device ------------------------------------------------------------------------------------
+
+
+def test_resolve_device_and_dtype() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu") == torch.device("cpu")
+    cpu = torch.device("cpu")
+    assert resolve_dtype("auto", cpu) == torch.float32
+    assert resolve_dtype("bfloat16", cpu) == torch.bfloat16
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.float16
+    assert resolve_dtype("bfloat16", torch.device("cuda")) == torch.bfloat16
+    with pytest.raises(ConfigurationError, match="float16"):
+        resolve_dtype("float16", cpu)
+    with pytest.raises(ConfigurationError, match="Unknown dtype"):
+        resolve_dtype("int8", cpu)
+    with pytest.raises(ConfigurationError):
+        resolve_device("nonsense")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigurationError, match="CUDA"):
+            resolve_device("cuda")
+
+
+def test_configure_torch_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from serve_app.config import get_settings
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("IMAGEGEN_TORCH_THREADS", "1")
+    get_settings.cache_clear()
+    try:
+        assert configure_torch_threads() == 1
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+        monkeypatch.delenv("IMAGEGEN_TORCH_THREADS")
+        get_settings.cache_clear()
+
+
+# --- grouping ----------------------------------------------------------------------------------
+
+
+def test_group_specs_groups_by_every_key_field() -> None:
+    png = init_png()
+    specs = [
+        make_spec(1),
+        make_spec(2, prompt="another prompt", negative_prompt="", task_id="t2"),  # same key as 0
+        make_spec(3, height=32),
+        make_spec(4, width=32),
+        make_spec(5, num_inference_steps=2),
+        make_spec(6, guidance_scale=3.0),
+        make_spec(7, init_image_png=png),
+        make_spec(8, init_image_png=png, strength=0.5),
+        make_spec(9, lora_name="a"),
+        make_spec(10, lora_name="a", lora_scale=0.5),
+        make_spec(11, lora_name="b"),
+        make_spec(12, init_image_png=png),  # joins 6
+        make_spec(13, strength=0.1),  # strength is ignored for txt2img: joins 0
+        make_spec(14, lora_scale=0.3),  # scale without a LoRA is ignored: joins 0
+        make_spec(15, lora_name="a"),  # joins 8
+    ]
+    assert group_specs(specs) == [[0, 1, 12, 13], [2], [3], [4], [5], [6, 11], [7], [8, 14], [9], [10]]
+    assert group_specs([]) == []
+
+
+def test_mixed_keys_raise_value_error(engine: SDEngine) -> None:
+    with pytest.raises(ValueError, match="group_key"):
+        engine.generate([make_spec(1), make_spec(2, height=32)])
+    assert engine.generate([]) == []
+
+
+# --- seeds and batching --------------------------------------------------------------------------
+
+
+def test_txt2img_batch_equals_single_calls(engine: SDEngine) -> None:
+    seeds = [11, 22, 33]
+    batch = engine.generate([make_spec(s) for s in seeds])
+    singles = [engine.generate([make_spec(s)])[0] for s in seeds]
+    for b, s, seed in zip(batch, singles, seeds, strict=True):
+        assert b.seed == s.seed == seed
+        assert b.batch_size == 3 and s.batch_size == 1
+        assert b.model_id == "tiny" and b.lora_name is None and b.lora_scale is None
+        assert pixels(b).shape == (SIZE, SIZE, 3)
+        np.testing.assert_allclose(pixels(b), pixels(s), atol=ATOL, rtol=0)
+
+
+def test_img2img_batch_equals_single_calls(engine: SDEngine) -> None:
+    seeds = [11, 22, 33]
+    source = init_png()
+    batch = engine.generate([make_spec(s, init_image_png=source, strength=0.75) for s in seeds])
+    singles = [engine.generate([make_spec(s, init_image_png=source, strength=0.75)])[0] for s in seeds]
+    for b, s in zip(batch, singles, strict=True):
+        assert pixels(b).shape == (SIZE, SIZE, 3)  # resized from 48x40
+        np.testing.assert_allclose(pixels(b), pixels(s), atol=ATOL, rtol=0)
+    # img2img starts from the photo: not the same as txt2img with the same seed.
+    txt = engine.generate([make_spec(11)])[0]
+    assert np.abs(pixels(txt) - pixels(batch[0])).mean() > 0.01
+
+
+def test_same_seed_identical_different_seeds_differ(engine: SDEngine) -> None:
+    first = engine.generate([make_spec(7)])[0]
+    again = engine.generate([make_spec(7)])[0]
+    other = engine.generate([make_spec(8)])[0]
+    assert first.image_png == again.image_png
+    assert np.abs(pixels(first) - pixels(other)).mean() > 0.01
+
+
+def test_bad_init_image_is_invalid_image(engine: SDEngine) -> None:
+    with pytest.raises(InvalidImage):
+        engine.generate([make_spec(1, init_image_png=b"not a png")])
+
+
+def test_img2img_with_zero_effective_steps_is_invalid_input(engine: SDEngine) -> None:
+    with pytest.raises(InvalidInput, match="strength"):
+        engine.generate([make_spec(1, init_image_png=init_png(), num_inference_steps=1, strength=0.5)])
+
+
+# --- progress and cancellation -------------------------------------------------------------------
+
+
+def test_on_step_reports_every_step(engine: SDEngine) -> None:
+    calls: list[tuple[int, int]] = []
+    engine.generate([make_spec(1), make_spec(2)], on_step=lambda i, n: calls.append((i, n)))
+    assert calls == [(i, STEPS) for i in range(1, STEPS + 1)]
+
+    # img2img runs int(steps * strength) denoising steps.
+    calls.clear()
+    engine.generate(
+        [make_spec(1, init_image_png=init_png(), num_inference_steps=4, strength=0.5)],
+        on_step=lambda i, n: calls.append((i, n)),
+    )
+    assert calls == [(1, 2), (2, 2)]
+
+
+def test_should_stop_interrupts_and_raises_task_cancelled(engine: SDEngine) -> None:
+    calls: list[tuple[int, int]] = []
+    with pytest.raises(TaskCancelled):
+        engine.generate(
+            [make_spec(1, num_inference_steps=6)],
+            on_step=lambda i, n: calls.append((i, n)),
+            should_stop=lambda: len(calls) >= 2,
+        )
+    assert calls == [(1, 6), (2, 6)]
+
+    # Cancelled before it starts: no denoising at all.
+    calls.clear()
+    with pytest.raises(TaskCancelled):
+        engine.generate([make_spec(1)], on_step=lambda i, n: calls.append((i, n)), should_stop=lambda: True)
+    assert calls == []
+
+    # The pipeline resets its interrupt flag: the next call runs fully.
+    engine.generate([make_spec(1)], on_step=lambda i, n: calls.append((i, n)), should_stop=lambda: False)
+    assert calls == [(i, STEPS) for i in range(1, STEPS + 1)]
+
+
+def test_info(engine: SDEngine) -> None:
+    info = engine.info()
+    assert info["model_id"] == "tiny" and info["family"] == "sd"
+    assert info["device"] == "cpu" and info["dtype"] == "float32"
+    assert isinstance(info["adapters"], list)
+    # img2img shares the txt2img weights (no second copy).
+    assert engine.img2img.unet is engine.txt2img.unet
+    assert engine.img2img.vae is engine.txt2img.vae
+    assert engine.img2img.text_encoder is engine.txt2img.text_encoder
+
+
+# --- Generator deployment logic (no Ray) ----------------------------------------------------------
+
+
+class FakeStore:
+    def __init__(self, cancelled: set[str] | None = None) -> None:
+        self.cancelled = cancelled or set()
+        self.writes: list[tuple[str, str, int | None, int | None]] = []
+        self.polls = 0
+
+    def set_progress(self, task_id: str, stage: str, step: int | None = None, total: int | None = None) -> None:
+        self.writes.append((task_id, stage, step, total))
+
+    def is_cancel_requested(self, task_id: str) -> bool:
+        self.polls += 1
+        return task_id in self.cancelled
+
+
+def test_group_progress_throttles_and_always_writes_last_step() -> None:
+    from deployments.generator import GroupProgress
+
+    store = FakeStore()
+    progress = GroupProgress(store, ["a", "b"], min_interval_s=60.0)
+    for step in range(1, 6):
+        progress.on_step(step, 5)
+    assert store.writes == [
+        ("a", "generating", 1, 5),
+        ("b", "generating", 1, 5),
+        ("a", "generating", 5, 5),
+        ("b", "generating", 5, 5),
+    ]
+    GroupProgress(None, ["a"]).on_step(1, 1)  # no store: nothing to do
+
+
+def test_group_progress_stops_only_when_every_task_cancelled() -> None:
+    from deployments.generator import GroupProgress
+
+    store = FakeStore(cancelled={"a"})
+    progress = GroupProgress(store, ["a", "b"], cancel_poll_s=0.0)
+    assert progress.should_stop() is False
+    store.cancelled.add("b")
+    assert progress.should_stop() is True
+    # A spec without a task id can never be cancelled, so neither can its group.
+    assert GroupProgress(FakeStore(cancelled={"a"}), ["a", None], cancel_poll_s=0.0).should_stop() is False
+    # Polls are rate limited.
+    slow = FakeStore()
+    throttled = GroupProgress(slow, ["a"], cancel_poll_s=60.0)
+    for _ in range(5):
+        throttled.should_stop()
+    assert slow.polls == 1
+
+
+def test_parse_batch_knobs() -> None:
+    from deployments.generator import parse_batch_knobs
+
+    assert parse_batch_knobs({}) == (None, None)
+    assert parse_batch_knobs({"max_batch_size": 8, "batch_wait_timeout_s": 0}) == (8, 0.0)
+    for bad in ({"max_batch_size": 0}, {"max_batch_size": 2.5}, {"max_batch_size": True}, {"batch_wait_timeout_s": -1}):
+        with pytest.raises(ConfigurationError):
+            parse_batch_knobs(bad)
+
+
+class FakeEngine:
+    """Records calls; fails any group whose prompt says so."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[GenerationSpec]] = []
+
+    def generate(
+        self,
+        specs: list[GenerationSpec],
+        on_step: Callable[[int, int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[GenerationOutput]:
+        self.calls.append(list(specs))
+        if specs[0].prompt == "boom":
+            raise RuntimeError("kaput")
+        if specs[0].prompt == "cancel":
+            raise TaskCancelled()
+        return [GenerationOutput(image_png=b"png", seed=s.seed, model_id="fake", batch_size=len(specs)) for s in specs]
+
+
+async def test_generator_batch_fails_only_the_failing_group() -> None:
+    from deployments.generator import Generator
+
+    cls = Generator.func_or_class
+    gen = object.__new__(cls)
+    gen.engine = FakeEngine()
+    gen.store = None
+    gen._run_lock = asyncio.Lock()
+    adapters: list[str] = []
+
+    async def get_adapter(name: str) -> None:
+        if name == "missing":
+            raise InvalidInput(f"Unknown LoRA adapter {name!r}.")
+        adapters.append(name)
+
+    gen.get_adapter = get_adapter
+    specs = [
+        make_spec(1),
+        make_spec(2, prompt="boom", height=32),
+        make_spec(3),
+        make_spec(4, lora_name="cozy"),
+        make_spec(5, prompt="cancel", width=32),
+        make_spec(6, lora_name="missing"),
+    ]
+    results = await cls._generate_batch.__wrapped__(gen, specs)
+
+    assert [type(r).__name__ for r in results] == [
+        "GenerationOutput",
+        "GenerationFailed",
+        "GenerationOutput",
+        "GenerationOutput",
+        "TaskCancelled",
+        "InvalidInput",
+    ]
+    assert [r.seed for r in results if isinstance(r, GenerationOutput)] == [1, 3, 4]
+    assert results[0].batch_size == 2  # specs 0 and 2 shared one call
+    assert isinstance(results[1], GenerationFailed) and "kaput" in results[1].message
+    assert adapters == ["cozy"]
+    assert [[s.seed for s in call] for call in gen.engine.calls] == [[1, 3], [2], [4], [5]]
+
+    # The public method re-raises a per-request error instead of returning it.
+    async def fake_batch(spec: GenerationSpec) -> Any:
+        return TaskCancelled() if spec.seed == 0 else "ok"
+
+    gen._generate_batch = fake_batch
+    assert await cls.generate(gen, make_spec(1)) == "ok"
+    with pytest.raises(TaskCancelled):
+        await cls.generate(gen, make_spec(0))
+
+
+def test_loaded_adapter_unloads_once() -> None:
+    from deployments.generator import LoadedAdapter
+
+    class Recorder:
+        unloaded: list[str] = []
+
+        def unload_adapter(self, name: str) -> None:
+            self.unloaded.append(name)
+
+    engine = Recorder()
+    adapter = LoadedAdapter(engine, "cozy")  # type: ignore[arg-type]
+    adapter.__del__()  # what Serve's multiplexer calls on LRU eviction
+    adapter.__del__()
+    del adapter  # and what garbage collection calls later
+    assert engine.unloaded == ["cozy"]
+
+
+def test_family_mismatch_is_a_configuration_error(tmp_path_factory: pytest.TempPathFactory) -> None:
+    with pytest.raises(ConfigurationError, match="sdxl"):
+        SDEngine(GeneratorModel(model_id="tiny", family="sdxl"), tmp_path_factory.getbasetemp() / "tiny-model-cache")
