@@ -58,7 +58,9 @@ class GenerateRequest(BaseModel):
         default="anonymous", max_length=64, description="Owner of the task; the first part of image keys."
     )
 
-    def resolve(self, defaults: GenerationDefaults, limits: GenerationLimits) -> ResolvedGenerate:
+    def resolve(
+        self, defaults: GenerationDefaults, limits: GenerationLimits, *, has_image: bool = False
+    ) -> ResolvedGenerate:
         """Fill defaults from the preset and check every range; raise the seed's errors."""
         if not self.prompt or not self.prompt.strip():
             raise BadRequest("Prompt must not be empty.")
@@ -86,6 +88,8 @@ class GenerateRequest(BaseModel):
                 raise InvalidInput(f"{name} must be a multiple of 8.")
         if not 0.0 < strength <= 1.0:
             raise InvalidInput("Strength must be in (0, 1].")
+        if has_image and int(steps * strength) < 1:
+            raise InvalidInput("num_inference_steps * strength must be at least 1 for an image edit.")
         if self.seed is not None and not 0 <= self.seed < 2**63:
             raise InvalidInput("Seed must be between 0 and 2**63 - 1.")
         if self.lora is not None and self.lora.scale is not None and not -4.0 <= self.lora.scale <= 4.0:

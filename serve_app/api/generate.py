@@ -166,7 +166,7 @@ async def submit(
 ) -> TaskAccepted:
     # 1. Parse and validate everything before touching any state.
     req, upload = await _parse(request, ctx)
-    resolved = req.resolve(ctx.preset.defaults, ctx.limits)
+    resolved = req.resolve(ctx.preset.defaults, ctx.limits, has_image=bool(req.initial_image_url) or upload is not None)
     if resolved.lora is not None and ctx.preset.lora(resolved.lora.name) is None:
         known = ", ".join(lora.name for lora in ctx.preset.loras) or "none"
         raise InvalidInput(f"Unknown LoRA {resolved.lora.name!r}. Available: {known}.")
