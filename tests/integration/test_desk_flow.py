@@ -196,3 +196,34 @@ def test_interleaved_loras_get_their_own_adapter(client: httpx.Client) -> None:
         others = [np.abs(image - reference[other]).mean() for other in loras if other != lora]
         assert own < 2.0, f"{lora}: differs from its reference by {own}"
         assert own < min(others), f"{lora}: closer to another adapter's image"
+
+
+def test_multiplexed_batches_are_split_by_adapter(serve_app: ServeApp) -> None:
+    """Ray issue 56633: a batch must never mix multiplexed model ids (fixed in the installed Ray)."""
+    from ray import serve
+
+    from serve_app.protocol import GenerationSpec
+
+    handle = serve.get_deployment_handle("Generator", app_name="main")
+    order = ["cozy-wood", "neon-minimal", "", "cozy-wood", "neon-minimal", "", "cozy-wood", "neon-minimal"]
+
+    def spec(lora: str) -> GenerationSpec:
+        return GenerationSpec(
+            prompt="a desk",
+            num_inference_steps=2,
+            guidance_scale=7.5,
+            height=64,
+            width=64,
+            seed=1,
+            lora_name=lora or None,
+            lora_scale=1.0,
+        )
+
+    responses = [handle.options(multiplexed_model_id=lora).generate.remote(spec(lora)) for lora in order]
+    outputs = [response.result(timeout_s=120) for response in responses]
+    assert [output.lora_name or "" for output in outputs] == order
+    by_adapter: dict[str, set[bytes]] = {}
+    for lora, output in zip(order, outputs, strict=True):
+        by_adapter.setdefault(lora, set()).add(output.image_png)
+    assert len({next(iter(images)) for images in by_adapter.values()}) == 3, "each adapter renders differently"
+    assert max(output.batch_size for output in outputs) > 1, "concurrent same-adapter requests were batched"

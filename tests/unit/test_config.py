@@ -1,0 +1,86 @@
+"""Presets and app args validate; sd15/sdxl are exercised here through config only (no weights)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from serve_app.config import AppArgs, LocalStorageConfig, Preset, S3StorageConfig, load_preset
+from serve_app.errors import ConfigurationError
+from serve_app.protocol import GenerateRequest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("name", ["tiny", "sd15", "sdxl"])
+def test_presets_validate_and_defaults_pass_their_own_limits(name: str) -> None:
+    preset = load_preset(name)
+    assert preset.name == name
+    assert preset.generator.model_id and preset.captioner.model_id and preset.classifier.model_id
+    resolved = GenerateRequest(prompt="a desk").resolve(preset.defaults, preset.limits, has_image=True)
+    assert resolved.height == preset.defaults.height
+
+
+def test_real_presets_name_real_model_ids() -> None:
+    sd15, sdxl = load_preset("sd15"), load_preset("sdxl")
+    assert sd15.generator.family == "sd" and sd15.defaults.height == 512
+    assert sdxl.generator.family == "sdxl" and (sdxl.defaults.height, sdxl.defaults.width) == (1024, 1024)
+    assert sdxl.defaults.num_inference_steps == 50 and sdxl.defaults.guidance_scale == 7.5
+
+
+def test_unknown_preset_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError):
+        load_preset("nope")
+
+
+def test_preset_rejects_duplicate_loras_and_huge_limits() -> None:
+    data = yaml.safe_load((REPO / "configs/presets/tiny.yaml").read_text())
+    data["loras"].append(dict(data["loras"][0]))
+    with pytest.raises(ValidationError):
+        Preset.model_validate(data)
+    data = yaml.safe_load((REPO / "configs/presets/tiny.yaml").read_text())
+    data["limits"]["max_side"] = 8192
+    with pytest.raises(ValidationError):
+        Preset.model_validate(data)
+
+
+@pytest.mark.parametrize("config_file", ["serve_config.yaml", "serve_config.gpu.yaml"])
+def test_serve_configs_parse_and_batch_within_concurrency(config_file: str) -> None:
+    from ray.serve.schema import ServeDeploySchema
+
+    config = yaml.safe_load((REPO / config_file).read_text())
+    schema = ServeDeploySchema.model_validate(config)
+    app = schema.applications[0]
+    assert app.import_path == "serve_app.builder:build_app"
+    args = AppArgs.model_validate(app.args)
+    load_preset(args.preset)
+    names = {d.name for d in app.deployments}
+    assert names == {"Ingress", "TaskRunner", "Captioner", "DeskClassifier", "Generator", "ShoppingSearch"}
+    for deployment in config["applications"][0]["deployments"]:
+        batch = deployment.get("user_config", {}).get("max_batch_size")
+        if batch:
+            assert deployment["max_ongoing_requests"] >= batch, f"{deployment['name']} would cap its batches"
+    generator = next(d for d in config["applications"][0]["deployments"] if d["name"] == "Generator")
+    assert generator["autoscaling_config"]["max_replicas"] > generator["autoscaling_config"]["min_replicas"]
+
+
+def test_cpu_profile_fits_two_cores() -> None:
+    config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
+    total = 0.0
+    for deployment in config["applications"][0]["deployments"]:
+        replicas = deployment.get("num_replicas") or deployment["autoscaling_config"]["max_replicas"]
+        total += replicas * deployment["ray_actor_options"]["num_cpus"]
+    assert total <= 2.0, f"the CPU profile reserves {total} CPUs at peak"
+
+
+def test_app_args_resolve_absolute_paths(tmp_path: Path) -> None:
+    args = AppArgs(data_dir=str(tmp_path / "d"), public_base_url="http://h:1").resolved()
+    assert Path(args.tasks.db_path or "").is_absolute() and args.tasks.db_path.endswith("tasks.db")
+    assert isinstance(args.storage, LocalStorageConfig) and args.storage.public_base_url == "http://h:1"
+    s3 = AppArgs.model_validate({"storage": {"kind": "s3", "bucket": "b"}}).resolved()
+    assert isinstance(s3.storage, S3StorageConfig) and s3.storage.bucket == "b"
+    with pytest.raises(ValidationError):
+        AppArgs.model_validate({"storage": {"kind": "ftp"}})
