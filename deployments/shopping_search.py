@@ -20,12 +20,10 @@ from serve_app.shopping.service import ShoppingService
 class ShoppingSearch:
     """Wraps `ShoppingService`; one provider, rate limiter and cache per replica."""
 
-    def __init__(
-        self, config: dict[str, Any] | ShoppingConfig, image_base_url: str, *, fallback_to_catalog: bool = False
-    ) -> None:
+    def __init__(self, config: dict[str, Any] | ShoppingConfig, image_base_url: str) -> None:
         cfg = config if isinstance(config, ShoppingConfig) else ShoppingConfig.model_validate(config or {})
         self.service = ShoppingService.from_config(
-            cfg, get_settings(), image_base_url, fallback_to_catalog=fallback_to_catalog
+            cfg, get_settings(), image_base_url, fallback_to_catalog=cfg.fallback_to_catalog
         )
 
     async def search(self, items: list[DeskItem] | list[dict[str, Any]]) -> dict[str, ItemSearchResult]:

@@ -182,6 +182,9 @@ class ShoppingConfig(BaseModel):
     rate_limit_per_s: float = Field(default=10.0, gt=0)
     timeout_s: float = Field(default=5.0, gt=0)
     max_retries: int = Field(default=3, ge=0)
+    fallback_to_catalog: bool = Field(
+        default=False, description="When Naver fails for an item, answer it from the offline catalog."
+    )
 
 
 class AppArgs(BaseModel):
