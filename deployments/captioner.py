@@ -14,6 +14,7 @@ from typing import Any
 from PIL import Image
 from ray import serve
 
+from serve_app.batching import parse_batch_knobs
 from serve_app.config import Preset
 from serve_app.errors import ConfigurationError
 from serve_app.images import decode_image
@@ -22,17 +23,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH_SIZE = 8
 DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.02
-
-
-def parse_batch_knobs(user_config: dict[str, Any]) -> tuple[int | None, float | None]:
-    """(max_batch_size, batch_wait_timeout_s) from a user_config, validated; None when absent."""
-    size = user_config.get("max_batch_size")
-    wait = user_config.get("batch_wait_timeout_s")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise ConfigurationError(f"user_config.max_batch_size must be an integer >= 1, got {size!r}.")
-    if wait is not None and (isinstance(wait, bool) or not isinstance(wait, int | float) or wait < 0):
-        raise ConfigurationError(f"user_config.batch_wait_timeout_s must be a number >= 0, got {wait!r}.")
-    return size, (float(wait) if wait is not None else None)
 
 
 @serve.deployment

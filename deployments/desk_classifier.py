@@ -14,7 +14,8 @@ from typing import Any
 from PIL import Image
 from ray import serve
 
-from deployments.captioner import DEFAULT_BATCH_WAIT_TIMEOUT_S, DEFAULT_MAX_BATCH_SIZE, parse_batch_knobs
+from deployments.captioner import DEFAULT_BATCH_WAIT_TIMEOUT_S, DEFAULT_MAX_BATCH_SIZE
+from serve_app.batching import parse_batch_knobs
 from serve_app.config import Preset
 from serve_app.images import decode_image
 from serve_app.protocol import Classification

@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ray import serve
 
+from serve_app.batching import parse_batch_knobs
 from serve_app.config import Preset
-from serve_app.errors import AppError, ConfigurationError, GenerationFailed, InvalidInput
+from serve_app.errors import AppError, GenerationFailed, InvalidInput
 from serve_app.protocol import GenerationOutput, GenerationSpec
 
 if TYPE_CHECKING:
@@ -50,17 +51,6 @@ class ProgressStore(Protocol):
     def set_progress(self, task_id: str, stage: str, step: int | None = None, total: int | None = None) -> None: ...
 
     def is_cancel_requested(self, task_id: str) -> bool: ...
-
-
-def parse_batch_knobs(user_config: dict[str, Any]) -> tuple[int | None, float | None]:
-    """(max_batch_size, batch_wait_timeout_s) from a user_config, validated; None when absent."""
-    size = user_config.get("max_batch_size")
-    wait = user_config.get("batch_wait_timeout_s")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise ConfigurationError(f"user_config.max_batch_size must be an integer >= 1, got {size!r}.")
-    if wait is not None and (isinstance(wait, bool) or not isinstance(wait, int | float) or wait < 0):
-        raise ConfigurationError(f"user_config.batch_wait_timeout_s must be a number >= 0, got {wait!r}.")
-    return size, (float(wait) if wait is not None else None)
 
 
 class GroupProgress:

@@ -13,23 +13,16 @@ Prebuild everything (tiny SD, the tiny preset's LoRAs, tiny BLIP/CLIP):
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import shutil
-import tempfile
-import time
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+
+from serve_app.models.cache import build_atomically
 
 logger = logging.getLogger(__name__)
 
 TINY_SD_DIR = "tiny-sd"
-COMPLETE_MARKER = ".tiny-build.json"
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
-# Bump when the tiny architectures change so stale cached folders are rebuilt.
-BUILD_VERSION = 1
 SEED = 0
 LORA_RANK = 4
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
@@ -40,53 +33,6 @@ LORA_GAIN = 8.0
 
 def tiny_lora_dir_name(seed: int) -> str:
     return f"tiny-lora-{seed}"
-
-
-# --- folder handling ---------------------------------------------------------------------------
-
-
-def _is_complete(folder: Path) -> bool:
-    marker = folder / COMPLETE_MARKER
-    if not marker.is_file():
-        return False
-    try:
-        return json.loads(marker.read_text(encoding="utf-8")).get("version") == BUILD_VERSION
-    except (OSError, ValueError):
-        return False
-
-
-def _build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
-    """Return `target`, building it with `build(tmp_folder)` and an atomic rename if missing."""
-    if _is_complete(target):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # 1. Build in a private folder on the same filesystem, then mark it complete.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is shared by every replica
-    try:
-        started = time.perf_counter()
-        build(tmp)
-        marker = {"version": BUILD_VERSION, "built_at": time.time()}
-        (tmp / COMPLETE_MARKER).write_text(json.dumps(marker), encoding="utf-8")
-        # 2. A stale or half-written target (older version, crash before the marker) is moved aside.
-        if target.exists() and not _is_complete(target):
-            stale = target.with_name(f".{target.name}.stale-{uuid.uuid4().hex[:8]}")
-            try:
-                os.rename(target, stale)
-                shutil.rmtree(stale, ignore_errors=True)
-            except OSError:
-                pass  # another process moved it first
-        # 3. Atomic rename; if another process won the race, use its folder.
-        try:
-            os.rename(tmp, target)
-            logger.info("built %s in %.1fs", target, time.perf_counter() - started)
-        except OSError:
-            if not _is_complete(target):
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 # --- tiny Stable Diffusion ---------------------------------------------------------------------
@@ -165,7 +111,7 @@ def _build_tiny_sd(folder: Path) -> None:
 
 def ensure_tiny_sd(cache_dir: Path) -> Path:
     """The tiny SD pipeline folder under `cache_dir` (built once; safe under concurrency)."""
-    return _build_atomically(Path(cache_dir) / TINY_SD_DIR, _build_tiny_sd)
+    return build_atomically(Path(cache_dir) / TINY_SD_DIR, _build_tiny_sd)
 
 
 # --- tiny LoRA -----------------------------------------------------------------------------------
@@ -198,7 +144,7 @@ def ensure_tiny_lora(cache_dir: Path, seed: int) -> Path:
     cache_dir = Path(cache_dir)
     sd_folder = ensure_tiny_sd(cache_dir)
     target = cache_dir / tiny_lora_dir_name(seed)
-    return _build_atomically(target, lambda tmp: _build_tiny_lora(tmp, sd_folder, seed))
+    return build_atomically(target, lambda tmp: _build_tiny_lora(tmp, sd_folder, seed))
 
 
 def parse_tiny_lora_path(path: str) -> int | None:

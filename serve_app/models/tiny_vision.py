@@ -9,15 +9,12 @@ the loser of the rename discards its copy.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
-import tempfile
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from serve_app.models.cache import build_atomically
 
 if TYPE_CHECKING:
     from serve_app.config import ModelSpec
@@ -27,9 +24,6 @@ logger = logging.getLogger(__name__)
 TINY_MODEL_ID = "tiny"
 TINY_BLIP_DIR = "tiny-blip"
 TINY_CLIP_DIR = "tiny-clip"
-COMPLETE_MARKER = ".tiny-build.json"
-# Bump when the tiny architectures change so stale cached folders are rebuilt.
-BUILD_VERSION = 1
 SEED = 0
 IMAGE_SIZE = 32
 HIDDEN = 32
@@ -49,47 +43,6 @@ BLIP_WORDS: tuple[str, ...] = tuple(
 )
 _BLIP_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 _CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
-
-
-# --- folder handling ---------------------------------------------------------------------------
-
-
-def _is_complete(folder: Path) -> bool:
-    marker = folder / COMPLETE_MARKER
-    if not marker.is_file():
-        return False
-    try:
-        return json.loads(marker.read_text(encoding="utf-8")).get("version") == BUILD_VERSION
-    except (OSError, ValueError):
-        return False
-
-
-def _build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
-    """Return `target`, first building it with `build(tmp_dir)` and renaming it into place if needed."""
-    if _is_complete(target):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        # Stale (older version) or torn by hand: move it aside, then remove it.
-        aside = target.with_name(f".{target.name}.stale-{uuid.uuid4().hex}")
-        try:
-            os.rename(target, aside)
-            shutil.rmtree(aside, ignore_errors=True)
-        except OSError:
-            pass  # another process moved it first
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    try:
-        build(tmp)
-        (tmp / COMPLETE_MARKER).write_text(json.dumps({"version": BUILD_VERSION}), encoding="utf-8")
-        try:
-            os.rename(tmp, target)
-            logger.info("built %s", target)
-        except OSError:
-            if not _is_complete(target):  # pragma: no cover - only on a foreign, broken target
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 # --- tiny BLIP ---------------------------------------------------------------------------------
@@ -153,7 +106,7 @@ def _build_tiny_blip(folder: Path) -> None:
 
 def ensure_tiny_blip(cache_dir: Path) -> Path:
     """The folder of the tiny BLIP captioner under `cache_dir`, built on first use."""
-    return _build_atomically(Path(cache_dir) / TINY_BLIP_DIR, _build_tiny_blip)
+    return build_atomically(Path(cache_dir) / TINY_BLIP_DIR, _build_tiny_blip)
 
 
 # --- tiny CLIP ---------------------------------------------------------------------------------
@@ -208,7 +161,7 @@ def _build_tiny_clip(folder: Path) -> None:
 
 def ensure_tiny_clip(cache_dir: Path) -> Path:
     """The folder of the tiny CLIP classifier under `cache_dir`, built on first use."""
-    return _build_atomically(Path(cache_dir) / TINY_CLIP_DIR, _build_tiny_clip)
+    return build_atomically(Path(cache_dir) / TINY_CLIP_DIR, _build_tiny_clip)
 
 
 def model_source(model: ModelSpec, cache_dir: Path, tiny_builder: Callable[[Path], Path]) -> tuple[str, str | None]:

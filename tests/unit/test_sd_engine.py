@@ -287,7 +287,7 @@ def test_group_progress_stops_only_when_every_task_cancelled() -> None:
 
 
 def test_parse_batch_knobs() -> None:
-    from deployments.generator import parse_batch_knobs
+    from serve_app.batching import parse_batch_knobs
 
     assert parse_batch_knobs({}) == (None, None)
     assert parse_batch_knobs({"max_batch_size": 8, "batch_wait_timeout_s": 0}) == (8, 0.0)

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from serve_app.models import tiny
+from serve_app.models.cache import BUILD_VERSION, COMPLETE_MARKER, build_atomically
 from serve_app.models.tokenizer import DESK_WORDS, MODEL_MAX_LENGTH, build_tiny_clip_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -107,7 +108,7 @@ def test_tokenizer_training_is_deterministic_across_processes(tmp_path: Path) ->
 def test_tiny_sd_builds_once_and_loads(sd_folder: Path, cache_dir: Path) -> None:
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    marker = sd_folder / tiny.COMPLETE_MARKER
+    marker = sd_folder / COMPLETE_MARKER
     built_at = marker.read_text()
     assert tiny.ensure_tiny_sd(cache_dir) == sd_folder
     assert marker.read_text() == built_at  # not rebuilt
@@ -163,7 +164,7 @@ def test_build_atomically_races_use_one_winner(tmp_path: Path) -> None:
 
     def worker() -> None:
         gate.wait()
-        results.append(tiny._build_atomically(target, build))
+        results.append(build_atomically(target, build))
 
     threads = [threading.Thread(target=worker, name=f"builder-{i}") for i in range(4)]
     for thread in threads:
@@ -179,10 +180,10 @@ def test_build_atomically_replaces_incomplete_folder(tmp_path: Path) -> None:
     target = tmp_path / "thing"
     target.mkdir()
     (target / "half-written").write_text("x")  # no completion marker: a crashed build
-    tiny._build_atomically(target, lambda folder: (folder / "data.txt").write_text("ok"))
+    build_atomically(target, lambda folder: (folder / "data.txt").write_text("ok"))
     assert (target / "data.txt").read_text() == "ok"
     assert not (target / "half-written").exists()
-    assert json.loads((target / tiny.COMPLETE_MARKER).read_text())["version"] == tiny.BUILD_VERSION
+    assert json.loads((target / COMPLETE_MARKER).read_text())["version"] == BUILD_VERSION
 
 
 def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
@@ -190,7 +191,7 @@ def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        tiny._build_atomically(tmp_path / "thing", build)
+        build_atomically(tmp_path / "thing", build)
     assert list(tmp_path.iterdir()) == []
 
 

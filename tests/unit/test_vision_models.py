@@ -13,9 +13,10 @@ from safetensors.torch import load_file
 from serve_app.config import ClassifierModel, ModelSpec, load_preset
 from serve_app.errors import ConfigurationError
 from serve_app.models import tiny_vision
+from serve_app.models.cache import BUILD_VERSION, COMPLETE_MARKER, build_atomically
 from serve_app.models.captioning import CaptionEngine
 from serve_app.models.classification import DeskClassifierEngine
-from serve_app.models.tiny_vision import COMPLETE_MARKER, ensure_tiny_blip, ensure_tiny_clip
+from serve_app.models.tiny_vision import ensure_tiny_blip, ensure_tiny_clip
 
 TINY = ModelSpec(model_id="tiny")
 
@@ -101,9 +102,9 @@ def test_losing_the_rename_race_uses_the_winner(tmp_path: Path) -> None:
         # Another process finishes first while this one is still building.
         target.mkdir()
         (target / "weights").write_text("winner")
-        (target / COMPLETE_MARKER).write_text(json.dumps({"version": tiny_vision.BUILD_VERSION}))
+        (target / COMPLETE_MARKER).write_text(json.dumps({"version": BUILD_VERSION}))
 
-    assert tiny_vision._build_atomically(target, build) == target
+    assert build_atomically(target, build) == target
     assert (target / "weights").read_text() == "winner"
     assert [p.name for p in tmp_path.iterdir()] == ["model"]  # the loser's temporary folder is gone
 
@@ -113,9 +114,9 @@ def test_stale_or_torn_folder_is_rebuilt(tmp_path: Path) -> None:
     target.mkdir()
     (target / "weights").write_text("old")
     (target / COMPLETE_MARKER).write_text(json.dumps({"version": -1}))
-    tiny_vision._build_atomically(target, lambda folder: (folder / "weights").write_text("new"))
+    build_atomically(target, lambda folder: (folder / "weights").write_text("new"))
     assert (target / "weights").read_text() == "new"
-    assert json.loads((target / COMPLETE_MARKER).read_text())["version"] == tiny_vision.BUILD_VERSION
+    assert json.loads((target / COMPLETE_MARKER).read_text())["version"] == BUILD_VERSION
 
 
 def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
@@ -123,7 +124,7 @@ def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
-        tiny_vision._build_atomically(tmp_path / "model", build)
+        build_atomically(tmp_path / "model", build)
     assert list(tmp_path.iterdir()) == []
 
 
