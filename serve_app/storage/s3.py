@@ -120,8 +120,16 @@ class S3ImageStore(ImageStore):
             ) from exc
 
     async def check(self) -> None:
+        """Ready means writable: a store that answers HEAD but cannot take a PUT (a volume server
+        still starting, a read-only policy) is not ready, so the probe writes one tiny object."""
         try:
-            await asyncio.to_thread(self.client.head_bucket, Bucket=self.config.bucket)
+            await asyncio.to_thread(
+                self.client.put_object,
+                Bucket=self.config.bucket,
+                Key=self.object_key(".healthcheck"),
+                Body=b"ok",
+                ContentType="text/plain",
+            )
         except (BotoCoreError, ClientError) as exc:
             log.warning("S3 bucket %s unreachable: %s", self.config.bucket, exc)
             raise StorageError("S3 storage is unavailable.", error_code="S3_UNAVAILABLE") from exc

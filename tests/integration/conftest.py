@@ -105,7 +105,7 @@ def _test_config(port: int, data_dir: Path, seaweed: SeaweedServer, naver: Naver
             "endpoint_url": seaweed.endpoint_url,
             "create_bucket": True,
             "timeout_s": 2.0,
-            "max_attempts": 1,
+            "max_attempts": 2,  # a connection pooled before an outage is retried once
         },
         fetch={"allow_hosts": ["127.0.0.1"], "timeout_s": 5.0},
         tasks={"lease_s": 4.0, "sweep_interval_s": 0.5, "dispatch_grace_s": 2.0, "max_active": 24},

@@ -74,6 +74,9 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
+_PROBE_BUCKET = "readiness-probe"
+
+
 class SeaweedServer:
     """A `weed mini` S3 server; context manager, or start()/stop() (restartable on the same port)."""
 
@@ -170,7 +173,10 @@ class SeaweedServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"weed exited with {self.proc.returncode}; see {self.base_dir / 'weed.out'}")
             try:
-                client.list_buckets()
+                # Ready means writable: S3 answers before the volume server can take objects.
+                if not any(b["Name"] == _PROBE_BUCKET for b in client.list_buckets().get("Buckets", [])):
+                    client.create_bucket(Bucket=_PROBE_BUCKET)
+                client.put_object(Bucket=_PROBE_BUCKET, Key="probe", Body=b"ok")
                 return
             except (BotoCoreError, ClientError) as exc:
                 last = exc
