@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from serve_app.config import GeneratorModel, LoraSpec
@@ -21,18 +19,9 @@ from serve_app.protocol import GenerationOutput, GenerationSpec
 SEEDS = (1, 2, 3)  # the tiny preset's adapters: tiny:1, tiny:2, tiny:3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """One torch thread: on a shared, oversubscribed CPU, multi-threaded kernels stall for seconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.getbasetemp() / "tiny-model-cache"
+def cache_dir(tiny_cache_dir: Path) -> Path:
+    return tiny_cache_dir
 
 
 @pytest.fixture(scope="module")

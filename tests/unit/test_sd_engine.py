@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,18 +29,9 @@ SIZE = 64
 ATOL = 2 / 255 + 1e-6
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """One torch thread: on a shared, oversubscribed CPU, multi-threaded kernels stall for seconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> SDEngine:
-    return SDEngine(GeneratorModel(model_id="tiny"), tmp_path_factory.getbasetemp() / "tiny-model-cache")
+def engine(tiny_cache_dir: Path) -> SDEngine:
+    return SDEngine(GeneratorModel(model_id="tiny"), tiny_cache_dir)
 
 
 def make_spec(seed: int, **overrides: Any) -> GenerationSpec:
@@ -383,6 +375,6 @@ def test_loaded_adapter_unloads_once() -> None:
     assert engine.unloaded == ["cozy"]
 
 
-def test_family_mismatch_is_a_configuration_error(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_family_mismatch_is_a_configuration_error(tiny_cache_dir: Path) -> None:
     with pytest.raises(ConfigurationError, match="sdxl"):
-        SDEngine(GeneratorModel(model_id="tiny", family="sdxl"), tmp_path_factory.getbasetemp() / "tiny-model-cache")
+        SDEngine(GeneratorModel(model_id="tiny", family="sdxl"), tiny_cache_dir)

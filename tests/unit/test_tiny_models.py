@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import types
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,18 +24,9 @@ from serve_app.models.tokenizer import DESK_WORDS, MODEL_MAX_LENGTH, build_tiny_
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """One torch thread: on a shared, oversubscribed CPU, multi-threaded kernels stall for seconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.getbasetemp() / "tiny-model-cache"
+def cache_dir(tiny_cache_dir: Path) -> Path:
+    return tiny_cache_dir
 
 
 @pytest.fixture(scope="module")
