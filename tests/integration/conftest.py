@@ -1,4 +1,4 @@
-"""Start the real Serve app once per session, from serve_config.yaml, and talk HTTP to it.
+"""Start the real Serve app once for the integration tests, from serve_config.yaml, and talk HTTP to it.
 
 What `serve run serve_config.yaml` does (serve_start + deploy_apps of the YAML's schema), minus the
 dashboard, with test args merged in. Two applications share one Serve instance:
@@ -140,8 +140,10 @@ def _wait_healthy(url: str, timeout_s: float) -> None:
     raise RuntimeError(f"{url} not healthy after {timeout_s}s: {last}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def serve_app() -> Iterator[ServeApp]:
+    """Started once, for the whole tests/integration package, and stopped when it is done (so the
+    benchmark smoke tests that follow get the machine to themselves)."""
     import ray
     from ray import serve
     from ray.serve._private import api as serve_api
