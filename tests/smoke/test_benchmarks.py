@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMON_KEYS = {"benchmark", "started_at", "duration_s", "argv", "smoke", "settings", "machine", "results", "tables"}
 MACHINE_KEYS = {"cpu_count", "torch_version", "device_name", "git_sha", "ray_version"}
