@@ -3,31 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import time
 from dataclasses import dataclass
 
 import httpx
 
+from serve_app.testing import desk_photo  # noqa: F401 - re-exported for the benchmark scripts
+
 PROMPT = "a cozy desk with a mouse and a keyboard"
 FINAL = ("done", "failed")
-
-
-def desk_photo(width: int = 96, height: int = 80, seed: int = 0) -> bytes:
-    """A synthetic JPEG 'desk': a wooden surface, a dark monitor, a keyboard bar, some noise."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    pixels = np.zeros((height, width, 3), dtype=np.uint8)
-    pixels[:] = (200, 200, 210)
-    pixels[height // 2 :, :] = (150, 100, 60)
-    pixels[height // 8 : height // 2, width // 3 : 2 * width // 3] = (20, 20, 25)
-    pixels[5 * height // 8 : 5 * height // 8 + 8, width // 4 : 3 * width // 4] = (60, 60, 60)
-    noisy = np.clip(pixels.astype(int) + rng.integers(-8, 8, pixels.shape), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(noisy).save(buffer, format="JPEG")
-    return buffer.getvalue()
 
 
 def form_fields(steps: int, size: int, seed: int, lora: str | None = None) -> dict[str, str]:

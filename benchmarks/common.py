@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import copy
 import datetime as dt
 import logging
 import math
@@ -28,8 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, Field
+
+from serve_app.testing import (  # noqa: F401 - re-exported for the benchmark scripts
+    deploy_config,
+    free_port,
+    load_serve_config,
+    preset_file,
+    wait_http_ok,
+)
+from serve_app.testing import local_app_config as bench_app_config  # noqa: F401
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -296,13 +303,6 @@ def quiet_libraries() -> None:
 # --- processes, ports, temp dirs -----------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def short_tmpdir(prefix: str) -> Path:
     """A fresh folder directly under /tmp (Ray's unix socket paths must stay under 107 bytes)."""
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
@@ -359,26 +359,6 @@ def bench_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def wait_http_ok(url: str, timeout_s: float, proc: subprocess.Popen[Any] | None = None) -> float:
-    """Poll `url` until it answers 200; return the seconds waited. Fails if `proc` exits first."""
-    import httpx
-
-    started = time.perf_counter()
-    last = ""
-    while time.perf_counter() - started < timeout_s:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered: {last}")
-        try:
-            response = httpx.get(url, timeout=5)
-            if response.status_code == 200:
-                return time.perf_counter() - started
-            last = f"{response.status_code} {response.text[:200]}"
-        except httpx.HTTPError as exc:
-            last = repr(exc)
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer 200 within {timeout_s}s: {last}")
-
-
 # --- Ray and Serve ---------------------------------------------------------------------------------
 
 
@@ -426,60 +406,6 @@ def start_serve(port: int | None, **http: Any) -> None:
         http_options={"host": "127.0.0.1", "port": port or free_port(), **http},
         logging_config={"log_level": "WARNING", "enable_access_log": False},
     )
-
-
-def load_serve_config(path: Path | str | None = None) -> dict[str, Any]:
-    """serve_config.yaml (or `path`) as a dict."""
-    return yaml.safe_load(Path(path or REPO_ROOT / "serve_config.yaml").read_text(encoding="utf-8"))
-
-
-def bench_app_config(
-    port: int,
-    data_dir: Path,
-    config_path: Path | str | None = None,
-    preset: str | None = None,
-    fast_shutdown: bool = True,
-    model_cache_dir: Path | None = None,
-) -> dict[str, Any]:
-    """serve_config.yaml with HTTP on 127.0.0.1:`port`, a private data_dir, optionally another preset/model cache."""
-    config = copy.deepcopy(load_serve_config(config_path))
-    config["http_options"] = {**config.get("http_options", {}), "host": "127.0.0.1", "port": port}
-    for app in config["applications"]:
-        args = app.setdefault("args", {})
-        args["data_dir"] = str(data_dir)
-        args["public_base_url"] = f"http://127.0.0.1:{port}"
-        if preset is not None:
-            args["preset"] = preset
-        if model_cache_dir is not None:
-            args["model_cache_dir"] = str(model_cache_dir)
-        if fast_shutdown:
-            for deployment in app.get("deployments", []):
-                deployment.setdefault("graceful_shutdown_wait_loop_s", 0.1)
-                deployment.setdefault("graceful_shutdown_timeout_s", 1)
-    return config
-
-
-def preset_file(folder: Path, base: str = "tiny", desk_threshold: float | None = None) -> Path:
-    """A copy of preset `base` in `folder` (optionally with another desk threshold); its path."""
-    from serve_app.config import CONFIGS_DIR
-
-    data = yaml.safe_load((CONFIGS_DIR / "presets" / f"{base}.yaml").read_text(encoding="utf-8"))
-    if desk_threshold is not None:
-        data["name"] = f"{base}-bench"
-        data["classifier"]["threshold"] = desk_threshold
-    path = folder / f"{data['name']}.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    return path
-
-
-def deploy_config(config: dict[str, Any]) -> None:
-    """Deploy a serve config dict the way `serve run config.yaml` does (serve_start + deploy_apps)."""
-    from ray.serve._private import api as serve_api
-    from ray.serve.schema import ServeDeploySchema
-
-    schema = ServeDeploySchema.model_validate(config)
-    client = serve_api.serve_start(http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location)
-    client.deploy_apps(schema, _blocking=False)
 
 
 # --- load generation -------------------------------------------------------------------------------

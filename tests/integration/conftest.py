@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import os
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,21 +22,14 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
-from serve_app.config import CONFIGS_DIR, REPO_ROOT
+from serve_app.testing import deploy_config, free_port, load_serve_config, preset_file, wait_http_ok
 from tests.stubs.naver_stub import NaverStub
 from tests.support.seaweed import SeaweedServer
 
 WEBHOOK_SECRET = "whsec_" + "dGVzdC13ZWJob29rLXNlY3JldC0xMjM0NTY3ODkw"  # base64("test-webhook-secret-1234567890")
 NAVER_ID, NAVER_SECRET = "test-client-id", "test-client-secret"
 S3_BUCKET = "imagegen-test"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -53,17 +45,8 @@ class ServeApp:
         return httpx.Client(base_url=self.base_url, timeout=30.0, **kw)
 
 
-def _preset_file(folder: Path, name: str, threshold: float) -> str:
-    data = yaml.safe_load((CONFIGS_DIR / "presets" / "tiny.yaml").read_text(encoding="utf-8"))
-    data["name"] = name
-    data["classifier"]["threshold"] = threshold
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    return str(path)
-
-
 def _test_config(port: int, data_dir: Path, seaweed: SeaweedServer, naver: NaverStub) -> dict[str, Any]:
-    config = yaml.safe_load((REPO_ROOT / "serve_config.yaml").read_text(encoding="utf-8"))
+    config = load_serve_config()
     config["http_options"] = {**config.get("http_options", {}), "host": "127.0.0.1", "port": port}
     base = config["applications"][0]
     for deployment in base["deployments"]:
@@ -76,7 +59,7 @@ def _test_config(port: int, data_dir: Path, seaweed: SeaweedServer, naver: Naver
     main = copy.deepcopy(base)
     main["name"] = "main"
     main["args"].update(
-        preset=_preset_file(data_dir, "tiny-always-desk", threshold=0.0),
+        preset=str(preset_file(data_dir, desk_threshold=0.0, name="tiny-always-desk")),
         data_dir=str(data_dir / "main"),
         public_base_url=base_url,
         fetch={"allow_hosts": ["127.0.0.1"], "timeout_s": 5.0},
@@ -96,7 +79,7 @@ def _test_config(port: int, data_dir: Path, seaweed: SeaweedServer, naver: Naver
     s3["name"] = "s3"
     s3["route_prefix"] = "/s3"
     s3["args"].update(
-        preset=_preset_file(data_dir, "tiny-never-desk", threshold=1.01),
+        preset=str(preset_file(data_dir, desk_threshold=1.01, name="tiny-never-desk")),
         data_dir=str(data_dir / "s3"),
         public_base_url=f"{base_url}/s3",
         storage={
@@ -125,29 +108,12 @@ def _test_config(port: int, data_dir: Path, seaweed: SeaweedServer, naver: Naver
     return config
 
 
-def _wait_healthy(url: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    last = ""
-    while time.monotonic() < deadline:
-        try:
-            response = httpx.get(f"{url}/healthcheck", timeout=10)
-            if response.status_code == 200:
-                return
-            last = response.text
-        except httpx.HTTPError as exc:
-            last = repr(exc)
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} not healthy after {timeout_s}s: {last}")
-
-
 @pytest.fixture(scope="package")
 def serve_app() -> Iterator[ServeApp]:
     """Started once, for the whole tests/integration package, and stopped when it is done (so the
     benchmark smoke tests that follow get the machine to themselves)."""
     import ray
     from ray import serve
-    from ray.serve._private import api as serve_api
-    from ray.serve.schema import ServeDeploySchema
 
     # Short paths: Ray's unix sockets must fit in 107 bytes.
     root = Path(tempfile.mkdtemp(prefix="igs-", dir="/tmp"))
@@ -176,14 +142,10 @@ def serve_app() -> Iterator[ServeApp]:
         log_to_driver=os.environ.get("IMAGEGEN_TEST_LOGS") == "1",
     )
     try:
-        schema = ServeDeploySchema.model_validate(config)
-        client = serve_api.serve_start(
-            http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location
-        )
-        client.deploy_apps(schema, _blocking=False)
+        deploy_config(config)
         base_url = f"http://127.0.0.1:{port}"
-        _wait_healthy(base_url, timeout_s=240)
-        _wait_healthy(f"{base_url}/s3", timeout_s=120)
+        wait_http_ok(f"{base_url}/healthcheck", timeout_s=240)
+        wait_http_ok(f"{base_url}/s3/healthcheck", timeout_s=120)
         yield ServeApp(
             base_url=base_url,
             s3_url=f"{base_url}/s3",

@@ -11,23 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from serve_app.testing import desk_photo
 from tests.integration.conftest import ServeApp, wait_for_task
 
 pytestmark = pytest.mark.integration
-
-
-def desk_photo(width: int = 96, height: int = 80, seed: int = 0) -> bytes:
-    """A synthetic 'desk': a wooden surface, a dark monitor, a keyboard bar."""
-    rng = np.random.default_rng(seed)
-    pixels = np.zeros((height, width, 3), dtype=np.uint8)
-    pixels[:] = (200, 200, 210)
-    pixels[height // 2 :, :] = (150, 100, 60)
-    pixels[10:40, 30:70] = (20, 20, 25)
-    pixels[50:58, 25:75] = (60, 60, 60)
-    pixels = np.clip(pixels.astype(int) + rng.integers(-8, 8, pixels.shape), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG")
-    return buffer.getvalue()
 
 
 def fetch_image(url: str) -> Image.Image:
