@@ -85,6 +85,7 @@ async def info(ctx: IngressContext = Depends(get_ctx)) -> dict[str, Any]:
             "storage": ctx.args.storage.kind,
             "task_store": "sqlite",
             "shopping": ctx.shopping_provider,
+            "shopping_fallback_to_catalog": ctx.args.shopping.fallback_to_catalog,
             "image_generation": "diffusers (in-cluster Generator deployment)",
             "webhooks": "enabled" if ctx.settings.imagegen_webhook_secret else "disabled",
         },

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from serve_app.models.cache import build_atomically
 
@@ -57,7 +57,6 @@ def _blip_vocab() -> dict[str, int]:
 
 
 def _build_tiny_blip(folder: Path) -> None:
-    import torch
     from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipProcessor
     from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
 
@@ -97,9 +96,17 @@ def _build_tiny_blip(folder: Path) -> None:
         projection_dim=HIDDEN,
         image_text_hidden_size=HIDDEN,
     )
+    _save_seeded(BlipForConditionalGeneration, config, processor, folder)
+
+
+def _save_seeded(model_cls: Any, config: Any, processor: Any, folder: Path) -> None:
+    """Instantiate `model_cls(config)` with the fixed seed (random weights, same every build) and save
+    it with its processor, so from_pretrained(folder) loads it like a hub model."""
+    import torch
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
-        model = BlipForConditionalGeneration(config).eval()
+        model = model_cls(config).eval()
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
 
@@ -113,7 +120,6 @@ def ensure_tiny_blip(cache_dir: Path) -> Path:
 
 
 def _build_tiny_clip(folder: Path) -> None:
-    import torch
     from transformers import CLIPConfig, CLIPModel, CLIPProcessor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
@@ -152,11 +158,7 @@ def _build_tiny_clip(folder: Path) -> None:
         },
         projection_dim=HIDDEN,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SEED)
-        model = CLIPModel(config).eval()
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    _save_seeded(CLIPModel, config, processor, folder)
 
 
 def ensure_tiny_clip(cache_dir: Path) -> Path:

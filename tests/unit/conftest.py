@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.stubs.fake_clock import FakeClock
+from tests.stubs.naver_stub import NaverStub
+
 
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread() -> Iterator[None]:
@@ -22,3 +25,16 @@ def one_torch_thread() -> Iterator[None]:
 def tiny_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny-model cache for the session, so each tiny model is built once."""
     return tmp_path_factory.getbasetemp() / "tiny-model-cache"
+
+
+@pytest.fixture
+def stub() -> Iterator[NaverStub]:
+    """A Naver Shopping stub server on 127.0.0.1 for one test."""
+    with NaverStub() as running:
+        yield running
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fake clock whose sleep advances time at once (backoffs cost no wall time)."""
+    return FakeClock()

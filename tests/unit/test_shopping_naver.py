@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -21,17 +21,6 @@ from tests.stubs.naver_stub import NaverStub
 MOUSE = DeskItem(name="마우스", english="mouse", query="무선 마우스")
 KEYBOARD = DeskItem(name="키보드", english="keyboard", query="기계식 키보드")
 PRICE = re.compile(r"^[1-9][0-9]*원$")
-
-
-@pytest.fixture
-def stub() -> Iterator[NaverStub]:
-    with NaverStub() as running:
-        yield running
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

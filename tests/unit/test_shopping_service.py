@@ -24,17 +24,6 @@ BASE = "http://host:8000/static"
 
 
 @pytest.fixture
-def stub() -> Iterator[NaverStub]:
-    with NaverStub() as running:
-        yield running
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 async def naver_service(stub: NaverStub, clock: FakeClock) -> AsyncIterator[ShoppingService]:
     cfg = ShoppingConfig(naver_base_url=stub.base_url, rate_limit_per_s=1000, max_retries=1, cache_ttl_s=60)
     provider = NaverShoppingProvider(

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
 from tests.stubs.naver_stub import NaverStub
 
 AUTH = {"X-Naver-Client-Id": "stub-client-id", "X-Naver-Client-Secret": "stub-client-secret"}
-
-
-@pytest.fixture
-def stub() -> Iterator[NaverStub]:
-    with NaverStub(items_per_query=30) as running:
-        yield running
 
 
 def get(stub: NaverStub, headers: dict[str, str] | None = None, **params: object) -> httpx.Response:
