@@ -29,11 +29,11 @@ DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.02
 class Captioner:
     """Captions desk photos with the preset's captioner (BLIP; tiny offline model for `tiny`)."""
 
-    def __init__(self, preset: dict[str, Any], model_cache_dir: str) -> None:
+    def __init__(self, preset: Preset, model_cache_dir: str) -> None:
         from serve_app.models.captioning import CaptionEngine
         from serve_app.models.device import configure_torch_threads
 
-        self.preset = Preset.model_validate(preset)
+        self.preset = preset
         configure_torch_threads()
         self.engine = CaptionEngine(
             self.preset.captioner, Path(model_cache_dir), device=self.preset.device, dtype=self.preset.dtype

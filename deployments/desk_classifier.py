@@ -27,11 +27,11 @@ logger = logging.getLogger(__name__)
 class DeskClassifier:
     """Scores desk photos against the preset's desk / other label prompts."""
 
-    def __init__(self, preset: dict[str, Any], model_cache_dir: str) -> None:
+    def __init__(self, preset: Preset, model_cache_dir: str) -> None:
         from serve_app.models.classification import DeskClassifierEngine
         from serve_app.models.device import configure_torch_threads
 
-        self.preset = Preset.model_validate(preset)
+        self.preset = preset
         configure_torch_threads()
         self.engine = DeskClassifierEngine(
             self.preset.classifier, Path(model_cache_dir), device=self.preset.device, dtype=self.preset.dtype

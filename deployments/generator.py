@@ -1,13 +1,19 @@
 """Generator deployment: Stable Diffusion txt2img/img2img with per-request LoRA, batched.
 
-A thin Serve shell around `SDEngine`. Replicas, CPU/GPU shares, `max_ongoing_requests` (keep it
->= max_batch_size) and `user_config` live in serve_config.yaml, not here.
+A thin Serve shell around `SDEngine` that holds the model and nothing else: no task store, no
+file of its node. Replicas, CPU/GPU shares, `max_ongoing_requests` (keep it >= max_batch_size)
+and `user_config` live in serve_config.yaml, not here.
 
 How a request flows:
-- The caller picks the replica by LoRA: `handle.options(multiplexed_model_id=spec.lora_name or "")`.
+- The caller picks the replica by LoRA: `handle.options(multiplexed_model_id=spec.multiplexed_model_id)`.
   Serve routes to replicas that already hold that adapter, and splits every `@serve.batch` batch
   by multiplexed model id (Ray 2.60 `_BatchQueue._split_batch_by_model_id`), so one sub-batch
   holds one adapter.
+- `generate_stream` (call with `handle.options(stream=True)`) yields `GenerationProgress` while
+  the batch denoises, then the `GenerationOutput`. Progress travels back over the handle, so a
+  replica on any node reports the same way. `generate` is the same call without the progress.
+- Cancelling the caller's handle call cancels the request here; once every request of a pipeline
+  call is cancelled, the diffusion loop stops at its next step.
 - Inside a batch, specs are grouped by `GenerationSpec.group_key()` (mode, size, steps, guidance,
   strength, LoRA, scale); each group is one pipeline call in a worker thread. A failing group
   fails only its own requests.
@@ -22,16 +28,17 @@ import copy
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from ray import serve
 
 from serve_app.batching import parse_batch_knobs
 from serve_app.config import Preset
 from serve_app.errors import AppError, GenerationFailed, InvalidInput
-from serve_app.protocol import GenerationOutput, GenerationSpec
+from serve_app.protocol import GenerationOutput, GenerationProgress, GenerationSpec
 
 if TYPE_CHECKING:
     from serve_app.models.sd_engine import SDEngine
@@ -40,68 +47,47 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH_SIZE = 4
 DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.05
-PROGRESS_MIN_INTERVAL_S = 0.25  # at most ~4 progress writes per second per task
-CANCEL_POLL_INTERVAL_S = 0.2  # how often a running group asks the task store about cancellation
-GENERATING_STAGE = "generating"
+PROGRESS_MIN_INTERVAL_S = 0.25  # at most ~4 progress events per second per request
 
 
-class ProgressStore(Protocol):
-    """The part of `serve_app.tasks.SqliteTaskStore` the generator uses (sync, thread-safe)."""
+@dataclass(eq=False)
+class PendingImage:
+    """One caller's request inside this replica: its spec, where its progress goes, whether the
+    caller went away. Lives only as long as the call; nothing of it outlives the request."""
 
-    def set_progress(self, task_id: str, stage: str, step: int | None = None, total: int | None = None) -> None: ...
+    spec: GenerationSpec
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue[GenerationProgress] | None = None
+    cancelled: bool = False
+    _last: float = field(default=float("-inf"))
 
-    def is_cancel_requested(self, task_id: str) -> bool: ...
+    def report(self, step: int, total: int) -> None:
+        """From the pipeline's worker thread: queue a progress event (throttled; the last step always)."""
+        if self.events is None:
+            return
+        now = time.monotonic()
+        if step < total and now - self._last < PROGRESS_MIN_INTERVAL_S:
+            return
+        self._last = now
+        self.loop.call_soon_threadsafe(self.events.put_nowait, GenerationProgress(step=step, total=total))
 
 
-class GroupProgress:
-    """Progress writes and cancellation checks for one pipeline call; runs in the worker thread.
+class GroupControl:
+    """Progress and cancellation for one pipeline call; its methods run in the worker thread.
 
-    Writes are throttled per group (every task in a group is at the same step) and the last step
-    is always written. The group stops only when every one of its tasks asked to cancel: an image
-    somebody still waits for is never thrown away.
+    The group stops only when every one of its callers cancelled: an image somebody still
+    waits for is never thrown away.
     """
 
-    def __init__(
-        self,
-        store: ProgressStore | None,
-        task_ids: Sequence[str | None],
-        min_interval_s: float = PROGRESS_MIN_INTERVAL_S,
-        cancel_poll_s: float = CANCEL_POLL_INTERVAL_S,
-    ) -> None:
-        self.store = store
-        self.task_ids = [task_id for task_id in task_ids if task_id]
-        self.cancellable = store is not None and bool(task_ids) and len(self.task_ids) == len(task_ids)
-        self.min_interval_s = min_interval_s
-        self.cancel_poll_s = cancel_poll_s
-        self._last_write = float("-inf")
-        self._last_poll = float("-inf")
-        self._stop = False
+    def __init__(self, members: Sequence[PendingImage]) -> None:
+        self.members = list(members)
 
     def on_step(self, step: int, total: int) -> None:
-        if self.store is None or not self.task_ids:
-            return
-        now = time.monotonic()
-        if step < total and now - self._last_write < self.min_interval_s:
-            return
-        self._last_write = now
-        for task_id in self.task_ids:
-            try:
-                self.store.set_progress(task_id, GENERATING_STAGE, step, total)
-            except Exception:  # progress is best effort; never fail an image for it
-                logger.warning("progress write failed for task %s", task_id, exc_info=True)
+        for member in self.members:
+            member.report(step, total)
 
     def should_stop(self) -> bool:
-        if not self.cancellable or self.store is None:
-            return False
-        now = time.monotonic()
-        if self._stop or now - self._last_poll < self.cancel_poll_s:
-            return self._stop
-        self._last_poll = now
-        try:
-            self._stop = all(self.store.is_cancel_requested(task_id) for task_id in self.task_ids)
-        except Exception:
-            logger.warning("cancel check failed for tasks %s", self.task_ids, exc_info=True)
-        return self._stop
+        return bool(self.members) and all(member.cancelled for member in self.members)
 
 
 class LoadedAdapter:
@@ -139,20 +125,15 @@ def _error_for(exc: BaseException) -> AppError:
 class Generator:
     """Generates images with the preset's SD/SDXL model and its LoRA adapters."""
 
-    def __init__(self, preset: dict[str, Any], model_cache_dir: str, tasks_db_path: str | None = None) -> None:
+    def __init__(self, preset: Preset, model_cache_dir: str) -> None:
         from serve_app.models.device import configure_torch_threads
         from serve_app.models.sd_engine import SDEngine
 
-        self.preset = Preset.model_validate(preset)
+        self.preset = preset
         configure_torch_threads()
         self.engine = SDEngine(
             self.preset.generator, Path(model_cache_dir), device=self.preset.device, dtype=self.preset.dtype
         )
-        self.store: ProgressStore | None = None
-        if tasks_db_path:
-            from serve_app.tasks import SqliteTaskStore
-
-            self.store = SqliteTaskStore(tasks_db_path)
         self.max_batch_size = DEFAULT_MAX_BATCH_SIZE
         self.batch_wait_timeout_s = DEFAULT_BATCH_WAIT_TIMEOUT_S
         # One pipeline call (and adapter change) at a time: Serve runs the per-model sub-batches of
@@ -184,26 +165,54 @@ class Generator:
         await asyncio.to_thread(self.engine.load_adapter, spec)
         return LoadedAdapter(self.engine, name)
 
-    async def generate(self, spec: GenerationSpec) -> GenerationOutput:
-        """One image. Call through `handle.options(multiplexed_model_id=spec.lora_name or "")`.
+    async def generate_stream(self, spec: GenerationSpec) -> AsyncIterator[GenerationProgress | GenerationOutput]:
+        """Progress events while the image is made, then the image. Call through
+        `handle.options(stream=True, multiplexed_model_id=spec.multiplexed_model_id)`."""
+        pending = PendingImage(spec, asyncio.get_running_loop(), events=asyncio.Queue())
+        batch = asyncio.ensure_future(self._generate_batch(pending))
+        assert pending.events is not None
+        try:
+            while not batch.done():
+                event = asyncio.ensure_future(pending.events.get())
+                await asyncio.wait({event, batch}, return_when=asyncio.FIRST_COMPLETED)
+                if event.done():
+                    yield event.result()
+                else:
+                    event.cancel()
+            while not pending.events.empty():
+                yield pending.events.get_nowait()
+            yield _unwrap(batch.result())
+        except (asyncio.CancelledError, GeneratorExit):
+            self._abandon(pending, batch)
+            raise
 
-        Batching happens in `_generate_batch`; this wrapper re-raises a per-request error, because
-        Serve 2.60 hands every item a batch returns to its caller as a value, exceptions included.
-        """
-        outcome = await self._generate_batch(spec)
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
+    async def generate(self, spec: GenerationSpec) -> GenerationOutput:
+        """One image, no progress. Call through `handle.options(multiplexed_model_id=spec.multiplexed_model_id)`."""
+        pending = PendingImage(spec, asyncio.get_running_loop())
+        batch = asyncio.ensure_future(self._generate_batch(pending))
+        try:
+            return _unwrap(await asyncio.shield(batch))
+        except asyncio.CancelledError:
+            self._abandon(pending, batch)
+            raise
+
+    @staticmethod
+    def _abandon(pending: PendingImage, batch: asyncio.Future[Any]) -> None:
+        """The caller went away: drop the request from a batch not yet started, and let a running
+        pipeline call stop once all of its callers are gone."""
+        pending.cancelled = True
+        batch.cancel()
 
     @serve.batch(max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_TIMEOUT_S)
-    async def _generate_batch(self, specs: list[GenerationSpec]) -> list[GenerationOutput | AppError]:
-        """One Serve batch (one multiplexed model id): each group_key group is one pipeline call."""
-        model_id = serve.get_multiplexed_model_id()
-        results: list[GenerationOutput | AppError | None] = [None] * len(specs)
+    async def _generate_batch(self, batch: list[PendingImage]) -> list[GenerationOutput | AppError]:
+        """One Serve batch (one multiplexed model id): each group_key group is one pipeline call.
+
+        Serve 2.60 hands every item a batch returns to its caller as a value, exceptions included,
+        so a per-request error is returned here and raised by the caller-side method."""
+        specs = [pending.spec for pending in batch]
+        results: list[GenerationOutput | AppError | None] = [None] * len(batch)
         for indices in _group_indices(specs):
-            group = [specs[i] for i in indices]
-            if model_id and group[0].lora_name != model_id:
-                logger.warning("spec LoRA %r differs from multiplexed_model_id %r", group[0].lora_name, model_id)
+            group = [batch[i] for i in indices]
             try:
                 outputs: Sequence[GenerationOutput | AppError] = await self._run_group(group)
             except Exception as exc:
@@ -217,15 +226,16 @@ class Generator:
                 results[index] = output
         return [result if result is not None else GenerationFailed() for result in results]
 
-    async def _run_group(self, group: list[GenerationSpec]) -> list[GenerationOutput]:
+    async def _run_group(self, group: list[PendingImage]) -> list[GenerationOutput]:
         """Make the group's adapter resident (and most recently used), then run one pipeline call."""
-        lora_name = group[0].lora_name
-        progress = GroupProgress(self.store, [spec.task_id for spec in group])
+        specs = [pending.spec for pending in group]
+        lora_name = specs[0].lora_name
+        control = GroupControl(group)
         async with self._run_lock:
             if lora_name:
                 # Under the lock, so no other group can evict this adapter before the call runs.
                 await self.get_adapter(lora_name)
-            return await asyncio.to_thread(self.engine.generate, group, progress.on_step, progress.should_stop)
+            return await asyncio.to_thread(self.engine.generate, specs, control.on_step, control.should_stop)
 
     async def check_health(self) -> None:
         """Serve calls this periodically; a replica without a loaded model is unhealthy."""
@@ -240,6 +250,12 @@ class Generator:
             "max_batch_size": self.max_batch_size,
             "batch_wait_timeout_s": self.batch_wait_timeout_s,
         }
+
+
+def _unwrap(outcome: GenerationOutput | BaseException) -> GenerationOutput:
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
 
 
 def _group_indices(specs: Sequence[GenerationSpec]) -> list[list[int]]:

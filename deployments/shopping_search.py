@@ -20,16 +20,14 @@ from serve_app.shopping.service import ShoppingService
 class ShoppingSearch:
     """Wraps `ShoppingService`; one provider, rate limiter and cache per replica."""
 
-    def __init__(self, config: dict[str, Any] | ShoppingConfig, image_base_url: str) -> None:
-        cfg = config if isinstance(config, ShoppingConfig) else ShoppingConfig.model_validate(config or {})
+    def __init__(self, config: ShoppingConfig, image_base_url: str) -> None:
         self.service = ShoppingService.from_config(
-            cfg, get_settings(), image_base_url, fallback_to_catalog=cfg.fallback_to_catalog
+            config, get_settings(), image_base_url, fallback_to_catalog=config.fallback_to_catalog
         )
 
-    async def search(self, items: list[DeskItem] | list[dict[str, Any]]) -> dict[str, ItemSearchResult]:
+    async def search(self, items: list[DeskItem]) -> dict[str, ItemSearchResult]:
         """Item name -> offers (or that item's error); items are looked up concurrently."""
-        desk_items = [item if isinstance(item, DeskItem) else DeskItem.model_validate(item) for item in items]
-        return await self.service.search(desk_items)
+        return await self.service.search(items)
 
     async def info(self) -> dict[str, Any]:
         """Provider name, cache and request counters."""

@@ -4,6 +4,11 @@ Tasks reach it two ways: pushed (the ingress calls `run(task_id)` right after su
 (a maintenance loop claims queued tasks nobody dispatched in time: the ingress died after the
 insert, the runner was full, or the reaper requeued a task whose worker died). Claims are atomic
 in the task store, so a task runs once at a time; a lease renewed by heartbeat marks it alive.
+
+The runner is the only deployment of the flow that touches the task store. Model replicas get
+their inputs over handles and stream progress back; a client's cancel reaches a running task
+here (the maintenance loop sees the flag) and travels on as the cancellation of the in-flight
+handle call, which the Generator turns into stopping its diffusion loop.
 """
 
 from __future__ import annotations
@@ -17,21 +22,24 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from serve_app.config import AppArgs, get_settings, load_preset
-from serve_app.errors import AppError
-from serve_app.flow import DeskFlow
+from serve_app.api.views import task_view
+from serve_app.config import AppArgs, get_settings
+from serve_app.errors import AppError, TaskCancelled
+from serve_app.flow import DeskFlow, FlowError, OnStep
 from serve_app.items import load_item_vocabulary
 from serve_app.metrics import TaskMetrics
 from serve_app.protocol import (
     Classification,
     DeskItem,
     GenerationOutput,
+    GenerationProgress,
     GenerationSpec,
     ItemSearchResult,
     Stage,
 )
+from serve_app.retention import RetentionSweeper
 from serve_app.storage import start_store
-from serve_app.tasks import SqliteTaskStore, TaskRecord
+from serve_app.tasks import TaskRecord, open_task_store
 from serve_app.webhooks import WebhookSender, make_msg_id
 
 logger = logging.getLogger("ray.serve")
@@ -58,10 +66,24 @@ class HandleStages:
     async def classify(self, image_png: bytes) -> Classification:
         return await self._classifier.classify.remote(image_png)
 
-    async def generate(self, spec: GenerationSpec) -> GenerationOutput:
+    async def generate(self, spec: GenerationSpec, on_step: OnStep) -> GenerationOutput:
+        """Stream the Generator's progress into `on_step`; cancelling this coroutine cancels the call."""
         # The LoRA name is the multiplexed model id: Serve routes to replicas that have it resident.
-        handle = self._generator.options(multiplexed_model_id=spec.lora_name or "")
-        return await handle.generate.remote(spec)
+        handle = self._generator.options(stream=True, multiplexed_model_id=spec.multiplexed_model_id)
+        stream = handle.generate_stream.remote(spec)
+        output: GenerationOutput | None = None
+        try:
+            async for event in stream:
+                if isinstance(event, GenerationProgress):
+                    await on_step(event.step, event.total)
+                else:
+                    output = event
+        except asyncio.CancelledError:
+            stream.cancel()
+            raise
+        if output is None:
+            raise AppError("The generator ended its stream without an image.", error_code="GENERATION_FAILED")
+        return output
 
     async def search(self, items: list[DeskItem]) -> dict[str, ItemSearchResult]:
         return await self._shopping.search.remote(items)
@@ -71,28 +93,32 @@ class HandleStages:
 class TaskRunner:
     async def __init__(
         self,
-        args: dict[str, Any],
+        args: AppArgs,
         captioner: DeploymentHandle,
         classifier: DeploymentHandle,
         generator: DeploymentHandle,
         shopping: DeploymentHandle,
     ) -> None:
-        self.args = AppArgs.model_validate(args)
-        self.preset = load_preset(self.args.preset)
+        self.args = args
         settings = get_settings()
-        self.tasks = SqliteTaskStore(self.args.tasks.db_path or "")
-        self.images = await start_store(self.args.storage, settings)
+        self.tasks = await asyncio.to_thread(open_task_store, args.tasks, settings)
+        self.images = await start_store(args.storage, settings)
         self.flow = DeskFlow(
-            self.preset, HandleStages(captioner, classifier, generator, shopping), self.images, load_item_vocabulary()
+            HandleStages(captioner, classifier, generator, shopping),
+            self.images,
+            load_item_vocabulary(),
+            retries=args.retries,
         )
         self.webhooks = (
-            WebhookSender(self.args.webhooks, settings.imagegen_webhook_secret, self.args.fetch)
+            WebhookSender(args.webhooks, settings.imagegen_webhook_secret, args.fetch)
             if settings.imagegen_webhook_secret
             else None
         )
         self.metrics = TaskMetrics()
+        self.retention = RetentionSweeper(self.tasks, self.images, args.retention, self.metrics)
         self.owner = f"runner-{uuid.uuid4().hex[:12]}"
-        self._running: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, asyncio.Task[Any]] = {}
+        self._cancelling: set[str] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
 
@@ -100,16 +126,10 @@ class TaskRunner:
 
     async def run(self, task_id: str) -> str:
         """Claim and run a pushed task; returns its final status (or 'skipped' if not claimable)."""
-        record = await asyncio.to_thread(self.tasks.claim, task_id, self.owner, self.args.tasks.lease_s)
+        record = await asyncio.to_thread(self.tasks.queue.claim, task_id, self.owner, self.args.tasks.lease_s)
         if record is None:
             return "skipped"
-        task = asyncio.current_task()
-        assert task is not None
-        self._running[task_id] = task  # type: ignore[assignment]
-        try:
-            return await self._execute(record)
-        finally:
-            self._running.pop(task_id, None)
+        return await self._run_claimed(record)
 
     async def check_health(self) -> None:
         await asyncio.to_thread(self.tasks.ping)
@@ -118,34 +138,52 @@ class TaskRunner:
 
     # -- running a task ----------------------------------------------------------------------------
 
+    async def _run_claimed(self, record: TaskRecord) -> str:
+        task = asyncio.current_task()
+        if task is not None:
+            self._running[record.task_id] = task
+        try:
+            return await self._execute(record)
+        finally:
+            self._running.pop(record.task_id, None)
+            self._cancelling.discard(record.task_id)
+
     async def _execute(self, record: TaskRecord) -> str:
         task_id = record.task_id
         started = time.perf_counter()
+        queue = self.tasks.queue
 
-        async def progress(stage: Stage) -> None:
-            await asyncio.to_thread(self.tasks.set_progress, task_id, stage.value)
+        async def progress(stage: Stage, step: int | None = None, total: int | None = None) -> None:
+            await asyncio.to_thread(self.tasks.set_progress, task_id, stage.value, step, total)
 
         async def cancelled() -> bool:
-            return await asyncio.to_thread(self.tasks.is_cancel_requested, task_id)
+            return task_id in self._cancelling or await asyncio.to_thread(self.tasks.is_cancel_requested, task_id)
 
+        error: AppError | None = None
+        partial: dict[str, Any] | None = None
         try:
-            result = await self.flow.run(record, progress, cancelled)
-        except AppError as exc:
-            await asyncio.to_thread(self.tasks.fail, task_id, exc.error_code, exc.message, owner=self.owner)
-            status = "failed"
-            self.metrics.finished(status, exc.error_code, time.perf_counter() - started)
+            outcome = await self.flow.run(record, progress, cancelled)
+        except FlowError as exc:
+            error, partial = exc, exc.partial
         except asyncio.CancelledError:
-            # The replica is shutting down: leave the lease to expire so the reaper requeues it.
-            raise
+            if task_id not in self._cancelling:
+                raise  # the replica is shutting down: the lease expires and the reaper requeues it
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            error = TaskCancelled()
         except Exception as exc:
             logger.exception("task %s crashed", task_id)
+            error = AppError(f"Internal error: {type(exc).__name__}")
+        if error is not None:
             await asyncio.to_thread(
-                self.tasks.fail, task_id, "INTERNAL_ERROR", f"Internal error: {type(exc).__name__}", owner=self.owner
+                queue.fail, task_id, error.error_code, error.message, owner=self.owner, result=partial
             )
             status = "failed"
-            self.metrics.finished(status, "INTERNAL_ERROR", time.perf_counter() - started)
+            self.metrics.finished(status, error.error_code, time.perf_counter() - started)
         else:
-            completed = await asyncio.to_thread(self.tasks.complete, task_id, self.owner, result)
+            keys = ([record.input_key] if record.input_key else []) + outcome.object_keys
+            completed = await asyncio.to_thread(queue.complete, task_id, self.owner, outcome.result, keys)
             status = "done" if completed else "lost_lease"
             self.metrics.finished(status, None, time.perf_counter() - started)
         if record.webhook_url:
@@ -154,54 +192,59 @@ class TaskRunner:
 
     async def _deliver_webhook(self, task_id: str) -> None:
         lease = self.args.webhooks.max_delay_s * self.args.webhooks.max_attempts + 60
-        record = await asyncio.to_thread(self.tasks.claim_webhook, task_id, lease)
+        outbox = self.tasks.outbox
+        record = await asyncio.to_thread(outbox.claim, task_id, lease)
         if record is None or record.webhook_url is None:
             return
         if self.webhooks is None:
             logger.error("task %s has a webhook_url but IMAGEGEN_WEBHOOK_SECRET is not set", task_id)
-            await asyncio.to_thread(self.tasks.finish_webhook, task_id, False, 0)
+            await asyncio.to_thread(outbox.finish, task_id, False, 0)
             return
-        payload = record.to_response().model_dump(mode="json", exclude_none=True)
+        payload = task_view(record).model_dump(mode="json", exclude_none=True)
         outcome = await self.webhooks.deliver(record.webhook_url, make_msg_id(task_id), payload)
         if not outcome.delivered:
             logger.warning("webhook for task %s not delivered: %s", task_id, outcome.last_error)
-        await asyncio.to_thread(self.tasks.finish_webhook, task_id, outcome.delivered, outcome.attempts)
+        await asyncio.to_thread(outbox.finish, task_id, outcome.delivered, outcome.attempts)
 
-    # -- maintenance: heartbeat, reaper, undispatched tasks, webhooks -----------------------------
+    # -- maintenance: heartbeat, cancellation, reaper, undispatched tasks, webhooks, retention -------
 
     async def _maintain(self) -> None:
         cfg = self.args.tasks
-        last_purge = 0.0
+        queue = self.tasks.queue
+        last_retention = time.monotonic()
         while True:
             try:
-                await asyncio.to_thread(self.tasks.heartbeat, list(self._running), self.owner, cfg.lease_s)
-                requeued, failed = await asyncio.to_thread(self.tasks.reap_expired, cfg.max_attempts)
+                running = list(self._running)
+                await asyncio.to_thread(queue.heartbeat, running, self.owner, cfg.lease_s)
+                for task_id in await asyncio.to_thread(queue.cancel_requested, running):
+                    self._cancel_running(task_id)
+                requeued, failed = await asyncio.to_thread(queue.reap_expired, cfg.max_attempts)
                 for task_id in failed:
                     self.metrics.finished("failed", "WORKER_LOST", None)
                     self._spawn(self._deliver_webhook(task_id))
                 if requeued:
                     logger.warning("requeued tasks whose worker stopped: %s", requeued)
-                for record in await asyncio.to_thread(self.tasks.claim_due, self.owner, cfg.lease_s, 4):
+                for record in await asyncio.to_thread(queue.claim_due, self.owner, cfg.lease_s, 4):
                     self._spawn(self._run_claimed(record))
-                for task_id in await asyncio.to_thread(self.tasks.due_webhooks):
+                for task_id in await asyncio.to_thread(self.tasks.outbox.due):
                     self._spawn(self._deliver_webhook(task_id))
-                if time.time() - last_purge > 3600:
-                    last_purge = time.time()
-                    await asyncio.to_thread(self.tasks.purge_finished, cfg.ttl_s)
+                if time.monotonic() - last_retention >= self.args.retention.sweep_interval_s:
+                    last_retention = time.monotonic()
+                    await self.retention.sweep()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("task maintenance pass failed")
             await asyncio.sleep(cfg.sweep_interval_s)
 
-    async def _run_claimed(self, record: TaskRecord) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._running[record.task_id] = task  # type: ignore[assignment]
-        try:
-            await self._execute(record)
-        finally:
-            self._running.pop(record.task_id, None)
+    def _cancel_running(self, task_id: str) -> None:
+        """A client cancelled a task this replica runs: cancel its coroutine (and with it the
+        in-flight handle call, which stops the Generator's loop)."""
+        task = self._running.get(task_id)
+        if task is None or task_id in self._cancelling:
+            return
+        self._cancelling.add(task_id)
+        task.cancel()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

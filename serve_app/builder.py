@@ -20,17 +20,16 @@ def build_app(args: dict[str, Any] | AppArgs) -> Application:
 
     Replica counts, resources, autoscaling and batching knobs are not set here: they come from
     serve_config.yaml (`deployments:` by class name).
+    Arguments are validated here, once, and reach every replica as typed config objects.
     """
     parsed = (args if isinstance(args, AppArgs) else AppArgs.model_validate(args)).resolved()
     preset = load_preset(parsed.preset)  # fail fast on a bad preset, before any replica starts
-    preset_dump = preset.model_dump(mode="json")
     cache_dir = parsed.model_cache_dir or ""
-    args_dump = parsed.model_dump(mode="json")
 
-    captioner = Captioner.bind(preset_dump, cache_dir)
-    classifier = DeskClassifier.bind(preset_dump, cache_dir)
-    generator = Generator.bind(preset_dump, cache_dir, parsed.tasks.db_path)
-    shopping = ShoppingSearch.bind(parsed.shopping.model_dump(mode="json"), f"{parsed.public_base_url}/static")
-    runner = TaskRunner.bind(args_dump, captioner, classifier, generator, shopping)
+    captioner = Captioner.bind(preset, cache_dir)
+    classifier = DeskClassifier.bind(preset, cache_dir)
+    generator = Generator.bind(preset, cache_dir)
+    shopping = ShoppingSearch.bind(parsed.shopping, f"{parsed.public_base_url}/static")
+    runner = TaskRunner.bind(parsed, captioner, classifier, generator, shopping)
     probes = {"captioner": captioner, "desk_classifier": classifier, "generator": generator, "shopping": shopping}
-    return Ingress.bind(args_dump, runner, probes)
+    return Ingress.bind(parsed, preset, runner, probes)

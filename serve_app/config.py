@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serve_app.errors import ConfigurationError
@@ -155,14 +155,47 @@ class FetchPolicy(BaseModel):
 
 
 class TasksConfig(BaseModel):
+    store: Literal["sqlite", "postgres"] = Field(
+        default="sqlite",
+        description="sqlite: one file on this machine (the embedded default). postgres: one database shared "
+        "by every node of a cluster, at the DSN in the IMAGEGEN_TASKS_DSN environment variable.",
+    )
     db_path: str | None = Field(default=None, description="SQLite file; <data_dir>/tasks.db when None.")
+    pool_max_size: int = Field(default=8, ge=1, le=100, description="PostgreSQL connections per replica.")
     lease_s: float = Field(default=30.0, gt=0, description="A worker renews its lease this often x3.")
     max_attempts: int = Field(default=2, ge=1, description="Runs before a lost task is failed.")
     sweep_interval_s: float = Field(default=2.0, gt=0, description="Reaper period.")
     dispatch_grace_s: float = Field(default=10.0, gt=0, description="Queued this long: the reaper runs it.")
     max_active: int = Field(default=64, ge=1, description="queued+processing above this: 503.")
     retry_after_s: int = Field(default=5, ge=1)
-    ttl_s: float = Field(default=7 * 24 * 3600, description="Finished tasks older than this are purged.")
+
+
+class RetentionConfig(BaseModel):
+    """How long finished tasks and what they stored (input photo, images, .json records) are kept."""
+
+    ttl_s: float = Field(
+        default=7 * 24 * 3600,
+        gt=0,
+        description="A finished task, its photo and its images are deleted this long after it ended.",
+    )
+    sweep_interval_s: float = Field(default=600.0, gt=0, description="How often a runner looks for expired tasks.")
+    batch_size: int = Field(default=200, ge=1, description="Tasks deleted per sweep pass.")
+    sweep_orphans: bool = Field(
+        default=True,
+        description="Also delete stored objects older than ttl_s that no task row names (a task that "
+        "crashed between storing and recording its image).",
+    )
+
+
+class RetryConfig(BaseModel):
+    """Calls to model deployments that fail because a replica or node died are retried like this."""
+
+    max_attempts: int = Field(default=5, ge=1, le=20, description="Tries per stage call, the first included.")
+    base_delay_s: float = Field(default=0.5, gt=0, description="Delay after the first failure; doubles each time.")
+    max_delay_s: float = Field(default=8.0, gt=0, description="Longest delay between tries.")
+    attempt_timeout_s: float = Field(
+        default=600.0, gt=0, description="One try that takes longer (no replica can be placed) counts as failed."
+    )
 
 
 class WebhookConfig(BaseModel):
@@ -202,6 +235,8 @@ class AppArgs(BaseModel):
     webhooks: WebhookConfig = Field(default_factory=WebhookConfig)
     fetch: FetchPolicy = Field(default_factory=FetchPolicy)
     shopping: ShoppingConfig = Field(default_factory=ShoppingConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    retries: RetryConfig = Field(default_factory=RetryConfig)
     limits: GenerationLimits | None = Field(default=None, description="Override the preset's limits.")
 
     def resolved(self) -> AppArgs:
@@ -234,6 +269,9 @@ class Settings(BaseSettings):
 
     imagegen_webhook_secret: str | None = Field(
         default=None, description="Standard Webhooks secret (whsec_<base64> or raw); required for webhooks."
+    )
+    imagegen_tasks_dsn: SecretStr | None = Field(
+        default=None, description="PostgreSQL DSN of the task store when tasks.store is postgres."
     )
     naver_client_id: str | None = None
     naver_client_secret: str | None = None

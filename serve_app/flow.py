@@ -1,11 +1,14 @@
 """The desk makeover flow (SPEC.md section 1) as a plain class over four stage calls.
 
 The task runner deployment gives it `DeploymentHandle`-backed stages; unit tests give it fakes.
-Outcomes:
+A stage call that fails because its replica or node died is retried with backoff
+(`serve_app.retry`); every retry is listed in the result. Outcomes:
 - done with an image: a desk (or no photo: text-to-image) and generation succeeded;
-- done without an image (`generation_skipped` says why): not a desk, or generation failed;
-  the shopping part always comes back (the seed's fallback branch);
-- failed: cancelled, or the generated image could not be stored (S3_UPLOAD_FAILED).
+- done without an image (`generation_skipped` says why), the shopping part only (the seed's
+  fallback branch): the photo is not a desk, or generating from the desk photo still failed;
+- failed: text-to-image whose generation failed (GENERATION_FAILED: a task without a photo never
+  ends done without its image), cancelled, a stage unreachable through every retry, or the
+  image could not be stored (S3_UPLOAD_FAILED).
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from serve_app.config import Preset
-from serve_app.errors import AppError, TaskCancelled
+from serve_app.config import RetryConfig
+from serve_app.errors import AppError, GenerationFailed, ServiceUnavailable, TaskCancelled
 from serve_app.items import ItemVocabulary, extract_items, fallback_items
 from serve_app.prompts import build_prompt
 from serve_app.protocol import (
@@ -29,38 +33,95 @@ from serve_app.protocol import (
     Offer,
     ResolvedGenerate,
     Stage,
+    StageRetry,
 )
-from serve_app.storage.base import ImageStore, make_key
+from serve_app.retry import StageUnavailableError, call_with_retries
+from serve_app.storage.base import ImageStore, make_key, sidecar_key
 from serve_app.tasks import TaskRecord
 
 logger = logging.getLogger(__name__)
 
+OnStep = Callable[[int, int], Awaitable[None]]
+
 
 class Stages(Protocol):
-    """The deployments the flow calls; each may raise an AppError."""
+    """The deployments the flow calls; each may raise an AppError or an infrastructure error."""
 
     async def caption(self, image_png: bytes) -> str: ...
     async def classify(self, image_png: bytes) -> Classification: ...
-    async def generate(self, spec: GenerationSpec) -> GenerationOutput: ...
+    async def generate(self, spec: GenerationSpec, on_step: OnStep) -> GenerationOutput: ...
     async def search(self, items: list[DeskItem]) -> dict[str, ItemSearchResult]: ...
 
 
-ProgressFn = Callable[[Stage], Awaitable[None]]
+class ProgressFn(Protocol):
+    async def __call__(self, stage: Stage, step: int | None = None, total: int | None = None) -> None: ...
+
+
 CancelledFn = Callable[[], Awaitable[bool]]
 
 
+@dataclass
+class FlowOutcome:
+    """What a finished run hands the runner: the result fields, and every object it stored
+    (the retention sweep deletes them with the task)."""
+
+    result: dict[str, Any]
+    object_keys: list[str] = field(default_factory=list)
+
+
+class FlowError(AppError):
+    """Wraps the AppError a run ended with, keeping what the run had learned (retries, items)."""
+
+    def __init__(self, cause: AppError, partial: dict[str, Any]) -> None:
+        super().__init__(cause.message, error_code=cause.error_code)
+        self.status_code = cause.status_code  # type: ignore[misc]
+        self.partial = partial
+
+
 class DeskFlow:
-    def __init__(self, preset: Preset, stages: Stages, images: ImageStore, vocabulary: ItemVocabulary) -> None:
-        self.preset = preset
+    def __init__(
+        self,
+        stages: Stages,
+        images: ImageStore,
+        vocabulary: ItemVocabulary,
+        retries: RetryConfig | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.stages = stages
         self.images = images
         self.vocabulary = vocabulary
+        self.retries = retries or RetryConfig()
+        self._sleep = sleep
 
-    async def run(self, record: TaskRecord, progress: ProgressFn, cancelled: CancelledFn) -> dict[str, Any]:
-        """Run one task; returns the result fields of TaskResult or raises an AppError."""
+    async def run(self, record: TaskRecord, progress: ProgressFn, cancelled: CancelledFn) -> FlowOutcome:
+        """Run one task; returns its outcome or raises FlowError (an AppError with the partial result)."""
         request = ResolvedGenerate.model_validate(record.request)
-        timings: dict[str, float] = {}
+        journal: list[StageRetry] = []
         result: dict[str, Any] = {"seed": request.seed}
+        try:
+            return await self._run(record, request, progress, cancelled, journal, result)
+        except AppError as exc:
+            if journal:
+                result["retries"] = [entry.model_dump() for entry in journal]
+            raise FlowError(exc, result) from exc
+        except StageUnavailableError as exc:
+            result["retries"] = [entry.model_dump() for entry in journal]
+            raise FlowError(ServiceUnavailable(f"{exc}.", error_code="STAGE_UNAVAILABLE"), result) from exc
+
+    async def _call(self, stage: str, call: Callable[[], Awaitable[Any]], journal: list[StageRetry]) -> Any:
+        return await call_with_retries(stage, call, self.retries, journal, sleep=self._sleep)
+
+    async def _run(
+        self,
+        record: TaskRecord,
+        request: ResolvedGenerate,
+        progress: ProgressFn,
+        cancelled: CancelledFn,
+        journal: list[StageRetry],
+        result: dict[str, Any],
+    ) -> FlowOutcome:
+        timings: dict[str, float] = {}
+        stored: list[str] = []
 
         async def checkpoint() -> None:
             if await cancelled():
@@ -73,7 +134,10 @@ class DeskFlow:
         if photo is not None:
             await progress(Stage.captioning)
             started = time.perf_counter()
-            caption, classification = await asyncio.gather(self.stages.caption(photo), self.stages.classify(photo))
+            caption, classification = await asyncio.gather(
+                self._call("caption", lambda: self.stages.caption(photo), journal),
+                self._call("classify", lambda: self.stages.classify(photo), journal),
+            )
             timings["caption_and_classify"] = time.perf_counter() - started
             is_desk = classification.is_desk
             result.update(caption=caption, is_desk=is_desk, desk_score=round(classification.score, 4))
@@ -83,7 +147,7 @@ class DeskFlow:
         items = extract_items(caption, request.prompt, self.vocabulary) or fallback_items(self.vocabulary)
         result["items"] = [item.model_dump() for item in items]
         search_started = time.perf_counter()
-        search = asyncio.ensure_future(self.stages.search(items))
+        search = asyncio.ensure_future(self._search(items, journal))
 
         try:
             # 3. Generate when the photo is a desk (or there is no photo).
@@ -91,50 +155,8 @@ class DeskFlow:
             if not is_desk:
                 result["generation_skipped"] = "not_a_desk"
             else:
-                await progress(Stage.generating)
-                lora = self.preset.lora(request.lora.name) if request.lora else None
-                scale = (
-                    request.lora.scale
-                    if request.lora is not None and request.lora.scale is not None
-                    else (lora.default_scale if lora else 1.0)
-                )
-                built = build_prompt(
-                    caption,
-                    items,
-                    request.prompt,
-                    lora.trigger_words if lora else [],
-                    user_negative=request.negative_prompt,
-                )
-                spec = GenerationSpec(
-                    task_id=record.task_id,
-                    prompt=built.prompt,
-                    negative_prompt=built.negative_prompt,
-                    num_inference_steps=request.num_inference_steps,
-                    guidance_scale=request.guidance_scale,
-                    height=request.height,
-                    width=request.width,
-                    seed=request.seed or 0,
-                    strength=request.strength,
-                    init_image_png=photo,
-                    lora_name=lora.name if lora else None,
-                    lora_scale=scale,
-                )
-                result.update(
-                    prompt=built.prompt,
-                    negative_prompt=built.negative_prompt,
-                    lora={"name": lora.name, "scale": scale} if lora else None,
-                    model_id=self.preset.generator.model_id,
-                )
                 started = time.perf_counter()
-                try:
-                    output = await self.stages.generate(spec)
-                except TaskCancelled:
-                    raise
-                except AppError as exc:
-                    result["generation_skipped"] = f"generation_failed: {exc.error_code}: {exc.message}"
-                except Exception as exc:  # a replica crash or an unexpected model error
-                    logger.exception("generation failed for task %s", record.task_id)
-                    result["generation_skipped"] = f"generation_failed: {type(exc).__name__}"
+                output = await self._generate(record, request, photo, caption, items, progress, journal, result)
                 timings["generate"] = time.perf_counter() - started
             await checkpoint()
 
@@ -143,22 +165,10 @@ class DeskFlow:
                 await progress(Stage.storing)
                 started = time.perf_counter()
                 key = make_key(request.user_id)
-                metadata = {
-                    "task_id": record.task_id,
-                    "prompt": result["prompt"],
-                    "negative_prompt": result["negative_prompt"],
-                    "seed": output.seed,
-                    "model_id": output.model_id,
-                    "lora": result["lora"],
-                    "num_inference_steps": request.num_inference_steps,
-                    "guidance_scale": request.guidance_scale,
-                    "strength": request.strength if photo is not None else None,
-                    "height": request.height,
-                    "width": request.width,
-                    "initial_image_url": record.initial_image_url,
-                    "mode": "img2img" if photo is not None else "txt2img",
-                }
-                result["processed_image_url"] = await self.images.put(key, output.image_png, metadata=metadata)
+                stored += [key, sidecar_key(key)]
+                result["processed_image_url"] = await self.images.put(
+                    key, output.image_png, metadata=self._metadata(record, request, result, output, photo)
+                )
                 result["model_id"] = output.model_id
                 timings["store"] = time.perf_counter() - started
 
@@ -170,8 +180,88 @@ class DeskFlow:
             raise
         timings["search"] = time.perf_counter() - search_started
         result.update(self._recommendations(found))
+        if journal:
+            result["retries"] = [entry.model_dump() for entry in journal]
         result["timings"] = {name: round(seconds, 4) for name, seconds in timings.items()}
-        return result
+        return FlowOutcome(result=result, object_keys=stored)
+
+    async def _generate(
+        self,
+        record: TaskRecord,
+        request: ResolvedGenerate,
+        photo: bytes | None,
+        caption: str,
+        items: list[DeskItem],
+        progress: ProgressFn,
+        journal: list[StageRetry],
+        result: dict[str, Any],
+    ) -> GenerationOutput | None:
+        """One image for the task, retried on infrastructure faults. Without a photo a failure
+        fails the task; with a desk photo it becomes the shopping-only fallback."""
+        await progress(Stage.generating)
+        lora = request.lora
+        built = build_prompt(
+            caption, items, request.prompt, lora.trigger_words if lora else [], user_negative=request.negative_prompt
+        )
+        spec = request.generation_spec(built.prompt, built.negative_prompt, photo, task_id=record.task_id)
+        result.update(
+            prompt=built.prompt,
+            negative_prompt=built.negative_prompt,
+            lora={"name": lora.name, "scale": lora.scale} if lora else None,
+        )
+
+        async def on_step(step: int, total: int) -> None:
+            await progress(Stage.generating, step, total)
+
+        try:
+            return await self._call("generate", lambda: self.stages.generate(spec, on_step), journal)
+        except TaskCancelled:
+            raise
+        except (AppError, StageUnavailableError) as exc:
+            code = exc.error_code if isinstance(exc, AppError) else "GENERATION_FAILED"
+            message = exc.message if isinstance(exc, AppError) else str(exc)
+            if photo is None:
+                raise GenerationFailed(f"Image generation failed: {message}") from exc
+            result["generation_skipped"] = f"generation_failed: {code}: {message}"
+        except Exception as exc:  # an unexpected model error: the replica ran the call and raised
+            logger.exception("generation failed for task %s", record.task_id)
+            if photo is None:
+                raise GenerationFailed(f"Image generation failed: {type(exc).__name__}") from exc
+            result["generation_skipped"] = f"generation_failed: {type(exc).__name__}"
+        return None
+
+    async def _search(self, items: list[DeskItem], journal: list[StageRetry]) -> dict[str, ItemSearchResult]:
+        """Offers per item; a shopping stage unreachable through every retry is an error per item,
+        not a failed task (the image, if any, is still delivered)."""
+        try:
+            return await self._call("search", lambda: self.stages.search(items), journal)
+        except StageUnavailableError as exc:
+            return {item.name: ItemSearchResult(error_code="STAGE_UNAVAILABLE", message=str(exc)) for item in items}
+
+    @staticmethod
+    def _metadata(
+        record: TaskRecord,
+        request: ResolvedGenerate,
+        result: dict[str, Any],
+        output: GenerationOutput,
+        photo: bytes | None,
+    ) -> dict[str, Any]:
+        """The reproducibility record written beside the image."""
+        return {
+            "task_id": record.task_id,
+            "prompt": result["prompt"],
+            "negative_prompt": result["negative_prompt"],
+            "seed": output.seed,
+            "model_id": output.model_id,
+            "lora": result["lora"],
+            "num_inference_steps": request.num_inference_steps,
+            "guidance_scale": request.guidance_scale,
+            "strength": request.strength if photo is not None else None,
+            "height": request.height,
+            "width": request.width,
+            "initial_image_url": record.initial_image_url,
+            "mode": "img2img" if photo is not None else "txt2img",
+        }
 
     @staticmethod
     def _recommendations(found: dict[str, ItemSearchResult]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -13,11 +14,11 @@ from ray.serve.handle import DeploymentHandle
 from serve_app.api import files, generate, health
 from serve_app.api.deps import IngressContext, current_context, set_context
 from serve_app.api.errors import install_error_handlers
-from serve_app.config import AppArgs, get_settings, load_preset
+from serve_app.config import AppArgs, Preset, get_settings
 from serve_app.metrics import IngressMetrics
 from serve_app.shopping.base import provider_name
 from serve_app.storage import start_store
-from serve_app.tasks import SqliteTaskStore
+from serve_app.tasks import open_task_store
 
 try:
     VERSION = version("imagegen-serve")
@@ -63,10 +64,9 @@ app.openapi = _openapi  # type: ignore[method-assign]
 @serve.ingress(app)
 class Ingress:
     async def __init__(
-        self, args: dict[str, Any], runner: DeploymentHandle, probes: dict[str, DeploymentHandle]
+        self, args: AppArgs, preset: Preset, runner: DeploymentHandle, probes: dict[str, DeploymentHandle]
     ) -> None:
-        parsed = AppArgs.model_validate(args)
-        preset = load_preset(parsed.preset)
+        parsed = args
         settings = get_settings()
         metrics = IngressMetrics()
         images = await start_store(parsed.storage, settings)
@@ -76,7 +76,7 @@ class Ingress:
                 preset=preset,
                 limits=parsed.effective_limits(preset),
                 settings=settings,
-                tasks=SqliteTaskStore(parsed.tasks.db_path or ""),
+                tasks=await asyncio.to_thread(open_task_store, parsed.tasks, settings),
                 images=images,
                 runner=runner,
                 probes={"task_runner": runner, **probes},

@@ -25,6 +25,18 @@ class TaskMetrics:
             tag_keys=("status",),
         )
 
+        self._expired = metrics.Counter(
+            "imagegen_retention_deleted",
+            description="Rows and stored objects deleted by the retention sweep, by kind (task, object).",
+            tag_keys=("kind",),
+        )
+
+    def expired(self, tasks: int, objects: int) -> None:
+        if tasks:
+            self._expired.inc(tasks, tags={"kind": "task"})
+        if objects:
+            self._expired.inc(objects, tags={"kind": "object"})
+
     def finished(self, status: str, error_code: str | None, seconds: float | None) -> None:
         self._finished.inc(tags={"status": status, "error_code": error_code or ""})
         if seconds is not None:

@@ -7,12 +7,16 @@ parameter in its error.
 
 from __future__ import annotations
 
+import secrets
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.errors import BadRequest, InvalidInput
+
+if TYPE_CHECKING:
+    from serve_app.config import Preset
 
 HARD_MAX_SIDE = 8192  # SPEC: sizes of 8192 or above are always refused
 
@@ -20,19 +24,28 @@ HARD_MAX_SIDE = 8192  # SPEC: sizes of 8192 or above are always refused
 class LoraSelection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(description="Name of a LoRA adapter from the registry (see GET /info).")
+    name: str = Field(max_length=128, description="Name of a LoRA adapter from the registry (see GET /info).")
     scale: float | None = Field(
-        default=None, description="Adapter strength; the registry's default scale when omitted."
+        default=None,
+        ge=-4.0,
+        le=4.0,
+        allow_inf_nan=False,
+        description="Adapter strength in [-4, 4]; the registry's default scale when omitted.",
     )
 
 
 class GenerateRequest(BaseModel):
-    """Body of POST /v1/generate (JSON, or the form fields of a multipart upload)."""
+    """Body of POST /v1/generate (JSON, or the form fields of a multipart upload).
+
+    Ranges that hold for every preset are field constraints; `resolve` checks the ones that
+    depend on the preset and turns the request into the `ResolvedGenerate` a task stores.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     initial_image_url: str | None = Field(
         default=None,
+        max_length=4096,
         description="The desk photo: an http(s) URL or s3://bucket/key on the configured bucket. "
         "Omit it when the image is uploaded as the multipart part `image`.",
     )
@@ -43,25 +56,29 @@ class GenerateRequest(BaseModel):
     num_inference_steps: int | None = Field(
         default=None, description="Diffusion steps (default from the preset, 50 for sd15/sdxl)."
     )
-    guidance_scale: float | None = Field(default=None, description="Classifier-free guidance (7.5).")
+    guidance_scale: float | None = Field(
+        default=None, allow_inf_nan=False, description="Classifier-free guidance (7.5)."
+    )
     height: int | None = Field(default=None, description="Output height in pixels, a multiple of 8.")
     width: int | None = Field(default=None, description="Output width in pixels, a multiple of 8.")
-    seed: int | None = Field(default=None, description="Random seed; chosen and reported when omitted.")
+    seed: int | None = Field(
+        default=None, ge=0, lt=2**63, description="Random seed in [0, 2**63); chosen and reported when omitted."
+    )
     lora: LoraSelection | None = Field(default=None, description="LoRA adapter and scale to apply.")
     strength: float | None = Field(
-        default=None, description="img2img strength in (0, 1]: how far to move from the photo."
+        default=None, allow_inf_nan=False, description="img2img strength in (0, 1]: how far to move from the photo."
     )
     webhook_url: str | None = Field(
-        default=None, description="Where to POST the result when the task ends (signed, retried)."
+        default=None, max_length=4096, description="Where to POST the result when the task ends (signed, retried)."
     )
     user_id: str = Field(
         default="anonymous", max_length=64, description="Owner of the task; the first part of image keys."
     )
 
-    def resolve(
-        self, defaults: GenerationDefaults, limits: GenerationLimits, *, has_image: bool = False
-    ) -> ResolvedGenerate:
-        """Fill defaults from the preset and check every range; raise the seed's errors."""
+    def resolve(self, preset: Preset, limits: GenerationLimits, *, has_image: bool = False) -> ResolvedGenerate:
+        """Fill defaults from the preset, check every preset-dependent range, look the LoRA up,
+        pick a seed when none was given. Raises the seed's errors, naming the parameter."""
+        defaults = preset.defaults
         if not self.prompt or not self.prompt.strip():
             raise BadRequest("Prompt must not be empty.")
         if len(self.prompt) > limits.max_prompt_chars:
@@ -90,28 +107,75 @@ class GenerateRequest(BaseModel):
             raise InvalidInput("Strength must be in (0, 1].")
         if has_image and int(steps * strength) < 1:
             raise InvalidInput("num_inference_steps * strength must be at least 1 for an image edit.")
-        if self.seed is not None and not 0 <= self.seed < 2**63:
-            raise InvalidInput("Seed must be between 0 and 2**63 - 1.")
-        if self.lora is not None and self.lora.scale is not None and not -4.0 <= self.lora.scale <= 4.0:
-            raise InvalidInput("LoRA scale must be between -4 and 4.")
+        lora: ResolvedLora | None = None
+        if self.lora is not None:
+            spec = preset.lora(self.lora.name)
+            if spec is None:
+                known = ", ".join(known.name for known in preset.loras) or "none"
+                raise InvalidInput(f"Unknown LoRA {self.lora.name!r}. Available: {known}.")
+            scale = self.lora.scale if self.lora.scale is not None else spec.default_scale
+            lora = ResolvedLora(name=spec.name, scale=scale, trigger_words=list(spec.trigger_words))
         return ResolvedGenerate(
-            **self.model_dump(exclude={"num_inference_steps", "guidance_scale", "height", "width", "strength"}),
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
             num_inference_steps=steps,
             guidance_scale=guidance,
             height=height,
             width=width,
             strength=strength,
+            seed=self.seed if self.seed is not None else secrets.randbelow(2**31),
+            lora=lora,
+            initial_image_url=self.initial_image_url,
+            webhook_url=self.webhook_url,
+            user_id=self.user_id,
         )
 
 
-class ResolvedGenerate(GenerateRequest):
-    """A GenerateRequest with every default filled in; what a task record stores."""
+class ResolvedLora(BaseModel):
+    """A LoRA looked up in the preset: its name, the scale to apply, the words that trigger it."""
 
+    name: str
+    scale: float
+    trigger_words: list[str] = Field(default_factory=list)
+
+
+class ResolvedGenerate(BaseModel):
+    """A GenerateRequest with every default filled in and its LoRA resolved; what a task stores.
+
+    Downstream code reads it as it is: nothing is looked up in the preset again.
+    """
+
+    prompt: str
+    negative_prompt: str | None = None
     num_inference_steps: int
     guidance_scale: float
     height: int
     width: int
     strength: float
+    seed: int
+    lora: ResolvedLora | None = None
+    initial_image_url: str | None = None
+    webhook_url: str | None = None
+    user_id: str = "anonymous"
+
+    def generation_spec(
+        self, prompt: str, negative_prompt: str, init_image_png: bytes | None, task_id: str | None = None
+    ) -> GenerationSpec:
+        """The Generator's input: this request's settings with the final prompts and the photo."""
+        return GenerationSpec(
+            task_id=task_id,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            num_inference_steps=self.num_inference_steps,
+            guidance_scale=self.guidance_scale,
+            height=self.height,
+            width=self.width,
+            seed=self.seed,
+            strength=self.strength,
+            init_image_png=init_image_png,
+            lora_name=self.lora.name if self.lora else None,
+            lora_scale=self.lora.scale if self.lora else 1.0,
+        )
 
 
 class GenerationDefaults(BaseModel):
@@ -144,13 +208,10 @@ class TaskStatus(StrEnum):
 
 class Stage(StrEnum):
     queued = "queued"
-    fetching = "fetching"
     captioning = "captioning"
-    classifying = "classifying"
     generating = "generating"
     searching = "searching"
     storing = "storing"
-    finished = "finished"
 
 
 class Progress(BaseModel):
@@ -199,7 +260,7 @@ class Classification(BaseModel):
 class GenerationSpec(BaseModel):
     """One image to generate; what the ingress/runner sends to the Generator."""
 
-    task_id: str | None = Field(default=None, description="Task to report progress to / check cancel.")
+    task_id: str | None = Field(default=None, description="The task this image is for (logs only).")
     prompt: str
     negative_prompt: str = ""
     num_inference_steps: int
@@ -211,6 +272,11 @@ class GenerationSpec(BaseModel):
     init_image_png: bytes | None = Field(default=None, description="img2img source; txt2img when None.")
     lora_name: str | None = None
     lora_scale: float = 1.0
+
+    @property
+    def multiplexed_model_id(self) -> str:
+        """How the caller routes this spec: Serve's multiplexed model id is the LoRA name ("" for none)."""
+        return self.lora_name or ""
 
     def group_key(self) -> tuple[Any, ...]:
         """Requests with equal keys can share one pipeline call."""
@@ -227,6 +293,13 @@ class GenerationSpec(BaseModel):
         )
 
 
+class GenerationProgress(BaseModel):
+    """Streamed by the Generator while it denoises: `step` of `total` done."""
+
+    step: int
+    total: int
+
+
 class GenerationOutput(BaseModel):
     image_png: bytes
     seed: int
@@ -235,6 +308,14 @@ class GenerationOutput(BaseModel):
     lora_scale: float | None = None
     batch_size: int = Field(default=1, description="How many images shared the pipeline call.")
     seconds: float = 0.0
+
+
+class StageRetry(BaseModel):
+    """One try of a stage that failed because its replica or node did, and was retried."""
+
+    stage: str = Field(description="The stage whose call failed: caption, classify, generate or search.")
+    attempt: int = Field(description="Which try failed, from 1.")
+    error: str = Field(description="The infrastructure error's type, e.g. ActorDiedError.")
 
 
 class TaskResult(BaseModel):
@@ -261,7 +342,9 @@ class TaskResult(BaseModel):
         default=None, description="Item name -> why its shopping search failed."
     )
     generation_skipped: str | None = Field(
-        default=None, description="Why no image was generated (not a desk, generation failed...)."
+        default=None,
+        description="Why no image was generated: `not_a_desk`, or `generation_failed: CODE: message` when "
+        "generating from a desk photo still failed after its retries (the shopping offers still come back).",
     )
     prompt: str | None = Field(default=None, description="The final prompt used.")
     negative_prompt: str | None = None
@@ -269,6 +352,9 @@ class TaskResult(BaseModel):
     lora: LoraSelection | None = None
     model_id: str | None = None
     timings: dict[str, float] | None = Field(default=None, description="Seconds per stage.")
+    retries: list[StageRetry] | None = Field(
+        default=None, description="Stage calls retried after a replica or node failure, in order."
+    )
     error_code: str | None = None
     message: str | None = None
 

@@ -13,7 +13,7 @@ from serve_app.config import AppArgs, Preset, Settings
 from serve_app.metrics import IngressMetrics
 from serve_app.protocol import GenerationLimits
 from serve_app.storage.base import ImageStore
-from serve_app.tasks import SqliteTaskStore
+from serve_app.tasks import TaskStore
 
 logger = logging.getLogger("ray.serve")
 
@@ -24,7 +24,7 @@ class IngressContext:
     preset: Preset
     limits: GenerationLimits
     settings: Settings
-    tasks: SqliteTaskStore
+    tasks: TaskStore
     images: ImageStore
     runner: DeploymentHandle
     probes: dict[str, DeploymentHandle]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import uuid
 from typing import Any
 
@@ -13,12 +12,12 @@ from pydantic import ValidationError
 
 from serve_app.api.deps import IngressContext, get_ctx
 from serve_app.api.errors import validation_error
+from serve_app.api.views import request_fingerprint, task_view
 from serve_app.errors import ImageFetchFailed, InvalidInput, NotFound, PayloadTooLarge, QueueFull
 from serve_app.images import decode_image, encode_png
 from serve_app.net import acheck_url, fetch_bytes
 from serve_app.protocol import ErrorResponse, GenerateRequest, TaskAccepted, TaskResult
 from serve_app.storage.base import make_key
-from serve_app.tasks import request_fingerprint
 
 router = APIRouter(prefix="/v1", tags=["desk makeover"])
 
@@ -166,10 +165,7 @@ async def submit(
 ) -> TaskAccepted:
     # 1. Parse and validate everything before touching any state.
     req, upload = await _parse(request, ctx)
-    resolved = req.resolve(ctx.preset.defaults, ctx.limits, has_image=bool(req.initial_image_url) or upload is not None)
-    if resolved.lora is not None and ctx.preset.lora(resolved.lora.name) is None:
-        known = ", ".join(lora.name for lora in ctx.preset.loras) or "none"
-        raise InvalidInput(f"Unknown LoRA {resolved.lora.name!r}. Available: {known}.")
+    resolved = req.resolve(ctx.preset, ctx.limits, has_image=bool(req.initial_image_url) or upload is not None)
     if resolved.webhook_url:
         if not ctx.settings.imagegen_webhook_secret:
             raise InvalidInput("webhook_url: webhooks are not enabled on this server.", error_code="WEBHOOKS_DISABLED")
@@ -191,8 +187,6 @@ async def submit(
 
     # 4. Take the photo in (nothing a user sent is lost), then record the task and hand it off.
     input_key, initial_image_url = await _take_in_photo(ctx, req, upload)
-    if resolved.seed is None:
-        resolved.seed = secrets.randbelow(2**31)
     task_id = uuid.uuid4().hex
     record, _ = await asyncio.to_thread(
         lambda: ctx.tasks.create(
@@ -225,12 +219,12 @@ async def submit(
 )
 async def result(task_id: str, ctx: IngressContext = Depends(get_ctx)) -> TaskResult:
     record = await asyncio.to_thread(ctx.tasks.require, task_id)
-    return record.to_response()
+    return task_view(record)
 
 
 async def _cancel(task_id: str, ctx: IngressContext) -> TaskResult:
     record = await asyncio.to_thread(ctx.tasks.request_cancel, task_id)
-    return record.to_response()
+    return task_view(record)
 
 
 @router.delete(

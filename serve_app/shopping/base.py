@@ -1,4 +1,4 @@
-"""The shopping provider interface, shared helpers and the provider factory.
+"""The shopping provider interface and helpers shared by the providers (the factory is `factory.py`).
 
 A provider turns one detected desk item into offers in the seed's schema (`Offer`), cheapest
 first. Two exist: the Naver Shopping search API and an offline catalog shipped with the package
@@ -7,13 +7,10 @@ first. Two exist: the Naver Shopping search API and an offline catalog shipped w
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
 from serve_app.config import Settings, ShoppingConfig
-from serve_app.errors import ConfigurationError
 from serve_app.protocol import DeskItem, Offer
 
 Clock = Callable[[], float]
@@ -65,37 +62,3 @@ def provider_name(cfg: ShoppingConfig, settings: Settings) -> str:
     if cfg.provider == "auto":
         return "naver" if has_naver_credentials(settings) else "catalog"
     return cfg.provider
-
-
-def make_provider(
-    cfg: ShoppingConfig,
-    settings: Settings,
-    image_base_url: str,
-    *,
-    clock: Clock = time.monotonic,
-    sleep: Sleep = asyncio.sleep,
-) -> ShoppingProvider:
-    """The provider `cfg.provider` names; `auto` is Naver when both keys are set, else the catalog.
-
-    `image_base_url` is where the ingress serves static files (e.g. `http://host:8000/static`);
-    only the catalog uses it, for its product images.
-    """
-    kind = provider_name(cfg, settings)
-    if kind == "naver":
-        if not has_naver_credentials(settings):
-            raise ConfigurationError(
-                "Shopping provider 'naver' needs the NAVER_CLIENT_ID and NAVER_CLIENT_SECRET environment "
-                "variables (or use provider 'catalog' / 'auto' for the offline catalog)."
-            )
-        from serve_app.shopping.naver import NaverShoppingProvider
-
-        return NaverShoppingProvider(
-            cfg,
-            client_id=(settings.naver_client_id or "").strip(),
-            client_secret=(settings.naver_client_secret or "").strip(),
-            clock=clock,
-            sleep=sleep,
-        )
-    from serve_app.shopping.catalog import CatalogProvider
-
-    return CatalogProvider(image_base_url)

@@ -16,8 +16,10 @@ from typing import Any
 from serve_app.config import Settings, ShoppingConfig
 from serve_app.errors import AppError
 from serve_app.protocol import DeskItem, ItemSearchResult, Offer
-from serve_app.shopping.base import SORT_ASC, Clock, ShoppingProvider, Sleep, make_provider
+from serve_app.shopping.base import SORT_ASC, Clock, ShoppingProvider, Sleep
 from serve_app.shopping.cache import CacheKey, TTLCache
+from serve_app.shopping.catalog import CatalogProvider
+from serve_app.shopping.factory import make_provider
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +55,6 @@ class ShoppingService:
         provider = make_provider(cfg, settings, image_base_url, clock=clock, sleep=sleep)
         fallback = None
         if fallback_to_catalog and provider.name != "catalog":
-            from serve_app.shopping.catalog import CatalogProvider
-
             fallback = CatalogProvider(image_base_url)
         return cls(cfg, provider, fallback=fallback, clock=clock)
 

@@ -92,6 +92,23 @@ class ImageStore(ABC):
         """The JSON sidecar written by `put(..., metadata=...)`; NotFound when there is none."""
         return json.loads(await self.get(sidecar_key(key)))
 
+    async def delete(self, keys: list[str]) -> int:
+        """Delete the objects under `keys` (a missing one is not an error); returns how many were
+        asked for. StorageError when the store fails."""
+        valid = [validate_key(key) for key in keys]
+        if not valid:
+            return 0
+        await self._delete_objects(valid)
+        return len(valid)
+
+    @abstractmethod
+    async def delete_older_than(self, cutoff: float) -> int:
+        """Delete every object last written before Unix time `cutoff`; returns how many went."""
+
+    @abstractmethod
+    async def _delete_objects(self, keys: list[str]) -> None:
+        """Delete objects (keys already validated); missing ones are skipped."""
+
     @abstractmethod
     def url_for(self, key: str) -> str:
         """The URL a client uses to download `key`."""

@@ -76,6 +76,41 @@ class LocalImageStore(ImageStore):
             log.warning("reading %s failed: %s", path, exc)
             raise StorageError("Failed to read the image.", error_code="STORAGE_READ_FAILED") from exc
 
+    async def _delete_objects(self, keys: list[str]) -> None:
+        def _delete() -> None:
+            for key in keys:
+                self.path_for(key).unlink(missing_ok=True)
+
+        try:
+            await asyncio.to_thread(_delete)
+        except OSError as exc:
+            log.warning("deleting from %s failed: %s", self.root, exc)
+            raise StorageError("Failed to delete stored images.", error_code="STORAGE_DELETE_FAILED") from exc
+
+    async def delete_older_than(self, cutoff: float) -> int:
+        def _sweep() -> int:
+            deleted = 0
+            if not self.root.is_dir():
+                return 0
+            for path in self.root.rglob("*"):
+                try:
+                    if path.is_file() and path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        deleted += 1
+                except FileNotFoundError:
+                    continue
+            for folder in sorted((p for p in self.root.rglob("*") if p.is_dir()), reverse=True):
+                try:
+                    folder.rmdir()  # only empty day folders go
+                except OSError:
+                    pass
+            return deleted
+
+        try:
+            return await asyncio.to_thread(_sweep)
+        except OSError as exc:
+            raise StorageError("Failed to sweep old images.", error_code="STORAGE_DELETE_FAILED") from exc
+
 
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that readers see the old file or the whole new one."""

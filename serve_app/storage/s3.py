@@ -144,6 +144,43 @@ class S3ImageStore(ImageStore):
             log.warning("S3 put %s/%s failed: %s", self.config.bucket, object_key, exc)
             raise StorageError(UPLOAD_FAILED, error_code="S3_UPLOAD_FAILED") from exc
 
+    async def _delete_objects(self, keys: list[str]) -> None:
+        def _delete() -> None:
+            for start in range(0, len(keys), 1000):  # DeleteObjects takes up to 1000 keys
+                chunk = [{"Key": self.object_key(key)} for key in keys[start : start + 1000]]
+                answer = self.client.delete_objects(Bucket=self.config.bucket, Delete={"Objects": chunk, "Quiet": True})
+                errors = [e for e in answer.get("Errors", []) if e.get("Code") != "NoSuchKey"]
+                if errors:
+                    raise StorageError(
+                        f"S3 refused to delete {len(errors)} object(s): {errors[0].get('Code')}.",
+                        error_code="STORAGE_DELETE_FAILED",
+                    )
+
+        try:
+            await asyncio.to_thread(_delete)
+        except (BotoCoreError, ClientError) as exc:
+            log.warning("S3 delete in %s failed: %s", self.config.bucket, exc)
+            raise StorageError("Failed to delete stored images.", error_code="STORAGE_DELETE_FAILED") from exc
+
+    async def delete_older_than(self, cutoff: float) -> int:
+        def _sweep() -> int:
+            old: list[str] = []
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.config.bucket, Prefix=self._prefix):
+                for item in page.get("Contents", []):
+                    if item["LastModified"].timestamp() < cutoff:
+                        old.append(item["Key"])
+            for start in range(0, len(old), 1000):
+                chunk = [{"Key": key} for key in old[start : start + 1000]]
+                self.client.delete_objects(Bucket=self.config.bucket, Delete={"Objects": chunk, "Quiet": True})
+            return len(old)
+
+        try:
+            return await asyncio.to_thread(_sweep)
+        except (BotoCoreError, ClientError) as exc:
+            log.warning("S3 sweep of %s failed: %s", self.config.bucket, exc)
+            raise StorageError("Failed to sweep old images.", error_code="STORAGE_DELETE_FAILED") from exc
+
     async def _get_object(self, key: str) -> bytes:
         return await self._download(self.config.bucket, self.object_key(key))
 

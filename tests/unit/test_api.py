@@ -20,7 +20,7 @@ from serve_app.api.deps import IngressContext, set_context
 from serve_app.config import AppArgs, Settings, load_preset
 from serve_app.ingress import app
 from serve_app.storage.local import LocalImageStore
-from serve_app.tasks import SqliteTaskStore
+from serve_app.tasks import SqliteDatabase, TaskStore
 
 
 class FakeMethod:
@@ -69,7 +69,7 @@ def ctx(tmp_path: Path) -> Iterator[IngressContext]:
         preset=preset,
         limits=preset.limits,
         settings=Settings(imagegen_webhook_secret=None),
-        tasks=SqliteTaskStore(args.tasks.db_path or ""),
+        tasks=TaskStore(SqliteDatabase(args.tasks.db_path or "")),
         images=images,
         runner=FakeHandle(),  # type: ignore[arg-type]
         probes={"generator": FakeHandle()},  # type: ignore[dict-item]
@@ -141,7 +141,8 @@ def test_multipart_upload_is_decoded_and_kept(client: TestClient, ctx: IngressCo
     )
     assert response.status_code == 202, response.text
     record = ctx.tasks.require(response.json()["task_id"])
-    assert record.request["lora"] == {"name": "neon-minimal", "scale": 0.5} and record.request["seed"] == 3
+    resolved_lora = {"name": "neon-minimal", "scale": 0.5, "trigger_words": ["neonmin style"]}
+    assert record.request["lora"] == resolved_lora and record.request["seed"] == 3
     assert record.initial_image_url and record.initial_image_url.startswith("http://t/files/anonymous/")
     kept = client.get(record.initial_image_url.removeprefix("http://t"))
     assert kept.status_code == 200 and Image.open(io.BytesIO(kept.content)).size == (40, 30)

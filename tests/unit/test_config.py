@@ -20,7 +20,7 @@ def test_presets_validate_and_defaults_pass_their_own_limits(name: str) -> None:
     preset = load_preset(name)
     assert preset.name == name
     assert preset.generator.model_id and preset.captioner.model_id and preset.classifier.model_id
-    resolved = GenerateRequest(prompt="a desk").resolve(preset.defaults, preset.limits, has_image=True)
+    resolved = GenerateRequest(prompt="a desk").resolve(preset, preset.limits, has_image=True)
     assert resolved.height == preset.defaults.height
 
 

@@ -1,4 +1,5 @@
-"""DeskFlow's branches with fake stages: desk, not a desk, generation failure, storage failure, cancel."""
+"""DeskFlow's branches with fake stages: desk, not a desk, generation failure, storage failure, cancel,
+and infrastructure faults retried (a replica that died is not the request's fault)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import ray.exceptions
 
-from serve_app.config import LocalStorageConfig, load_preset
-from serve_app.errors import GenerationFailed, StorageError, TaskCancelled
-from serve_app.flow import DeskFlow
+from serve_app.config import LocalStorageConfig, RetryConfig, load_preset
+from serve_app.errors import AppError, GenerationFailed, StorageError, TaskCancelled
+from serve_app.flow import DeskFlow, FlowOutcome, OnStep
 from serve_app.items import load_item_vocabulary
 from serve_app.protocol import (
     Classification,
     DeskItem,
+    GenerateRequest,
     GenerationOutput,
     GenerationSpec,
     ItemSearchResult,
     Offer,
-    ResolvedGenerate,
     Stage,
 )
 from serve_app.storage.local import LocalImageStore
@@ -28,10 +30,25 @@ from serve_app.tasks import TaskRecord
 OFFER = Offer(title="마우스 A", price="9900원", mall="네이버", category3="마우스", link="https://example.com/a")
 
 
+PRESET = load_preset("tiny")
+FAST_RETRIES = RetryConfig(max_attempts=3, base_delay_s=0.01, max_delay_s=0.02)
+
+
 class FakeStages:
-    def __init__(self, *, is_desk: bool = True, generate_error: Exception | None = None) -> None:
+    """Fake deployments; `generate_errors` are raised by the first calls, one each, in order."""
+
+    def __init__(
+        self,
+        *,
+        is_desk: bool = True,
+        generate_error: Exception | None = None,
+        generate_errors: list[Exception] | None = None,
+        search_error: Exception | None = None,
+    ) -> None:
         self.is_desk = is_desk
         self.generate_error = generate_error
+        self.generate_errors = list(generate_errors or [])
+        self.search_error = search_error
         self.specs: list[GenerationSpec] = []
         self.searched: list[list[DeskItem]] = []
 
@@ -41,14 +58,20 @@ class FakeStages:
     async def classify(self, image_png: bytes) -> Classification:
         return Classification(is_desk=self.is_desk, score=0.9 if self.is_desk else 0.1)
 
-    async def generate(self, spec: GenerationSpec) -> GenerationOutput:
+    async def generate(self, spec: GenerationSpec, on_step: OnStep) -> GenerationOutput:
         self.specs.append(spec)
+        if self.generate_errors:
+            raise self.generate_errors.pop(0)
         if self.generate_error:
             raise self.generate_error
+        for step in range(1, 3):
+            await on_step(step, 2)
         return GenerationOutput(image_png=b"\x89PNG generated", seed=spec.seed, model_id="tiny")
 
     async def search(self, items: list[DeskItem]) -> dict[str, ItemSearchResult]:
         self.searched.append(items)
+        if self.search_error:
+            raise self.search_error
         results = {item.name: ItemSearchResult(offers=[OFFER]) for item in items}
         first = items[0].name
         results[first] = ItemSearchResult(error_code="RATE_LIMITED", message="slow down")
@@ -63,16 +86,9 @@ class BrokenStore(LocalImageStore):
 
 
 def _record(input_key: str | None, **request: Any) -> TaskRecord:
-    body = ResolvedGenerate(
-        prompt="my desk with a mouse",
-        num_inference_steps=4,
-        guidance_scale=7.5,
-        height=64,
-        width=64,
-        strength=0.6,
-        seed=7,
-        **request,
-    )
+    body = GenerateRequest(
+        prompt="my desk with a mouse", num_inference_steps=4, strength=0.6, seed=7, **request
+    ).resolve(PRESET, PRESET.limits, has_image=input_key is not None)
     return TaskRecord(
         task_id="t1",
         kind="desk",
@@ -95,14 +111,22 @@ async def _run(
         await store.put(key, b"\x89PNG photo")
     stages_seen: list[Stage] = []
 
-    async def progress(stage: Stage) -> None:
-        stages_seen.append(stage)
+    async def progress(stage: Stage, step: int | None = None, total: int | None = None) -> None:
+        if step is None:
+            stages_seen.append(stage)
+        else:
+            steps.append((step, total))
 
     async def cancelled() -> bool:
         return False
 
-    flow = DeskFlow(load_preset("tiny"), stages, store, load_item_vocabulary())
-    return await flow.run(_record(key, **request), progress, cancelled), stages_seen
+    steps: list[tuple[int, int | None]] = []
+    flow = DeskFlow(stages, store, load_item_vocabulary(), retries=FAST_RETRIES)
+    outcome: FlowOutcome = await flow.run(_record(key, **request), progress, cancelled)
+    if outcome.result.get("processed_image_url"):
+        assert steps == [(1, 2), (2, 2)], "the generator's progress reaches the task"
+        assert len(outcome.object_keys) == 2 and outcome.object_keys[1] == outcome.object_keys[0] + ".json"
+    return outcome.result, stages_seen
 
 
 async def test_desk_generates_stores_and_recommends(tmp_path: Path) -> None:
@@ -148,29 +172,74 @@ async def test_text_to_image_without_photo_takes_items_from_the_text(tmp_path: P
 
 
 async def test_storage_failure_fails_the_task(tmp_path: Path) -> None:
-    with pytest.raises(StorageError) as info:
+    with pytest.raises(AppError) as info:
         await _run(tmp_path, FakeStages(), store_cls=BrokenStore)
-    assert info.value.error_code == "S3_UPLOAD_FAILED"
+    assert info.value.error_code == "S3_UPLOAD_FAILED" and info.value.status_code == 500
 
 
 async def test_cancel_propagates(tmp_path: Path) -> None:
-    with pytest.raises(TaskCancelled):
+    with pytest.raises(AppError) as info:
         await _run(tmp_path, FakeStages(generate_error=TaskCancelled()))
+    assert info.value.error_code == "CANCELLED"
+
+
+async def test_a_dead_replica_is_retried_and_the_retries_are_listed(tmp_path: Path) -> None:
+    died = [ray.exceptions.ActorDiedError(), ray.exceptions.ActorUnavailableError("restarting", None)]
+    stages = FakeStages(generate_errors=died)
+    result, _ = await _run(tmp_path, stages, photo=False)
+    assert result["processed_image_url"] and len(stages.specs) == 3
+    assert result["retries"] == [
+        {"stage": "generate", "attempt": 1, "error": "ActorDiedError"},
+        {"stage": "generate", "attempt": 2, "error": "ActorUnavailableError"},
+    ]
+
+
+async def test_text_to_image_never_ends_done_without_its_image(tmp_path: Path) -> None:
+    with pytest.raises(AppError) as info:
+        await _run(tmp_path, FakeStages(generate_error=GenerationFailed("CUDA OOM")), photo=False)
+    assert info.value.error_code == "GENERATION_FAILED" and "CUDA OOM" in info.value.message
+
+    stages = FakeStages(generate_error=ray.exceptions.ActorDiedError())
+    with pytest.raises(AppError) as info:
+        await _run(tmp_path, stages, photo=False)
+    assert info.value.error_code == "GENERATION_FAILED" and len(stages.specs) == FAST_RETRIES.max_attempts
+    assert [r["attempt"] for r in info.value.partial["retries"]] == [1, 2, 3]  # type: ignore[attr-defined]
+
+
+async def test_a_desk_whose_generation_still_fails_gets_the_shopping_fallback(tmp_path: Path) -> None:
+    stages = FakeStages(generate_error=ray.exceptions.ActorDiedError())
+    result, _ = await _run(tmp_path, stages)
+    assert result["generation_skipped"].startswith("generation_failed: GENERATION_FAILED: generate unavailable")
+    assert len(result["retries"]) == 3 and result["recommendations"] and "processed_image_url" not in result
+
+
+async def test_an_error_the_replica_raised_is_not_retried(tmp_path: Path) -> None:
+    wrapped = ray.exceptions.RayTaskError("generate", "tb", GenerationFailed("bad adapter")).as_instanceof_cause()
+    stages = FakeStages(generate_error=wrapped)
+    result, _ = await _run(tmp_path, stages)
+    assert len(stages.specs) == 1 and "retries" not in result
+    assert result["generation_skipped"] == "generation_failed: GENERATION_FAILED: bad adapter"
+
+
+async def test_an_unreachable_shopping_stage_is_an_error_per_item(tmp_path: Path) -> None:
+    result, _ = await _run(tmp_path, FakeStages(search_error=ray.exceptions.ActorDiedError()), photo=False)
+    assert result["processed_image_url"] and all(v == [] for v in result["recommendations"].values())
+    assert all(e.startswith("STAGE_UNAVAILABLE") for e in result["recommendation_errors"].values())
 
 
 async def test_cancel_between_stages(tmp_path: Path) -> None:
     store = LocalImageStore(LocalStorageConfig(root=str(tmp_path), public_base_url="http://h"))
     stages = FakeStages()
 
-    async def progress(stage: Stage) -> None:
+    async def progress(stage: Stage, step: int | None = None, total: int | None = None) -> None:
         return None
 
     async def cancelled() -> bool:
         return True
 
-    flow = DeskFlow(load_preset("tiny"), stages, store, load_item_vocabulary())
+    flow = DeskFlow(stages, store, load_item_vocabulary())
     await store.put("u/20260101/p.png", b"p")
-    with pytest.raises(TaskCancelled):
+    with pytest.raises(AppError, match="cancelled"):
         await flow.run(_record("u/20260101/p.png"), progress, cancelled)
     assert stages.specs == [], "nothing generated after a cancel"
     await asyncio.sleep(0)

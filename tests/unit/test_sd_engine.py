@@ -230,52 +230,33 @@ def test_info(engine: SDEngine) -> None:
 # --- Generator deployment logic (no Ray) ----------------------------------------------------------
 
 
-class FakeStore:
-    def __init__(self, cancelled: set[str] | None = None) -> None:
-        self.cancelled = cancelled or set()
-        self.writes: list[tuple[str, str, int | None, int | None]] = []
-        self.polls = 0
+async def test_progress_is_throttled_and_the_last_step_always_reported() -> None:
+    from deployments.generator import GroupControl, PendingImage
 
-    def set_progress(self, task_id: str, stage: str, step: int | None = None, total: int | None = None) -> None:
-        self.writes.append((task_id, stage, step, total))
-
-    def is_cancel_requested(self, task_id: str) -> bool:
-        self.polls += 1
-        return task_id in self.cancelled
-
-
-def test_group_progress_throttles_and_always_writes_last_step() -> None:
-    from deployments.generator import GroupProgress
-
-    store = FakeStore()
-    progress = GroupProgress(store, ["a", "b"], min_interval_s=60.0)
+    loop = asyncio.get_running_loop()
+    members = [PendingImage(make_spec(1), loop, events=asyncio.Queue()) for _ in range(2)]
+    quiet = PendingImage(make_spec(2), loop)  # a caller without a stream (generate): no events
+    control = GroupControl([*members, quiet])
     for step in range(1, 6):
-        progress.on_step(step, 5)
-    assert store.writes == [
-        ("a", "generating", 1, 5),
-        ("b", "generating", 1, 5),
-        ("a", "generating", 5, 5),
-        ("b", "generating", 5, 5),
-    ]
-    GroupProgress(None, ["a"]).on_step(1, 1)  # no store: nothing to do
+        control.on_step(step, 5)  # from the worker thread in real runs; thread-safe either way
+    await asyncio.sleep(0)
+    for member in members:
+        assert member.events is not None
+        seen = [member.events.get_nowait() for _ in range(member.events.qsize())]
+        assert [(e.step, e.total) for e in seen] == [(1, 5), (5, 5)], "first step, then throttled, last always"
 
 
-def test_group_progress_stops_only_when_every_task_cancelled() -> None:
-    from deployments.generator import GroupProgress
+async def test_a_pipeline_call_stops_only_when_every_caller_cancelled() -> None:
+    from deployments.generator import GroupControl, PendingImage
 
-    store = FakeStore(cancelled={"a"})
-    progress = GroupProgress(store, ["a", "b"], cancel_poll_s=0.0)
-    assert progress.should_stop() is False
-    store.cancelled.add("b")
-    assert progress.should_stop() is True
-    # A spec without a task id can never be cancelled, so neither can its group.
-    assert GroupProgress(FakeStore(cancelled={"a"}), ["a", None], cancel_poll_s=0.0).should_stop() is False
-    # Polls are rate limited.
-    slow = FakeStore()
-    throttled = GroupProgress(slow, ["a"], cancel_poll_s=60.0)
-    for _ in range(5):
-        throttled.should_stop()
-    assert slow.polls == 1
+    loop = asyncio.get_running_loop()
+    a, b = PendingImage(make_spec(1), loop), PendingImage(make_spec(2), loop)
+    control = GroupControl([a, b])
+    assert control.should_stop() is False
+    a.cancelled = True
+    assert control.should_stop() is False, "an image somebody still waits for is never thrown away"
+    b.cancelled = True
+    assert control.should_stop() is True
 
 
 def test_parse_batch_knobs() -> None:
@@ -309,12 +290,11 @@ class FakeEngine:
 
 
 async def test_generator_batch_fails_only_the_failing_group() -> None:
-    from deployments.generator import Generator
+    from deployments.generator import Generator, PendingImage
 
     cls = Generator.func_or_class
     gen = object.__new__(cls)
     gen.engine = FakeEngine()
-    gen.store = None
     gen._run_lock = asyncio.Lock()
     adapters: list[str] = []
 
@@ -332,7 +312,8 @@ async def test_generator_batch_fails_only_the_failing_group() -> None:
         make_spec(5, prompt="cancel", width=32),
         make_spec(6, lora_name="missing"),
     ]
-    results = await cls._generate_batch.__wrapped__(gen, specs)
+    loop = asyncio.get_running_loop()
+    results = await cls._generate_batch.__wrapped__(gen, [PendingImage(spec, loop) for spec in specs])
 
     assert [type(r).__name__ for r in results] == [
         "GenerationOutput",
@@ -349,13 +330,18 @@ async def test_generator_batch_fails_only_the_failing_group() -> None:
     assert [[s.seed for s in call] for call in gen.engine.calls] == [[1, 3], [2], [4], [5]]
 
     # The public method re-raises a per-request error instead of returning it.
-    async def fake_batch(spec: GenerationSpec) -> Any:
-        return TaskCancelled() if spec.seed == 0 else "ok"
+    async def fake_batch(pending: PendingImage) -> Any:
+        assert pending.events is None or pending.events.empty()
+        return TaskCancelled() if pending.spec.seed == 0 else "ok"
 
     gen._generate_batch = fake_batch
     assert await cls.generate(gen, make_spec(1)) == "ok"
     with pytest.raises(TaskCancelled):
         await cls.generate(gen, make_spec(0))
+    assert [event async for event in cls.generate_stream(gen, make_spec(1))] == ["ok"]
+    with pytest.raises(TaskCancelled):
+        async for _ in cls.generate_stream(gen, make_spec(0)):
+            pass
 
 
 def test_loaded_adapter_unloads_once() -> None:

@@ -13,8 +13,9 @@ from serve_app.config import Settings, ShoppingConfig, load_yaml_config
 from serve_app.errors import ConfigurationError
 from serve_app.protocol import DeskItem, Offer
 from serve_app.shopping import make_catalog
-from serve_app.shopping.base import ShoppingProvider, make_provider
+from serve_app.shopping.base import ShoppingProvider
 from serve_app.shopping.catalog import CATALOG_IMAGES_DIR, CATALOG_JSON, CatalogProvider
+from serve_app.shopping.factory import make_provider
 from serve_app.shopping.naver import NaverShoppingProvider
 
 BASE = "http://host:8000/static"

@@ -170,8 +170,8 @@ def deployment_class() -> Any:
 
 
 async def test_deployment_uses_catalog_without_keys(clean_settings: pytest.MonkeyPatch) -> None:
-    replica = deployment_class()({"offers_per_item": 2}, BASE)
-    results = await replica.search([MOUSE, KEYBOARD.model_dump()])  # models or plain dicts
+    replica = deployment_class()(ShoppingConfig(offers_per_item=2), BASE)
+    results = await replica.search([MOUSE, KEYBOARD])
     assert set(results) == {"마우스", "키보드"} and all(len(r.offers) == 2 for r in results.values())
     assert (await replica.info())["provider"] == "catalog"
     await replica.check_health()
@@ -191,4 +191,4 @@ async def test_deployment_uses_naver_with_keys(clean_settings: pytest.MonkeyPatc
 
 def test_deployment_with_naver_but_no_keys_fails_fast(clean_settings: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigurationError):
-        deployment_class()({"provider": "naver"}, BASE)
+        deployment_class()(ShoppingConfig(provider="naver"), BASE)

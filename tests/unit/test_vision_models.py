@@ -199,7 +199,7 @@ def test_deployment_classes_construct_and_reconfigure(cache_dir: Path) -> None:
     from deployments.captioner import Captioner
     from deployments.desk_classifier import DeskClassifier
 
-    preset = load_preset("tiny").model_dump()
+    preset = load_preset("tiny")
     captioner = Captioner.func_or_class(preset, str(cache_dir))
     captioner.reconfigure({"max_batch_size": 4, "batch_wait_timeout_s": 0.05, "max_new_tokens": 12})
     assert captioner.info() | {"device": "?"} == {

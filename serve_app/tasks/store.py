@@ -1,0 +1,187 @@
+"""The task store: submit, read, progress and cancel, expiry; with its queue and webhook outbox.
+
+`TaskStore` is the one object replicas hold. Its two parts are separate classes over the same
+database: `store.queue` (claims, leases, the reaper: what workers use) and `store.outbox`
+(webhook delivery). Which database it runs on is `tasks.store` in serve_config.yaml:
+SQLite for one machine, PostgreSQL for a cluster.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from serve_app.errors import Conflict, NotFound, QueueFull
+from serve_app.protocol import Progress, Stage, TaskStatus
+from serve_app.tasks.db import Database
+from serve_app.tasks.outbox import WebhookOutbox
+from serve_app.tasks.queue import TaskQueue
+from serve_app.tasks.records import ACTIVE, FINISHED, TaskRecord, create_schema, dumps, parse_keys
+
+
+def _reused_key() -> Conflict:
+    return Conflict(
+        "Idempotency-Key was already used with a different request body.", error_code="IDEMPOTENCY_KEY_REUSED"
+    )
+
+
+@dataclass(frozen=True)
+class ExpiredTask:
+    """A finished task past retention, with the stored objects to delete along with it."""
+
+    task_id: str
+    object_keys: list[str]
+
+
+class TaskStore:
+    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self._clock = clock
+        create_schema(db)
+        self.queue = TaskQueue(db, clock)
+        self.outbox = WebhookOutbox(db, clock)
+
+    @property
+    def kind(self) -> str:
+        return self.db.dialect
+
+    def close(self) -> None:
+        self.db.close()
+
+    def ping(self) -> None:
+        self.db.ping()
+
+    # -- submit and read -----------------------------------------------------------------------
+
+    def find_idempotent(self, idempotency_key: str, request_hash: str) -> TaskRecord | None:
+        """The task an Idempotency-Key already made; 409 if it was made from another body."""
+        rows = self.db.read("SELECT * FROM tasks WHERE idempotency_key = ?", (idempotency_key,))
+        if not rows:
+            return None
+        record = TaskRecord.from_row(rows[0])
+        if record.request_hash != request_hash:
+            raise _reused_key()
+        return record
+
+    def create(
+        self,
+        task_id: str,
+        *,
+        kind: str,
+        request: dict[str, Any],
+        input_key: str | None = None,
+        initial_image_url: str | None = None,
+        webhook_url: str | None = None,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+        max_active: int | None = None,
+        retry_after_s: int = 5,
+        dispatch_grace_s: float = 10.0,
+    ) -> tuple[TaskRecord, bool]:
+        """Insert a queued task; returns (record, created). Sheds load past `max_active`.
+
+        The idempotency lookup, the queue bound and the insert are one serialised step, so two
+        submits with one key make one task and concurrent submits never overshoot `max_active`.
+        """
+        now = self._clock()
+        with self.db.tx() as tx:
+            self.db.lock_admission(tx)
+            if idempotency_key is not None:
+                row = tx.one("SELECT * FROM tasks WHERE idempotency_key = ?", (idempotency_key,))
+                if row is not None:
+                    existing = TaskRecord.from_row(row)
+                    if existing.request_hash != request_hash:
+                        raise _reused_key()
+                    return existing, False
+            if max_active is not None:
+                active = tx.one("SELECT COUNT(*) AS n FROM tasks WHERE status IN (?, ?)", ACTIVE)
+                count = int(active["n"]) if active else 0
+                if count >= max_active:
+                    raise QueueFull(f"{count} tasks are in flight; retry later.", retry_after_s=retry_after_s)
+            tx.run(
+                "INSERT INTO tasks (task_id, kind, status, request, input_key, initial_image_url, created_at,"
+                " updated_at, available_at, progress, idempotency_key, request_hash, webhook_url, webhook_status,"
+                " object_keys) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    task_id,
+                    kind,
+                    dumps(request),
+                    input_key,
+                    initial_image_url,
+                    now,
+                    now,
+                    now + dispatch_grace_s,
+                    Progress(stage=Stage.queued).model_dump_json(),
+                    idempotency_key,
+                    request_hash,
+                    webhook_url,
+                    "pending" if webhook_url else None,
+                    dumps([input_key] if input_key else []),
+                ),
+            )
+            row = tx.one("SELECT * FROM tasks WHERE task_id = ?", (task_id,))
+        assert row is not None  # inserted in this transaction
+        return TaskRecord.from_row(row), True
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        rows = self.db.read("SELECT * FROM tasks WHERE task_id = ?", (task_id,))
+        return TaskRecord.from_row(rows[0]) if rows else None
+
+    def require(self, task_id: str) -> TaskRecord:
+        record = self.get(task_id)
+        if record is None:
+            raise NotFound(f"Task {task_id} not found.", error_code="TASK_NOT_FOUND")
+        return record
+
+    def count_active(self) -> int:
+        rows = self.db.read("SELECT COUNT(*) AS n FROM tasks WHERE status IN (?, ?)", ACTIVE)
+        return int(rows[0]["n"])
+
+    # -- progress and cancellation -----------------------------------------------------------------
+
+    def set_progress(self, task_id: str, stage: str, step: int | None = None, total: int | None = None) -> None:
+        progress = Progress(stage=Stage(stage), step=step, total_steps=total).model_dump_json()
+        with self.db.tx() as tx:
+            tx.run(
+                "UPDATE tasks SET progress = ?, updated_at = ? WHERE task_id = ? AND status = 'processing'",
+                (progress, self._clock(), task_id),
+            )
+
+    def is_cancel_requested(self, task_id: str) -> bool:
+        rows = self.db.read("SELECT cancel_requested FROM tasks WHERE task_id = ?", (task_id,))
+        return bool(rows and rows[0]["cancel_requested"])
+
+    def request_cancel(self, task_id: str) -> TaskRecord:
+        """Queued: failed CANCELLED at once. Processing: flagged; its worker stops it."""
+        record = self.require(task_id)
+        if record.finished:
+            raise Conflict(f"Task {task_id} has already finished ({record.status}).", error_code="TASK_FINISHED")
+        if record.status == TaskStatus.queued and self.queue.fail(task_id, "CANCELLED", "The task was cancelled."):
+            return self.require(task_id)
+        with self.db.tx() as tx:
+            tx.run(
+                "UPDATE tasks SET cancel_requested = 1, updated_at = ? WHERE task_id = ? AND status = 'processing'",
+                (self._clock(), task_id),
+            )
+        return self.require(task_id)
+
+    # -- retention ---------------------------------------------------------------------------------
+
+    def expired(self, older_than_s: float, limit: int = 100) -> list[ExpiredTask]:
+        """Finished tasks that ended more than `older_than_s` ago and owe no webhook."""
+        rows = self.db.read(
+            "SELECT task_id, object_keys FROM tasks WHERE status IN (?, ?) AND finished_at < ?"
+            " AND (webhook_status IS NULL OR webhook_status != 'pending') ORDER BY finished_at LIMIT ?",
+            (*FINISHED, self._clock() - older_than_s, limit),
+        )
+        return [ExpiredTask(row["task_id"], parse_keys(row["object_keys"])) for row in rows]
+
+    def delete(self, task_ids: list[str]) -> int:
+        """Delete finished task rows; returns how many went."""
+        if not task_ids:
+            return 0
+        marks = ", ".join("?" for _ in task_ids)
+        with self.db.tx() as tx:
+            return tx.run(f"DELETE FROM tasks WHERE status IN (?, ?) AND task_id IN ({marks})", (*FINISHED, *task_ids))

@@ -1,0 +1,280 @@
+"""One contract for every task store: the same tests run on SQLite and on a real PostgreSQL.
+
+Claims, leases and the reaper, idempotency keys, the queue bound, cancellation, the webhook
+outbox and expiry must behave the same on both, so a cluster behaves like a laptop.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from serve_app.api.views import request_fingerprint, task_view
+from serve_app.errors import Conflict, NotFound, QueueFull
+from serve_app.protocol import Stage, TaskStatus
+from serve_app.tasks import Database, PostgresDatabase, SqliteDatabase, TaskStore
+from tests.support.postgres import PostgresServer
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def open_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Database]]:
+    """Opens connections to one fresh database of the parametrised kind (several may be open)."""
+    opened: list[Database] = []
+    if request.param == "sqlite":
+
+        def make() -> Database:
+            opened.append(SqliteDatabase(tmp_path / "tasks.db"))
+            return opened[-1]
+
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        server.truncate()
+
+        def make() -> Database:
+            opened.append(PostgresDatabase(server.dsn, max_size=4))
+            return opened[-1]
+
+    yield make
+    for db in opened:
+        db.close()
+
+
+@pytest.fixture
+def store(open_db: Callable[[], Database], clock: Clock) -> TaskStore:
+    return TaskStore(open_db(), clock=clock)
+
+
+def _create(store: TaskStore, task_id: str = "t1", **kw) -> None:
+    store.create(task_id, kind="desk", request={"prompt": "desk"}, **kw)
+
+
+def test_submit_claim_complete(store: TaskStore) -> None:
+    _create(store, input_key="u/20260101/photo.png")
+    record = store.require("t1")
+    assert record.status == TaskStatus.queued and record.object_keys == ["u/20260101/photo.png"]
+    view = task_view(record)
+    assert view.progress is not None and view.progress.stage == Stage.queued
+
+    claimed = store.queue.claim("t1", "w1", lease_s=30)
+    assert claimed is not None and claimed.status == TaskStatus.processing and claimed.attempts == 1
+    assert store.queue.claim("t1", "w2", lease_s=30) is None, "a processing task is claimed once"
+
+    store.set_progress("t1", "generating", 3, 10)
+    progress = task_view(store.require("t1")).progress
+    assert progress is not None and (progress.stage, progress.step, progress.total_steps) == ("generating", 3, 10)
+
+    assert not store.queue.complete("t1", "w2", {"caption": "x"}), "only the lease owner completes"
+    assert store.queue.complete("t1", "w1", {"caption": "a desk"}, object_keys=["u/1.png", "u/1.png.json"])
+    done = store.require("t1")
+    view = task_view(done)
+    assert view.status == TaskStatus.done and view.caption == "a desk" and view.progress is None
+    assert done.object_keys == ["u/1.png", "u/1.png.json"]
+
+
+def test_state_survives_a_new_connection(open_db: Callable[[], Database], clock: Clock) -> None:
+    first = TaskStore(open_db(), clock=clock)
+    _create(first)
+    first.close()
+    second = TaskStore(open_db(), clock=clock)
+    assert second.require("t1").status == TaskStatus.queued
+
+
+def test_unknown_task_is_404(store: TaskStore) -> None:
+    assert store.get("nope") is None
+    with pytest.raises(NotFound):
+        store.require("nope")
+
+
+def test_concurrent_claims_across_connections_give_one_winner(open_db: Callable[[], Database]) -> None:
+    stores = [TaskStore(open_db()) for _ in range(4)]
+    for i in range(20):
+        _create(stores[0], f"t{i}")
+    wins: list[tuple[int, str]] = []
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        for i in range(20):
+            if stores[n].queue.claim(f"t{i}", f"w{n}", 30) is not None:
+                with lock:
+                    wins.append((n, f"t{i}"))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(task for _, task in wins) == sorted(f"t{i}" for i in range(20))
+
+
+def test_concurrent_claim_due_hands_out_disjoint_tasks(open_db: Callable[[], Database]) -> None:
+    stores = [TaskStore(open_db()) for _ in range(4)]
+    for i in range(40):
+        _create(stores[0], f"t{i}", dispatch_grace_s=0.0)
+    got: list[str] = []
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        while batch := stores[n].queue.claim_due(f"w{n}", 30, limit=3):
+            with lock:
+                got.extend(record.task_id for record in batch)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got) == sorted(f"t{i}" for i in range(40)), "every task claimed exactly once"
+
+
+def test_expired_lease_is_requeued_then_failed(store: TaskStore, clock: Clock) -> None:
+    queue = store.queue
+    _create(store)
+    assert queue.claim("t1", "w1", lease_s=10)
+    clock.now += 5
+    queue.heartbeat(["t1"], "w1", lease_s=10)
+    clock.now += 8
+    assert queue.reap_expired(max_attempts=2) == ([], []), "a renewed lease is not reaped"
+
+    clock.now += 20
+    assert queue.reap_expired(max_attempts=2) == (["t1"], [])
+    record = store.require("t1")
+    assert record.status == TaskStatus.queued and record.lease_owner is None
+    assert not queue.complete("t1", "w1", {}), "the old worker cannot complete a requeued task"
+
+    assert [r.task_id for r in queue.claim_due("w2", lease_s=10)] == ["t1"]
+    clock.now += 60
+    assert queue.reap_expired(max_attempts=2) == ([], ["t1"])
+    failed = store.require("t1")
+    assert failed.status == TaskStatus.failed and failed.error_code == "WORKER_LOST" and failed.attempts == 2
+
+
+def test_undispatched_task_becomes_due_after_grace(store: TaskStore, clock: Clock) -> None:
+    _create(store, dispatch_grace_s=10)
+    assert store.queue.claim_due("sweeper", 30) == []
+    clock.now += 11
+    assert [r.task_id for r in store.queue.claim_due("sweeper", 30)] == ["t1"]
+
+
+def test_queue_full_sheds_with_retry_after(store: TaskStore) -> None:
+    _create(store, "a", max_active=2)
+    _create(store, "b", max_active=2)
+    with pytest.raises(QueueFull) as info:
+        _create(store, "c", max_active=2, retry_after_s=7)
+    assert info.value.status_code == 503 and info.value.headers["Retry-After"] == "7"
+    assert store.get("c") is None, "a refused submit changes nothing"
+    assert store.queue.claim("a", "w", 30) and store.queue.complete("a", "w", {})
+    _create(store, "c", max_active=2)
+
+
+def test_concurrent_submits_never_overshoot_the_queue_bound(open_db: Callable[[], Database]) -> None:
+    stores = [TaskStore(open_db()) for _ in range(4)]
+    accepted: list[str] = []
+    lock = threading.Lock()
+
+    def submit(n: int) -> None:
+        for i in range(10):
+            try:
+                _create(stores[n], f"s{n}-{i}", max_active=13)
+            except QueueFull:
+                continue
+            with lock:
+                accepted.append(f"s{n}-{i}")
+
+    threads = [threading.Thread(target=submit, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(accepted) == 13 and stores[0].count_active() == 13
+
+
+def test_idempotency_key(store: TaskStore) -> None:
+    h1 = request_fingerprint({"prompt": "a"})
+    h2 = request_fingerprint({"prompt": "b"})
+    first, created = store.create("t1", kind="desk", request={}, idempotency_key="k", request_hash=h1)
+    assert created
+    again, created_again = store.create("t2", kind="desk", request={}, idempotency_key="k", request_hash=h1)
+    assert not created_again and again.task_id == "t1"
+    assert store.find_idempotent("k", h1) is not None
+    with pytest.raises(Conflict):
+        store.create("t3", kind="desk", request={}, idempotency_key="k", request_hash=h2)
+    with pytest.raises(Conflict):
+        store.find_idempotent("k", h2)
+    assert request_fingerprint({"a": 1, "b": 2}) == request_fingerprint({"b": 2, "a": 1})
+    assert request_fingerprint({"a": 1}, b"img1") != request_fingerprint({"a": 1}, b"img2")
+
+
+def test_cancel(store: TaskStore) -> None:
+    _create(store, "queued")
+    assert store.request_cancel("queued").error_code == "CANCELLED"
+
+    _create(store, "running")
+    _create(store, "other")
+    store.queue.claim("running", "w", 30)
+    store.queue.claim("other", "w", 30)
+    assert store.request_cancel("running").cancel_requested
+    assert store.is_cancel_requested("running")
+    assert store.queue.cancel_requested(["running", "other", "unknown"]) == ["running"]
+    assert store.queue.cancel_requested([]) == []
+    assert store.queue.fail("running", "CANCELLED", "The task was cancelled.", owner="w")
+    with pytest.raises(Conflict):
+        store.request_cancel("running")
+
+
+def test_a_cancelled_task_whose_worker_died_is_not_retried(store: TaskStore, clock: Clock) -> None:
+    _create(store)
+    store.queue.claim("t1", "w", lease_s=5)
+    store.request_cancel("t1")
+    clock.now += 10
+    assert store.queue.reap_expired(max_attempts=3) == ([], ["t1"])
+    assert store.require("t1").error_code == "CANCELLED"
+
+
+def test_webhook_claims_are_exclusive(store: TaskStore, clock: Clock) -> None:
+    outbox = store.outbox
+    _create(store, webhook_url="https://example.com/hook")
+    assert outbox.due() == [], "not due before the task ends"
+    store.queue.claim("t1", "w", 30)
+    store.queue.complete("t1", "w", {})
+    assert outbox.due() == ["t1"]
+    assert outbox.claim("t1", lease_s=60) is not None
+    assert outbox.claim("t1", lease_s=60) is None
+    assert outbox.due() == []
+    clock.now += 61
+    assert outbox.due() == ["t1"], "a deliverer that died is replaced after its lease"
+    outbox.finish("t1", delivered=True, attempts=2)
+    record = store.require("t1")
+    assert record.webhook_status == "delivered" and record.webhook_attempts == 2
+    assert outbox.due() == []
+
+
+def test_expiry_lists_finished_tasks_with_their_objects(store: TaskStore, clock: Clock) -> None:
+    _create(store, "done", input_key="u/in.png")
+    store.queue.claim("done", "w", 30)
+    store.queue.complete("done", "w", {}, object_keys=["u/in.png", "u/out.png", "u/out.png.json"])
+    _create(store, "hooked", webhook_url="https://example.com/hook")
+    store.queue.claim("hooked", "w", 30)
+    store.queue.fail("hooked", "GENERATION_FAILED", "x", owner="w")
+    _create(store, "active")
+    clock.now += 100
+    expired = store.expired(older_than_s=50)
+    assert [(e.task_id, e.object_keys) for e in expired] == [("done", ["u/in.png", "u/out.png", "u/out.png.json"])]
+    assert store.expired(older_than_s=500) == [], "younger than the retention"
+    assert store.delete(["done", "active"]) == 1, "an active task is never deleted"
+    assert store.get("done") is None and store.get("active") is not None and store.get("hooked") is not None
