@@ -15,6 +15,7 @@ MAX_KEY_LEN = 1024
 MAX_USER_LEN = 64
 _USER_BAD = re.compile(r"[^A-Za-z0-9_-]")
 _EXT_RE = re.compile(r"^[a-z0-9]{1,10}$")
+_OWN_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}/\d{8}/[0-9a-f]{32}\.[a-z0-9]{1,10}(\.json)?$")
 
 
 def sanitize_user_id(user_id: str | None) -> str:
@@ -49,6 +50,12 @@ def validate_key(key: str) -> str:
     if any(part in ("", ".", "..") for part in key.split("/")):
         raise InvalidInput("Storage key has an empty, '.' or '..' segment.", error_code="INVALID_KEY")
     return key
+
+
+def is_own_key(key: str) -> bool:
+    """Whether `key` has the shape `make_key` gives (or its `.json` sidecar): only such objects are
+    ever swept by age, never anything else that shares the bucket or folder."""
+    return bool(_OWN_KEY_RE.match(key))
 
 
 def sidecar_key(key: str) -> str:
@@ -103,7 +110,8 @@ class ImageStore(ABC):
 
     @abstractmethod
     async def delete_older_than(self, cutoff: float) -> int:
-        """Delete every object last written before Unix time `cutoff`; returns how many went."""
+        """Delete this app's objects (`is_own_key`) last written before Unix time `cutoff`;
+        returns how many went."""
 
     @abstractmethod
     async def _delete_objects(self, keys: list[str]) -> None:

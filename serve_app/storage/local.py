@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from serve_app.config import LocalStorageConfig
 from serve_app.errors import ConfigurationError, InvalidInput, NotFound, StorageError
-from serve_app.storage.base import ImageStore, validate_key
+from serve_app.storage.base import ImageStore, is_own_key, validate_key
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,9 @@ class LocalImageStore(ImageStore):
             if not self.root.is_dir():
                 return 0
             for path in self.root.rglob("*"):
+                key = path.relative_to(self.root).as_posix()
                 try:
-                    if path.is_file() and path.stat().st_mtime < cutoff:
+                    if is_own_key(key) and path.is_file() and path.stat().st_mtime < cutoff:
                         path.unlink()
                         deleted += 1
                 except FileNotFoundError:

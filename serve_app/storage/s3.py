@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from serve_app.config import S3StorageConfig, Settings
 from serve_app.errors import ConfigurationError, InvalidInput, NotFound, PayloadTooLarge, StorageError
-from serve_app.storage.base import ImageStore, validate_key
+from serve_app.storage.base import ImageStore, is_own_key, validate_key
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,8 @@ class S3ImageStore(ImageStore):
             paginator = self.client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.config.bucket, Prefix=self._prefix):
                 for item in page.get("Contents", []):
-                    if item["LastModified"].timestamp() < cutoff:
+                    own = is_own_key(item["Key"][len(self._prefix) :])
+                    if own and item["LastModified"].timestamp() < cutoff:
                         old.append(item["Key"])
             for start in range(0, len(old), 1000):
                 chunk = [{"Key": key} for key in old[start : start + 1000]]

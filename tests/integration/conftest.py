@@ -138,6 +138,7 @@ def serve_app() -> Iterator[ServeApp]:
         namespace="serve",
         num_cpus=4,
         include_dashboard=False,
+        _node_ip_address="127.0.0.1",
         _temp_dir=str(root / "ray"),
         log_to_driver=os.environ.get("IMAGEGEN_TEST_LOGS") == "1",
     )

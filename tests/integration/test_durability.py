@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import httpx
@@ -79,6 +81,52 @@ def test_a_task_whose_runner_dies_is_not_left_processing(client: httpx.Client) -
     result = wait_for_task(client, task_id, timeout_s=120)
     assert result["status"] in ("done", "failed"), result
     assert result["attempts"] == 2, result
+
+
+def _replica_pid(name: str) -> int:
+    actor = ray.get_actor(name, namespace="serve")
+    return int(ray.get(actor.__ray_call__.remote(lambda _replica: os.getpid()), timeout=30))
+
+
+def test_kill_9_of_the_generator_costs_a_retry_not_a_result(client: httpx.Client) -> None:
+    """The issue's reproduction: 8 text-to-image tasks in flight, the Generator replica killed
+    with SIGKILL. Every task must end done with its image once Serve has restarted the replica."""
+    task_ids = [
+        client.post("/v1/generate", json={"prompt": f"desk number {i}", "num_inference_steps": 100, "seed": i}).json()[
+            "task_id"
+        ]
+        for i in range(8)
+    ]
+
+    def generating() -> bool:
+        bodies = [client.get(f"/v1/result/{task_id}").json() for task_id in task_ids]
+        return any((body.get("progress") or {}).get("step") for body in bodies)
+
+    _wait_until(generating, 120, "the generator to be mid-run")
+    victims = _replica_actors("main", "Generator")
+    assert victims
+    for name in victims:
+        os.kill(_replica_pid(name), signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    results = [wait_for_task(client, task_id, timeout_s=240) for task_id in task_ids]
+    print(
+        f"\nkill -9: {len(victims)} Generator replica(s) killed; {sum(1 for r in results if r.get('retries'))} of 8 "
+        f"tasks retried; all ended {time.monotonic() - killed_at:.1f}s after the kill"
+    )
+    assert [r["status"] for r in results] == ["done"] * 8, [r.get("message") for r in results]
+    for result in results:
+        assert "generation_skipped" not in result
+        image = client.get(result["processed_image_url"])
+        assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+    retried = [r for r in results if r.get("retries")]
+    assert retried, "the tasks in flight on the killed replica were retried"
+    assert all(entry["stage"] == "generate" for r in retried for entry in r["retries"])
+    assert {entry["error"] for r in retried for entry in r["retries"]} <= {
+        "ActorDiedError",
+        "ActorUnavailableError",
+        "RayActorError",
+    }
 
 
 def test_idempotency_key(client: httpx.Client) -> None:

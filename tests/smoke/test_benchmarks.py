@@ -31,6 +31,7 @@ EXPECTED: dict[str, set[str]] = {
     "lora_switch": {"requests", "ops", "mixed", "max_resident"},
     "cold_start": {"runs"},
     "gpu_throughput": {"models", "peak_tflops", "device_name"},
+    "task_store": {"sqlite"},
 }
 
 
@@ -101,6 +102,12 @@ def _check_cold_start(results: dict[str, Any]) -> None:
     assert run["preset"] == "tiny" and "error" not in run, run
     assert run["to_healthy_s"] > 0 and run["to_first_task_s"] >= run["to_healthy_s"]
     assert run["first_task_status"] == "done"
+
+
+def _check_task_store(results: dict[str, Any]) -> None:
+    for kind, runs in results.items():
+        assert [r["runners"] for r in runs] == [1, 8], kind
+        assert all(r["claimed_once"] and r["claims_per_s"] > 0 for r in runs), kind
 
 
 def _check_gpu_throughput(results: dict[str, Any]) -> None:

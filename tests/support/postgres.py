@@ -51,14 +51,13 @@ def _free_port() -> int:
 class PostgresServer:
     """`start()` runs initdb and the server in a fresh folder; `stop()` ends it and removes the folder."""
 
-    def __init__(self, root: Path | None = None, user: str = "imagegen", database: str = "imagegen") -> None:
+    def __init__(self, user: str = "imagegen", database: str = "imagegen") -> None:
         self.external_dsn = os.environ.get("IMAGEGEN_TEST_PG_DSN")
-        self.root = root
+        self.root: Path | None = None
         self.user = user
         self.database = database
         self.port = 0
         self._run_as: list[str] = []
-        self._made_root = False
 
     @property
     def dsn(self) -> str:
@@ -73,10 +72,9 @@ class PostgresServer:
         if self.external_dsn:
             return self
         bindir = _bin_dir()
-        if self.root is None:
-            self.root = Path(tempfile.mkdtemp(prefix="igs-pg-", dir="/tmp"))
-            self._made_root = True
-        self.root.mkdir(parents=True, exist_ok=True)
+        # Its own folder straight under /tmp: as root the server runs as another user, who must
+        # be able to reach it (a caller's private temp folder would not do).
+        self.root = Path(tempfile.mkdtemp(prefix="igs-pg-", dir="/tmp"))
         data, sockets = self.root / "data", self.root / "sock"
         sockets.mkdir(exist_ok=True)
         if os.geteuid() == 0:
@@ -151,8 +149,7 @@ class PostgresServer:
             timeout=60,
         )
         self.port = 0
-        if self._made_root:
-            shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _user_exists(name: str) -> bool:

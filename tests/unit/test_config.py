@@ -47,7 +47,7 @@ def test_preset_rejects_duplicate_loras_and_huge_limits() -> None:
         Preset.model_validate(data)
 
 
-@pytest.mark.parametrize("config_file", ["serve_config.yaml", "serve_config.gpu.yaml"])
+@pytest.mark.parametrize("config_file", ["serve_config.yaml", "serve_config.gpu.yaml", "serve_config.cluster.yaml"])
 def test_serve_configs_parse_and_batch_within_concurrency(config_file: str) -> None:
     from ray.serve.schema import ServeDeploySchema
 
@@ -65,6 +65,21 @@ def test_serve_configs_parse_and_batch_within_concurrency(config_file: str) -> N
             assert deployment["max_ongoing_requests"] >= batch, f"{deployment['name']} would cap its batches"
     generator = next(d for d in config["applications"][0]["deployments"] if d["name"] == "Generator")
     assert generator["autoscaling_config"]["max_replicas"] > generator["autoscaling_config"]["min_replicas"]
+
+
+def test_cluster_profile_keeps_no_state_on_a_node() -> None:
+    from serve_app.config import Settings
+    from serve_app.errors import ConfigurationError
+    from serve_app.tasks import open_database
+
+    config = yaml.safe_load((REPO / "serve_config.cluster.yaml").read_text())
+    app = config["applications"][0]
+    args = AppArgs.model_validate(app["args"])
+    assert args.tasks.store == "postgres" and isinstance(args.storage, S3StorageConfig)
+    generator = next(d for d in app["deployments"] if d["name"] == "Generator")
+    assert generator["ray_actor_options"]["num_gpus"] >= 1, "the Generator goes on GPU nodes only"
+    with pytest.raises(ConfigurationError, match="IMAGEGEN_TASKS_DSN"):
+        open_database(args.tasks, Settings(imagegen_tasks_dsn=None))
 
 
 def test_cpu_profile_fits_two_cores() -> None:
