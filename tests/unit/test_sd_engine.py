@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -364,3 +365,51 @@ def test_loaded_adapter_unloads_once() -> None:
 def test_family_mismatch_is_a_configuration_error(tiny_cache_dir: Path) -> None:
     with pytest.raises(ConfigurationError, match="sdxl"):
         SDEngine(GeneratorModel(model_id="tiny", family="sdxl"), tiny_cache_dir)
+
+
+async def test_cancelling_the_caller_stops_the_diffusion_loop() -> None:
+    """What the runner's `stream.cancel()` becomes in the replica: the request's coroutine is
+    cancelled, and the running pipeline call sees should_stop() at its next step."""
+    import threading
+
+    from deployments.generator import Generator, PendingImage
+
+    started, observed = threading.Event(), threading.Event()
+
+    class LoopingEngine:
+        steps = 0
+
+        def generate(self, specs: Any, on_step: Any = None, should_stop: Any = None) -> Any:
+            for step in range(1, 10_000):
+                self.steps = step
+                on_step(step, 10_000)
+                started.set()
+                if should_stop():
+                    observed.set()
+                    raise TaskCancelled()
+                time.sleep(0.001)
+            raise AssertionError("the loop was never told to stop")
+
+    cls = Generator.func_or_class
+    gen = object.__new__(cls)
+    gen.engine = LoopingEngine()
+    gen._run_lock = asyncio.Lock()
+
+    async def unbatched(pending: PendingImage) -> Any:  # @serve.batch needs a replica; same code path
+        return (await cls._generate_batch.__wrapped__(gen, [pending]))[0]
+
+    gen._generate_batch = unbatched
+    events: list[Any] = []
+
+    async def consume() -> None:
+        async for event in cls.generate_stream(gen, make_spec(1)):
+            events.append(event)
+
+    caller = asyncio.ensure_future(consume())
+    await asyncio.to_thread(started.wait, 10)
+    await asyncio.sleep(0.05)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert await asyncio.to_thread(observed.wait, 10), "should_stop() never turned true"
+    assert gen.engine.steps < 10_000 and events and events[0].step == 1
