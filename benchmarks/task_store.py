@@ -48,7 +48,7 @@ def _drain(open_db: Any, runners: int, n: int, run_id: str) -> dict[str, Any]:
             if not batch:
                 break
             for record in batch:
-                store.queue.complete(record.task_id, owner, {"ok": True})
+                store.queue.complete(record.task_id, record.lease_owner or "", {"ok": True})
                 mine.append(record.task_id)
         with lock:
             claimed.extend(mine)

@@ -116,9 +116,9 @@ class TaskRunner:
         )
         self.metrics = TaskMetrics()
         self.retention = RetentionSweeper(self.tasks, self.images, args.retention, self.metrics)
-        self.owner = f"runner-{uuid.uuid4().hex[:12]}"
-        self._running: dict[str, asyncio.Task[Any]] = {}
-        self._cancelling: set[str] = set()
+        self.worker = f"runner-{uuid.uuid4().hex[:12]}"
+        self._running: dict[str, tuple[asyncio.Task[Any], str]] = {}  # task id -> (coroutine, lease)
+        self._stopping: dict[str, str] = {}  # task id -> why its coroutine was cancelled: cancelled | lost
         self._background: set[asyncio.Task[Any]] = set()
         self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
 
@@ -126,7 +126,7 @@ class TaskRunner:
 
     async def run(self, task_id: str) -> str:
         """Claim and run a pushed task; returns its final status (or 'skipped' if not claimable)."""
-        record = await asyncio.to_thread(self.tasks.queue.claim, task_id, self.owner, self.args.tasks.lease_s)
+        record = await asyncio.to_thread(self.tasks.queue.claim, task_id, self.worker, self.args.tasks.lease_s)
         if record is None:
             return "skipped"
         return await self._run_claimed(record)
@@ -140,16 +140,17 @@ class TaskRunner:
 
     async def _run_claimed(self, record: TaskRecord) -> str:
         task = asyncio.current_task()
-        if task is not None:
-            self._running[record.task_id] = task
+        if task is not None and record.lease_owner:
+            self._running[record.task_id] = (task, record.lease_owner)
         try:
             return await self._execute(record)
         finally:
             self._running.pop(record.task_id, None)
-            self._cancelling.discard(record.task_id)
+            self._stopping.pop(record.task_id, None)
 
     async def _execute(self, record: TaskRecord) -> str:
         task_id = record.task_id
+        lease = record.lease_owner or ""
         started = time.perf_counter()
         queue = self.tasks.queue
 
@@ -157,7 +158,7 @@ class TaskRunner:
             await asyncio.to_thread(self.tasks.set_progress, task_id, stage.value, step, total)
 
         async def cancelled() -> bool:
-            return task_id in self._cancelling or await asyncio.to_thread(self.tasks.is_cancel_requested, task_id)
+            return task_id in self._stopping or await asyncio.to_thread(self.tasks.is_cancel_requested, task_id)
 
         error: AppError | None = None
         partial: dict[str, Any] | None = None
@@ -166,24 +167,26 @@ class TaskRunner:
         except FlowError as exc:
             error, partial = exc, exc.partial
         except asyncio.CancelledError:
-            if task_id not in self._cancelling:
+            why = self._stopping.get(task_id)
+            if why is None:
                 raise  # the replica is shutting down: the lease expires and the reaper requeues it
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
+            if why == "lost":  # another worker (or the reaper) has the task now: touch nothing
+                logger.warning("task %s: lease lost, its work here stopped", task_id)
+                return "lost_lease"
             error = TaskCancelled()
         except Exception as exc:
             logger.exception("task %s crashed", task_id)
             error = AppError(f"Internal error: {type(exc).__name__}")
         if error is not None:
-            await asyncio.to_thread(
-                queue.fail, task_id, error.error_code, error.message, owner=self.owner, result=partial
-            )
+            await asyncio.to_thread(queue.fail, task_id, error.error_code, error.message, lease=lease, result=partial)
             status = "failed"
             self.metrics.finished(status, error.error_code, time.perf_counter() - started)
         else:
             keys = ([record.input_key] if record.input_key else []) + outcome.object_keys
-            completed = await asyncio.to_thread(queue.complete, task_id, self.owner, outcome.result, keys)
+            completed = await asyncio.to_thread(queue.complete, task_id, lease, outcome.result, keys)
             status = "done" if completed else "lost_lease"
             self.metrics.finished(status, None, time.perf_counter() - started)
         if record.webhook_url:
@@ -214,17 +217,18 @@ class TaskRunner:
         last_retention = time.monotonic()
         while True:
             try:
-                running = list(self._running)
-                await asyncio.to_thread(queue.heartbeat, running, self.owner, cfg.lease_s)
-                for task_id in await asyncio.to_thread(queue.cancel_requested, running):
-                    self._cancel_running(task_id)
+                leases = {task_id: lease for task_id, (_, lease) in self._running.items()}
+                for task_id in await asyncio.to_thread(queue.heartbeat, leases, cfg.lease_s):
+                    self._stop_running(task_id, "lost")
+                for task_id in await asyncio.to_thread(queue.cancel_requested, list(leases)):
+                    self._stop_running(task_id, "cancelled")
                 requeued, failed = await asyncio.to_thread(queue.reap_expired, cfg.max_attempts)
                 for task_id in failed:
                     self.metrics.finished("failed", "WORKER_LOST", None)
                     self._spawn(self._deliver_webhook(task_id))
                 if requeued:
                     logger.warning("requeued tasks whose worker stopped: %s", requeued)
-                for record in await asyncio.to_thread(queue.claim_due, self.owner, cfg.lease_s, 4):
+                for record in await asyncio.to_thread(queue.claim_due, self.worker, cfg.lease_s, 4):
                     self._spawn(self._run_claimed(record))
                 for task_id in await asyncio.to_thread(self.tasks.outbox.due):
                     self._spawn(self._deliver_webhook(task_id))
@@ -237,14 +241,14 @@ class TaskRunner:
                 logger.exception("task maintenance pass failed")
             await asyncio.sleep(cfg.sweep_interval_s)
 
-    def _cancel_running(self, task_id: str) -> None:
-        """A client cancelled a task this replica runs: cancel its coroutine (and with it the
-        in-flight handle call, which stops the Generator's loop)."""
-        task = self._running.get(task_id)
-        if task is None or task_id in self._cancelling:
+    def _stop_running(self, task_id: str, why: str) -> None:
+        """Stop a task this replica runs, because a client cancelled it or its lease is gone:
+        cancel its coroutine (and with it the in-flight handle call, which stops the Generator's loop)."""
+        running = self._running.get(task_id)
+        if running is None or task_id in self._stopping:
             return
-        self._cancelling.add(task_id)
-        task.cancel()
+        self._stopping[task_id] = why
+        running[0].cancel()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -83,7 +83,7 @@ async def info(ctx: IngressContext = Depends(get_ctx)) -> dict[str, Any]:
         ],
         "backends": {
             "storage": ctx.args.storage.kind,
-            "task_store": "sqlite",
+            "task_store": ctx.tasks.kind,
             "shopping": ctx.shopping_provider,
             "shopping_fallback_to_catalog": ctx.args.shopping.fallback_to_catalog,
             "image_generation": "diffusers (in-cluster Generator deployment)",

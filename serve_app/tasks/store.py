@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from serve_app.errors import Conflict, NotFound, QueueFull
-from serve_app.protocol import Progress, Stage, TaskStatus
+from serve_app.errors import Conflict, NotFound, QueueFull, TaskCancelled
+from serve_app.protocol import Progress, Stage
 from serve_app.tasks.db import Database
 from serve_app.tasks.outbox import WebhookOutbox
 from serve_app.tasks.queue import TaskQueue
@@ -154,18 +154,30 @@ class TaskStore:
         return bool(rows and rows[0]["cancel_requested"])
 
     def request_cancel(self, task_id: str) -> TaskRecord:
-        """Queued: failed CANCELLED at once. Processing: flagged; its worker stops it."""
-        record = self.require(task_id)
-        if record.finished:
-            raise Conflict(f"Task {task_id} has already finished ({record.status}).", error_code="TASK_FINISHED")
-        if record.status == TaskStatus.queued and self.queue.fail(task_id, "CANCELLED", "The task was cancelled."):
-            return self.require(task_id)
+        """Queued: failed CANCELLED at once. Processing: flagged; its worker stops it.
+
+        One transaction, so a claim racing with it either finds the task already failed or
+        claims it with the flag set (and its worker stops it at its next check).
+        """
+        now = self._clock()
         with self.db.tx() as tx:
-            tx.run(
-                "UPDATE tasks SET cancel_requested = 1, updated_at = ? WHERE task_id = ? AND status = 'processing'",
-                (self._clock(), task_id),
+            cancelled_now = tx.run(
+                "UPDATE tasks SET status = 'failed', error_code = 'CANCELLED', message = ?, progress = NULL,"
+                " finished_at = ?, updated_at = ?, cancel_requested = 1 WHERE task_id = ? AND status = 'queued'",
+                (TaskCancelled.default_message, now, now, task_id),
             )
-        return self.require(task_id)
+            if not cancelled_now:
+                tx.run(
+                    "UPDATE tasks SET cancel_requested = 1, updated_at = ? WHERE task_id = ? AND status = 'processing'",
+                    (now, task_id),
+                )
+            row = tx.one("SELECT * FROM tasks WHERE task_id = ?", (task_id,))
+        if row is None:
+            raise NotFound(f"Task {task_id} not found.", error_code="TASK_NOT_FOUND")
+        record = TaskRecord.from_row(row)
+        if record.finished and not cancelled_now:
+            raise Conflict(f"Task {task_id} has already finished ({record.status}).", error_code="TASK_FINISHED")
+        return record
 
     # -- retention ---------------------------------------------------------------------------------
 

@@ -108,6 +108,8 @@ def test_a_lost_worker_node_costs_a_retry_not_a_task(
         assert nodes == {w.node_id for w in workers}, "one Generator replica per fake-GPU node"
 
         with httpx.Client(base_url=base_url, timeout=30) as client:
+            backends = client.get("/info").json()["backends"]
+            assert (backends["task_store"], backends["storage"]) == ("postgres", "s3")
             ids = [
                 client.post(
                     "/v1/generate", json={"prompt": f"desk {i}", "num_inference_steps": STEPS, "seed": i}

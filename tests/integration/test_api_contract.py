@@ -36,7 +36,7 @@ def test_info_describes_the_preset(client: httpx.Client) -> None:
     assert body["defaults"]["height"] == 64
     assert body["limits"]["max_side"] == 512
     assert body["backends"]["storage"] == "local" and body["backends"]["shopping"] == "catalog"
-    assert body["backends"]["webhooks"] == "enabled"
+    assert body["backends"]["webhooks"] == "enabled" and body["backends"]["task_store"] == "sqlite"
 
 
 def test_openapi_docs(client: httpx.Client) -> None:

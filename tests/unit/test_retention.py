@@ -87,8 +87,9 @@ async def _finished_task(tasks: TaskStore, images: ImageStore, task_id: str, **k
     await images.put(photo, b"photo")
     await images.put(out, b"image", metadata={"task_id": task_id})
     tasks.create(task_id, kind="desk", request={}, input_key=photo, **kw)  # type: ignore[arg-type]
-    tasks.queue.claim(task_id, "w", 30)
-    tasks.queue.complete(task_id, "w", {}, object_keys=[photo, out, out + ".json"])
+    record = tasks.queue.claim(task_id, "w", 30)
+    assert record is not None and record.lease_owner
+    tasks.queue.complete(task_id, record.lease_owner, {}, object_keys=[photo, out, out + ".json"])
     return [photo, out, out + ".json"]
 
 

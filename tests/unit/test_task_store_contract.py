@@ -64,6 +64,13 @@ def _create(store: TaskStore, task_id: str = "t1", **kw) -> None:
     store.create(task_id, kind="desk", request={"prompt": "desk"}, **kw)
 
 
+def _claim(store: TaskStore, task_id: str, worker: str = "w", lease_s: float = 30) -> str:
+    """Claim `task_id` and return the new lease."""
+    record = store.queue.claim(task_id, worker, lease_s)
+    assert record is not None and record.lease_owner, f"{task_id} was not claimable"
+    return record.lease_owner
+
+
 def test_submit_claim_complete(store: TaskStore) -> None:
     _create(store, input_key="u/20260101/photo.png")
     record = store.require("t1")
@@ -79,8 +86,10 @@ def test_submit_claim_complete(store: TaskStore) -> None:
     progress = task_view(store.require("t1")).progress
     assert progress is not None and (progress.stage, progress.step, progress.total_steps) == ("generating", 3, 10)
 
-    assert not store.queue.complete("t1", "w2", {"caption": "x"}), "only the lease owner completes"
-    assert store.queue.complete("t1", "w1", {"caption": "a desk"}, object_keys=["u/1.png", "u/1.png.json"])
+    lease = claimed.lease_owner or ""
+    assert lease.startswith("w1/"), "a lease names its worker and is new for every claim"
+    assert not store.queue.complete("t1", "w1/other", {"caption": "x"}), "only the lease holder completes"
+    assert store.queue.complete("t1", lease, {"caption": "a desk"}, object_keys=["u/1.png", "u/1.png.json"])
     done = store.require("t1")
     view = task_view(done)
     assert view.status == TaskStatus.done and view.caption == "a desk" and view.progress is None
@@ -145,9 +154,9 @@ def test_concurrent_claim_due_hands_out_disjoint_tasks(open_db: Callable[[], Dat
 def test_expired_lease_is_requeued_then_failed(store: TaskStore, clock: Clock) -> None:
     queue = store.queue
     _create(store)
-    assert queue.claim("t1", "w1", lease_s=10)
+    lease = _claim(store, "t1", "w1", lease_s=10)
     clock.now += 5
-    queue.heartbeat(["t1"], "w1", lease_s=10)
+    assert queue.heartbeat({"t1": lease}, lease_s=10) == []
     clock.now += 8
     assert queue.reap_expired(max_attempts=2) == ([], []), "a renewed lease is not reaped"
 
@@ -155,7 +164,7 @@ def test_expired_lease_is_requeued_then_failed(store: TaskStore, clock: Clock) -
     assert queue.reap_expired(max_attempts=2) == (["t1"], [])
     record = store.require("t1")
     assert record.status == TaskStatus.queued and record.lease_owner is None
-    assert not queue.complete("t1", "w1", {}), "the old worker cannot complete a requeued task"
+    assert not queue.complete("t1", lease, {}), "the old worker cannot complete a requeued task"
 
     assert [r.task_id for r in queue.claim_due("w2", lease_s=10)] == ["t1"]
     clock.now += 60
@@ -178,7 +187,7 @@ def test_queue_full_sheds_with_retry_after(store: TaskStore) -> None:
         _create(store, "c", max_active=2, retry_after_s=7)
     assert info.value.status_code == 503 and info.value.headers["Retry-After"] == "7"
     assert store.get("c") is None, "a refused submit changes nothing"
-    assert store.queue.claim("a", "w", 30) and store.queue.complete("a", "w", {})
+    assert store.queue.complete("a", _claim(store, "a"), {})
     _create(store, "c", max_active=2)
 
 
@@ -226,20 +235,20 @@ def test_cancel(store: TaskStore) -> None:
 
     _create(store, "running")
     _create(store, "other")
-    store.queue.claim("running", "w", 30)
-    store.queue.claim("other", "w", 30)
+    lease = _claim(store, "running")
+    _claim(store, "other")
     assert store.request_cancel("running").cancel_requested
     assert store.is_cancel_requested("running")
     assert store.queue.cancel_requested(["running", "other", "unknown"]) == ["running"]
     assert store.queue.cancel_requested([]) == []
-    assert store.queue.fail("running", "CANCELLED", "The task was cancelled.", owner="w")
+    assert store.queue.fail("running", "CANCELLED", "The task was cancelled.", lease=lease)
     with pytest.raises(Conflict):
         store.request_cancel("running")
 
 
 def test_a_cancelled_task_whose_worker_died_is_not_retried(store: TaskStore, clock: Clock) -> None:
     _create(store)
-    store.queue.claim("t1", "w", lease_s=5)
+    _claim(store, "t1", lease_s=5)
     store.request_cancel("t1")
     clock.now += 10
     assert store.queue.reap_expired(max_attempts=3) == ([], ["t1"])
@@ -250,8 +259,7 @@ def test_webhook_claims_are_exclusive(store: TaskStore, clock: Clock) -> None:
     outbox = store.outbox
     _create(store, webhook_url="https://example.com/hook")
     assert outbox.due() == [], "not due before the task ends"
-    store.queue.claim("t1", "w", 30)
-    store.queue.complete("t1", "w", {})
+    store.queue.complete("t1", _claim(store, "t1"), {})
     assert outbox.due() == ["t1"]
     assert outbox.claim("t1", lease_s=60) is not None
     assert outbox.claim("t1", lease_s=60) is None
@@ -266,11 +274,9 @@ def test_webhook_claims_are_exclusive(store: TaskStore, clock: Clock) -> None:
 
 def test_expiry_lists_finished_tasks_with_their_objects(store: TaskStore, clock: Clock) -> None:
     _create(store, "done", input_key="u/in.png")
-    store.queue.claim("done", "w", 30)
-    store.queue.complete("done", "w", {}, object_keys=["u/in.png", "u/out.png", "u/out.png.json"])
+    store.queue.complete("done", _claim(store, "done"), {}, object_keys=["u/in.png", "u/out.png", "u/out.png.json"])
     _create(store, "hooked", webhook_url="https://example.com/hook")
-    store.queue.claim("hooked", "w", 30)
-    store.queue.fail("hooked", "GENERATION_FAILED", "x", owner="w")
+    store.queue.fail("hooked", "GENERATION_FAILED", "x", lease=_claim(store, "hooked"))
     _create(store, "active")
     clock.now += 100
     expired = store.expired(older_than_s=50)
@@ -278,3 +284,78 @@ def test_expiry_lists_finished_tasks_with_their_objects(store: TaskStore, clock:
     assert store.expired(older_than_s=500) == [], "younger than the retention"
     assert store.delete(["done", "active"]) == 1, "an active task is never deleted"
     assert store.get("done") is None and store.get("active") is not None and store.get("hooked") is not None
+
+
+# --- races: a lease per claim, cancel against claim -----------------------------------------------
+
+
+def test_a_stale_worker_can_change_nothing_and_is_told_to_stop(store: TaskStore, clock: Clock) -> None:
+    queue = store.queue
+    _create(store)
+    first = _claim(store, "t1", "w1", lease_s=5)
+    clock.now += 10
+    assert queue.reap_expired(max_attempts=3) == (["t1"], [])
+    second = _claim(store, "t1", "w1", lease_s=30)  # the same replica claims attempt 2
+    assert first != second, "every claim has its own lease"
+    assert queue.heartbeat({"t1": first}, lease_s=30) == ["t1"], "the stale attempt is told it lost the task"
+    assert not queue.complete("t1", first, {"attempt": 1})
+    assert not queue.fail("t1", "GENERATION_FAILED", "stale", lease=first)
+    assert store.require("t1").status == TaskStatus.processing
+    assert queue.heartbeat({"t1": second}, lease_s=30) == []
+    assert queue.complete("t1", second, {"attempt": 2})
+    assert store.require("t1").result == {"attempt": 2}
+    assert queue.heartbeat({"t1": second}, lease_s=30) == ["t1"], "a finished task holds no lease"
+
+
+def test_cancel_before_the_claim_means_no_claim(store: TaskStore) -> None:
+    _create(store)
+    assert store.request_cancel("t1").error_code == "CANCELLED"
+    assert store.queue.claim("t1", "w", 30) is None
+    assert store.queue.claim_due("w", 30, limit=5) == []
+    with pytest.raises(Conflict):
+        store.request_cancel("t1")
+
+
+def test_cancel_after_the_claim_reaches_the_worker(store: TaskStore) -> None:
+    _create(store)
+    lease = _claim(store, "t1")
+    record = store.request_cancel("t1")
+    assert record.status == TaskStatus.processing and record.cancel_requested
+    assert store.queue.cancel_requested(["t1"]) == ["t1"], "the worker's next check sees it"
+    assert store.queue.fail("t1", "CANCELLED", "The task was cancelled.", lease=lease)
+
+
+def test_concurrent_cancel_and_claim_always_stop_the_work(open_db: Callable[[], Database]) -> None:
+    """Cancels and claims race on 30 tasks from separate connections. Whatever the interleaving,
+    a claimed task is flagged for its worker, and an unclaimed one is failed CANCELLED."""
+    claimer, canceller = TaskStore(open_db()), TaskStore(open_db())
+    ids = [f"t{i}" for i in range(30)]
+    for task_id in ids:
+        _create(claimer, task_id)
+    leases: dict[str, str] = {}
+    start = threading.Barrier(2)
+
+    def claim_all() -> None:
+        start.wait()
+        for task_id in ids:
+            record = claimer.queue.claim(task_id, "w", 30)
+            if record is not None:
+                leases[task_id] = record.lease_owner or ""
+
+    def cancel_all() -> None:
+        start.wait()
+        for task_id in reversed(ids):
+            canceller.request_cancel(task_id)
+
+    threads = [threading.Thread(target=claim_all), threading.Thread(target=cancel_all)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    flagged = set(claimer.queue.cancel_requested(list(leases)))
+    for task_id in ids:
+        record = claimer.require(task_id)
+        if task_id in leases:
+            assert task_id in flagged and record.status == TaskStatus.processing, record
+        else:
+            assert record.status == TaskStatus.failed and record.error_code == "CANCELLED", record
