@@ -268,7 +268,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
 
     imagegen_webhook_secret: str | None = Field(
-        default=None, description="Standard Webhooks secret (whsec_<base64> or raw); required for webhooks."
+        default=None,
+        description="Standard Webhooks secret: whsec_<base64 key>, prefix and padding optional; required for webhooks.",
     )
     imagegen_tasks_dsn: SecretStr | None = Field(
         default=None, description="PostgreSQL DSN of the task store when tasks.store is postgres."

@@ -4,8 +4,9 @@ Each POST carries `webhook-id` (the same on every retry, so receivers can dedupl
 `webhook-timestamp` (unix seconds of this attempt) and `webhook-signature`:
 `v1,` + base64(HMAC-SHA256(key, f"{id}.{timestamp}.{body}")).
 
-The secret (env IMAGEGEN_WEBHOOK_SECRET) is either `whsec_<base64>`, the Standard Webhooks form,
-whose base64 part is decoded to get the key bytes, or any other string, whose UTF-8 bytes are the key.
+The secret (env IMAGEGEN_WEBHOOK_SECRET) is read as the Standard Webhooks reference libraries read
+it: an optional `whsec_` prefix, then the key in base64, padded or not. An empty key, or one that
+is not base64, is a configuration error (a receiver using a reference library could never verify it).
 A sender without a secret cannot be built (ConfigurationError): build it only when a task has a
 webhook_url, so a deployment without webhooks needs no secret.
 """
@@ -53,15 +54,19 @@ class DeliveryResult(BaseModel):
 
 
 def secret_bytes(secret: str) -> bytes:
-    """HMAC key of a secret: base64-decoded for `whsec_...`, UTF-8 bytes otherwise."""
-    if not secret:
+    """HMAC key of a secret: `whsec_` prefix optional, base64 with or without padding, never empty."""
+    encoded = (secret or "").strip().removeprefix(SECRET_PREFIX)
+    if not encoded:
         raise ConfigurationError("The webhook secret is empty.")
-    if secret.startswith(SECRET_PREFIX):
-        try:
-            return base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ConfigurationError("The webhook secret starts with whsec_ but is not valid base64.") from exc
-    return secret.encode("utf-8")
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ConfigurationError(
+            "The webhook secret is not base64: give it as whsec_<base64 key> (prefix and padding optional)."
+        ) from exc
+    if not key:
+        raise ConfigurationError("The webhook secret is empty.")
+    return key
 
 
 def make_msg_id(task_id: str) -> str:

@@ -42,7 +42,11 @@ def test_published_vector() -> None:
     ("secret", "key"),
     [
         (SECRET, base64.b64decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")),
-        ("plain-secret-ü", "plain-secret-ü".encode()),
+        ("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", base64.b64decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")),  # no prefix
+        ("whsec_YWJjZA", b"abcd"),  # unpadded
+        ("whsec_YWJjZA==", b"abcd"),  # padded
+        ("YWJjZA", b"abcd"),
+        (" whsec_YWJjZA==\n", b"abcd"),  # as pasted into an env file
     ],
 )
 def test_sign_matches_independent_hmac(secret: str, key: bytes) -> None:
@@ -73,9 +77,19 @@ def test_verify_accepts_and_rejects() -> None:
         verify(SECRET, {**headers, "Webhook-Signature": good.replace("v1,", "v2,")}, body, now=NOW)
 
 
-def test_bad_secrets() -> None:
+def test_reference_vector_without_the_prefix() -> None:
+    """The reference libraries accept the same key with and without `whsec_`; so do we."""
+    sig = sign("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, b'{"test": 2432232314}')
+    assert sig == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+@pytest.mark.parametrize("secret", ["", "   ", "whsec_", "whsec_!!!not-base64!!!", "plain-secret-ü", "whsec_===="])
+def test_bad_secrets(secret: str) -> None:
     with pytest.raises(ConfigurationError):
-        secret_bytes("whsec_!!!not-base64!!!")
+        secret_bytes(secret)
+
+
+def test_a_sender_needs_a_secret() -> None:
     with pytest.raises(ConfigurationError):
         WebhookSender(WebhookConfig(), None, LOCAL)
     with pytest.raises(ConfigurationError):
