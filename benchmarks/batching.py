@@ -112,7 +112,7 @@ def through_serve(args: Any) -> tuple[dict[int, dict[str, Any]], float]:
     from serve_app.config import load_preset
 
     cache = str(model_cache_dir(args.cache_dir))
-    preset = load_preset("tiny").model_dump(mode="json")
+    preset = load_preset("tiny")
     results: dict[int, dict[str, Any]] = {}
     with local_ray("igb-bat-", env={"IMAGEGEN_TORCH_THREADS": str(args.threads)}):
         start_serve(None)
@@ -125,7 +125,7 @@ def through_serve(args: Any) -> tuple[dict[int, dict[str, Any]], float]:
                 ray_actor_options={"num_cpus": 1},
                 graceful_shutdown_wait_loop_s=0.1,
                 graceful_shutdown_timeout_s=1,
-            ).bind(preset, cache, None)
+            ).bind(preset, cache)
             handle = serve.run(app, name="batching", route_prefix=None)  # user_config only: reconfigured in place
             if n == args.sizes[0]:
                 startup_s = time.perf_counter() - started

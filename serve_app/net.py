@@ -20,7 +20,9 @@ import asyncio
 import ipaddress
 import re
 import socket
+import threading
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -238,13 +240,60 @@ def check_url(url: str, policy: FetchPolicy, *, resolver: Resolver | None = None
     return Target(parsed, host, port, ips)
 
 
+class DnsPool:
+    """Name lookups on threads of their own, bounded in number and time.
+
+    `getaddrinfo` cannot be interrupted, so a resolver that never answers keeps its thread. On the
+    default executor that would starve everything else that uses it (the task store, image
+    decoding); here a stuck lookup holds one of `max_concurrency` slots until its thread returns,
+    and a caller waits at most `timeout_s` in all, then gets UnresolvableHost (a 422, or a retry
+    for a webhook). Nothing else ever waits on these threads.
+    """
+
+    def __init__(self, max_concurrency: int) -> None:
+        self.max_concurrency = max_concurrency
+        self._executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="dns")
+        self._slots = threading.BoundedSemaphore(max_concurrency)
+
+    async def resolve(self, host: str, resolver: Resolver | None, timeout_s: float) -> list[str]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not self._slots.acquire(blocking=False):  # every lookup thread is busy (or stuck)
+            if loop.time() >= deadline:
+                raise UnresolvableHost(f"Looking up {host!r} timed out (the resolver is not answering).")
+            await asyncio.sleep(0.02)
+        try:
+            future = loop.run_in_executor(self._executor, _resolve_sync, host, None, resolver)
+        except BaseException:
+            self._slots.release()
+            raise
+        future.add_done_callback(lambda _: self._slots.release())  # when the thread is really free
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout=max(0.0, deadline - loop.time()))
+        except TimeoutError as exc:
+            raise UnresolvableHost(f"Looking up {host!r} timed out after {timeout_s:g} s.") from exc
+
+
+_pools: dict[int, DnsPool] = {}
+_pools_lock = threading.Lock()
+
+
+def dns_pool(max_concurrency: int) -> DnsPool:
+    """The process's DNS pool of that size (one per process and size, made on first use)."""
+    with _pools_lock:
+        pool = _pools.get(max_concurrency)
+        if pool is None:
+            pool = _pools[max_concurrency] = DnsPool(max_concurrency)
+        return pool
+
+
 async def acheck_url(url: str, policy: FetchPolicy, *, resolver: Resolver | None = None) -> Target:
-    """`check_url` for async code: DNS runs in a worker thread so the event loop never blocks."""
+    """`check_url` for async code: DNS runs on the bounded DNS pool with `policy.dns_timeout_s`."""
     parsed, host, port, literal = _parse_url(url)
     if literal is not None:
         ips = [str(literal)]
     else:
-        ips = await asyncio.to_thread(_resolve_sync, host, None, resolver)
+        ips = await dns_pool(policy.dns_max_concurrency).resolve(host, resolver, policy.dns_timeout_s)
     return Target(parsed, host, port, _check_ips(host, ips, policy))
 
 

@@ -27,7 +27,7 @@ from tests.support.seaweed import SeaweedServer
 pytestmark = pytest.mark.integration
 
 TASKS = 8
-STEPS = 60
+STEPS = 150
 
 
 def _cluster_config(port: int, data_dir: Path, seaweed: SeaweedServer) -> dict[str, Any]:
@@ -52,7 +52,10 @@ def _cluster_config(port: int, data_dir: Path, seaweed: SeaweedServer) -> dict[s
         deployment["graceful_shutdown_timeout_s"] = 1
         if deployment["name"] == "Generator":
             deployment.pop("autoscaling_config")
-            deployment.update(num_replicas=2, max_ongoing_requests=4, user_config={"max_batch_size": 4})
+            # 4 in flight per replica, and a replica waits (up to 5 s) to fill its batch of 4: the 8
+            # tasks become exactly one batch of 4 on each node.
+            batching = {"max_batch_size": 4, "batch_wait_timeout_s": 5}
+            deployment.update(num_replicas=2, max_ongoing_requests=4, user_config=batching)
             deployment["ray_actor_options"] = {"num_cpus": 0.5, "resources": {"fake_gpu": 1}}
         else:
             deployment["num_replicas"] = 1
@@ -116,13 +119,14 @@ def test_a_lost_worker_node_costs_a_retry_not_a_task(
                 ).json()["task_id"]
                 for i in range(TASKS)
             ]
-            # Each replica takes at most 4 (max_ongoing_requests), so both nodes have work.
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
+            # One batch of 4 per node: once all 8 are denoising, the node removed below has 4 in flight.
+            deadline, generating = time.monotonic() + 180, 0
+            while time.monotonic() < deadline and generating < TASKS:
                 bodies = [client.get(f"/v1/result/{i}").json() for i in ids]
-                if sum(1 for b in bodies if (b.get("progress") or {}).get("step")) >= 1:
-                    break
+                generating = sum(1 for b in bodies if (b.get("progress") or {}).get("step"))
                 time.sleep(0.2)
+            states = [(b["status"], b.get("progress"), b.get("error_code"), b.get("message")) for b in bodies]
+            assert generating == TASKS, f"only {generating} of {TASKS} tasks were generating at once: {states}"
             cluster.remove_node(workers[0])
             removed_at = time.monotonic()
 
@@ -138,7 +142,8 @@ def test_a_lost_worker_node_costs_a_retry_not_a_task(
             assert len(results) == TASKS, f"stuck tasks after a node loss: {set(ids) - set(results)}"
             assert [results[i]["status"] for i in ids] == ["done"] * TASKS, [r.get("message") for r in results.values()]
             retried = [r for r in results.values() if r.get("retries")]
-            assert retried, "the tasks on the lost node were retried on the other one"
+            assert len(retried) == TASKS // 2, "exactly the 4 tasks on the lost node were retried on the other one"
+            assert all(entry["stage"] == "generate" for r in retried for entry in r["retries"])
             for body in results.values():
                 image = httpx.get(body["processed_image_url"], timeout=10)  # presigned S3 URL
                 assert image.status_code == 200 and image.content.startswith(b"\x89PNG")

@@ -217,3 +217,55 @@ def test_info_lists_loras_and_limits(client: TestClient) -> None:
     body = client.get("/info").json()
     assert [lora["name"] for lora in body["loras"]] == ["cozy-wood", "neon-minimal", "pastel-studio"]
     assert body["limits"]["max_side"] == 512 and body["backends"]["webhooks"] == "disabled"
+
+
+async def test_a_resolver_that_never_answers_stalls_nothing_else(
+    ctx: IngressContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Image URLs whose DNS never answers: each such submit ends 422 after dns_timeout_s, and while
+    the resolver is still stuck, polls and other submits are served (they never share its threads)."""
+    import threading
+
+    import httpx
+
+    from serve_app import net
+    from serve_app.config import FetchPolicy
+
+    release, lock, entered = threading.Event(), threading.Lock(), [0]
+
+    def stuck_resolver(host: str) -> list[str]:
+        with lock:
+            entered[0] += 1
+        release.wait(60)  # bounded, so no thread outlives the test run by much
+        raise OSError("resolver gave up")
+
+    monkeypatch.setattr(net, "default_resolver", stuck_resolver)
+    ctx.args = ctx.args.model_copy(update={"fetch": FetchPolicy(dns_timeout_s=1.0, dns_max_concurrency=4)})
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as client:
+            first = (await client.post("/v1/generate", json={"prompt": "a desk"})).json()["task_id"]
+            stuck = [
+                asyncio.ensure_future(
+                    client.post("/v1/generate", json={"prompt": "x", "initial_image_url": f"http://slow{i}.test/d.png"})
+                )
+                for i in range(40)  # more than the DNS pool, and than the default executor ever has (32)
+            ]
+            for _ in range(3000):  # wait (not on the default executor) until the DNS pool is all stuck
+                if entered[0] >= 4:
+                    break
+                await asyncio.sleep(0.01)
+            assert entered[0] >= 4, "lookups never started"
+
+            others = [client.get(f"/v1/result/{first}") for _ in range(10)]
+            others += [client.post("/v1/generate", json={"prompt": f"desk {i}"}) for i in range(2)]
+            answers = await asyncio.wait_for(asyncio.gather(*others), timeout=30)
+            assert not release.is_set(), "served while the resolver was still stuck"
+            assert [a.status_code for a in answers] == [200] * 10 + [202] * 2
+
+            refused = await asyncio.wait_for(asyncio.gather(*stuck), timeout=60)
+            assert {r.status_code for r in refused} == {422}
+            assert all("timed out" in r.json()["message"] and r.json()["error_code"] == "UNSAFE_URL" for r in refused)
+            assert ctx.tasks.count_active() == 3, "a refused submit creates no task"
+    finally:
+        release.set()
