@@ -134,6 +134,11 @@ class S3StorageConfig(BaseModel):
     public_base_url: str | None = Field(default=None, description="Base of public URLs (CDN).")
     presign_expiry_s: int = Field(default=7 * 24 * 3600, ge=60, le=7 * 24 * 3600)
     create_bucket: bool = Field(default=False, description="Create the bucket at start (dev/test).")
+    input_prefixes: list[str] = Field(
+        default_factory=lambda: ["uploads/"],
+        description="Key prefixes an s3://bucket/key initial image may name; any other key (another "
+        "user's images, .json records) is refused. Empty: no s3:// inputs.",
+    )
     addressing_style: Literal["path", "virtual", "auto"] = "path"
     timeout_s: float = 10.0
     max_attempts: int = 3

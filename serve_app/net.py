@@ -213,7 +213,8 @@ def _check_ips(host: str, ip_strings: list[str], policy: FetchPolicy) -> tuple[s
         if not allowed:
             reason = forbidden_reason(ip)
             if reason is not None:
-                where = f"{host!r}" if host == str(ip) else f"{host!r} resolves to {ip} which"
+                # The resolved address is never echoed: it would map internal names for a caller.
+                where = f"{host!r}" if host == str(ip) else f"{host!r} resolves to an address that"
                 raise UnsafeURL(f"URL host {where} is {reason}; requests there are not allowed.")
         if str(ip) not in out:
             out.append(str(ip))

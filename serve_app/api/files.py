@@ -19,14 +19,15 @@ router = APIRouter(tags=["files"])
 async def local_file(key: str, ctx: IngressContext = Depends(get_ctx)) -> FileResponse:
     if not isinstance(ctx.images, LocalImageStore):
         raise NotFound("Files are not served by this server (storage is not local).")
+    if key.endswith(".json"):  # a reproducibility record (prompt, task id, input URL): not for URL holders
+        raise NotFound("No such file.")
     try:
         path = ctx.images.path_for(key)
     except Exception as exc:
         raise NotFound("No such file.") from exc
     if not path.is_file():
         raise NotFound("No such file.")
-    media_type = "application/json" if path.suffix == ".json" else "image/png"
-    return FileResponse(path, media_type=media_type, headers={"Cache-Control": "public, max-age=86400"})
+    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "public, max-age=86400"})
 
 
 @router.get("/static/catalog/images/{name}", summary="Product image of the offline shopping catalog.")

@@ -16,6 +16,7 @@ import re
 import time
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -35,8 +36,21 @@ _SPACE_RE = re.compile(r"\s+")
 
 
 def clean_title(raw: str) -> str:
-    """Naver titles mark query hits with `<b>` and escape entities: strip tags, then unescape."""
-    return _SPACE_RE.sub(" ", html.unescape(_TAG_RE.sub("", raw))).strip()
+    """Plain text of a Naver title: it marks query hits with `<b>` and escapes entities, so tags
+    are stripped and entities unescaped until neither changes anything (an escaped tag such as
+    `&lt;script&gt;` must not come back as markup), and stray angle brackets go too."""
+    text, previous = raw, None
+    while text != previous:
+        previous = text
+        text = _TAG_RE.sub("", html.unescape(text))
+    return _SPACE_RE.sub(" ", text.replace("<", " ").replace(">", " ")).strip()
+
+
+def web_url(value: str) -> str:
+    """`value` when it is an absolute http(s) URL, else "" (no javascript:, data: or relative links)."""
+    value = value.strip()
+    parts = urlsplit(value)
+    return value if parts.scheme in ("http", "https") and parts.netloc else ""
 
 
 class NaverItem(BaseModel):
@@ -75,7 +89,8 @@ def item_to_offer(raw: Any) -> tuple[int, Offer] | None:
     except ValidationError:
         return None
     price = parse_price(item.lprice)
-    if price is None:
+    link = web_url(item.link)
+    if price is None or not link:
         return None
     offer = Offer(
         title=clean_title(item.title),
@@ -83,8 +98,8 @@ def item_to_offer(raw: Any) -> tuple[int, Offer] | None:
         mall=(item.mall_name or "").strip() or DEFAULT_MALL,
         category3=(item.category3 or "").strip(),
         category4=(item.category4 or "").strip(),
-        link=item.link,
-        image=item.image,
+        link=link,
+        image=web_url(item.image),
     )
     return price, offer
 

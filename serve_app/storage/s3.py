@@ -186,7 +186,8 @@ class S3ImageStore(ImageStore):
         return await self._download(self.config.bucket, self.object_key(key))
 
     async def get_s3_url(self, url: str, max_bytes: int | None = None) -> bytes:
-        """The object behind an `s3://bucket/key` initial image URL; only the configured bucket.
+        """The object behind an `s3://bucket/key` initial image URL: the configured bucket, under one
+        of `input_prefixes` (so no caller can read another's images or records through it).
 
         The key is taken as-is (no prefix), as a client names the object it uploaded. PayloadTooLarge
         when the object is larger than `max_bytes`.
@@ -194,6 +195,10 @@ class S3ImageStore(ImageStore):
         bucket, key = parse_s3_url(url)
         if bucket != self.config.bucket:
             raise InvalidInput(f"Only s3://{self.config.bucket}/... URLs are accepted.", error_code="INVALID_URL")
+        allowed = [prefix for prefix in self.config.input_prefixes if prefix]
+        if not any(key.startswith(prefix) for prefix in allowed) or key.endswith(".json"):
+            where = ", ".join(f"s3://{bucket}/{prefix}" for prefix in allowed) or "nowhere (none configured)"
+            raise InvalidInput(f"s3:// images are accepted only under {where}.", error_code="INVALID_URL")
         return await self._download(bucket, key, max_bytes)
 
     async def _download(self, bucket: str, object_key: str, max_bytes: int | None = None) -> bytes:

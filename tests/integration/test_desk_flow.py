@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,7 +29,7 @@ def client(serve_app: ServeApp) -> httpx.Client:
     return serve_app.client()
 
 
-def test_desk_photo_upload_through_the_whole_graph(client: httpx.Client) -> None:
+def test_desk_photo_upload_through_the_whole_graph(serve_app: ServeApp, client: httpx.Client) -> None:
     response = client.post(
         "/v1/generate",
         data={
@@ -63,7 +64,10 @@ def test_desk_photo_upload_through_the_whole_graph(client: httpx.Client) -> None
     assert "/files/user-7/" in processed
     image = fetch_image(processed)
     assert image.size == (96, 64) and image.format == "PNG"
-    sidecar = httpx.get(processed + ".json", timeout=10).json()
+    # The reproducibility record is kept beside the image, but not served to whoever holds its URL.
+    assert httpx.get(processed + ".json", timeout=10).status_code == 404
+    key = processed.split("/files/", 1)[1]
+    sidecar = json.loads((serve_app.data_dir / "main" / "images" / (key + ".json")).read_text())
     assert sidecar["seed"] == 42 and sidecar["lora"]["name"] == "cozy-wood" and sidecar["mode"] == "img2img"
 
     # Items from the user's text, offers from the offline catalog, cheapest first.

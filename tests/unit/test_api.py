@@ -204,6 +204,13 @@ def test_files_route_refuses_traversal(client: TestClient) -> None:
         assert client.get(path).status_code == 404, path
 
 
+def test_files_route_serves_images_but_not_their_records(client: TestClient, ctx: IngressContext) -> None:
+    asyncio.run(ctx.images.put("u/20260101/a.png", png(), metadata={"prompt": "secret plans"}))
+    assert client.get("/files/u/20260101/a.png").status_code == 200
+    response = client.get("/files/u/20260101/a.png.json")
+    assert response.status_code == 404 and "secret" not in response.text
+
+
 def test_healthcheck_reports_a_failing_probe(client: TestClient, ctx: IngressContext) -> None:
     assert client.get("/healthcheck").status_code == 200
     ctx.probes["generator"] = FakeHandle(fail=True)  # type: ignore[assignment]

@@ -41,12 +41,35 @@ def raw(title: str = "상품", lprice: object = "1000", mall: object = "몰", **
     [
         ("<b>무선</b> <b>마우스</b> M170", "무선 마우스 M170"),
         ("키보드 &amp; 마우스 &quot;세트&quot; &#39;특가&#39;", "키보드 & 마우스 \"세트\" '특가'"),
-        ("<b>27인치</b>  모니터\n&lt;b&gt;", "27인치 모니터 <b>"),  # escaped tags stay text
+        ("<b>27인치</b>  모니터\n&lt;b&gt;", "27인치 모니터"),  # an escaped tag is markup too
         ("<span class='x'>장패드</span>", "장패드"),
+        ("&lt;script&gt;alert(1)&lt;/script&gt;마우스", "alert(1)마우스"),
+        ("&amp;lt;img src=x onerror=alert(1)&amp;gt;키보드", "키보드"),  # escaped twice
+        ("<img src=x onerror=alert(1) 마우스", "img src=x onerror=alert(1) 마우스"),  # no tag can open
+        ("3 < 5", "3 5"),  # a stray bracket is dropped too
     ],
 )
-def test_clean_title_strips_tags_then_unescapes(title: str, expected: str) -> None:
-    assert clean_title(title) == expected
+def test_clean_title_is_plain_text(title: str, expected: str) -> None:
+    cleaned = clean_title(title)
+    assert cleaned == expected
+    assert "<" not in cleaned and ">" not in cleaned, "no markup survives"
+
+
+@pytest.mark.parametrize(
+    ("link", "image", "kept"),
+    [
+        ("https://search.shopping.naver.com/p/1", "https://shopping-phinf.pstatic.net/1.jpg", True),
+        ("javascript:alert(1)", "https://img/1.jpg", False),
+        ("//evil.example/x", "", False),
+        ("https://shop/1", "data:image/svg+xml,<svg onload=alert(1)>", True),
+    ],
+)
+def test_offer_urls_are_http_only(link: str, image: str, kept: bool) -> None:
+    mapped = item_to_offer(raw(link=link, image=image))
+    assert (mapped is not None) == kept
+    if mapped is not None:
+        offer = mapped[1]
+        assert offer.link.startswith("https://") and (offer.image == "" or offer.image.startswith("https://"))
 
 
 @pytest.mark.parametrize(

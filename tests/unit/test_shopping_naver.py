@@ -65,14 +65,41 @@ async def test_happy_path_maps_and_sorts(stub: NaverStub, make: Any) -> None:
     assert (request.client_id, request.client_secret) == (stub.client_id, stub.client_secret)
 
 
+SHOP = "https://shop.example/p"
+
+
 async def test_custom_items_skip_unpriced_and_map_empty_mall(stub: NaverStub, make: Any) -> None:
     stub.set_products(
         "무선 마우스",
         [
-            {"title": "<b>무선</b> 마우스 A", "lprice": "", "mallName": "몰", "link": "l", "image": "i"},
-            {"title": "<b>무선</b> 마우스 B", "lprice": "15000", "mallName": "", "link": "l", "image": "i"},
-            {"title": "무선 마우스 C &amp; 패드", "lprice": "9900", "mallName": "오피스몰", "link": "l", "image": "i"},
-            {"title": "무선 마우스 D", "lprice": "120000", "mallName": "몰", "link": "l", "image": "i"},
+            {
+                "title": "<b>무선</b> 마우스 A",
+                "lprice": "",
+                "mallName": "몰",
+                "link": "https://shop.example/p",
+                "image": "i",
+            },
+            {
+                "title": "<b>무선</b> 마우스 B",
+                "lprice": "15000",
+                "mallName": "",
+                "link": "https://shop.example/p",
+                "image": "i",
+            },
+            {
+                "title": "무선 마우스 C &amp; 패드",
+                "lprice": "9900",
+                "mallName": "오피스몰",
+                "link": "https://shop.example/p",
+                "image": "i",
+            },
+            {
+                "title": "무선 마우스 D",
+                "lprice": "120000",
+                "mallName": "몰",
+                "link": "https://shop.example/p",
+                "image": "i",
+            },
         ],
     )
     offers = await make().search(MOUSE, 3)

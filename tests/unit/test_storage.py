@@ -171,11 +171,16 @@ async def test_s3_put_get_presigned(seaweed: SeaweedServer) -> None:
     assert await net.fetch_bytes(url, FetchPolicy(allow_hosts=["127.0.0.1"])) == data
     assert await store.get(key) == data
     assert await store.get_metadata(key) == {"seed": 7}
-    assert await store.get_s3_url(f"s3://imagegen-test/{key}") == data
+    upload = "uploads/carol/desk.png"  # s3:// inputs: only under storage.input_prefixes (uploads/)
+    await store.put(upload, data)
+    assert await store.get_s3_url(f"s3://imagegen-test/{upload}") == data
     with pytest.raises(PayloadTooLarge):
-        await store.get_s3_url(f"s3://imagegen-test/{key}", max_bytes=10)
+        await store.get_s3_url(f"s3://imagegen-test/{upload}", max_bytes=10)
     with pytest.raises(InvalidInput):
-        await store.get_s3_url(f"s3://other-bucket/{key}")
+        await store.get_s3_url(f"s3://other-bucket/{upload}")
+    for elsewhere in (key, key + ".json"):  # another user's image, its reproducibility record
+        with pytest.raises(InvalidInput, match="only under s3://imagegen-test/uploads/"):
+            await store.get_s3_url(f"s3://imagegen-test/{elsewhere}")
     with pytest.raises(NotFound):
         await store.get("carol/20240101/missing.png")
     await store.close()
