@@ -34,6 +34,14 @@ class LoraSelection(BaseModel):
     )
 
 
+def _prompt_is_required(schema: dict[str, Any]) -> None:
+    """The documented contract: `prompt` is required. The model still defaults it to "" so that a
+    missing prompt gets the seed's `400 {"detail": "Prompt must not be empty."}`, not a 422."""
+    required = schema.setdefault("required", [])
+    if "prompt" not in required:
+        required.insert(0, "prompt")
+
+
 class GenerateRequest(BaseModel):
     """Body of POST /v1/generate (JSON, or the form fields of a multipart upload).
 
@@ -41,7 +49,7 @@ class GenerateRequest(BaseModel):
     depend on the preset and turns the request into the `ResolvedGenerate` a task stores.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_prompt_is_required)
 
     initial_image_url: str | None = Field(
         default=None,

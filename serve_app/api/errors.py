@@ -57,7 +57,7 @@ def install_error_handlers(app: FastAPI, on_error: Callable[[int, str], None] | 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
-        err = AppError(str(exc.detail), error_code=code)
+        err = AppError(str(exc.detail), error_code=code, headers=dict(exc.headers or {}))  # 405 keeps Allow
         err.status_code = exc.status_code  # type: ignore[misc]
         return respond(err)
 

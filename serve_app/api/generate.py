@@ -73,14 +73,42 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _json_object(raw: bytes) -> dict[str, Any]:
+    """A JSON body as a dict, or InvalidInput (422) naming what is wrong; never a 500.
+
+    The parser itself refuses some inputs with errors other than JSONDecodeError: numbers longer
+    than Python's 4300-digit limit (ValueError) and nesting deeper than its recursion limit
+    (RecursionError). A lone UTF-16 surrogate (`"\\ud800"`) parses but can never be stored or
+    sent on as UTF-8, so it is refused here too.
+    """
+    try:
+        payload = json.loads(raw or b"{}")
+    except RecursionError as exc:
+        raise InvalidInput("Request body nests too deeply.") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInput("Request body is not valid JSON.") from exc
+    except ValueError as exc:  # e.g. "Exceeds the limit (4300 digits) for integer string conversion"
+        raise InvalidInput("Request body has a number too long to read.") from exc
+    if not isinstance(payload, dict):
+        raise InvalidInput("Request body must be a JSON object.")
+    try:
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput("Request body has a string that is not valid Unicode (a lone surrogate).") from exc
+    except RecursionError as exc:  # pragma: no cover - the parser refuses deeper nesting first
+        raise InvalidInput("Request body nests too deeply.") from exc
+    return payload
+
+
 def _form_value(key: str, value: str) -> Any:
     if key == "lora":
         value = value.strip()
         if value.startswith("{"):
             try:
-                return json.loads(value)
-            except json.JSONDecodeError as exc:
+                parsed = _json_object(value.encode("utf-8", "surrogatepass"))
+            except InvalidInput as exc:
                 raise InvalidInput("lora: must be a JSON object or a LoRA name.") from exc
+            return parsed
         return {"name": value}
     return value if value != "" else None
 
@@ -94,6 +122,8 @@ async def _parse(request: Request, ctx: IngressContext) -> tuple[GenerateRequest
         form = await request.form(max_files=1, max_fields=32)
         fields: dict[str, Any] = {}
         for key, value in form.multi_items():
+            if key in fields or (key == "image" and upload is not None):
+                raise InvalidInput(f"{key}: given more than once.")
             if isinstance(value, str):
                 fields[key] = _form_value(key, value)
             elif key == "image":
@@ -105,12 +135,7 @@ async def _parse(request: Request, ctx: IngressContext) -> tuple[GenerateRequest
         payload = {k: v for k, v in fields.items() if v is not None}
     elif content_type in ("application/json", ""):
         raw = await _read_body(request, 256 * 1024)
-        try:
-            payload = json.loads(raw or b"{}")
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InvalidInput("Request body is not valid JSON.") from exc
-        if not isinstance(payload, dict):
-            raise InvalidInput("Request body must be a JSON object.")
+        payload = _json_object(raw)
     else:
         raise InvalidInput(f"Unsupported content type {content_type!r}; send JSON or multipart/form-data.")
     try:

@@ -276,3 +276,93 @@ async def test_a_resolver_that_never_answers_stalls_nothing_else(
             assert ctx.tasks.count_active() == 3, "a refused submit creates no task"
     finally:
         release.set()
+
+
+HOSTILE_JSON = [
+    (b'{"prompt": "a \\ud800 desk"}', "not valid Unicode"),  # a lone surrogate
+    (b'{"\\udc00": 1, "prompt": "x"}', "not valid Unicode"),
+    (('{"prompt": "x", "seed": ' + "9" * 5000 + "}").encode(), "number too long"),
+    (('{"prompt": "x", "num_inference_steps": -' + "9" * 5000 + "}").encode(), "number too long"),
+    (('{"prompt": "x", "lora": ' + "[" * 100_000 + "]" * 100_000 + "}").encode(), "nests too deeply"),
+    (b'{"prompt": "x", "guidance_scale": NaN}', "guidance_scale: Input should be a finite number"),
+    (b'{"prompt": "x", "strength": Infinity}', "strength: Input should be a finite number"),
+    (b'{"prompt": "x", "guidance_scale": -Infinity}', "guidance_scale: Input should be a finite number"),
+    (b'{"prompt": "x", "lora": {"name": "cozy-wood", "scale": NaN}}', "lora.scale: Input should be a finite number"),
+    (b'{"prompt": "x", "guidance_scale": 1e400}', "guidance_scale: Input should be a finite number"),
+    (b'{"prompt": "\xff\xfe"}', "not valid JSON"),
+    (b"[1, 2]", "must be a JSON object"),
+]
+
+
+@pytest.mark.parametrize(("body", "message"), HOSTILE_JSON)
+def test_hostile_json_is_a_422_never_a_500(client: TestClient, ctx: IngressContext, body: bytes, message: str) -> None:
+    response = client.post("/v1/generate", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.json()["error_code"] == "INVALID_INPUT" and message in response.json()["message"]
+    assert ctx.tasks.count_active() == 0, "a refused submit changes nothing"
+
+
+def _multipart(parts: list[tuple[str, str | None, bytes]], boundary: str = "b0undary") -> tuple[bytes, dict[str, str]]:
+    """A multipart body built by hand (name None: a part without a name)."""
+    chunks = []
+    for name, filename, data in parts:
+        disposition = "form-data" + (f'; name="{name}"' if name is not None else "")
+        if filename is not None:
+            disposition += f'; filename="{filename}"'
+        chunks.append(f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n")
+    body = b"".join(chunks) + f"--{boundary}--\r\n".encode()
+    return body, {"content-type": f"multipart/form-data; boundary={boundary}"}
+
+
+@pytest.mark.parametrize(
+    ("parts", "status"),
+    [
+        ([("prompt", None, b"a"), ("prompt", None, b"b")], 422),  # repeated field
+        ([("prompt", None, b"a"), ("image", "a.png", png()), ("image", "b.png", png())], 400),  # two images
+        ([("prompt", None, b"a"), (None, None, b"nameless")], 400),
+        ([("prompt", None, b"a")] + [(f"f{i}", None, b"x") for i in range(200)], 400),  # many parts
+        ([("prompt", None, b"a" * 3_000_000)], 400),  # a huge field value (Starlette: part over 1 MB)
+        ([("prompt", None, b"x"), ("guidance_scale", None, b"NaN")], 422),
+        ([("prompt", None, b"x"), ("strength", None, b"inf")], 422),
+        ([("prompt", None, b"x"), ("seed", None, b"9" * 5000)], 422),
+        ([("prompt", None, b"x"), ("lora", None, b"{" * 50_000)], 422),
+        ([("prompt", None, b"x"), ("lora", None, b'{"name": "cozy-wood", "scale": NaN}')], 422),
+    ],
+)
+def test_odd_multipart_is_a_4xx_never_a_500(
+    client: TestClient, ctx: IngressContext, parts: list[tuple[str, str | None, bytes]], status: int
+) -> None:
+    body, headers = _multipart(parts)
+    response = client.post("/v1/generate", content=body, headers=headers)
+    assert response.status_code == status, response.text
+    assert "error_code" in response.json() or "detail" in response.json()
+    assert ctx.tasks.count_active() == 0
+
+
+def test_a_form_field_that_is_not_utf8_is_stored_as_valid_unicode(client: TestClient, ctx: IngressContext) -> None:
+    body, headers = _multipart([("prompt", None, b"\xff\xfe desk")])
+    response = client.post("/v1/generate", content=body, headers=headers)
+    assert response.status_code == 202, response.text
+    prompt = ctx.tasks.require(response.json()["task_id"]).request["prompt"]
+    assert prompt.endswith(" desk") and prompt.encode("utf-8")  # Starlette reads it as Latin-1: still text
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/xml", "application/x-www-form-urlencoded", "multipart/form-data"]
+)
+def test_wrong_content_types_are_4xx(client: TestClient, content_type: str) -> None:
+    response = client.post("/v1/generate", content=b'{"prompt": "x"}', headers={"content-type": content_type})
+    assert 400 <= response.status_code < 500, response.text
+
+
+def test_405_carries_allow(client: TestClient) -> None:
+    response = client.put("/v1/generate", json={"prompt": "x"})
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    assert response.json()["error_code"] == "METHOD_NOT_ALLOWED"
+
+
+def test_openapi_declares_prompt_required_and_a_missing_prompt_is_the_seeds_400(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["GenerateRequest"]
+    assert schema["required"] == ["prompt"]
+    response = client.post("/v1/generate", json={"seed": 1})
+    assert response.status_code == 400 and response.json() == {"detail": "Prompt must not be empty."}
