@@ -168,19 +168,19 @@ class Generator:
     async def generate_stream(self, spec: GenerationSpec) -> AsyncIterator[GenerationProgress | GenerationOutput]:
         """Progress events while the image is made, then the image. Call through
         `handle.options(stream=True, multiplexed_model_id=spec.multiplexed_model_id)`."""
-        pending = PendingImage(spec, asyncio.get_running_loop(), events=asyncio.Queue())
+        events: asyncio.Queue[GenerationProgress] = asyncio.Queue()
+        pending = PendingImage(spec, asyncio.get_running_loop(), events=events)
         batch = asyncio.ensure_future(self._generate_batch(pending))
-        assert pending.events is not None
         try:
             while not batch.done():
-                event = asyncio.ensure_future(pending.events.get())
+                event = asyncio.ensure_future(events.get())
                 await asyncio.wait({event, batch}, return_when=asyncio.FIRST_COMPLETED)
                 if event.done():
                     yield event.result()
                 else:
                     event.cancel()
-            while not pending.events.empty():
-                yield pending.events.get_nowait()
+            while not events.empty():
+                yield events.get_nowait()
             yield _unwrap(batch.result())
         except (asyncio.CancelledError, GeneratorExit):
             self._abandon(pending, batch)
@@ -191,7 +191,7 @@ class Generator:
         pending = PendingImage(spec, asyncio.get_running_loop())
         batch = asyncio.ensure_future(self._generate_batch(pending))
         try:
-            return _unwrap(await asyncio.shield(batch))
+            return _unwrap(await batch)
         except asyncio.CancelledError:
             self._abandon(pending, batch)
             raise

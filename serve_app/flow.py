@@ -97,16 +97,19 @@ class DeskFlow:
         """Run one task; returns its outcome or raises FlowError (an AppError with the partial result)."""
         request = ResolvedGenerate.model_validate(record.request)
         journal: list[StageRetry] = []
-        result: dict[str, Any] = {"seed": request.seed}
+        result: dict[str, Any] = {"seed": request.seed}  # the outcome's result, or the error's partial one
+        error: AppError | None = None
         try:
-            return await self._run(record, request, progress, cancelled, journal, result)
+            outcome = await self._run(record, request, progress, cancelled, journal, result)
         except AppError as exc:
-            if journal:
-                result["retries"] = [entry.model_dump() for entry in journal]
-            raise FlowError(exc, result) from exc
+            error = exc
         except StageUnavailableError as exc:
+            error = ServiceUnavailable(f"{exc}.", error_code="STAGE_UNAVAILABLE")
+        if journal:
             result["retries"] = [entry.model_dump() for entry in journal]
-            raise FlowError(ServiceUnavailable(f"{exc}.", error_code="STAGE_UNAVAILABLE"), result) from exc
+        if error is not None:
+            raise FlowError(error, result) from error
+        return outcome
 
     async def _call(self, stage: str, call: Callable[[], Awaitable[Any]], journal: list[StageRetry]) -> Any:
         return await call_with_retries(stage, call, self.retries, journal, sleep=self._sleep)
@@ -180,8 +183,6 @@ class DeskFlow:
             raise
         timings["search"] = time.perf_counter() - search_started
         result.update(self._recommendations(found))
-        if journal:
-            result["retries"] = [entry.model_dump() for entry in journal]
         result["timings"] = {name: round(seconds, 4) for name, seconds in timings.items()}
         return FlowOutcome(result=result, object_keys=stored)
 

@@ -9,6 +9,7 @@ error is the answer and is returned at once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -22,6 +23,7 @@ T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
 
 
+@functools.cache
 def _infrastructure_types() -> tuple[type[BaseException], ...]:
     import ray.exceptions as rex
     from ray.serve import exceptions as sex

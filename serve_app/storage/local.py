@@ -89,22 +89,23 @@ class LocalImageStore(ImageStore):
 
     async def delete_older_than(self, cutoff: float) -> int:
         def _sweep() -> int:
+            """One bottom-up walk: old files of this app's key shape, then folders left empty."""
             deleted = 0
-            if not self.root.is_dir():
-                return 0
-            for path in self.root.rglob("*"):
-                key = path.relative_to(self.root).as_posix()
-                try:
-                    if is_own_key(key) and path.is_file() and path.stat().st_mtime < cutoff:
-                        path.unlink()
-                        deleted += 1
-                except FileNotFoundError:
-                    continue
-            for folder in sorted((p for p in self.root.rglob("*") if p.is_dir()), reverse=True):
-                try:
-                    folder.rmdir()  # only empty day folders go
-                except OSError:
-                    pass
+            for folder, _subfolders, files in os.walk(self.root, topdown=False):
+                here = Path(folder)
+                for name in files:
+                    path = here / name
+                    try:
+                        if is_own_key(path.relative_to(self.root).as_posix()) and path.stat().st_mtime < cutoff:
+                            path.unlink()
+                            deleted += 1
+                    except FileNotFoundError:
+                        continue
+                if here != self.root:
+                    try:
+                        here.rmdir()  # only an empty day or user folder goes
+                    except OSError:
+                        pass
             return deleted
 
         try:

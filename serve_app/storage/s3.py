@@ -144,20 +144,21 @@ class S3ImageStore(ImageStore):
             log.warning("S3 put %s/%s failed: %s", self.config.bucket, object_key, exc)
             raise StorageError(UPLOAD_FAILED, error_code="S3_UPLOAD_FAILED") from exc
 
-    async def _delete_objects(self, keys: list[str]) -> None:
-        def _delete() -> None:
-            for start in range(0, len(keys), 1000):  # DeleteObjects takes up to 1000 keys
-                chunk = [{"Key": self.object_key(key)} for key in keys[start : start + 1000]]
-                answer = self.client.delete_objects(Bucket=self.config.bucket, Delete={"Objects": chunk, "Quiet": True})
-                errors = [e for e in answer.get("Errors", []) if e.get("Code") != "NoSuchKey"]
-                if errors:
-                    raise StorageError(
-                        f"S3 refused to delete {len(errors)} object(s): {errors[0].get('Code')}.",
-                        error_code="STORAGE_DELETE_FAILED",
-                    )
+    def _delete_bucket_keys(self, object_keys: list[str]) -> None:
+        """Delete bucket keys (prefix included), 1000 per DeleteObjects call; blocking."""
+        for start in range(0, len(object_keys), 1000):
+            chunk = [{"Key": key} for key in object_keys[start : start + 1000]]
+            answer = self.client.delete_objects(Bucket=self.config.bucket, Delete={"Objects": chunk, "Quiet": True})
+            errors = [e for e in answer.get("Errors", []) if e.get("Code") != "NoSuchKey"]
+            if errors:
+                raise StorageError(
+                    f"S3 refused to delete {len(errors)} object(s): {errors[0].get('Code')}.",
+                    error_code="STORAGE_DELETE_FAILED",
+                )
 
+    async def _delete_objects(self, keys: list[str]) -> None:
         try:
-            await asyncio.to_thread(_delete)
+            await asyncio.to_thread(self._delete_bucket_keys, [self.object_key(key) for key in keys])
         except (BotoCoreError, ClientError) as exc:
             log.warning("S3 delete in %s failed: %s", self.config.bucket, exc)
             raise StorageError("Failed to delete stored images.", error_code="STORAGE_DELETE_FAILED") from exc
@@ -171,9 +172,7 @@ class S3ImageStore(ImageStore):
                     own = is_own_key(item["Key"][len(self._prefix) :])
                     if own and item["LastModified"].timestamp() < cutoff:
                         old.append(item["Key"])
-            for start in range(0, len(old), 1000):
-                chunk = [{"Key": key} for key in old[start : start + 1000]]
-                self.client.delete_objects(Bucket=self.config.bucket, Delete={"Objects": chunk, "Quiet": True})
+            self._delete_bucket_keys(old)
             return len(old)
 
         try:

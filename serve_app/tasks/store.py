@@ -15,16 +15,20 @@ from typing import Any
 
 from serve_app.errors import Conflict, NotFound, QueueFull, TaskCancelled
 from serve_app.protocol import Progress, Stage
-from serve_app.tasks.db import Database
+from serve_app.tasks.db import Database, Row
 from serve_app.tasks.outbox import WebhookOutbox
 from serve_app.tasks.queue import TaskQueue
 from serve_app.tasks.records import ACTIVE, FINISHED, TaskRecord, create_schema, dumps, parse_keys
 
 
-def _reused_key() -> Conflict:
-    return Conflict(
-        "Idempotency-Key was already used with a different request body.", error_code="IDEMPOTENCY_KEY_REUSED"
-    )
+def _same_request(row: Row, request_hash: str | None) -> TaskRecord:
+    """The task an Idempotency-Key made, if it was made from this request body; else a 409."""
+    record = TaskRecord.from_row(row)
+    if record.request_hash != request_hash:
+        raise Conflict(
+            "Idempotency-Key was already used with a different request body.", error_code="IDEMPOTENCY_KEY_REUSED"
+        )
+    return record
 
 
 @dataclass(frozen=True)
@@ -58,12 +62,7 @@ class TaskStore:
     def find_idempotent(self, idempotency_key: str, request_hash: str) -> TaskRecord | None:
         """The task an Idempotency-Key already made; 409 if it was made from another body."""
         rows = self.db.read("SELECT * FROM tasks WHERE idempotency_key = ?", (idempotency_key,))
-        if not rows:
-            return None
-        record = TaskRecord.from_row(rows[0])
-        if record.request_hash != request_hash:
-            raise _reused_key()
-        return record
+        return _same_request(rows[0], request_hash) if rows else None
 
     def create(
         self,
@@ -91,10 +90,7 @@ class TaskStore:
             if idempotency_key is not None:
                 row = tx.one("SELECT * FROM tasks WHERE idempotency_key = ?", (idempotency_key,))
                 if row is not None:
-                    existing = TaskRecord.from_row(row)
-                    if existing.request_hash != request_hash:
-                        raise _reused_key()
-                    return existing, False
+                    return _same_request(row, request_hash), False
             if max_active is not None:
                 active = tx.one("SELECT COUNT(*) AS n FROM tasks WHERE status IN (?, ?)", ACTIVE)
                 count = int(active["n"]) if active else 0

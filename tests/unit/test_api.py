@@ -56,11 +56,10 @@ class FakeMetrics:
         self.rejections.append((status, error_code))
 
 
-@pytest.fixture
-def ctx(tmp_path: Path) -> Iterator[IngressContext]:
-    args = AppArgs.model_validate(
-        {"data_dir": str(tmp_path), "tasks": {"max_active": 3, "retry_after_s": 9}, "public_base_url": "http://t"}
-    ).resolved()
+def make_context(data_dir: Path, tasks: dict[str, Any]) -> IngressContext:
+    """The ingress's context with a real SQLite task store and local storage under `data_dir`, a
+    fake runner and probes; installed as the app's context (undo with `set_context(None)`)."""
+    args = AppArgs.model_validate({"data_dir": str(data_dir), "tasks": tasks, "public_base_url": "http://t"}).resolved()
     preset = load_preset("tiny")
     images = LocalImageStore(args.storage)  # type: ignore[arg-type]
     asyncio.run(images.start())
@@ -78,7 +77,12 @@ def ctx(tmp_path: Path) -> Iterator[IngressContext]:
         version="test",
     )
     set_context(context)
-    yield context
+    return context
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Iterator[IngressContext]:
+    yield make_context(tmp_path, {"max_active": 3, "retry_after_s": 9})
     set_context(None)  # type: ignore[arg-type]
 
 

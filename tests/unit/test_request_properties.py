@@ -5,10 +5,8 @@ the preset's limits.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,14 +14,12 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serve_app.api.deps import IngressContext, set_context
-from serve_app.config import AppArgs, Settings, load_preset
+from serve_app.api.deps import set_context
+from serve_app.config import load_preset
 from serve_app.errors import AppError
 from serve_app.ingress import app
 from serve_app.protocol import HARD_MAX_SIDE, GenerateRequest
-from serve_app.storage.local import LocalImageStore
-from serve_app.tasks import SqliteDatabase, TaskStore
-from tests.unit.test_api import FakeHandle, FakeMetrics, _multipart
+from tests.unit.test_api import _multipart, make_context
 
 PRESET = load_preset("tiny")
 FIELDS = [
@@ -61,27 +57,7 @@ bodies = st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=12), field_v
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    root: Path = tmp_path_factory.mktemp("props")
-    args = AppArgs.model_validate(
-        {"data_dir": str(root), "tasks": {"max_active": 100_000}, "public_base_url": "http://t"}
-    ).resolved()
-    images = LocalImageStore(args.storage)  # type: ignore[arg-type]
-    asyncio.run(images.start())
-    set_context(
-        IngressContext(
-            args=args,
-            preset=PRESET,
-            limits=PRESET.limits,
-            settings=Settings(imagegen_webhook_secret=None),
-            tasks=TaskStore(SqliteDatabase(args.tasks.db_path or "")),
-            images=images,
-            runner=FakeHandle(),  # type: ignore[arg-type]
-            probes={},
-            metrics=FakeMetrics(),  # type: ignore[arg-type]
-            shopping_provider="catalog",
-            version="test",
-        )
-    )
+    make_context(tmp_path_factory.mktemp("props"), {"max_active": 100_000})
     yield TestClient(app, raise_server_exceptions=False)
     set_context(None)  # type: ignore[arg-type]
 
