@@ -90,6 +90,9 @@ async def info(ctx: IngressContext = Depends(get_ctx)) -> dict[str, Any]:
             "webhooks": "enabled" if ctx.settings.imagegen_webhook_secret else "disabled",
         },
         "queue": {"max_active_tasks": ctx.args.tasks.max_active, "retry_after_s": ctx.args.tasks.retry_after_s},
+        "retention": {"ttl_s": ctx.args.retention.ttl_s, "sweep_interval_s": ctx.args.retention.sweep_interval_s},
+        "retries": ctx.args.retries.model_dump(),
+        "s3_input_prefixes": getattr(ctx.args.storage, "input_prefixes", None),
         "endpoints": [
             "POST /v1/generate",
             "GET /v1/result/{task_id}",

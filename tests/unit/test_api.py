@@ -203,6 +203,13 @@ def test_cancel_and_404(client: TestClient) -> None:
     assert client.get("/v1/result/nope").json()["error_code"] == "TASK_NOT_FOUND"
 
 
+def test_info_shows_retention_retries_and_the_task_store(client: TestClient) -> None:
+    body = client.get("/info").json()
+    assert body["backends"]["task_store"] == "sqlite"
+    assert body["retention"]["ttl_s"] == 7 * 24 * 3600 and body["retries"]["max_attempts"] == 5
+    assert body["s3_input_prefixes"] is None, "local storage takes no s3:// inputs"
+
+
 def test_files_route_refuses_traversal(client: TestClient) -> None:
     for path in ("/files/../tasks.db", "/files/%2e%2e/tasks.db", "/static/catalog/images/..%2f..%2fcatalog.json"):
         assert client.get(path).status_code == 404, path
