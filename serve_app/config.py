@@ -179,6 +179,63 @@ class TasksConfig(BaseModel):
     retry_after_s: int = Field(default=5, ge=1)
 
 
+class AdmissionConfig(BaseModel):
+    """What the ingress admits, by compute cost and upload bytes, beyond the task count (tasks.max_active).
+
+    A request's cost is height x width x num_inference_steps x images ("pixel-steps"); the preset's
+    `limits.max_request_cost` bounds one request (what one Generator replica can take).
+    """
+
+    max_active_cost: int | None = Field(
+        default=None,
+        ge=1,
+        description="Sum of the costs of queued and running tasks above which a submit gets 503 + Retry-After; "
+        "None: only tasks.max_active bounds the queue.",
+    )
+    upload_bytes_in_flight: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024,
+        description="Request bytes an ingress replica holds at once across all uploads being received; "
+        "past it a submit gets 503 + Retry-After instead of the replica running out of memory.",
+    )
+
+
+class KeyLimits(BaseModel):
+    """What one API key may do; a key's own limits override `auth.default_limits` field by field."""
+
+    max_pixel_steps_per_image: int | None = Field(
+        default=None, ge=1, description="height x width x steps of one image; above it: 403 KEY_LIMIT_EXCEEDED."
+    )
+    requests_per_minute: int | None = Field(
+        default=None, ge=1, description="Generation requests accepted per rolling minute; above: 429 RATE_LIMITED."
+    )
+    max_in_flight: int | None = Field(
+        default=None, ge=1, description="Tasks queued or running at once; above: 429 TOO_MANY_TASKS."
+    )
+    max_cost_in_flight: int | None = Field(
+        default=None, ge=1, description="Sum of the costs of its queued and running tasks; above: 429."
+    )
+
+    def over(self, defaults: KeyLimits) -> KeyLimits:
+        """These limits, with the fields they leave unset taken from `defaults`."""
+        return KeyLimits.model_validate(
+            {
+                name: getattr(self, name) if getattr(self, name) is not None else getattr(defaults, name)
+                for name in KeyLimits.model_fields
+            }
+        )
+
+
+class AuthConfig(BaseModel):
+    """API keys: off by default. On: /v1 and /files need a key made with `python -m serve_app.keys create`."""
+
+    enabled: bool = Field(default=False, description="Require an API key on /v1/* and /files/*.")
+    default_limits: KeyLimits = Field(
+        default_factory=lambda: KeyLimits(requests_per_minute=60, max_in_flight=8),
+        description="Limits of a key that sets none of its own.",
+    )
+
+
 class RetentionConfig(BaseModel):
     """How long finished tasks and what they stored (input photo, images, .json records) are kept."""
 
@@ -246,7 +303,18 @@ class AppArgs(BaseModel):
     shopping: ShoppingConfig = Field(default_factory=ShoppingConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     retries: RetryConfig = Field(default_factory=RetryConfig)
+    admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
     limits: GenerationLimits | None = Field(default=None, description="Override the preset's limits.")
+
+    @model_validator(mode="after")
+    def _keys_keep_images_private(self) -> AppArgs:
+        if self.auth.enabled and isinstance(self.storage, S3StorageConfig) and self.storage.url_mode == "public":
+            raise ValueError(
+                "auth.enabled with storage.url_mode 'public' would show every key's images to anyone holding "
+                "a URL; use url_mode 'presigned' (time-limited URLs handed only to the task's key)."
+            )
+        return self
 
     def resolved(self) -> AppArgs:
         """Absolute paths, so every replica agrees wherever its working directory is."""

@@ -7,6 +7,7 @@ section 4. Deployments raise these too; a task that ends in one records its `err
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 
@@ -39,7 +40,10 @@ class AppError(Exception):
 
 
 def _rebuild(cls: type[AppError], message: str, error_code: str, headers: dict[str, str]) -> AppError:
-    return cls(message, error_code=error_code, headers=headers)
+    # Through the base initialiser: subclasses' own signatures (retry_after_s, ...) are not needed.
+    error = cls.__new__(cls)
+    AppError.__init__(error, message, error_code=error_code, headers=headers)
+    return error
 
 
 class BadRequest(AppError):
@@ -78,6 +82,37 @@ class InvalidImage(InvalidInput):
     default_message = "The image could not be decoded or is out of bounds."
 
 
+class Unauthorized(AppError):
+    """No API key, or one that is unknown, malformed or revoked (auth on)."""
+
+    status_code = 401
+    default_code = "UNAUTHORIZED"
+    default_message = "A valid API key is required: send `Authorization: Bearer <key>` or `X-API-Key: <key>`."
+
+    def __init__(self, message: str | None = None, *, error_code: str | None = None) -> None:
+        super().__init__(message, error_code=error_code, headers={"WWW-Authenticate": 'Bearer realm="imagegen"'})
+
+
+class Forbidden(AppError):
+    """The key is valid but may not make this request (over its per-image limit, another user id)."""
+
+    status_code = 403
+    default_code = "FORBIDDEN"
+    default_message = "This API key may not make this request."
+
+
+class TooManyRequests(AppError):
+    """A key's rate or in-flight limit is reached; retrying after `Retry-After` seconds may succeed."""
+
+    status_code = 429
+    default_code = "RATE_LIMITED"
+    default_message = "Too many requests for this API key; retry later."
+
+    def __init__(self, message: str | None = None, *, error_code: str | None = None, retry_after_s: float = 1) -> None:
+        seconds = max(1, math.ceil(retry_after_s))
+        super().__init__(message, error_code=error_code, headers={"Retry-After": str(seconds)})
+
+
 class NotFound(AppError):
     status_code = 404
     default_code = "NOT_FOUND"
@@ -101,8 +136,8 @@ class QueueFull(AppError):
     default_code = "QUEUE_FULL"
     default_message = "The service is at capacity; retry later."
 
-    def __init__(self, message: str | None = None, *, retry_after_s: int = 5) -> None:
-        super().__init__(message, headers={"Retry-After": str(max(1, int(retry_after_s)))})
+    def __init__(self, message: str | None = None, *, error_code: str | None = None, retry_after_s: int = 5) -> None:
+        super().__init__(message, error_code=error_code, headers={"Retry-After": str(max(1, int(retry_after_s)))})
 
 
 class ServiceUnavailable(AppError):

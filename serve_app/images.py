@@ -18,12 +18,28 @@ ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "MPO", "WEBP", "GIF", "BMP"})  # MPO
 _OPENERS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")  # the JPEG opener also yields MPO images
 
 
+# Formats kept as sent when a photo is stored (compressed, one still image): extension, media type.
+# GIF (maybe animated) and BMP (uncompressed, often 5-10x a PNG) are stored re-encoded as PNG.
+# MPO (a phone's multi-picture JPEG) is a JPEG whose first picture every JPEG decoder reads.
+STORED_AS_SENT = {
+    "PNG": ("png", "image/png"),
+    "JPEG": ("jpg", "image/jpeg"),
+    "MPO": ("jpg", "image/jpeg"),
+    "WEBP": ("webp", "image/webp"),
+}
+
+
 def decode_image(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
     """An RGB image (EXIF orientation applied; GIF: first frame; alpha composited on white).
 
     Raises PayloadTooLarge when `data` exceeds `max_bytes`, InvalidImage when it is not a PNG, JPEG,
     WEBP, GIF or BMP image, is truncated or corrupt, or has more than `max_pixels` pixels.
     """
+    return decode_image_and_format(data, max_pixels, max_bytes)[0]
+
+
+def decode_image_and_format(data: bytes, max_pixels: int, max_bytes: int) -> tuple[Image.Image, str]:
+    """`decode_image`, and the format the bytes are in (PNG, JPEG, MPO, WEBP, GIF or BMP)."""
     if len(data) > max_bytes:
         raise PayloadTooLarge(f"The image is {len(data)} bytes; the limit is {max_bytes}.")
     if not data:
@@ -35,10 +51,11 @@ def decode_image(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
         width, height = img.size
         if width <= 0 or height <= 0 or width * height > max_pixels:
             raise InvalidImage(f"The image is {width}x{height} pixels; at most {max_pixels} pixels are allowed.")
+        fmt = str(img.format)
         img.seek(0)
         img.load()
         img = ImageOps.exif_transpose(img)
-        return _to_rgb(img)
+        return _to_rgb(img), fmt
     except InvalidImage:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
@@ -58,6 +75,16 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return img.convert("RGB")
+
+
+def stored_photo(data: bytes, img: Image.Image, fmt: str) -> tuple[bytes, str, str]:
+    """What to store for a decoded photo: (bytes, extension, media type). PNG, JPEG and WEBP are
+    kept as sent (a re-encoded PNG of a phone JPEG is several times larger); GIF and BMP become PNG.
+    Readers decode with `decode_image`, which applies the EXIF orientation a kept JPEG carries."""
+    if fmt in STORED_AS_SENT:
+        ext, media_type = STORED_AS_SENT[fmt]
+        return data, ext, media_type
+    return encode_png(img), "png", "image/png"
 
 
 def encode_png(img: Image.Image) -> bytes:

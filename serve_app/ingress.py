@@ -12,6 +12,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from serve_app.api import files, generate, health
+from serve_app.api.auth import AUTH_SCHEMES
 from serve_app.api.deps import IngressContext, current_context, set_context
 from serve_app.api.errors import install_error_handlers
 from serve_app.config import AppArgs, Preset, get_settings
@@ -53,6 +54,13 @@ def _openapi() -> dict[str, Any]:
             model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(model_schema.pop("$defs", {}))
             components[model.__name__] = model_schema
+        ctx = current_context()
+        if ctx is not None and ctx.args.auth.enabled:  # documented only where it is required
+            schema["components"]["securitySchemes"] = AUTH_SCHEMES
+            for path, operations in schema.get("paths", {}).items():
+                if path.startswith(("/v1/", "/files/")):
+                    for operation in operations.values():
+                        operation["security"] = [{name: []} for name in AUTH_SCHEMES]
         app.openapi_schema = schema
     return app.openapi_schema
 

@@ -115,6 +115,13 @@ class GenerateRequest(BaseModel):
             raise InvalidInput("Strength must be in (0, 1].")
         if has_image and int(steps * strength) < 1:
             raise InvalidInput("num_inference_steps * strength must be at least 1 for an image edit.")
+        cost, cost_limit = height * width * steps, limits.request_cost_limit()
+        if cost > cost_limit:
+            raise InvalidInput(
+                f"height x width x num_inference_steps is {cost}; one request may ask for at most {cost_limit} "
+                "on this server (fewer steps or a smaller image).",
+                error_code="COST_TOO_HIGH",
+            )
         lora: ResolvedLora | None = None
         if self.lora is not None:
             spec = preset.lora(self.lora.name)
@@ -166,6 +173,11 @@ class ResolvedGenerate(BaseModel):
     webhook_url: str | None = None
     user_id: str = "anonymous"
 
+    @property
+    def cost(self) -> int:
+        """Pixel-steps: height x width x num_inference_steps x images (a desk task makes one image)."""
+        return self.height * self.width * self.num_inference_steps
+
     def generation_spec(
         self, prompt: str, negative_prompt: str, init_image_png: bytes | None, task_id: str | None = None
     ) -> GenerationSpec:
@@ -202,6 +214,15 @@ class GenerationLimits(BaseModel):
     max_prompt_chars: int = Field(default=2000, description="Longest prompt accepted.")
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, description="Largest image upload/fetch.")
     max_image_pixels: int = Field(default=4096 * 4096, description="Largest decoded image (w*h).")
+    max_request_cost: int | None = Field(
+        default=None,
+        ge=1,
+        description="Largest height x width x steps x images of one request: what one Generator replica can "
+        "run without running out of memory or holding the queue for long. None: max_side^2 x max_steps.",
+    )
+
+    def request_cost_limit(self) -> int:
+        return self.max_request_cost or self.max_side * self.max_side * self.max_steps
 
 
 # --- tasks -----------------------------------------------------------------------------------

@@ -4,18 +4,56 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from ray.serve.handle import DeploymentHandle
 
 from serve_app.config import AppArgs, Preset, Settings
+from serve_app.errors import QueueFull
 from serve_app.metrics import IngressMetrics
 from serve_app.protocol import GenerationLimits
 from serve_app.storage.base import ImageStore
 from serve_app.tasks import TaskStore
 
 logger = logging.getLogger("ray.serve")
+
+
+class UploadBudget:
+    """Request-body bytes this ingress replica holds at once, across every submit being received.
+
+    The per-request limit bounds one upload; this bounds them all together, so a burst of large
+    uploads gets 503 + Retry-After instead of running the replica out of memory. One event loop
+    per replica: no lock needed.
+    """
+
+    def __init__(self, total_bytes: int, retry_after_s: int) -> None:
+        self.total = total_bytes
+        self.used = 0
+        self.retry_after_s = retry_after_s
+
+    @contextmanager
+    def hold(self) -> Iterator[Callable[[int], None]]:
+        """A `take(n)` that reserves n more bytes for this request; all of them go back on exit."""
+        held = 0
+
+        def take(n: int) -> None:
+            nonlocal held
+            if self.used + n > self.total:
+                raise QueueFull(
+                    "This server is receiving as many uploads as it can hold; retry later.",
+                    error_code="UPLOADS_BUSY",
+                    retry_after_s=self.retry_after_s,
+                )
+            self.used += n
+            held += n
+
+        try:
+            yield take
+        finally:
+            self.used -= held
 
 
 @dataclass
@@ -31,7 +69,12 @@ class IngressContext:
     metrics: IngressMetrics
     shopping_provider: str
     version: str
+    uploads: UploadBudget | None = None
     _dispatches: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if self.uploads is None:
+            self.uploads = UploadBudget(self.args.admission.upload_bytes_in_flight, self.args.tasks.retry_after_s)
 
     def dispatch(self, task_id: str) -> None:
         """Push a task to the runner without holding the client; the runner's sweeper is the backstop."""

@@ -7,27 +7,43 @@ from pathlib import Path
 from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
 
+from serve_app.api.auth import Caller, get_caller
 from serve_app.api.deps import IngressContext, get_ctx
 from serve_app.errors import NotFound
+from serve_app.protocol import ErrorResponse
 from serve_app.shopping.catalog import CATALOG_IMAGES_DIR
 from serve_app.storage.local import LocalImageStore
 
 router = APIRouter(tags=["files"])
 
 
-@router.get("/files/{key:path}", summary="An image kept by the local storage backend.")
-async def local_file(key: str, ctx: IngressContext = Depends(get_ctx)) -> FileResponse:
+_MEDIA_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+@router.get(
+    "/files/{key:path}",
+    summary="An image kept by the local storage backend (with API keys on: only the owning key's).",
+    responses={401: {"model": ErrorResponse, "description": "API keys on: no live key."}},
+)
+async def local_file(
+    key: str, ctx: IngressContext = Depends(get_ctx), caller: Caller = Depends(get_caller)
+) -> FileResponse:
     if not isinstance(ctx.images, LocalImageStore):
         raise NotFound("Files are not served by this server (storage is not local).")
-    if key.endswith(".json"):  # a reproducibility record (prompt, task id, input URL): not for URL holders
+    ext = key.rsplit(".", 1)[-1].lower() if "." in key else ""
+    if ext not in _MEDIA_TYPES:  # .json reproducibility records (prompt, task id, input URL) are not served
         raise NotFound("No such file.")
+    if caller.key is not None and key.split("/", 1)[0] != caller.key.user_id:
+        raise NotFound("No such file.")  # another key's image: as if there were none
     try:
         path = ctx.images.path_for(key)
     except Exception as exc:
         raise NotFound("No such file.") from exc
     if not path.is_file():
         raise NotFound("No such file.")
-    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "public, max-age=86400"})
+    # Shared caches must not keep an image that only its key may read.
+    cache = "private, max-age=86400" if caller.key is not None else "public, max-age=86400"
+    return FileResponse(path, media_type=_MEDIA_TYPES[ext], headers={"Cache-Control": cache})
 
 
 @router.get("/static/catalog/images/{name}", summary="Product image of the offline shopping catalog.")

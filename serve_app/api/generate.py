@@ -5,31 +5,39 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import ValidationError
 
+from serve_app.api.auth import Caller, get_caller
 from serve_app.api.deps import IngressContext, get_ctx
 from serve_app.api.errors import validation_error
 from serve_app.api.views import request_fingerprint, task_view
-from serve_app.errors import ImageFetchFailed, InvalidInput, NotFound, PayloadTooLarge, QueueFull
-from serve_app.images import decode_image, encode_png
+from serve_app.errors import ImageFetchFailed, InvalidInput, NotFound, PayloadTooLarge
+from serve_app.images import decode_image_and_format, stored_photo
 from serve_app.net import acheck_url, fetch_bytes
-from serve_app.protocol import ErrorResponse, GenerateRequest, TaskAccepted, TaskResult
+from serve_app.protocol import ErrorResponse, GenerateRequest, ResolvedGenerate, TaskAccepted, TaskResult
 from serve_app.storage.base import make_key
+from serve_app.tasks.store import Admission
 
 router = APIRouter(prefix="/v1", tags=["desk makeover"])
 
 _FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the text fields around an upload
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": 'Empty prompt: `{"detail": "Prompt must not be empty."}`'},
-    404: {"model": ErrorResponse, "description": "Unknown task."},
+    401: {"model": ErrorResponse, "description": "API keys on: no key, or a malformed, unknown or revoked one."},
+    403: {"model": ErrorResponse, "description": "API keys on: over the key's per-image limit, or another user_id."},
+    404: {"model": ErrorResponse, "description": "Unknown task (or, with API keys on, another key's task)."},
     409: {"model": ErrorResponse, "description": "Idempotency-Key reused with another body / task finished."},
     413: {"model": ErrorResponse, "description": "Upload or fetched image too large."},
-    422: {"model": ErrorResponse, "description": "Invalid input (INVALID_INPUT, UNSAFE_URL, ...)."},
-    503: {"model": ErrorResponse, "description": "Queue full; see Retry-After."},
+    422: {"model": ErrorResponse, "description": "Invalid input (INVALID_INPUT, UNSAFE_URL, COST_TOO_HIGH, ...)."},
+    429: {"model": ErrorResponse, "description": "API keys on: the key's rate or in-flight limit; see Retry-After."},
+    503: {"model": ErrorResponse, "description": "Queue, its cost budget or upload budget full; see Retry-After."},
 }
+_READ_ERRORS = {code: _ERRORS[code] for code in (401, 404)}
+_CANCEL_ERRORS = {code: _ERRORS[code] for code in (401, 404, 409)}
 
 
 # The body is parsed by hand (JSON or multipart), so it is declared to OpenAPI explicitly.
@@ -59,8 +67,9 @@ _REQUEST_BODY = {
 }
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refused with 413 past `limit` (by Content-Length, then while streaming)."""
+async def _read_body(request: Request, limit: int, take: Callable[[int], None]) -> bytes:
+    """The raw body, refused with 413 past `limit` (by Content-Length, then while streaming); every
+    chunk is counted against the replica's upload budget by `take` (503 when it is spent)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"Request body exceeds {limit} bytes.")
@@ -69,6 +78,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"Request body exceeds {limit} bytes.")
+        take(len(chunk))
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -113,12 +123,15 @@ def _form_value(key: str, value: str) -> Any:
     return value if value != "" else None
 
 
-async def _parse(request: Request, ctx: IngressContext) -> tuple[GenerateRequest, bytes | None]:
+async def _parse(
+    request: Request, ctx: IngressContext, take: Callable[[int], None]
+) -> tuple[GenerateRequest, bytes | None]:
     """JSON body, or multipart with the photo in the part `image` and the other fields as form fields."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     upload: bytes | None = None
     if content_type == "multipart/form-data":
-        request._body = await _read_body(request, ctx.limits.max_upload_bytes + _FORM_OVERHEAD)  # type: ignore[attr-defined]
+        limit = ctx.limits.max_upload_bytes + _FORM_OVERHEAD
+        request._body = await _read_body(request, limit, take)  # type: ignore[attr-defined]
         form = await request.form(max_files=1, max_fields=32)
         fields: dict[str, Any] = {}
         for key, value in form.multi_items():
@@ -134,7 +147,7 @@ async def _parse(request: Request, ctx: IngressContext) -> tuple[GenerateRequest
             raise PayloadTooLarge(f"Uploaded image exceeds {ctx.limits.max_upload_bytes} bytes.")
         payload = {k: v for k, v in fields.items() if v is not None}
     elif content_type in ("application/json", ""):
-        raw = await _read_body(request, 256 * 1024)
+        raw = await _read_body(request, 256 * 1024, take)
         payload = _json_object(raw)
     else:
         raise InvalidInput(f"Unsupported content type {content_type!r}; send JSON or multipart/form-data.")
@@ -159,19 +172,32 @@ async def _photo_bytes(ctx: IngressContext, url: str) -> bytes:
 
 
 async def _take_in_photo(
-    ctx: IngressContext, req: GenerateRequest, upload: bytes | None
+    ctx: IngressContext, request: ResolvedGenerate, upload: bytes | None
 ) -> tuple[str | None, str | None]:
-    """Fetch or receive the photo, decode and bound it, keep a PNG copy: (input_key, initial_image_url)."""
-    if req.initial_image_url and upload is not None:
+    """Fetch or receive the photo, decode and bound it, store it (as sent when PNG, JPEG or WEBP,
+    else as PNG) under the request's user: (input_key, initial_image_url)."""
+    if request.initial_image_url and upload is not None:
         raise InvalidInput("Give initial_image_url or an uploaded image, not both.")
-    if not req.initial_image_url and upload is None:
+    if not request.initial_image_url and upload is None:
         return None, None
-    data = upload if upload is not None else await _photo_bytes(ctx, req.initial_image_url or "")
-    image = await asyncio.to_thread(decode_image, data, ctx.limits.max_image_pixels, ctx.limits.max_upload_bytes)
-    png = await asyncio.to_thread(encode_png, image)
-    key = make_key(req.user_id)
-    stored_url = await ctx.images.put(key, png)
-    return key, req.initial_image_url or stored_url
+    data = upload if upload is not None else await _photo_bytes(ctx, request.initial_image_url or "")
+    limits = ctx.limits
+    image, fmt = await asyncio.to_thread(
+        decode_image_and_format, data, limits.max_image_pixels, limits.max_upload_bytes
+    )
+    stored, ext, media_type = await asyncio.to_thread(stored_photo, data, image, fmt)
+    key = make_key(request.user_id, ext=ext)
+    stored_url = await ctx.images.put(key, stored, content_type=media_type)
+    return key, request.initial_image_url or stored_url
+
+
+def _admission(ctx: IngressContext, caller: Caller) -> Admission:
+    return Admission(
+        max_active=ctx.args.tasks.max_active,
+        max_active_cost=ctx.args.admission.max_active_cost,
+        retry_after_s=ctx.args.tasks.retry_after_s,
+        limits=caller.limits,
+    )
 
 
 @router.post(
@@ -186,48 +212,59 @@ async def submit(
     request: Request,
     response: Response,
     ctx: IngressContext = Depends(get_ctx),
+    caller: Caller = Depends(get_caller),
     idempotency_key: str | None = Header(default=None, alias="Idempotency-Key", max_length=200),
 ) -> TaskAccepted:
-    # 1. Parse and validate everything before touching any state.
-    req, upload = await _parse(request, ctx)
-    resolved = req.resolve(ctx.preset, ctx.limits, has_image=bool(req.initial_image_url) or upload is not None)
-    if resolved.webhook_url:
-        if not ctx.settings.imagegen_webhook_secret:
-            raise InvalidInput("webhook_url: webhooks are not enabled on this server.", error_code="WEBHOOKS_DISABLED")
-        await acheck_url(resolved.webhook_url, ctx.args.fetch)
-
-    # 2. Idempotency: the same key and body answer with the same task; another body is a 409.
-    fingerprint = request_fingerprint(req.model_dump(mode="json"), upload or b"")
-    scoped_key = f"{req.user_id}:{idempotency_key}" if idempotency_key else None
-    if scoped_key:
-        existing = await asyncio.to_thread(ctx.tasks.find_idempotent, scoped_key, fingerprint)
-        if existing is not None:
-            response.headers["Location"] = f"/v1/result/{existing.task_id}"
-            return TaskAccepted(task_id=existing.task_id, status=existing.status)
-
-    # 3. Shed load before doing the expensive part.
-    cfg = ctx.args.tasks
-    if await asyncio.to_thread(ctx.tasks.count_active) >= cfg.max_active:
-        raise QueueFull(retry_after_s=cfg.retry_after_s)
-
-    # 4. Take the photo in (nothing a user sent is lost), then record the task and hand it off.
-    input_key, initial_image_url = await _take_in_photo(ctx, req, upload)
-    task_id = uuid.uuid4().hex
-    record, _ = await asyncio.to_thread(
-        lambda: ctx.tasks.create(
-            task_id,
-            kind="desk",
-            request=resolved.model_dump(mode="json"),
-            input_key=input_key,
-            initial_image_url=initial_image_url,
-            webhook_url=resolved.webhook_url,
-            idempotency_key=scoped_key,
-            request_hash=fingerprint,
-            max_active=cfg.max_active,
-            retry_after_s=cfg.retry_after_s,
-            dispatch_grace_s=cfg.dispatch_grace_s,
+    assert ctx.uploads is not None  # set by IngressContext
+    with ctx.uploads.hold() as take:
+        # 1. Parse and validate everything before touching any state.
+        req, upload = await _parse(request, ctx, take)
+        has_image = bool(req.initial_image_url) or upload is not None
+        resolved = caller.own(
+            req.resolve(ctx.preset, ctx.limits, has_image=has_image), "user_id" in req.model_fields_set
         )
-    )
+        if resolved.webhook_url:
+            if not ctx.settings.imagegen_webhook_secret:
+                raise InvalidInput(
+                    "webhook_url: webhooks are not enabled on this server.", error_code="WEBHOOKS_DISABLED"
+                )
+            await acheck_url(resolved.webhook_url, ctx.args.fetch)
+
+        # 2. Idempotency: the same key and body answer with the same task; another body is a 409.
+        #    Keys are scoped to the API key (auth on) or the user id, so callers never see each other's.
+        fingerprint = request_fingerprint(req.model_dump(mode="json"), upload or b"")
+        scope = f"key:{caller.key_id}" if caller.key_id else resolved.user_id
+        scoped_key = f"{scope}:{idempotency_key}" if idempotency_key else None
+        if scoped_key:
+            existing = await asyncio.to_thread(ctx.tasks.find_idempotent, scoped_key, fingerprint)
+            if existing is not None:
+                response.headers["Location"] = f"/v1/result/{existing.task_id}"
+                return TaskAccepted(task_id=existing.task_id, status=existing.status)
+
+        # 3. Shed load (queue, its cost, the key's limits) before doing the expensive part.
+        admission = _admission(ctx, caller)
+        await asyncio.to_thread(ctx.tasks.precheck, admission, resolved.cost, caller.key_id)
+
+        # 4. Take the photo in (nothing a user sent is lost), then record the task and hand it off;
+        #    the insert checks admission again, serialised with every other submit.
+        input_key, initial_image_url = await _take_in_photo(ctx, resolved, upload)
+        task_id = uuid.uuid4().hex
+        record, _ = await asyncio.to_thread(
+            lambda: ctx.tasks.create(
+                task_id,
+                kind="desk",
+                request=resolved.model_dump(mode="json"),
+                input_key=input_key,
+                initial_image_url=initial_image_url,
+                webhook_url=resolved.webhook_url,
+                idempotency_key=scoped_key,
+                request_hash=fingerprint,
+                cost=resolved.cost,
+                key_id=caller.key_id,
+                admission=admission,
+                dispatch_grace_s=ctx.args.tasks.dispatch_grace_s,
+            )
+        )
     if record.task_id == task_id:
         ctx.metrics.submitted("desk")
         ctx.dispatch(task_id)
@@ -239,16 +276,18 @@ async def submit(
     "/result/{task_id}",
     response_model=TaskResult,
     response_model_exclude_none=True,
-    responses={404: _ERRORS[404]},
+    responses=_READ_ERRORS,
     summary="Poll a task: status, progress while running, the result when done.",
 )
-async def result(task_id: str, ctx: IngressContext = Depends(get_ctx)) -> TaskResult:
-    record = await asyncio.to_thread(ctx.tasks.require, task_id)
+async def result(
+    task_id: str, ctx: IngressContext = Depends(get_ctx), caller: Caller = Depends(get_caller)
+) -> TaskResult:
+    record = await asyncio.to_thread(ctx.tasks.owned, task_id, caller.key_id)
     return task_view(record)
 
 
-async def _cancel(task_id: str, ctx: IngressContext) -> TaskResult:
-    record = await asyncio.to_thread(ctx.tasks.request_cancel, task_id)
+async def _cancel(task_id: str, ctx: IngressContext, caller: Caller) -> TaskResult:
+    record = await asyncio.to_thread(ctx.tasks.request_cancel, task_id, caller.key_id)
     return task_view(record)
 
 
@@ -257,11 +296,13 @@ async def _cancel(task_id: str, ctx: IngressContext) -> TaskResult:
     status_code=202,
     response_model=TaskResult,
     response_model_exclude_none=True,
-    responses={404: _ERRORS[404], 409: _ERRORS[409]},
+    responses=_CANCEL_ERRORS,
     summary="Cancel a task: a queued task fails CANCELLED at once, a running one at its next step.",
 )
-async def cancel(task_id: str, ctx: IngressContext = Depends(get_ctx)) -> TaskResult:
-    return await _cancel(task_id, ctx)
+async def cancel(
+    task_id: str, ctx: IngressContext = Depends(get_ctx), caller: Caller = Depends(get_caller)
+) -> TaskResult:
+    return await _cancel(task_id, ctx, caller)
 
 
 @router.post(
@@ -269,8 +310,10 @@ async def cancel(task_id: str, ctx: IngressContext = Depends(get_ctx)) -> TaskRe
     status_code=202,
     response_model=TaskResult,
     response_model_exclude_none=True,
-    responses={404: _ERRORS[404], 409: _ERRORS[409]},
+    responses=_CANCEL_ERRORS,
     summary="Same as DELETE /v1/tasks/{task_id}.",
 )
-async def cancel_post(task_id: str, ctx: IngressContext = Depends(get_ctx)) -> TaskResult:
-    return await _cancel(task_id, ctx)
+async def cancel_post(
+    task_id: str, ctx: IngressContext = Depends(get_ctx), caller: Caller = Depends(get_caller)
+) -> TaskResult:
+    return await _cancel(task_id, ctx, caller)

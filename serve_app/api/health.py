@@ -89,7 +89,17 @@ async def info(ctx: IngressContext = Depends(get_ctx)) -> dict[str, Any]:
             "image_generation": "diffusers (in-cluster Generator deployment)",
             "webhooks": "enabled" if ctx.settings.imagegen_webhook_secret else "disabled",
         },
-        "queue": {"max_active_tasks": ctx.args.tasks.max_active, "retry_after_s": ctx.args.tasks.retry_after_s},
+        "queue": {
+            "max_active_tasks": ctx.args.tasks.max_active,
+            "max_active_cost": ctx.args.admission.max_active_cost,
+            "max_request_cost": ctx.limits.request_cost_limit(),
+            "upload_bytes_in_flight": ctx.args.admission.upload_bytes_in_flight,
+            "retry_after_s": ctx.args.tasks.retry_after_s,
+        },
+        "auth": {  # never a key: only whether keys are required and what a key may do by default
+            "api_keys": "required" if ctx.args.auth.enabled else "off",
+            "default_limits": ctx.args.auth.default_limits.model_dump() if ctx.args.auth.enabled else None,
+        },
         "retention": {"ttl_s": ctx.args.retention.ttl_s, "sweep_interval_s": ctx.args.retention.sweep_interval_s},
         "retries": ctx.args.retries.model_dump(),
         "s3_input_prefixes": getattr(ctx.args.storage, "input_prefixes", None),

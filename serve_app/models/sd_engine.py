@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from serve_app.config import GeneratorModel, LoraSpec
-from serve_app.errors import ConfigurationError, GenerationFailed, InvalidImage, InvalidInput, TaskCancelled
+from serve_app.errors import ConfigurationError, GenerationFailed, InvalidInput, TaskCancelled
+from serve_app.images import decode_image
 from serve_app.models.device import resolve_device, resolve_dtype
 from serve_app.models.tiny import LORA_WEIGHT_NAME, ensure_tiny_lora, ensure_tiny_sd, parse_tiny_lora_path
 from serve_app.protocol import GenerationOutput, GenerationSpec
@@ -80,14 +81,14 @@ def encode_png(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+_TRUSTED_MAX_PIXELS = 1 << 28  # bounds were checked at intake; this only stops a corrupt record
+
+
 def decode_init_image(data: bytes, width: int, height: int) -> Image.Image:
-    """The img2img source as RGB at the requested size; InvalidImage when it cannot be decoded."""
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            rgb = img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise InvalidImage(f"The initial image could not be decoded: {exc}") from exc
+    """The img2img source as RGB at the requested size (EXIF orientation applied, alpha on white, as
+    the captioner and classifier see it); InvalidImage when it cannot be decoded. The ingress
+    bounded its size when it took the photo in."""
+    rgb = decode_image(data, max_pixels=_TRUSTED_MAX_PIXELS, max_bytes=max(1, len(data)))
     if rgb.size != (width, height):
         rgb = rgb.resize((width, height), Image.Resampling.LANCZOS)
     return rgb

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from serve_app.protocol import Progress, TaskStatus
 from serve_app.tasks.db import Database, Row
 
-SCHEMA = [
+TABLES = [
     """CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -42,15 +42,30 @@ SCHEMA = [
     webhook_attempts INTEGER NOT NULL DEFAULT 0,
     webhook_lease_expires_at DOUBLE PRECISION,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
-    object_keys TEXT
+    object_keys TEXT,
+    key_id TEXT,
+    cost BIGINT NOT NULL DEFAULT 0
 )""",
+    """CREATE TABLE IF NOT EXISTS api_keys (
+    key_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    secret_hash TEXT NOT NULL,
+    limits TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    revoked_at DOUBLE PRECISION
+)""",
+]
+# Columns added after the first release, for databases created before them.
+ADDED_COLUMNS = {"object_keys": "TEXT", "key_id": "TEXT", "cost": "BIGINT NOT NULL DEFAULT 0"}
+INDEXES = [
     "CREATE INDEX IF NOT EXISTS tasks_status_available ON tasks (status, available_at)",
     "CREATE INDEX IF NOT EXISTS tasks_status_lease ON tasks (status, lease_expires_at)",
     "CREATE INDEX IF NOT EXISTS tasks_webhook ON tasks (webhook_status, webhook_lease_expires_at)",
     "CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (status, finished_at)",
+    "CREATE INDEX IF NOT EXISTS tasks_key_status ON tasks (key_id, status)",
+    "CREATE INDEX IF NOT EXISTS tasks_key_created ON tasks (key_id, created_at)",
 ]
-# Columns added after the first release, for databases created before them.
-ADDED_COLUMNS = {"object_keys": "TEXT"}
 
 ACTIVE = (TaskStatus.queued.value, TaskStatus.processing.value)
 FINISHED = (TaskStatus.done.value, TaskStatus.failed.value)
@@ -60,7 +75,7 @@ def create_schema(db: Database) -> None:
     """Create the table and indexes if missing (safe when many replicas start at once)."""
     with db.tx() as tx:
         db.lock_admission(tx)  # PostgreSQL's CREATE ... IF NOT EXISTS races with itself
-        for statement in SCHEMA:
+        for statement in TABLES:
             tx.run(statement)
         if db.dialect == "sqlite":
             present = {row["name"] for row in tx.rows("PRAGMA table_info(tasks)")}
@@ -70,6 +85,8 @@ def create_schema(db: Database) -> None:
         else:
             for column, kind in ADDED_COLUMNS.items():
                 tx.run(f"ALTER TABLE tasks ADD COLUMN IF NOT EXISTS {column} {kind}")
+        for statement in INDEXES:  # after the columns they index exist
+            tx.run(statement)
 
 
 class TaskRecord(BaseModel):
@@ -100,6 +117,8 @@ class TaskRecord(BaseModel):
     webhook_attempts: int = 0
     cancel_requested: bool = False
     object_keys: list[str] = Field(default_factory=list, description="Stored objects this task made.")
+    key_id: str | None = Field(default=None, description="The API key that created it (None with auth off).")
+    cost: int = Field(default=0, description="height x width x steps x images: what admission counted.")
 
     @property
     def finished(self) -> bool:

@@ -13,9 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from serve_app.errors import Conflict, NotFound, QueueFull, TaskCancelled
+from serve_app.config import KeyLimits
+from serve_app.errors import Conflict, NotFound, QueueFull, TaskCancelled, TooManyRequests
 from serve_app.protocol import Progress, Stage
-from serve_app.tasks.db import Database, Row
+from serve_app.tasks.db import Database, Row, Tx
+from serve_app.tasks.keys import ApiKeyStore
 from serve_app.tasks.outbox import WebhookOutbox
 from serve_app.tasks.queue import TaskQueue
 from serve_app.tasks.records import ACTIVE, FINISHED, TaskRecord, create_schema, dumps, parse_keys
@@ -29,6 +31,70 @@ def _same_request(row: Row, request_hash: str | None) -> TaskRecord:
             "Idempotency-Key was already used with a different request body.", error_code="IDEMPOTENCY_KEY_REUSED"
         )
     return record
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The bounds a new task must fit, checked inside the insert's serialised transaction.
+
+    Whole queue: `max_active` tasks and `max_active_cost` pixel-steps queued or running (503 +
+    Retry-After). Per API key, when `key_id` is given: `limits` (tasks and cost in flight, and
+    requests in the last `rate_window_s`: 429 + Retry-After).
+    """
+
+    max_active: int | None = None
+    max_active_cost: int | None = None
+    retry_after_s: int = 5
+    limits: KeyLimits | None = None
+    rate_window_s: float = 60.0
+
+    def check(self, tx: Tx, cost: int, key_id: str | None, now: float) -> None:
+        if self.max_active is not None or self.max_active_cost is not None:
+            row = tx.one("SELECT COUNT(*) AS n, SUM(cost) AS c FROM tasks WHERE status IN (?, ?)", ACTIVE)
+            count, queued_cost = (int(row["n"] or 0), int(row["c"] or 0)) if row else (0, 0)
+            if self.max_active is not None and count >= self.max_active:
+                raise QueueFull(f"{count} tasks are in flight; retry later.", retry_after_s=self.retry_after_s)
+            if self.max_active_cost is not None and queued_cost + cost > self.max_active_cost:
+                raise QueueFull(
+                    "The queue holds as much work as this server takes at once; retry later.",
+                    error_code="QUEUE_COST_FULL",
+                    retry_after_s=self.retry_after_s,
+                )
+        limits = self.limits
+        if key_id is None or limits is None:
+            return
+        if limits.max_in_flight is not None or limits.max_cost_in_flight is not None:
+            row = tx.one(
+                "SELECT COUNT(*) AS n, SUM(cost) AS c FROM tasks WHERE key_id = ? AND status IN (?, ?)",
+                (key_id, *ACTIVE),
+            )
+            count, key_cost = (int(row["n"] or 0), int(row["c"] or 0)) if row else (0, 0)
+            if limits.max_in_flight is not None and count >= limits.max_in_flight:
+                raise TooManyRequests(
+                    f"This API key has {count} tasks in flight, its limit; retry when one ends.",
+                    error_code="TOO_MANY_TASKS",
+                    retry_after_s=self.retry_after_s,
+                )
+            if limits.max_cost_in_flight is not None and key_cost + cost > limits.max_cost_in_flight:
+                raise TooManyRequests(
+                    f"This API key's tasks in flight cost {key_cost} pixel-steps; with this one ({cost}) they "
+                    f"would pass its budget of {limits.max_cost_in_flight}. Retry when one ends.",
+                    error_code="KEY_BUDGET_EXCEEDED",
+                    retry_after_s=self.retry_after_s,
+                )
+        if limits.requests_per_minute is not None:
+            since = now - self.rate_window_s
+            row = tx.one(
+                "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM tasks WHERE key_id = ? AND created_at > ?",
+                (key_id, since),
+            )
+            if row and int(row["n"] or 0) >= limits.requests_per_minute:
+                wait = float(row["oldest"]) + self.rate_window_s - now
+                raise TooManyRequests(
+                    f"This API key may make {limits.requests_per_minute} requests per minute.",
+                    error_code="RATE_LIMITED",
+                    retry_after_s=wait,
+                )
 
 
 @dataclass(frozen=True)
@@ -46,6 +112,7 @@ class TaskStore:
         create_schema(db)
         self.queue = TaskQueue(db, clock)
         self.outbox = WebhookOutbox(db, clock)
+        self.keys = ApiKeyStore(db, clock)
 
     @property
     def kind(self) -> str:
@@ -75,14 +142,15 @@ class TaskStore:
         webhook_url: str | None = None,
         idempotency_key: str | None = None,
         request_hash: str | None = None,
-        max_active: int | None = None,
-        retry_after_s: int = 5,
+        cost: int = 0,
+        key_id: str | None = None,
+        admission: Admission | None = None,
         dispatch_grace_s: float = 10.0,
     ) -> tuple[TaskRecord, bool]:
-        """Insert a queued task; returns (record, created). Sheds load past `max_active`.
+        """Insert a queued task; returns (record, created). Sheds load past `admission`'s bounds.
 
-        The idempotency lookup, the queue bound and the insert are one serialised step, so two
-        submits with one key make one task and concurrent submits never overshoot `max_active`.
+        The idempotency lookup, the admission checks and the insert are one serialised step, so
+        two submits with one key make one task and concurrent submits never overshoot a bound.
         """
         now = self._clock()
         with self.db.tx() as tx:
@@ -91,15 +159,12 @@ class TaskStore:
                 row = tx.one("SELECT * FROM tasks WHERE idempotency_key = ?", (idempotency_key,))
                 if row is not None:
                     return _same_request(row, request_hash), False
-            if max_active is not None:
-                active = tx.one("SELECT COUNT(*) AS n FROM tasks WHERE status IN (?, ?)", ACTIVE)
-                count = int(active["n"]) if active else 0
-                if count >= max_active:
-                    raise QueueFull(f"{count} tasks are in flight; retry later.", retry_after_s=retry_after_s)
+            if admission is not None:
+                admission.check(tx, cost, key_id, now)
             tx.run(
                 "INSERT INTO tasks (task_id, kind, status, request, input_key, initial_image_url, created_at,"
                 " updated_at, available_at, progress, idempotency_key, request_hash, webhook_url, webhook_status,"
-                " object_keys) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " object_keys, key_id, cost) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     task_id,
                     kind,
@@ -115,11 +180,18 @@ class TaskStore:
                     webhook_url,
                     "pending" if webhook_url else None,
                     dumps([input_key] if input_key else []),
+                    key_id,
+                    cost,
                 ),
             )
             row = tx.one("SELECT * FROM tasks WHERE task_id = ?", (task_id,))
         assert row is not None  # inserted in this transaction
         return TaskRecord.from_row(row), True
+
+    def precheck(self, admission: Admission, cost: int, key_id: str | None) -> None:
+        """Admission's checks alone, to shed load before an upload is stored; `create` checks again."""
+        with self.db.tx() as tx:
+            admission.check(tx, cost, key_id, self._clock())
 
     def get(self, task_id: str) -> TaskRecord | None:
         rows = self.db.read("SELECT * FROM tasks WHERE task_id = ?", (task_id,))
@@ -135,6 +207,14 @@ class TaskStore:
         rows = self.db.read("SELECT COUNT(*) AS n FROM tasks WHERE status IN (?, ?)", ACTIVE)
         return int(rows[0]["n"])
 
+    def owned(self, task_id: str, key_id: str | None) -> TaskRecord:
+        """The task, when `key_id` made it (any task when None: auth off); else 404, as for no task,
+        so a caller cannot learn which ids exist."""
+        record = self.get(task_id)
+        if record is None or (key_id is not None and record.key_id != key_id):
+            raise NotFound(f"Task {task_id} not found.", error_code="TASK_NOT_FOUND")
+        return record
+
     # -- progress and cancellation -----------------------------------------------------------------
 
     def set_progress(self, task_id: str, stage: str, step: int | None = None, total: int | None = None) -> None:
@@ -149,14 +229,18 @@ class TaskStore:
         rows = self.db.read("SELECT cancel_requested FROM tasks WHERE task_id = ?", (task_id,))
         return bool(rows and rows[0]["cancel_requested"])
 
-    def request_cancel(self, task_id: str) -> TaskRecord:
+    def request_cancel(self, task_id: str, key_id: str | None = None) -> TaskRecord:
         """Queued: failed CANCELLED at once. Processing: flagged; its worker stops it.
 
         One transaction, so a claim racing with it either finds the task already failed or
-        claims it with the flag set (and its worker stops it at its next check).
+        claims it with the flag set (and its worker stops it at its next check). With `key_id`,
+        only that key's task: any other is 404, as for no task.
         """
         now = self._clock()
         with self.db.tx() as tx:
+            owner = tx.one("SELECT key_id FROM tasks WHERE task_id = ?", (task_id,))
+            if owner is None or (key_id is not None and owner["key_id"] != key_id):
+                raise NotFound(f"Task {task_id} not found.", error_code="TASK_NOT_FOUND")
             cancelled_now = tx.run(
                 "UPDATE tasks SET status = 'failed', error_code = 'CANCELLED', message = ?, progress = NULL,"
                 " finished_at = ?, updated_at = ?, cancel_requested = 1 WHERE task_id = ? AND status = 'queued'",

@@ -134,11 +134,11 @@ class PostgresServer:
                 time.sleep(0.2)
 
     def truncate(self) -> None:
-        """Empty the task table between tests (keeps the schema)."""
+        """Drop the task store's tables between tests (the next store creates them again)."""
         import psycopg
 
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            conn.execute("DROP TABLE IF EXISTS tasks")
+            conn.execute("DROP TABLE IF EXISTS tasks, api_keys")
 
     def stop(self) -> None:
         if self.external_dsn or self.root is None or not self.port:

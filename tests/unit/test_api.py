@@ -56,10 +56,12 @@ class FakeMetrics:
         self.rejections.append((status, error_code))
 
 
-def make_context(data_dir: Path, tasks: dict[str, Any]) -> IngressContext:
+def make_context(data_dir: Path, tasks: dict[str, Any], **more_args: Any) -> IngressContext:
     """The ingress's context with a real SQLite task store and local storage under `data_dir`, a
-    fake runner and probes; installed as the app's context (undo with `set_context(None)`)."""
-    args = AppArgs.model_validate({"data_dir": str(data_dir), "tasks": tasks, "public_base_url": "http://t"}).resolved()
+    fake runner and probes; installed as the app's context (undo with `set_context(None)`).
+    `more_args` are further serve-config args (auth, admission, ...)."""
+    config = {"data_dir": str(data_dir), "tasks": tasks, "public_base_url": "http://t", **more_args}
+    args = AppArgs.model_validate(config).resolved()
     preset = load_preset("tiny")
     images = LocalImageStore(args.storage)  # type: ignore[arg-type]
     asyncio.run(images.start())

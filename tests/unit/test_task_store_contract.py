@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 
 from serve_app.api.views import request_fingerprint, task_view
-from serve_app.errors import Conflict, NotFound, QueueFull
+from serve_app.config import KeyLimits
+from serve_app.errors import Conflict, NotFound, QueueFull, TooManyRequests, Unauthorized
 from serve_app.protocol import Stage, TaskStatus
 from serve_app.tasks import Database, PostgresDatabase, SqliteDatabase, TaskStore
+from serve_app.tasks.store import Admission
 from tests.support.postgres import PostgresServer
 
 
@@ -181,14 +183,15 @@ def test_undispatched_task_becomes_due_after_grace(store: TaskStore, clock: Cloc
 
 
 def test_queue_full_sheds_with_retry_after(store: TaskStore) -> None:
-    _create(store, "a", max_active=2)
-    _create(store, "b", max_active=2)
+    bound = Admission(max_active=2, retry_after_s=7)
+    _create(store, "a", admission=bound)
+    _create(store, "b", admission=bound)
     with pytest.raises(QueueFull) as info:
-        _create(store, "c", max_active=2, retry_after_s=7)
+        _create(store, "c", admission=bound)
     assert info.value.status_code == 503 and info.value.headers["Retry-After"] == "7"
     assert store.get("c") is None, "a refused submit changes nothing"
     assert store.queue.complete("a", _claim(store, "a"), {})
-    _create(store, "c", max_active=2)
+    _create(store, "c", admission=bound)
 
 
 def test_concurrent_submits_never_overshoot_the_queue_bound(open_db: Callable[[], Database]) -> None:
@@ -199,7 +202,7 @@ def test_concurrent_submits_never_overshoot_the_queue_bound(open_db: Callable[[]
     def submit(n: int) -> None:
         for i in range(10):
             try:
-                _create(stores[n], f"s{n}-{i}", max_active=13)
+                _create(stores[n], f"s{n}-{i}", admission=Admission(max_active=13))
             except QueueFull:
                 continue
             with lock:
@@ -359,3 +362,132 @@ def test_concurrent_cancel_and_claim_always_stop_the_work(open_db: Callable[[], 
             assert task_id in flagged and record.status == TaskStatus.processing, record
         else:
             assert record.status == TaskStatus.failed and record.error_code == "CANCELLED", record
+
+
+# -- admission by cost and per API key ------------------------------------------------------------
+
+
+def test_queue_cost_budget_sheds_the_task_that_would_pass_it(store: TaskStore) -> None:
+    budget = Admission(max_active_cost=1000, retry_after_s=3)
+    _create(store, "a", cost=600, admission=budget)
+    with pytest.raises(QueueFull) as info:
+        _create(store, "b", cost=500, admission=budget)
+    assert info.value.error_code == "QUEUE_COST_FULL" and info.value.headers["Retry-After"] == "3"
+    assert store.get("b") is None
+    _create(store, "c", cost=400, admission=budget)  # fits exactly
+    assert store.queue.complete("a", _claim(store, "a"), {})
+    _create(store, "b", cost=500, admission=budget)  # finished work no longer counts
+
+
+def test_key_in_flight_and_cost_limits_are_429_per_key(store: TaskStore) -> None:
+    limits = Admission(limits=KeyLimits(max_in_flight=2, max_cost_in_flight=100), retry_after_s=4)
+    _create(store, "a1", key_id="ka", cost=10, admission=limits)
+    _create(store, "a2", key_id="ka", cost=10, admission=limits)
+    with pytest.raises(TooManyRequests) as info:
+        _create(store, "a3", key_id="ka", cost=10, admission=limits)
+    assert info.value.status_code == 429 and info.value.error_code == "TOO_MANY_TASKS"
+    assert info.value.headers["Retry-After"] == "4"
+    _create(store, "b1", key_id="kb", cost=90, admission=limits)  # another key is not held back
+    with pytest.raises(TooManyRequests) as info:
+        _create(store, "b2", key_id="kb", cost=20, admission=limits)
+    assert info.value.error_code == "KEY_BUDGET_EXCEEDED"
+    assert store.get("a3") is None and store.get("b2") is None
+    store.request_cancel("a1", "ka")
+    _create(store, "a3", key_id="ka", cost=10, admission=limits)
+
+
+def test_key_rate_limit_counts_a_rolling_minute(store: TaskStore, clock: Clock) -> None:
+    rate = Admission(limits=KeyLimits(requests_per_minute=2))
+    _create(store, "r1", key_id="k", admission=rate)
+    clock.now += 20
+    _create(store, "r2", key_id="k", admission=rate)
+    clock.now += 10
+    with pytest.raises(TooManyRequests) as info:
+        _create(store, "r3", key_id="k", admission=rate)
+    assert info.value.error_code == "RATE_LIMITED"
+    assert info.value.headers["Retry-After"] == "30", "until the oldest of the minute ages out"
+    store.precheck(Admission(limits=KeyLimits(requests_per_minute=3)), 0, "k")  # a looser key passes
+    clock.now += 31
+    _create(store, "r3", key_id="k", admission=rate)
+
+
+def test_concurrent_submits_never_overshoot_a_keys_limit(open_db: Callable[[], Database]) -> None:
+    stores = [TaskStore(open_db()) for _ in range(4)]
+    accepted: list[str] = []
+    lock = threading.Lock()
+    limits = Admission(limits=KeyLimits(max_in_flight=5))
+
+    def submit(n: int) -> None:
+        for i in range(6):
+            try:
+                _create(stores[n], f"s{n}-{i}", key_id="k", admission=limits)
+            except TooManyRequests:
+                continue
+            with lock:
+                accepted.append(f"s{n}-{i}")
+
+    threads = [threading.Thread(target=submit, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(accepted) == 5
+
+
+def test_a_task_is_visible_and_cancellable_only_by_its_key(store: TaskStore) -> None:
+    _create(store, "mine", key_id="ka")
+    assert store.owned("mine", "ka").key_id == "ka"
+    assert store.owned("mine", None).task_id == "mine", "auth off: every task"
+    for other in ("kb", ""):
+        with pytest.raises(NotFound):
+            store.owned("mine", other)
+        with pytest.raises(NotFound):
+            store.request_cancel("mine", other)
+    assert store.get("mine").status == TaskStatus.queued, "another key's cancel changed nothing"
+    assert store.request_cancel("mine", "ka").status == TaskStatus.failed
+
+
+# -- API keys ---------------------------------------------------------------------------------------
+
+
+def test_api_keys_are_hashed_at_rest_and_authenticate(store: TaskStore) -> None:
+    key, token = store.keys.create("ci", user_id="team a", limits=KeyLimits(max_in_flight=3))
+    assert token.startswith(f"igs_{key.key_id}_") and key.user_id == "team_a"
+    stored = store.db.read("SELECT * FROM api_keys")
+    assert len(stored) == 1 and token.split("_", 2)[2] not in repr(stored), "only the hash is kept"
+    found = store.keys.authenticate(token)
+    assert found.key_id == key.key_id and found.limits.max_in_flight == 3
+    assert store.keys.authenticate(f"  {token} ").key_id == key.key_id
+    assert store.keys.create("second")[0].user_id.startswith("key-"), "its own user id by default"
+
+
+@pytest.mark.parametrize(
+    "token, code",
+    [
+        (None, "UNAUTHORIZED"),
+        ("", "UNAUTHORIZED"),
+        ("not-a-key", "INVALID_API_KEY"),
+        ("igs_0123456789abcdef_" + "A" * 43, "INVALID_API_KEY"),
+    ],
+)
+def test_missing_malformed_and_unknown_keys_are_401(store: TaskStore, token: str | None, code: str) -> None:
+    with pytest.raises(Unauthorized) as info:
+        store.keys.authenticate(token)
+    assert info.value.status_code == 401 and info.value.error_code == code
+    assert info.value.headers["WWW-Authenticate"].startswith("Bearer")
+    assert token is None or token == "" or token not in info.value.message
+
+
+def test_a_wrong_secret_and_a_revoked_key_are_401(store: TaskStore) -> None:
+    key, token = store.keys.create("ci")
+    forged = token[:-1] + ("A" if token[-1] != "A" else "B")
+    with pytest.raises(Unauthorized):
+        store.keys.authenticate(forged)
+    assert store.keys.revoke(key.key_id).revoked
+    assert store.keys.revoke(key.key_id).revoked, "idempotent"
+    with pytest.raises(Unauthorized) as info:
+        store.keys.authenticate(token)
+    assert info.value.error_code == "API_KEY_REVOKED"
+    assert store.keys.list() == [] and [k.key_id for k in store.keys.list(include_revoked=True)] == [key.key_id]
+    with pytest.raises(NotFound):
+        store.keys.revoke("0000000000000000")
