@@ -15,8 +15,9 @@ from serve_app.api import files, generate, health
 from serve_app.api.auth import AUTH_SCHEMES
 from serve_app.api.deps import IngressContext, current_context, set_context
 from serve_app.api.errors import install_error_handlers
-from serve_app.config import AppArgs, Preset, get_settings
+from serve_app.config import AppArgs, Preset, get_settings, load_preset
 from serve_app.metrics import IngressMetrics
+from serve_app.protocol import GenerationLimits
 from serve_app.shopping.base import provider_name
 from serve_app.storage import start_store
 from serve_app.tasks import open_task_store
@@ -50,11 +51,14 @@ def _openapi() -> dict[str, Any]:
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in generate.OPENAPI_MODELS:
-            model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-            components.update(model_schema.pop("$defs", {}))
-            components[model.__name__] = model_schema
         ctx = current_context()
+        if ctx is not None:
+            webhooks = bool(ctx.settings.imagegen_webhook_secret)
+            s3_inputs = bool(getattr(ctx.args.storage, "input_prefixes", None))
+            components.update(generate.request_schemas(ctx.preset, ctx.limits, webhooks=webhooks, s3_inputs=s3_inputs))
+        else:  # no running replica (tests, docs builds): the preset-independent schema
+            defaults = GenerationLimits()
+            components.update(generate.request_schemas(load_preset("tiny"), defaults, webhooks=True, s3_inputs=True))
         if ctx is not None and ctx.args.auth.enabled:  # documented only where it is required
             schema["components"]["securitySchemes"] = AUTH_SCHEMES
             for path, operations in schema.get("paths", {}).items():

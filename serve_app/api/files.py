@@ -23,7 +23,10 @@ _MEDIA_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "
 @router.get(
     "/files/{key:path}",
     summary="An image kept by the local storage backend (with API keys on: only the owning key's).",
-    responses={401: {"model": ErrorResponse, "description": "API keys on: no live key."}},
+    responses={
+        401: {"model": ErrorResponse, "description": "API keys on: no live key."},
+        404: {"model": ErrorResponse, "description": "No such image (or another key's)."},
+    },
 )
 async def local_file(
     key: str, ctx: IngressContext = Depends(get_ctx), caller: Caller = Depends(get_caller)
@@ -46,7 +49,11 @@ async def local_file(
     return FileResponse(path, media_type=_MEDIA_TYPES[ext], headers={"Cache-Control": cache})
 
 
-@router.get("/static/catalog/images/{name}", summary="Product image of the offline shopping catalog.")
+@router.get(
+    "/static/catalog/images/{name}",
+    summary="Product image of the offline shopping catalog.",
+    responses={404: {"model": ErrorResponse, "description": "No such catalog image."}},
+)
 async def catalog_image(name: str) -> FileResponse:
     root = Path(CATALOG_IMAGES_DIR).resolve()
     path = (root / name).resolve()

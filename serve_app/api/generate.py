@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import uuid
 from collections.abc import Callable
@@ -15,10 +16,18 @@ from serve_app.api.auth import Caller, get_caller
 from serve_app.api.deps import IngressContext, get_ctx
 from serve_app.api.errors import validation_error
 from serve_app.api.views import request_fingerprint, task_view
+from serve_app.config import Preset
 from serve_app.errors import ImageFetchFailed, InvalidInput, NotFound, PayloadTooLarge
 from serve_app.images import decode_image_and_format, stored_photo
 from serve_app.net import acheck_url, fetch_bytes
-from serve_app.protocol import ErrorResponse, GenerateRequest, ResolvedGenerate, TaskAccepted, TaskResult
+from serve_app.protocol import (
+    ErrorResponse,
+    GenerateRequest,
+    GenerationLimits,
+    ResolvedGenerate,
+    TaskAccepted,
+    TaskResult,
+)
 from serve_app.storage.base import make_key
 from serve_app.tasks.store import Admission
 
@@ -40,31 +49,82 @@ _READ_ERRORS = {code: _ERRORS[code] for code in (401, 404)}
 _CANCEL_ERRORS = {code: _ERRORS[code] for code in (401, 404, 409)}
 
 
-# The body is parsed by hand (JSON or multipart), so it is declared to OpenAPI explicitly.
-OPENAPI_MODELS = [GenerateRequest]
+# The body is parsed by hand (JSON or multipart), so it is declared to OpenAPI explicitly
+# (`request_schemas` adds the running preset's limits).
 _REQUEST_BODY = {
     "required": True,
     "content": {
         "application/json": {"schema": {"$ref": "#/components/schemas/GenerateRequest"}},
-        "multipart/form-data": {
-            "schema": {
-                "allOf": [
-                    {"$ref": "#/components/schemas/GenerateRequest"},
-                    {
-                        "type": "object",
-                        "properties": {
-                            "image": {
-                                "type": "string",
-                                "format": "binary",
-                                "description": "The desk photo (JPEG, PNG, WEBP...) instead of initial_image_url.",
-                            }
-                        },
-                    },
-                ]
-            }
-        },
+        "multipart/form-data": {"schema": {"$ref": "#/components/schemas/GenerateForm"}},
     },
 }
+
+
+def _non_null(prop: dict[str, Any]) -> dict[str, Any]:
+    """The branch of an `anyOf: [X, null]` property that is not null (or the property itself)."""
+    return next((b for b in prop.get("anyOf", []) if b.get("type") != "null"), prop)
+
+
+def request_schemas(
+    preset: Preset, limits: GenerationLimits, *, webhooks: bool, s3_inputs: bool
+) -> dict[str, dict[str, Any]]:
+    """GenerateRequest's JSON schema with this server's limits, so the document says what it accepts.
+
+        The ranges that depend on the preset (steps, sides and their multiple of 8, guidance, prompt
+        length, LoRA names) are checked by `GenerateRequest.resolve`, not by the model, so they are
+        added here from the running preset; `webhook_url` is only null while webhooks are off, and
+    `s3://` image URLs are documented only with S3 storage. Two
+        rules JSON Schema cannot state stay in the descriptions: height x width x steps at most
+        `max_request_cost`, and an image URL must be fetchable.
+    """
+    request = GenerateRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas = request.pop("$defs", {})
+    props = request["properties"]
+    props["prompt"].update(minLength=1, maxLength=limits.max_prompt_chars, pattern=r"\S")
+    _non_null(props["negative_prompt"]).update(maxLength=limits.max_prompt_chars)
+    _non_null(props["num_inference_steps"]).update(minimum=1, maximum=limits.max_steps)
+    _non_null(props["guidance_scale"]).update(minimum=0, maximum=limits.max_guidance_scale)
+    for side in ("height", "width"):
+        _non_null(props[side]).update(minimum=limits.min_side, maximum=limits.max_side, multipleOf=8)
+    _non_null(props["strength"]).update(exclusiveMinimum=0, maximum=1)
+    _non_null(props["initial_image_url"]).update(pattern="^(https?|s3)://" if s3_inputs else "^https?://")
+    if not webhooks:
+        props["webhook_url"] = {"type": "null", "description": "Webhooks are off on this server."}
+    else:
+        _non_null(props["webhook_url"]).update(pattern="^https?://")
+    lora = schemas["LoraSelection"]["properties"]["name"]
+    lora["enum"] = [spec.name for spec in preset.loras]
+    cost = limits.request_cost_limit()
+    request["description"] = (
+        f"Every range below is this server's (preset {preset.name}). Also: height x width x "
+        f"num_inference_steps must be at most {cost} (else 422 COST_TOO_HIGH); with a photo, "
+        "num_inference_steps x strength must be at least 1; give initial_image_url or an uploaded `image`, "
+        "not both; the URL must be an image the server can fetch (else 422 IMAGE_FETCH_FAILED / "
+        "UNSAFE_URL) and an upload a PNG, JPEG, WEBP, GIF or BMP image (else 422 INVALID_IMAGE)."
+    )
+    return {**schemas, "GenerateRequest": request, "GenerateForm": _form_schema(request, lora["enum"])}
+
+
+def _form_schema(request: dict[str, Any], lora_names: list[str]) -> dict[str, Any]:
+    """The multipart form: the same fields, none of them null (a form leaves a field out instead),
+    `lora` a LoRA name, and the photo in the file part `image`."""
+    form = copy.deepcopy(request)
+    props: dict[str, Any] = {}
+    for name, prop in form["properties"].items():
+        if prop.get("type") == "null":  # a field this server refuses (webhook_url with webhooks off)
+            continue
+        branch = dict(_non_null(prop))
+        branch.pop("$ref", None)
+        props[name] = {**branch, "description": prop.get("description", "")}
+    props["lora"] = {
+        "type": "string",
+        "enum": lora_names,
+        "description": 'A LoRA name, or a JSON object like {"name": "...", "scale": 0.8}.',
+    }
+    props["image"] = {"type": "string", "format": "binary", "description": "The desk photo (JPEG, PNG, WEBP...)."}
+    form["properties"] = props
+    form["title"] = "GenerateForm"
+    return form
 
 
 async def _read_body(request: Request, limit: int, take: Callable[[int], None]) -> bytes:

@@ -10,8 +10,11 @@ still end done (retried on the other node) with an image URL that resolves.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from serve_app.testing import deploy_config, free_port, load_serve_config, wait_http_ok
 from tests.support.postgres import PostgresServer
@@ -110,9 +114,25 @@ def test_a_lost_worker_node_costs_a_retry_not_a_task(
         }
         assert nodes == {w.node_id for w in workers}, "one Generator replica per fake-GPU node"
 
-        with httpx.Client(base_url=base_url, timeout=30) as client:
-            backends = client.get("/info").json()["backends"]
+        # The cluster profile requires API keys: make one as an operator would, with the CLI
+        # against the same PostgreSQL task store, from the config that was deployed.
+        config_file = root / "deployed.yaml"
+        config_file.write_text(yaml.safe_dump(_cluster_config(port, root / "data", seaweed)))
+        made = subprocess.run(
+            [sys.executable, "-m", "serve_app.keys", "--config", str(config_file), "create", "multinode-test"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        key = made.stdout.strip()
+        assert httpx.post(f"{base_url}/v1/generate", json={"prompt": "desk"}, timeout=30).status_code == 401
+
+        with httpx.Client(base_url=base_url, timeout=30, headers={"Authorization": f"Bearer {key}"}) as client:
+            info = client.get("/info").json()
+            backends = info["backends"]
             assert (backends["task_store"], backends["storage"]) == ("postgres", "s3")
+            assert info["auth"]["api_keys"] == "required" and key not in json.dumps(info)
             ids = [
                 client.post(
                     "/v1/generate", json={"prompt": f"desk {i}", "num_inference_steps": STEPS, "seed": i}
