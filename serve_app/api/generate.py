@@ -92,8 +92,11 @@ def request_schemas(
         props["webhook_url"] = {"type": "null", "description": "Webhooks are off on this server."}
     else:
         _non_null(props["webhook_url"]).update(pattern="^https?://")
-    lora = schemas["LoraSelection"]["properties"]["name"]
-    lora["enum"] = [spec.name for spec in preset.loras]
+    lora_names = [spec.name for spec in preset.loras]
+    if lora_names:
+        schemas["LoraSelection"]["properties"]["name"]["enum"] = lora_names
+    else:  # a preset without adapters: any lora is refused
+        props["lora"] = {"type": "null", "description": "This preset has no LoRA adapters."}
     cost = limits.request_cost_limit()
     request["description"] = (
         f"Every range below is this server's (preset {preset.name}). Also: height x width x "
@@ -102,7 +105,7 @@ def request_schemas(
         "not both; the URL must be an image the server can fetch (else 422 IMAGE_FETCH_FAILED / "
         "UNSAFE_URL) and an upload a PNG, JPEG, WEBP, GIF or BMP image (else 422 INVALID_IMAGE)."
     )
-    return {**schemas, "GenerateRequest": request, "GenerateForm": _form_schema(request, lora["enum"])}
+    return {**schemas, "GenerateRequest": request, "GenerateForm": _form_schema(request, lora_names)}
 
 
 def _form_schema(request: dict[str, Any], lora_names: list[str]) -> dict[str, Any]:
@@ -116,11 +119,12 @@ def _form_schema(request: dict[str, Any], lora_names: list[str]) -> dict[str, An
         branch = dict(_non_null(prop))
         branch.pop("$ref", None)
         props[name] = {**branch, "description": prop.get("description", "")}
-    props["lora"] = {
-        "type": "string",
-        "enum": lora_names,
-        "description": 'A LoRA name, or a JSON object like {"name": "...", "scale": 0.8}.',
-    }
+    if lora_names:
+        props["lora"] = {
+            "type": "string",
+            "enum": lora_names,
+            "description": 'A LoRA name, or a JSON object like {"name": "...", "scale": 0.8}.',
+        }
     props["image"] = {"type": "string", "format": "binary", "description": "The desk photo (JPEG, PNG, WEBP...)."}
     form["properties"] = props
     form["title"] = "GenerateForm"

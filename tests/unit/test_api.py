@@ -379,3 +379,25 @@ def test_openapi_declares_prompt_required_and_a_missing_prompt_is_the_seeds_400(
     assert schema["required"] == ["prompt"]
     response = client.post("/v1/generate", json={"seed": 1})
     assert response.status_code == 400 and response.json() == {"detail": "Prompt must not be empty."}
+
+
+def test_request_schema_follows_the_servers_preset_and_backends() -> None:
+    from serve_app.api.generate import request_schemas
+
+    preset = load_preset("tiny")
+    bare = preset.model_copy(update={"loras": []})
+    schemas = request_schemas(bare, preset.limits, webhooks=False, s3_inputs=False)
+    request, form = schemas["GenerateRequest"], schemas["GenerateForm"]
+    assert request["properties"]["lora"]["type"] == "null" and "lora" not in form["properties"]
+    assert request["properties"]["webhook_url"]["type"] == "null" and "webhook_url" not in form["properties"]
+    url = next(b for b in request["properties"]["initial_image_url"]["anyOf"] if b.get("type") == "string")
+    assert url["pattern"] == "^https?://"
+    full = request_schemas(preset, preset.limits, webhooks=True, s3_inputs=True)
+    assert full["LoraSelection"]["properties"]["name"]["enum"] == [spec.name for spec in preset.loras]
+    assert full["GenerateForm"]["properties"]["height"] == {
+        "type": "integer",
+        "minimum": preset.limits.min_side,
+        "maximum": preset.limits.max_side,
+        "multipleOf": 8,
+        "description": "Output height in pixels, a multiple of 8.",
+    }
