@@ -127,10 +127,11 @@ def _retry_after_s(response: httpx.Response, now: float) -> float | None:
 
 
 class WebhookSender:
-    """Delivers signed JSON to webhook URLs, retrying with exponential backoff and full jitter.
+    """Delivers signed JSON to webhook URLs, retrying with exponential backoff and equal jitter.
 
     2xx: delivered. 5xx, 408, 409, 425, 429, timeouts and connection errors: retried up to
-    `config.max_attempts` attempts in all, waiting rand() * min(max_delay_s, base_delay_s * 2**n), or
+    `config.max_attempts` attempts in all, waiting d/2 + rand() * d/2 with d = min(max_delay_s,
+    base_delay_s * 2**n), or
     Retry-After (capped at max_delay_s) on 429/503. Other statuses (4xx, unfollowed 3xx) and refused
     URLs stop at once. `sleep`, `rand` and `clock` are injectable for tests.
     """
@@ -161,9 +162,12 @@ class WebhookSender:
         self._resolver = resolver
 
     def backoff_s(self, retry: int) -> float:
-        """Full-jitter delay before retry number `retry` (0 for the first retry)."""
+        """Delay before retry number `retry` (0 for the first retry): "equal jitter", half the capped
+        exponential delay plus a random share of the other half. Full jitter (0 to the cap) spreads
+        retries as well but can spend every attempt within seconds, so a receiver down for a
+        minute never got its result; this keeps at least half of the nominal window."""
         cap = min(self.config.max_delay_s, self.config.base_delay_s * (2**retry))
-        return self._rand() * cap
+        return cap / 2 + self._rand() * cap / 2
 
     async def deliver(self, url: str, msg_id: str, payload: dict[str, Any]) -> DeliveryResult:
         """POST `payload` to `url` until delivered, permanently refused, or out of attempts."""

@@ -162,7 +162,14 @@ async def test_backoff_is_capped_and_jittered(receiver: WebhookReceiver) -> None
     assert len(receiver.deliveries) == 6
     assert sleep.delays == [1.0, 2.0, 4.0, 5.0, 5.0]
     jittered = WebhookSender(WebhookConfig(base_delay_s=2.0), SECRET, LOCAL, rand=lambda: 0.25)
-    assert jittered.backoff_s(0) == 0.5 and jittered.backoff_s(3) == 4.0
+    assert jittered.backoff_s(0) == 1.25 and jittered.backoff_s(3) == 10.0, "at least half the nominal delay"
+    assert WebhookSender(WebhookConfig(), SECRET, LOCAL, rand=lambda: 0.0).backoff_s(0) == 1.0
+
+
+def test_default_retries_outlast_a_receiver_down_for_minutes() -> None:
+    least = WebhookSender(WebhookConfig(), SECRET, LOCAL, rand=lambda: 0.0)
+    window = sum(least.backoff_s(retry) for retry in range(WebhookConfig().max_attempts - 1))
+    assert window >= 6 * 60, f"the shortest retry window is only {window:.0f} s"
 
 
 async def test_permanent_4xx_stops(receiver: WebhookReceiver) -> None:
