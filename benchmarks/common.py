@@ -397,6 +397,18 @@ def local_ray(prefix: str = "igb-", num_cpus: int | None = None, env: dict[str, 
         shutil.rmtree(root, ignore_errors=True)
 
 
+def deploy_and_wait(config: dict[str, Any], port: int, run: BenchRun, timeout_s: float = 300) -> str:
+    """Deploy `config` into the running Ray cluster, wait until /healthcheck answers 200, and record
+    the time that took as `run.results["startup_s"]`. Returns the app's base URL."""
+    t0 = time.perf_counter()
+    deploy_config(config)
+    url = f"http://127.0.0.1:{port}"
+    wait_http_ok(f"{url}/healthcheck", timeout_s=timeout_s)
+    run.results["startup_s"] = time.perf_counter() - t0
+    print(f"app healthy after {run.results['startup_s']:.1f}s")
+    return url
+
+
 def start_serve(port: int | None, **http: Any) -> None:
     """Start Serve with its proxy on 127.0.0.1:`port`, or with no proxy at all (handles only) when None."""
     from ray import serve

@@ -32,7 +32,7 @@ from benchmarks.common import (
     BenchRun,
     base_parser,
     bench_app_config,
-    deploy_config,
+    deploy_and_wait,
     free_port,
     latency_stats,
     local_ray,
@@ -42,7 +42,6 @@ from benchmarks.common import (
     print_table,
     quiet_libraries,
     short_tmpdir,
-    wait_http_ok,
     write_results,
 )
 
@@ -198,12 +197,7 @@ def main() -> None:
             cache = args.model_cache_dir.expanduser().resolve()
             config = bench_app_config(port, data_dir, args.config, preset=preset, model_cache_dir=cache)
             with local_ray("igb-lsr-", env=env):
-                t0 = time.perf_counter()
-                deploy_config(config)
-                url = f"http://127.0.0.1:{port}"
-                wait_http_ok(f"{url}/healthcheck", timeout_s=300)
-                run.results["startup_s"] = time.perf_counter() - t0
-                print(f"app healthy after {run.results['startup_s']:.1f}s")
+                url = deploy_and_wait(config, port, run)
                 run.results["target"] = f"in-process {args.config.name}, preset {args.preset}"
                 results = asyncio.run(sweep(url, args))
         finally:

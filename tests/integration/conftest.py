@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,14 +82,7 @@ def _test_config(port: int, data_dir: Path, seaweed: SeaweedServer, naver: Naver
         preset=str(preset_file(data_dir, desk_threshold=1.01, name="tiny-never-desk")),
         data_dir=str(data_dir / "s3"),
         public_base_url=f"{base_url}/s3",
-        storage={
-            "kind": "s3",
-            "bucket": S3_BUCKET,
-            "endpoint_url": seaweed.endpoint_url,
-            "create_bucket": True,
-            "timeout_s": 2.0,
-            "max_attempts": 2,  # a connection pooled before an outage is retried once
-        },
+        storage=seaweed.storage_config(S3_BUCKET),
         fetch={"allow_hosts": ["127.0.0.1"], "timeout_s": 5.0},
         tasks={"lease_s": 4.0, "sweep_interval_s": 0.5, "dispatch_grace_s": 2.0, "max_active": 24},
         shopping={
@@ -177,3 +170,16 @@ def wait_for_task(client: httpx.Client, task_id: str, timeout_s: float = 120.0, 
             return body
         time.sleep(0.2)
     raise AssertionError(f"task {task_id} did not finish in {timeout_s}s; last state: {body}")
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str) -> None:
+    """Poll `predicate` (HTTP errors count as not yet) until it is true; fail, not hang, past the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")

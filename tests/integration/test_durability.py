@@ -10,7 +10,7 @@ import httpx
 import pytest
 import ray
 
-from tests.integration.conftest import ServeApp, wait_for_task
+from tests.integration.conftest import ServeApp, wait_for_task, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -31,25 +31,13 @@ def _kill_replica(app: str, deployment: str) -> None:
     ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)
 
 
-def _wait_until(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_task_survives_an_ingress_restart(serve_app: ServeApp, client: httpx.Client) -> None:
     task_id = client.post("/v1/generate", json={"prompt": "a desk", "num_inference_steps": 2}).json()["task_id"]
     assert wait_for_task(client, task_id)["status"] == "done"
     old = _replica_actors("main", "Ingress")
 
     _kill_replica("main", "Ingress")
-    _wait_until(
+    wait_until(
         lambda: _replica_actors("main", "Ingress") not in ([], old) and client.get("/healthcheck").status_code == 200,
         timeout_s=90,
         what="a new ingress replica",
@@ -65,11 +53,11 @@ def test_a_task_whose_runner_dies_is_not_left_processing(client: httpx.Client) -
     task_id = client.post(
         "/v1/generate", json={"prompt": "a slow desk", "num_inference_steps": 150, "height": 128, "width": 128}
     ).json()["task_id"]
-    _wait_until(lambda: client.get(f"/v1/result/{task_id}").json()["status"] == "processing", 60, "the task to start")
+    wait_until(lambda: client.get(f"/v1/result/{task_id}").json()["status"] == "processing", 60, "the task to start")
     _kill_replica("main", "TaskRunner")
     # The lease (4 s in tests) runs out; the restarted runner's reaper requeues it and runs it
     # again (attempt 2). Once that retry is under way, cancel it rather than wait out 150 steps.
-    _wait_until(
+    wait_until(
         lambda: (
             (body := client.get(f"/v1/result/{task_id}").json())["attempts"] == 2
             or body["status"] in ("done", "failed")
@@ -102,7 +90,7 @@ def test_kill_9_of_the_generator_costs_a_retry_not_a_result(client: httpx.Client
         bodies = [client.get(f"/v1/result/{task_id}").json() for task_id in task_ids]
         return any((body.get("progress") or {}).get("step") for body in bodies)
 
-    _wait_until(generating, 120, "the generator to be mid-run")
+    wait_until(generating, 120, "the generator to be mid-run")
     victims = _replica_actors("main", "Generator")
     assert victims
     for name in victims:

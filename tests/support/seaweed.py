@@ -5,7 +5,8 @@ port (gRPC defaults to HTTP+10000, which may be taken or out of range), so every
 explicitly to a port that was free at construction. Two test sessions therefore never collide.
 Unix sockets go to the server's own temp folder (weed puts some gRPC sockets in /tmp named by
 port; `stop()` removes those of its own ports). The ports and the data folder are kept across
-`stop()` / `start()`, so a test can take S3 down and bring the same store back with its data.
+`stop()` (or `kill()`, a crash) / `start()`, so a test can take S3 down and bring the same store back
+with its data.
 
 Auth is real: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in weed's environment create its only user
 (`access_key` / `secret_key`); requests signed with other keys are refused.
@@ -81,6 +82,18 @@ class SeaweedServer:
     """A `weed mini` S3 server; context manager, or start()/stop() (restartable on the same port)."""
 
     region = "us-east-1"
+
+    def storage_config(self, bucket: str) -> dict[str, object]:
+        """The app's `storage:` args for a bucket here: created at start, short timeouts, and one
+        retry (so a connection pooled before an outage is retried once)."""
+        return {
+            "kind": "s3",
+            "bucket": bucket,
+            "endpoint_url": self.endpoint_url,
+            "create_bucket": True,
+            "timeout_s": 2.0,
+            "max_attempts": 2,
+        }
 
     def __init__(
         self,
@@ -202,6 +215,14 @@ class SeaweedServer:
         if log_file is not None:
             log_file.close()
             self._log_file = None
+
+    def kill(self) -> None:
+        """Crash it: SIGKILL, no shutdown (an outage that begins at once). Data is kept; start() again."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.stop()
 
     def restart(self) -> SeaweedServer:
         self.stop()

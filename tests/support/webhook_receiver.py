@@ -2,7 +2,11 @@
 
 It records every delivery (headers, body, the status it answered) and checks the Standard Webhooks
 signature with its own small HMAC code (independent of serve_app.webhooks, so tests of the sender
-are not circular). `fail_first(n, status)` makes the next n requests fail before it accepts.
+are not circular). `fail_first(n, status)` makes the next n requests fail before it accepts;
+`drop_first(n)` makes the next n requests get no answer at all (the connection is closed after the
+request is read, as when the receiver's process dies: the sender sees a transport error), before
+any `fail_first` answers. `port` binds a given port, so a receiver can be stopped (its port then
+refuses connections) and a new one started on the same URL.
 
     with WebhookReceiver(secret="whsec_...") as rx:
         ... deliver to rx.url ...
@@ -13,14 +17,18 @@ are not circular). `fail_first(n, status)` makes the next n requests fail before
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
+import socket
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
+
+DROPPED = 0  # Delivery.status of a request that got no answer (drop_first)
 
 
 @dataclass(frozen=True)
@@ -30,7 +38,7 @@ class Delivery:
     path: str
     headers: dict[str, str]  # lower-case names
     body: bytes
-    status: int  # what the receiver answered
+    status: int  # what the receiver answered; DROPPED when it closed the connection without an answer
     verified: bool | None  # None when the receiver has no secret
 
     def json(self) -> Any:
@@ -54,11 +62,12 @@ def check_signature(secret: str, headers: dict[str, str], body: bytes) -> bool:
 class WebhookReceiver:
     """Records deliveries; answers `fail_status` to the first `n` requests, then `ok_status`."""
 
-    def __init__(self, secret: str | None = None, *, ok_status: int = 204) -> None:
+    def __init__(self, secret: str | None = None, *, ok_status: int = 204, port: int = 0) -> None:
         self.secret = secret
         self.ok_status = ok_status
         self._lock = threading.Condition()
         self._deliveries: list[Delivery] = []
+        self._drop_left = 0
         self._fail_left = 0
         self._fail_status = 500
         self._fail_headers: dict[str, str] = {}
@@ -74,6 +83,11 @@ class WebhookReceiver:
                 with receiver._lock:
                     receiver._deliveries.append(Delivery(self.path, headers, body, status, verified))
                     receiver._lock.notify_all()
+                if status == DROPPED:
+                    self.close_connection = True
+                    with contextlib.suppress(OSError):
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 self.send_response(status)
                 for name, value in extra.items():
                     self.send_header(name, value)
@@ -83,7 +97,7 @@ class WebhookReceiver:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/hook"
@@ -94,8 +108,16 @@ class WebhookReceiver:
         with self._lock:
             self._fail_left, self._fail_status, self._fail_headers = n, status, dict(headers or {})
 
+    def drop_first(self, n: int) -> None:
+        """Close the connection of the next `n` requests without answering (checked before fail_first)."""
+        with self._lock:
+            self._drop_left = n
+
     def _next_status(self) -> tuple[int, dict[str, str]]:
         with self._lock:
+            if self._drop_left > 0:
+                self._drop_left -= 1
+                return DROPPED, {}
             if self._fail_left > 0:
                 self._fail_left -= 1
                 return self._fail_status, self._fail_headers
