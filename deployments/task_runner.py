@@ -194,9 +194,11 @@ class TaskRunner:
         return status
 
     async def _deliver_webhook(self, task_id: str) -> None:
-        lease = self.args.webhooks.max_delay_s * self.args.webhooks.max_attempts + 60
+        """One attempt at a finished task's webhook; a retryable failure schedules the next one in
+        the outbox (picked up by a maintenance pass on any runner once it is due)."""
+        cfg = self.args.webhooks
         outbox = self.tasks.outbox
-        record = await asyncio.to_thread(outbox.claim, task_id, lease)
+        record = await asyncio.to_thread(outbox.claim, task_id, cfg.timeout_s + 60)
         if record is None or record.webhook_url is None:
             return
         if self.webhooks is None:
@@ -204,10 +206,18 @@ class TaskRunner:
             await asyncio.to_thread(outbox.finish, task_id, False, 0)
             return
         payload = task_view(record).model_dump(mode="json", exclude_none=True)
-        outcome = await self.webhooks.deliver(record.webhook_url, make_msg_id(task_id), payload)
-        if not outcome.delivered:
-            logger.warning("webhook for task %s not delivered: %s", task_id, outcome.last_error)
-        await asyncio.to_thread(outbox.finish, task_id, outcome.delivered, outcome.attempts)
+        result = await self.webhooks.attempt(record.webhook_url, make_msg_id(task_id), payload)
+        made = record.webhook_attempts + 1
+        if result.retryable and made < cfg.max_attempts:
+            delay = self.webhooks.delay_after(made, result)
+            logger.info(
+                "webhook for task %s attempt %d failed (%s); next in %.1f s", task_id, made, result.last_error, delay
+            )
+            await asyncio.to_thread(outbox.retry_later, task_id, 1, delay)
+            return
+        if not result.delivered:
+            logger.warning("webhook for task %s not delivered after %d attempts: %s", task_id, made, result.last_error)
+        await asyncio.to_thread(outbox.finish, task_id, result.delivered, 1)
 
     # -- maintenance: heartbeat, cancellation, reaper, undispatched tasks, webhooks, retention -------
 

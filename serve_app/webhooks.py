@@ -27,7 +27,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from serve_app import net
 from serve_app.config import FetchPolicy, WebhookConfig
@@ -51,6 +51,21 @@ class DeliveryResult(BaseModel):
     attempts: int
     last_status: int | None = None
     last_error: str | None = None
+
+
+class AttemptResult(BaseModel):
+    """Outcome of one POST to a webhook URL."""
+
+    delivered: bool
+    retryable: bool = Field(description="A later attempt may succeed (5xx, 408/409/425/429, no answer).")
+    last_status: int | None = None
+    last_error: str | None = None
+    retry_after_s: float | None = Field(default=None, description="The receiver's Retry-After (429/503).")
+
+    def summary(self, attempts: int) -> DeliveryResult:
+        return DeliveryResult(
+            delivered=self.delivered, attempts=attempts, last_status=self.last_status, last_error=self.last_error
+        )
 
 
 def secret_bytes(secret: str) -> bytes:
@@ -169,48 +184,62 @@ class WebhookSender:
         cap = min(self.config.max_delay_s, self.config.base_delay_s * (2**retry))
         return cap / 2 + self._rand() * cap / 2
 
-    async def deliver(self, url: str, msg_id: str, payload: dict[str, Any]) -> DeliveryResult:
-        """POST `payload` to `url` until delivered, permanently refused, or out of attempts."""
+    async def attempt(self, url: str, msg_id: str, payload: dict[str, Any]) -> AttemptResult:
+        """One signed POST of `payload` (a fresh timestamp and signature, the same `msg_id`)."""
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
-        last_status: int | None = None
-        last_error: str | None = None
-        for attempt in range(1, self.config.max_attempts + 1):
-            timestamp = int(self._clock())
-            headers = {
-                "Content-Type": "application/json; charset=utf-8",
-                "User-Agent": USER_AGENT,
-                "webhook-id": msg_id,
-                "webhook-timestamp": str(timestamp),
-                "webhook-signature": sign(self._secret, msg_id, timestamp, body),
-            }
-            retry_after: float | None = None
-            try:
-                response = await net.post_json(
-                    url, body, headers, self._policy, self.config.timeout_s, resolver=self._resolver
-                )
-            except UnsafeURL as exc:
-                log.warning("webhook %s refused: %s", msg_id, exc.message)
-                return DeliveryResult(delivered=False, attempts=attempt, last_status=None, last_error=exc.message)
-            except (httpx.TransportError, TimeoutError) as exc:
-                last_status, last_error = None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            else:
-                last_status = response.status_code
-                if 200 <= last_status < 300:
-                    return DeliveryResult(delivered=True, attempts=attempt, last_status=last_status, last_error=None)
-                last_error = f"HTTP {last_status}"
-                if not (last_status >= 500 or last_status in RETRYABLE_4XX):
-                    log.warning("webhook %s permanently failed with HTTP %s", msg_id, last_status)
-                    return DeliveryResult(
-                        delivered=False, attempts=attempt, last_status=last_status, last_error=last_error
-                    )
-                if last_status in (429, 503):
-                    retry_after = _retry_after_s(response, self._clock())
-            if attempt < self.config.max_attempts:
-                delay = self.backoff_s(attempt - 1)
-                if retry_after is not None:
-                    delay = min(self.config.max_delay_s, retry_after)
-                log.info("webhook %s attempt %d failed (%s); retrying in %.2f s", msg_id, attempt, last_error, delay)
-                await self._sleep(delay)
-        return DeliveryResult(
-            delivered=False, attempts=self.config.max_attempts, last_status=last_status, last_error=last_error
+        timestamp = int(self._clock())
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "User-Agent": USER_AGENT,
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(self._secret, msg_id, timestamp, body),
+        }
+        try:
+            response = await net.post_json(
+                url, body, headers, self._policy, self.config.timeout_s, resolver=self._resolver
+            )
+        except UnsafeURL as exc:
+            log.warning("webhook %s refused: %s", msg_id, exc.message)
+            return AttemptResult(delivered=False, retryable=False, last_error=exc.message)
+        except (httpx.TransportError, TimeoutError) as exc:
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return AttemptResult(delivered=False, retryable=True, last_error=error)
+        status = response.status_code
+        if 200 <= status < 300:
+            return AttemptResult(delivered=True, retryable=False, last_status=status)
+        retryable = status >= 500 or status in RETRYABLE_4XX
+        if not retryable:
+            log.warning("webhook %s permanently failed with HTTP %s", msg_id, status)
+        retry_after = _retry_after_s(response, self._clock()) if status in (429, 503) else None
+        return AttemptResult(
+            delivered=False,
+            retryable=retryable,
+            last_status=status,
+            last_error=f"HTTP {status}",
+            retry_after_s=retry_after,
         )
+
+    def delay_after(self, attempts_made: int, result: AttemptResult) -> float:
+        """How long to wait after `attempts_made` attempts, the last one `result`: its Retry-After
+        (capped at max_delay_s) or the backoff."""
+        if result.retry_after_s is not None:
+            return min(self.config.max_delay_s, result.retry_after_s)
+        return self.backoff_s(attempts_made - 1)
+
+    async def deliver(self, url: str, msg_id: str, payload: dict[str, Any]) -> DeliveryResult:
+        """POST `payload` to `url` until delivered, permanently refused, or out of attempts, waiting
+        in this coroutine between attempts (the TaskRunner instead schedules each retry in the task
+        store, so a long outage survives a restart: see `deployments.task_runner`)."""
+        result = AttemptResult(delivered=False, retryable=True)
+        for attempt in range(1, self.config.max_attempts + 1):
+            result = await self.attempt(url, msg_id, payload)
+            if result.delivered or not result.retryable:
+                return result.summary(attempt)
+            if attempt < self.config.max_attempts:
+                delay = self.delay_after(attempt, result)
+                log.info(
+                    "webhook %s attempt %d failed (%s); retrying in %.2f s", msg_id, attempt, result.last_error, delay
+                )
+                await self._sleep(delay)
+        return result.summary(self.config.max_attempts)

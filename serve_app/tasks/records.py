@@ -41,6 +41,7 @@ TABLES = [
     webhook_status TEXT,
     webhook_attempts INTEGER NOT NULL DEFAULT 0,
     webhook_lease_expires_at DOUBLE PRECISION,
+    webhook_next_at DOUBLE PRECISION,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     object_keys TEXT,
     key_id TEXT,
@@ -57,7 +58,12 @@ TABLES = [
 )""",
 ]
 # Columns added after the first release, for databases created before them.
-ADDED_COLUMNS = {"object_keys": "TEXT", "key_id": "TEXT", "cost": "BIGINT NOT NULL DEFAULT 0"}
+ADDED_COLUMNS = {
+    "object_keys": "TEXT",
+    "key_id": "TEXT",
+    "cost": "BIGINT NOT NULL DEFAULT 0",
+    "webhook_next_at": "DOUBLE PRECISION",
+}
 INDEXES = [
     "CREATE INDEX IF NOT EXISTS tasks_status_available ON tasks (status, available_at)",
     "CREATE INDEX IF NOT EXISTS tasks_status_lease ON tasks (status, lease_expires_at)",
@@ -115,6 +121,7 @@ class TaskRecord(BaseModel):
     webhook_url: str | None = None
     webhook_status: str | None = Field(default=None, description="pending | delivered | failed")
     webhook_attempts: int = 0
+    webhook_next_at: float | None = Field(default=None, description="No webhook attempt before this time.")
     cancel_requested: bool = False
     object_keys: list[str] = Field(default_factory=list, description="Stored objects this task made.")
     key_id: str | None = Field(default=None, description="The API key that created it (None with auth off).")

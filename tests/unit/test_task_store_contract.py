@@ -275,6 +275,25 @@ def test_webhook_claims_are_exclusive(store: TaskStore, clock: Clock) -> None:
     assert outbox.due() == []
 
 
+def test_webhook_retries_are_scheduled_in_the_store(store: TaskStore, clock: Clock) -> None:
+    outbox = store.outbox
+    _create(store, webhook_url="https://example.com/hook")
+    store.queue.complete("t1", _claim(store, "t1"), {})
+    assert outbox.claim("t1", lease_s=60) is not None
+    outbox.retry_later("t1", attempts=1, delay_s=300)  # the receiver was down
+    assert outbox.due() == [] and outbox.claim("t1", lease_s=60) is None, "not before its time"
+    assert store.expired(older_than_s=0) == [], "a task owing a webhook is never expired"
+    clock.now += 301
+    assert outbox.due() == ["t1"], "due once its delay has passed, on any runner"
+    record = outbox.claim("t1", lease_s=60)
+    assert record is not None and record.webhook_attempts == 1 and record.webhook_next_at is not None
+    outbox.finish("t1", delivered=True, attempts=1)
+    record = store.require("t1")
+    assert record.webhook_status == "delivered" and record.webhook_attempts == 2
+    outbox.retry_later("t1", attempts=1, delay_s=5)
+    assert store.require("t1").webhook_attempts == 2, "a finished delivery is not rescheduled"
+
+
 def test_expiry_lists_finished_tasks_with_their_objects(store: TaskStore, clock: Clock) -> None:
     _create(store, "done", input_key="u/in.png")
     store.queue.complete("done", _claim(store, "done"), {}, object_keys=["u/in.png", "u/out.png", "u/out.png.json"])
