@@ -11,9 +11,10 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serve_app.errors import ConfigurationError
@@ -290,6 +291,61 @@ class ShoppingConfig(BaseModel):
     )
 
 
+class CorsConfig(BaseModel):
+    """Cross-origin access for browser clients: off (no CORS headers at all) until origins are listed.
+
+    Keys travel in `Authorization` / `X-API-Key`, never in cookies, so credentialed CORS is not offered.
+    """
+
+    allow_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (scheme://host[:port], as browsers send them) allowed to call the API; ['*'] for "
+        "any; [] turns CORS off.",
+    )
+    allow_methods: list[str] = Field(
+        default_factory=lambda: ["GET", "POST", "DELETE"], description="Methods a preflight may ask for."
+    )
+    allow_headers: list[str] = Field(
+        default_factory=lambda: ["Authorization", "X-API-Key", "Idempotency-Key", "Last-Event-ID", "Content-Type"],
+        description="Request headers a preflight may ask for.",
+    )
+    expose_headers: list[str] = Field(
+        default_factory=lambda: ["Location", "Retry-After"], description="Response headers scripts may read."
+    )
+    max_age: int = Field(default=600, ge=0, le=86400, description="Seconds a browser may cache a preflight answer.")
+
+    @model_validator(mode="after")
+    def _check_origins(self) -> CorsConfig:
+        if "*" in self.allow_origins and len(self.allow_origins) > 1:
+            raise ValueError("cors.allow_origins: '*' allows every origin; list it alone")
+        for origin in self.allow_origins:
+            if origin == "*":
+                continue
+            parts = urlsplit(origin)
+            default_port = {"http": 80, "https": 443}.get(parts.scheme)
+            if (
+                default_port is None
+                or not parts.hostname
+                or origin != f"{parts.scheme}://{parts.netloc}"
+                or origin != origin.lower()
+                or parts.port == default_port
+            ):
+                raise ValueError(
+                    f"cors.allow_origins: {origin!r} is not an origin as browsers send it: lowercase "
+                    "http(s)://host[:port], no path or trailing slash, no default port"
+                )
+        return self
+
+    @field_validator("allow_methods")
+    @classmethod
+    def _upper_methods(cls, methods: list[str]) -> list[str]:
+        return [method.upper() for method in methods]
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.allow_origins)
+
+
 class AppArgs(BaseModel):
     """The `args:` of serve_config.yaml, passed to `serve_app.builder:build_app`."""
 
@@ -308,6 +364,7 @@ class AppArgs(BaseModel):
     retries: RetryConfig = Field(default_factory=RetryConfig)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    cors: CorsConfig = Field(default_factory=CorsConfig)
     limits: GenerationLimits | None = Field(default=None, description="Override the preset's limits.")
 
     @model_validator(mode="after")

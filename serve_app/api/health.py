@@ -100,6 +100,7 @@ async def info(ctx: IngressContext = Depends(get_ctx)) -> dict[str, Any]:
             "api_keys": "required" if ctx.args.auth.enabled else "off",
             "default_limits": ctx.args.auth.default_limits.model_dump() if ctx.args.auth.enabled else None,
         },
+        "cors": {"enabled": ctx.args.cors.enabled, **ctx.args.cors.model_dump()},
         "retention": {"ttl_s": ctx.args.retention.ttl_s, "sweep_interval_s": ctx.args.retention.sweep_interval_s},
         "retries": ctx.args.retries.model_dump(),
         "s3_input_prefixes": getattr(ctx.args.storage, "input_prefixes", None),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -47,24 +48,44 @@ def test_preset_rejects_duplicate_loras_and_huge_limits() -> None:
         Preset.model_validate(data)
 
 
-@pytest.mark.parametrize("config_file", ["serve_config.yaml", "serve_config.gpu.yaml", "serve_config.cluster.yaml"])
-def test_serve_configs_parse_and_batch_within_concurrency(config_file: str) -> None:
+def check_serve_config(config: dict[str, Any]) -> None:
+    """What any serve config of this app must satisfy, however it is deployed (`serve deploy`, a
+    KubeRay RayService): Ray's own schema; our args and their preset; the deployments it configures
+    are exactly those of the app graph those args build (Serve refuses settings for a deployment the
+    graph lacks, and resources live only in the config); batches within concurrency; a Generator
+    that can scale."""
+    from ray.serve._private.build_app import build_app as build_graph
     from ray.serve.schema import ServeDeploySchema
 
-    config = yaml.safe_load((REPO / config_file).read_text())
+    from serve_app.builder import build_app
+
     schema = ServeDeploySchema.model_validate(config)
-    app = schema.applications[0]
-    assert app.import_path == "serve_app.builder:build_app"
-    args = AppArgs.model_validate(app.args)
-    load_preset(args.preset)
-    names = {d.name for d in app.deployments}
-    assert names == {"Ingress", "TaskRunner", "Captioner", "DeskClassifier", "Generator", "ShoppingSearch"}
-    for deployment in config["applications"][0]["deployments"]:
-        batch = deployment.get("user_config", {}).get("max_batch_size")
-        if batch:
-            assert deployment["max_ongoing_requests"] >= batch, f"{deployment['name']} would cap its batches"
-    generator = next(d for d in config["applications"][0]["deployments"] if d["name"] == "Generator")
-    assert generator["autoscaling_config"]["max_replicas"] > generator["autoscaling_config"]["min_replicas"]
+    assert schema.applications, "no applications"
+    for app, raw in zip(schema.applications, config["applications"], strict=True):
+        assert app.import_path == "serve_app.builder:build_app"
+        args = AppArgs.model_validate(app.args)
+        load_preset(args.preset)
+        graph = build_graph(build_app(args), name=app.name)
+        configured = {d.name for d in app.deployments}
+        assert configured == {d.name for d in graph.deployments}, f"{app.name}: deployments differ from the graph"
+        for deployment in raw["deployments"]:
+            batch = deployment.get("user_config", {}).get("max_batch_size")
+            if batch:
+                assert deployment["max_ongoing_requests"] >= batch, f"{deployment['name']} would cap its batches"
+        generator = next(d for d in raw["deployments"] if d["name"] == "Generator")
+        assert generator["autoscaling_config"]["max_replicas"] > generator["autoscaling_config"]["min_replicas"]
+
+
+@pytest.mark.parametrize("config_file", ["serve_config.yaml", "serve_config.gpu.yaml", "serve_config.cluster.yaml"])
+def test_serve_configs_parse_and_batch_within_concurrency(config_file: str) -> None:
+    check_serve_config(yaml.safe_load((REPO / config_file).read_text()))
+
+
+def test_a_deployment_the_graph_lacks_is_refused() -> None:
+    config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
+    config["applications"][0]["deployments"].append({"name": "Upscaler", "num_replicas": 1})
+    with pytest.raises(AssertionError, match="deployments differ from the graph"):
+        check_serve_config(config)
 
 
 def test_cluster_profile_keeps_no_state_on_a_node() -> None:
