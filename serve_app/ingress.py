@@ -11,8 +11,9 @@ from fastapi.openapi.utils import get_openapi
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from serve_app.api import files, generate, health
+from serve_app.api import events, files, generate, health
 from serve_app.api.auth import AUTH_SCHEMES
+from serve_app.api.cors import ConfiguredCors
 from serve_app.api.deps import IngressContext, current_context, set_context
 from serve_app.api.errors import install_error_handlers
 from serve_app.config import AppArgs, Preset, get_settings, load_preset
@@ -35,6 +36,8 @@ app = FastAPI(
 app.include_router(generate.router)
 app.include_router(health.router)
 app.include_router(files.router)
+app.include_router(events.router)
+app.add_middleware(ConfiguredCors)  # CORS per the replica's `cors:` args; off until origins are listed
 
 
 def _count_rejection(status: int, error_code: str) -> None:

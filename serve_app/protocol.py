@@ -358,6 +358,12 @@ class TaskResult(BaseModel):
     updated_at: float = Field(description="Unix time of the last change.")
     progress: Progress | None = Field(default=None, description="While queued/processing.")
     attempts: int = Field(default=0, description="Times a worker has started this task.")
+    queue_position: int | None = Field(
+        default=None, description="While queued: tasks ahead of it in the queue (0: it runs next)."
+    )
+    eta_s: float | None = Field(
+        default=None, description="While queued or running: seconds until it ends, from recent tasks' run times."
+    )
     initial_image_url: str | None = None
     processed_image_url: str | None = None
     caption: str | None = None

@@ -346,8 +346,11 @@ async def submit(
 async def result(
     task_id: str, ctx: IngressContext = Depends(get_ctx), caller: Caller = Depends(get_caller)
 ) -> TaskResult:
-    record = await asyncio.to_thread(ctx.tasks.owned, task_id, caller.key_id)
-    return task_view(record)
+    def read() -> TaskResult:
+        record = ctx.tasks.owned(task_id, caller.key_id)
+        return task_view(record, ctx.tasks.queue_stats(record))
+
+    return await asyncio.to_thread(read)
 
 
 async def _cancel(task_id: str, ctx: IngressContext, caller: Caller) -> TaskResult:

@@ -8,10 +8,11 @@ from typing import Any
 
 from serve_app.protocol import Progress, Stage, TaskResult, TaskStatus
 from serve_app.tasks import TaskRecord
+from serve_app.tasks.store import QueueStats
 
 
-def task_view(record: TaskRecord) -> TaskResult:
-    """The client's view: status, progress while running, result fields when done."""
+def task_view(record: TaskRecord, stats: QueueStats | None = None) -> TaskResult:
+    """The client's view: status, progress (and queue position, ETA) while running, result fields when done."""
     body: dict[str, Any] = {
         "task_id": record.task_id,
         "status": record.status,
@@ -20,6 +21,8 @@ def task_view(record: TaskRecord) -> TaskResult:
         "attempts": record.attempts,
         "initial_image_url": record.initial_image_url,
     }
+    if stats is not None:
+        body.update(queue_position=stats.position, eta_s=stats.eta_s)
     if not record.finished:
         body["progress"] = record.progress or Progress(stage=Stage.queued)
     if record.result:

@@ -98,6 +98,14 @@ class Admission:
 
 
 @dataclass(frozen=True)
+class QueueStats:
+    """A queued task's place in the queue (0: next to run) and an estimate of when it ends."""
+
+    position: int | None = None
+    eta_s: float | None = None
+
+
+@dataclass(frozen=True)
 class ExpiredTask:
     """A finished task past retention, with the stored objects to delete along with it."""
 
@@ -206,6 +214,37 @@ class TaskStore:
     def count_active(self) -> int:
         rows = self.db.read("SELECT COUNT(*) AS n FROM tasks WHERE status IN (?, ?)", ACTIVE)
         return int(rows[0]["n"])
+
+    def queue_stats(self, record: TaskRecord, sample: int = 20) -> QueueStats:
+        """Where a task stands: its place in the queue (0 = next) and an ETA from the mean run time of
+        the last `sample` tasks done, the tasks running now taken as the number of lanes. None where
+        it does not apply."""
+        if record.finished:
+            return QueueStats()
+        with self.db.tx() as tx:
+            row = tx.one(
+                "SELECT AVG(finished_at - started_at) AS d FROM (SELECT finished_at, started_at FROM tasks"
+                " WHERE status = 'done' AND started_at IS NOT NULL ORDER BY finished_at DESC LIMIT ?) AS recent",
+                (sample,),
+            )
+            mean = float(row["d"]) if row and row["d"] is not None else None
+            if record.status == "processing":
+                elapsed = self._clock() - (record.started_at or record.created_at)
+                return QueueStats(eta_s=None if mean is None else round(max(0.0, mean - elapsed), 1))
+            ahead = tx.one(
+                "SELECT COUNT(*) AS n FROM tasks WHERE status = 'queued' AND (created_at < ?"
+                " OR (created_at = ? AND task_id < ?))",
+                (record.created_at, record.created_at, record.task_id),
+            )
+            running = tx.one("SELECT COUNT(*) AS n FROM tasks WHERE status = 'processing'")
+        position = int(ahead["n"]) if ahead else 0
+        if mean is None:
+            return QueueStats(position=position)
+        lanes = int(running["n"]) if running else 0
+        # Nothing running: it starts now. Else it waits for position // lanes rounds of the running
+        # tasks, plus the round in progress, then runs itself.
+        rounds = 1 if lanes == 0 else position // lanes + 2
+        return QueueStats(position=position, eta_s=round(mean * rounds, 1))
 
     def owned(self, task_id: str, key_id: str | None) -> TaskRecord:
         """The task, when `key_id` made it (any task when None: auth off); else 404, as for no task,

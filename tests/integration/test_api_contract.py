@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import httpx
 import pytest
@@ -163,3 +164,38 @@ def _task_count(serve_app: ServeApp) -> int:
 
     with sqlite3.connect(serve_app.data_dir / "main" / "tasks.db") as conn:
         return int(conn.execute("SELECT COUNT(*) FROM tasks").fetchone()[0])
+
+
+def test_live_events_stream_progress_then_the_result(client: httpx.Client) -> None:
+    # A long task (150 steps), cancelled once a diffusion step has been seen: the stream then ends
+    # with its result, failed CANCELLED.
+    body = {"prompt": "a desk", "num_inference_steps": 150, "height": 128, "width": 128}
+    task_id = client.post("/v1/generate", json=body).json()["task_id"]
+    kinds: list[str] = []
+    steps: list[int] = []
+    ids: list[int] = []
+    result: dict[str, object] = {}
+    # Through Serve's proxy, as a browser's EventSource would read it; bounded by the read timeout.
+    with client.stream("GET", f"/v1/tasks/{task_id}/events", timeout=120) as stream:
+        assert stream.status_code == 200 and stream.headers["content-type"].startswith("text/event-stream")
+        kind = ""
+        for line in stream.iter_lines():
+            if line.startswith("id: "):
+                ids.append(int(line[4:]))
+            elif line.startswith("event: "):
+                kind = line[7:]
+                kinds.append(kind)
+            elif line.startswith("data: "):
+                data = json.loads(line[6:])
+                if kind == "progress" and data.get("step") is not None:
+                    if not steps:
+                        assert client.delete(f"/v1/tasks/{task_id}").status_code == 202
+                    steps.append(data["step"])
+                if kind == "result":
+                    result = data
+    assert kinds[0] == "progress" and kinds[-1] == "result" and kinds.count("result") == 1
+    assert result["status"] == "failed" and result["error_code"] == "CANCELLED" and result["task_id"] == task_id
+    assert ids == sorted(ids) and len(set(ids)) == len(ids), "event ids only grow"
+    assert steps and steps == sorted(steps) and max(steps) < 150, "steps arrive as they happen"
+    resumed = client.get(f"/v1/tasks/{task_id}/events", headers={"Last-Event-ID": str(ids[-1])}, timeout=30)
+    assert "event: " not in resumed.text, "nothing new after the result"

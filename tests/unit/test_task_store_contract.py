@@ -17,7 +17,7 @@ from serve_app.config import KeyLimits
 from serve_app.errors import Conflict, NotFound, QueueFull, TooManyRequests, Unauthorized
 from serve_app.protocol import Stage, TaskStatus
 from serve_app.tasks import Database, PostgresDatabase, SqliteDatabase, TaskStore
-from serve_app.tasks.store import Admission
+from serve_app.tasks.store import Admission, QueueStats
 from tests.support.postgres import PostgresServer
 
 
@@ -292,6 +292,23 @@ def test_webhook_retries_are_scheduled_in_the_store(store: TaskStore, clock: Clo
     assert record.webhook_status == "delivered" and record.webhook_attempts == 2
     outbox.retry_later("t1", attempts=1, delay_s=5)
     assert store.require("t1").webhook_attempts == 2, "a finished delivery is not rescheduled"
+
+
+def test_queue_position_and_eta_from_recent_run_times(store: TaskStore, clock: Clock) -> None:
+    for task_id in ("a", "b", "c"):
+        _create(store, task_id)
+        clock.now += 1
+    assert [store.queue_stats(store.require(t)).position for t in ("a", "b", "c")] == [0, 1, 2]
+    assert store.queue_stats(store.require("c")).eta_s is None, "no ETA before any task was timed"
+    lease = _claim(store, "a")
+    clock.now += 10
+    store.queue.complete("a", lease, {})  # ran 10 s
+    lease_b = _claim(store, "b")
+    clock.now += 4
+    assert store.queue_stats(store.require("b")) == QueueStats(position=None, eta_s=6.0), "10 s mean, 4 s in"
+    assert store.queue_stats(store.require("c")) == QueueStats(position=0, eta_s=20.0), "b's round, then its own"
+    store.queue.complete("b", lease_b, {})
+    assert store.queue_stats(store.require("b")) == QueueStats()
 
 
 def test_expiry_lists_finished_tasks_with_their_objects(store: TaskStore, clock: Clock) -> None:

@@ -1,0 +1,128 @@
+"""GET /v1/tasks/{task_id}/events: a task's progress as Server-Sent Events, resumable.
+
+Events, each with an `id:` that only grows for a task:
+- `progress`: status, stage, step i of n, queue position and ETA; sent when any of them changes;
+- `result`: the same body as GET /v1/result once the task has ended; the stream closes after it.
+
+A client that reconnects with `Last-Event-ID` gets only what is newer than that id (nothing but
+the close when it already saw the result). The stream reads the task store (not a replica's
+memory), so it works from any ingress replica, and ends after `max_stream_s` (clients reconnect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Header
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from serve_app.api.auth import Caller, get_caller
+from serve_app.api.deps import IngressContext, get_ctx
+from serve_app.api.views import task_view
+from serve_app.protocol import ErrorResponse, Stage, TaskStatus
+from serve_app.tasks import TaskRecord
+from serve_app.tasks.store import QueueStats
+
+router = APIRouter(prefix="/v1", tags=["desk makeover"])
+
+POLL_S = 0.5  # how often a stream reads its task: reads are cheap, but every open stream makes them
+KEEPALIVE_S = 15.0  # a comment line this often keeps proxies from closing an idle stream
+MAX_STREAM_S = 1800.0
+
+
+class ProgressEvent(BaseModel):
+    """The data of a `progress` event."""
+
+    task_id: str
+    status: TaskStatus
+    stage: Stage | None = None
+    step: int | None = Field(default=None, description="Diffusion step done (while generating).")
+    total_steps: int | None = None
+    queue_position: int | None = Field(default=None, description="While queued: tasks ahead (0: next).")
+    eta_s: float | None = Field(default=None, description="Seconds until it ends, from recent run times.")
+    attempts: int = 0
+
+
+def event_id(record: TaskRecord, stats: QueueStats) -> int:
+    """Grows with every change: the task's last update (ms), then a queued task's advance in line."""
+    advance = 999 - min(stats.position, 999) if stats.position is not None else 999
+    return int(record.updated_at * 1000) * 1000 + advance
+
+
+def _frame(kind: str, ident: int, data: dict[str, Any]) -> bytes:
+    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return f"id: {ident}\nevent: {kind}\ndata: {payload}\n\n".encode()
+
+
+def _progress(record: TaskRecord, stats: QueueStats) -> dict[str, Any]:
+    progress = record.progress
+    event = ProgressEvent(
+        task_id=record.task_id,
+        status=record.status,
+        stage=progress.stage if progress else None,
+        step=progress.step if progress else None,
+        total_steps=progress.total_steps if progress else None,
+        queue_position=stats.position,
+        eta_s=stats.eta_s,
+        attempts=record.attempts,
+    )
+    return event.model_dump(mode="json", exclude_none=True)
+
+
+def _parse_last_id(value: str | None) -> int:
+    try:
+        return int(value) if value else -1
+    except ValueError:
+        return -1
+
+
+async def _stream(
+    ctx: IngressContext, task_id: str, key_id: str | None, last_id: int, poll_s: float, max_s: float
+) -> AsyncIterator[bytes]:
+    yield b"retry: 1000\n\n"
+    deadline = time.monotonic() + max_s
+    quiet_since = time.monotonic()
+    last_sent: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        record = await asyncio.to_thread(ctx.tasks.owned, task_id, key_id)
+        stats = await asyncio.to_thread(ctx.tasks.queue_stats, record)
+        ident = event_id(record, stats)
+        if record.finished:
+            if ident > last_id:
+                yield _frame("result", ident, task_view(record).model_dump(mode="json", exclude_none=True))
+            return
+        data = _progress(record, stats)
+        if ident > last_id and data != last_sent:
+            yield _frame("progress", ident, data)
+            last_id, last_sent, quiet_since = ident, data, time.monotonic()
+        elif time.monotonic() - quiet_since >= KEEPALIVE_S:
+            yield b": keepalive\n\n"
+            quiet_since = time.monotonic()
+        await asyncio.sleep(poll_s)
+
+
+@router.get(
+    "/tasks/{task_id}/events",
+    summary="Live task events (Server-Sent Events): progress, queue position, ETA, then the result.",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "`progress` events, then one `result`."},
+        401: {"model": ErrorResponse, "description": "API keys on: no live key."},
+        404: {"model": ErrorResponse, "description": "Unknown task (or, with API keys on, another key's task)."},
+    },
+)
+async def events(
+    task_id: str,
+    ctx: IngressContext = Depends(get_ctx),
+    caller: Caller = Depends(get_caller),
+    last_event_id: str | None = Header(default=None, alias="Last-Event-ID", max_length=40),
+) -> StreamingResponse:
+    await asyncio.to_thread(ctx.tasks.owned, task_id, caller.key_id)  # 404 now, not inside the stream
+    stream = _stream(ctx, task_id, caller.key_id, _parse_last_id(last_event_id), POLL_S, MAX_STREAM_S)
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
