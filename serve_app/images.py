@@ -28,6 +28,8 @@ STORED_AS_SENT = {
     "WEBP": ("webp", "image/webp"),
 }
 
+MEDIA_TYPES = dict(STORED_AS_SENT.values())  # extension -> media type of every image kept in storage
+
 
 def decode_image(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
     """An RGB image (EXIF orientation applied; GIF: first frame; alpha composited on white).

@@ -69,12 +69,11 @@ class IngressContext:
     metrics: IngressMetrics
     shopping_provider: str
     version: str
-    uploads: UploadBudget | None = None
+    uploads: UploadBudget = field(init=False)
     _dispatches: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        if self.uploads is None:
-            self.uploads = UploadBudget(self.args.admission.upload_bytes_in_flight, self.args.tasks.retry_after_s)
+        self.uploads = UploadBudget(self.args.admission.upload_bytes_in_flight, self.args.tasks.retry_after_s)
 
     def dispatch(self, task_id: str) -> None:
         """Push a task to the runner without holding the client; the runner's sweeper is the backstop."""

@@ -89,8 +89,7 @@ async def _stream(
     quiet_since = time.monotonic()
     last_sent: dict[str, Any] | None = None
     while time.monotonic() < deadline:
-        record = await asyncio.to_thread(ctx.tasks.owned, task_id, key_id)
-        stats = await asyncio.to_thread(ctx.tasks.queue_stats, record)
+        record, stats = await asyncio.to_thread(ctx.tasks.view, task_id, key_id)
         ident = event_id(record, stats)
         if record.finished:
             if ident > last_id:

@@ -10,14 +10,12 @@ from fastapi.responses import FileResponse
 from serve_app.api.auth import Caller, get_caller
 from serve_app.api.deps import IngressContext, get_ctx
 from serve_app.errors import NotFound
+from serve_app.images import MEDIA_TYPES
 from serve_app.protocol import ErrorResponse
 from serve_app.shopping.catalog import CATALOG_IMAGES_DIR
 from serve_app.storage.local import LocalImageStore
 
 router = APIRouter(tags=["files"])
-
-
-_MEDIA_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 
 @router.get(
@@ -34,7 +32,7 @@ async def local_file(
     if not isinstance(ctx.images, LocalImageStore):
         raise NotFound("Files are not served by this server (storage is not local).")
     ext = key.rsplit(".", 1)[-1].lower() if "." in key else ""
-    if ext not in _MEDIA_TYPES:  # .json reproducibility records (prompt, task id, input URL) are not served
+    if ext not in MEDIA_TYPES:  # .json reproducibility records (prompt, task id, input URL) are not served
         raise NotFound("No such file.")
     if caller.key is not None and key.split("/", 1)[0] != caller.key.user_id:
         raise NotFound("No such file.")  # another key's image: as if there were none
@@ -46,7 +44,7 @@ async def local_file(
         raise NotFound("No such file.")
     # Shared caches must not keep an image that only its key may read.
     cache = "private, max-age=86400" if caller.key is not None else "public, max-age=86400"
-    return FileResponse(path, media_type=_MEDIA_TYPES[ext], headers={"Cache-Control": cache})
+    return FileResponse(path, media_type=MEDIA_TYPES[ext], headers={"Cache-Control": cache})
 
 
 @router.get(

@@ -279,7 +279,6 @@ async def submit(
     caller: Caller = Depends(get_caller),
     idempotency_key: str | None = Header(default=None, alias="Idempotency-Key", max_length=200),
 ) -> TaskAccepted:
-    assert ctx.uploads is not None  # set by IngressContext
     with ctx.uploads.hold() as take:
         # 1. Parse and validate everything before touching any state.
         req, upload = await _parse(request, ctx, take)
@@ -346,11 +345,8 @@ async def submit(
 async def result(
     task_id: str, ctx: IngressContext = Depends(get_ctx), caller: Caller = Depends(get_caller)
 ) -> TaskResult:
-    def read() -> TaskResult:
-        record = ctx.tasks.owned(task_id, caller.key_id)
-        return task_view(record, ctx.tasks.queue_stats(record))
-
-    return await asyncio.to_thread(read)
+    record, stats = await asyncio.to_thread(ctx.tasks.view, task_id, caller.key_id)
+    return task_view(record, stats)
 
 
 async def _cancel(task_id: str, ctx: IngressContext, caller: Caller) -> TaskResult:

@@ -246,6 +246,11 @@ class TaskStore:
         rounds = 1 if lanes == 0 else position // lanes + 2
         return QueueStats(position=position, eta_s=round(mean * rounds, 1))
 
+    def view(self, task_id: str, key_id: str | None) -> tuple[TaskRecord, QueueStats]:
+        """`owned` and `queue_stats` together: what a poll or an event stream shows of a task."""
+        record = self.owned(task_id, key_id)
+        return record, self.queue_stats(record)
+
     def owned(self, task_id: str, key_id: str | None) -> TaskRecord:
         """The task, when `key_id` made it (any task when None: auth off); else 404, as for no task,
         so a caller cannot learn which ids exist."""

@@ -194,25 +194,31 @@ def test_queue_full_sheds_with_retry_after(store: TaskStore) -> None:
     _create(store, "c", admission=bound)
 
 
-def test_concurrent_submits_never_overshoot_the_queue_bound(open_db: Callable[[], Database]) -> None:
-    stores = [TaskStore(open_db()) for _ in range(4)]
+def _submit_concurrently(stores: list[TaskStore], per_store: int, refused: type[Exception], **kw: object) -> list[str]:
+    """Each store submits `per_store` tasks from its own thread at once; the ids accepted."""
     accepted: list[str] = []
     lock = threading.Lock()
 
     def submit(n: int) -> None:
-        for i in range(10):
+        for i in range(per_store):
             try:
-                _create(stores[n], f"s{n}-{i}", admission=Admission(max_active=13))
-            except QueueFull:
+                _create(stores[n], f"s{n}-{i}", **kw)
+            except refused:
                 continue
             with lock:
                 accepted.append(f"s{n}-{i}")
 
-    threads = [threading.Thread(target=submit, args=(n,)) for n in range(4)]
+    threads = [threading.Thread(target=submit, args=(n,)) for n in range(len(stores))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return accepted
+
+
+def test_concurrent_submits_never_overshoot_the_queue_bound(open_db: Callable[[], Database]) -> None:
+    stores = [TaskStore(open_db()) for _ in range(4)]
+    accepted = _submit_concurrently(stores, 10, QueueFull, admission=Admission(max_active=13))
     assert len(accepted) == 13 and stores[0].count_active() == 13
 
 
@@ -449,24 +455,8 @@ def test_key_rate_limit_counts_a_rolling_minute(store: TaskStore, clock: Clock) 
 
 def test_concurrent_submits_never_overshoot_a_keys_limit(open_db: Callable[[], Database]) -> None:
     stores = [TaskStore(open_db()) for _ in range(4)]
-    accepted: list[str] = []
-    lock = threading.Lock()
     limits = Admission(limits=KeyLimits(max_in_flight=5))
-
-    def submit(n: int) -> None:
-        for i in range(6):
-            try:
-                _create(stores[n], f"s{n}-{i}", key_id="k", admission=limits)
-            except TooManyRequests:
-                continue
-            with lock:
-                accepted.append(f"s{n}-{i}")
-
-    threads = [threading.Thread(target=submit, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    accepted = _submit_concurrently(stores, 6, TooManyRequests, key_id="k", admission=limits)
     assert len(accepted) == 5
 
 
