@@ -109,6 +109,7 @@ async def info(ctx: IngressContext = Depends(get_ctx)) -> dict[str, Any]:
             "GET /v1/result/{task_id}",
             "DELETE /v1/tasks/{task_id}",
             "POST /v1/tasks/{task_id}/cancel",
+            "GET /v1/tasks/{task_id}/events (Server-Sent Events)",
             "GET /healthcheck",
             "GET /info",
             "GET /files/{key} (local storage)",

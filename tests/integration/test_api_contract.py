@@ -38,6 +38,7 @@ def test_info_describes_the_preset(client: httpx.Client) -> None:
     assert body["limits"]["max_side"] == 512
     assert body["backends"]["storage"] == "local" and body["backends"]["shopping"] == "catalog"
     assert body["backends"]["webhooks"] == "enabled" and body["backends"]["task_store"] == "sqlite"
+    assert "GET /v1/tasks/{task_id}/events (Server-Sent Events)" in body["endpoints"]
 
 
 def test_openapi_docs(client: httpx.Client) -> None:
