@@ -22,10 +22,12 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from serve_app import image_flow
 from serve_app.api.views import task_view
 from serve_app.config import AppArgs, get_settings
 from serve_app.errors import AppError, TaskCancelled
-from serve_app.flow import DeskFlow, FlowError, OnStep
+from serve_app.flow import DeskFlow, Flow, FlowError, OnStep
+from serve_app.image_flow import ImageFlow
 from serve_app.items import load_item_vocabulary
 from serve_app.metrics import TaskMetrics
 from serve_app.protocol import (
@@ -103,12 +105,11 @@ class TaskRunner:
         settings = get_settings()
         self.tasks = await asyncio.to_thread(open_task_store, args.tasks, settings)
         self.images = await start_store(args.storage, settings)
-        self.flow = DeskFlow(
-            HandleStages(captioner, classifier, generator, shopping),
-            self.images,
-            load_item_vocabulary(),
-            retries=args.retries,
-        )
+        stages = HandleStages(captioner, classifier, generator, shopping)
+        self.flows: dict[str, Flow] = {  # task kind -> the flow that runs it
+            "desk": DeskFlow(stages, self.images, load_item_vocabulary(), retries=args.retries),
+            image_flow.KIND: ImageFlow(stages, self.images, retries=args.retries),
+        }
         self.webhooks = (
             WebhookSender(args.webhooks, settings.imagegen_webhook_secret, args.fetch)
             if settings.imagegen_webhook_secret
@@ -163,7 +164,7 @@ class TaskRunner:
         error: AppError | None = None
         partial: dict[str, Any] | None = None
         try:
-            outcome = await self.flow.run(record, progress, cancelled)
+            outcome = await self.flows[record.kind].run(record, progress, cancelled)
         except FlowError as exc:
             error, partial = exc, exc.partial
         except asyncio.CancelledError:

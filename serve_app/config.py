@@ -14,7 +14,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serve_app.errors import ConfigurationError
@@ -346,6 +346,40 @@ class CorsConfig(BaseModel):
         return bool(self.allow_origins)
 
 
+OPENAI_IMAGE_MODELS = [
+    "dall-e-2",
+    "dall-e-3",
+    "gpt-image-1",
+    "gpt-image-1-mini",
+    "gpt-image-1.5",
+    "gpt-image-2",
+    "chatgpt-image-latest",
+]
+
+
+class OpenAICompatConfig(BaseModel):
+    """The OpenAI-compatible images API (POST /v1/images/generations and /v1/images/edits)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=True, description="Serve the /v1/images routes.")
+    max_wait_s: float = Field(
+        default=50.0,
+        gt=0,
+        le=3600,
+        description="Longest a request waits for its task before 504 (keep it below http_options.request_timeout_s).",
+    )
+    poll_s: float = Field(default=0.25, gt=0, le=5, description="How often a waiting request reads its task.")
+    default_response_format: Literal["url", "b64_json"] = Field(
+        default="url", description="response_format when a request gives none."
+    )
+    model_aliases: list[str] = Field(
+        default_factory=lambda: list(OPENAI_IMAGE_MODELS),
+        description="OpenAI model names served by this server's preset (no LoRA), so code written for "
+        "OpenAI runs unchanged; besides them `model` may name the preset or one of its LoRAs.",
+    )
+
+
 class AppArgs(BaseModel):
     """The `args:` of serve_config.yaml, passed to `serve_app.builder:build_app`."""
 
@@ -365,6 +399,7 @@ class AppArgs(BaseModel):
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     cors: CorsConfig = Field(default_factory=CorsConfig)
+    openai: OpenAICompatConfig = Field(default_factory=OpenAICompatConfig)
     limits: GenerationLimits | None = Field(default=None, description="Override the preset's limits.")
 
     @model_validator(mode="after")

@@ -61,6 +61,7 @@ class InvalidInput(AppError):
     status_code = 422
     default_code = "INVALID_INPUT"
     default_message = "Invalid input."
+    param: str | None = None  # the request field at fault, when known (the OpenAI error shape has it)
 
 
 class UnsafeURL(InvalidInput):

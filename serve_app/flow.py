@@ -23,10 +23,12 @@ from typing import Any, Protocol
 from serve_app.config import RetryConfig
 from serve_app.errors import AppError, GenerationFailed, ServiceUnavailable, TaskCancelled
 from serve_app.items import ItemVocabulary, extract_items, fallback_items
+from serve_app.outputs import encode_output
 from serve_app.prompts import build_prompt
 from serve_app.protocol import (
     Classification,
     DeskItem,
+    GeneratedImage,
     GenerationOutput,
     GenerationSpec,
     ItemSearchResult,
@@ -78,18 +80,20 @@ class FlowError(AppError):
         self.partial = partial
 
 
-class DeskFlow:
+class Flow:
+    """What every task flow shares: the run wrapper (errors become FlowError with the partial
+    result and the retry journal), stage calls with retries, making a request's n images
+    together, and storing them in the requested format with their reproducibility records."""
+
     def __init__(
         self,
         stages: Stages,
         images: ImageStore,
-        vocabulary: ItemVocabulary,
         retries: RetryConfig | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.stages = stages
         self.images = images
-        self.vocabulary = vocabulary
         self.retries = retries or RetryConfig()
         self._sleep = sleep
 
@@ -111,8 +115,85 @@ class DeskFlow:
             raise FlowError(error, result) from error
         return outcome
 
+    async def _run(
+        self,
+        record: TaskRecord,
+        request: ResolvedGenerate,
+        progress: ProgressFn,
+        cancelled: CancelledFn,
+        journal: list[StageRetry],
+        result: dict[str, Any],
+    ) -> FlowOutcome:
+        raise NotImplementedError
+
     async def _call(self, stage: str, call: Callable[[], Awaitable[Any]], journal: list[StageRetry]) -> Any:
         return await call_with_retries(stage, call, self.retries, journal, sleep=self._sleep)
+
+    async def _generate_all(
+        self, specs: list[GenerationSpec], progress: ProgressFn, journal: list[StageRetry]
+    ) -> list[GenerationOutput]:
+        """Every image of a request at once (so they share the Generator's batches), each retried on
+        infrastructure faults; the first failure cancels the others and is raised."""
+        highest = 0
+
+        async def on_step(step: int, total: int) -> None:
+            nonlocal highest
+            if step > highest:  # n calls report the same steps: record each step once
+                highest = step
+                await progress(Stage.generating, step, total)
+
+        def one(spec: GenerationSpec) -> Awaitable[GenerationOutput]:
+            return self._call("generate", lambda: self.stages.generate(spec, on_step), journal)
+
+        calls = [asyncio.ensure_future(one(spec)) for spec in specs]
+        try:
+            return list(await asyncio.gather(*calls))
+        except BaseException:
+            for call in calls:
+                call.cancel()
+            raise
+
+    async def _store_images(
+        self,
+        request: ResolvedGenerate,
+        outputs: list[GenerationOutput],
+        metadata: Callable[[GenerationOutput], dict[str, Any]],
+        stored: list[str],
+    ) -> list[GeneratedImage]:
+        """Encode each image as the request asks and store it with its record; every key written
+        goes into `stored` (the retention sweep deletes them with the task)."""
+        made: list[GeneratedImage] = []
+        for output in outputs:
+            data, ext, media_type = await asyncio.to_thread(
+                encode_output, output.image_png, request.output_format, request.output_compression
+            )
+            key = make_key(request.user_id, ext=ext)
+            stored += [key, sidecar_key(key)]
+            url = await self.images.put(key, data, content_type=media_type, metadata=metadata(output))
+            made.append(GeneratedImage(url=url, key=key, seed=output.seed))
+        return made
+
+    @staticmethod
+    def _image_fields(request: ResolvedGenerate, made: list[GeneratedImage], outputs: list[GenerationOutput]) -> dict:
+        return {
+            "processed_image_url": made[0].url,
+            "images": [image.model_dump() for image in made],
+            "output_format": request.output_format,
+            "model_id": outputs[0].model_id,
+        }
+
+
+class DeskFlow(Flow):
+    def __init__(
+        self,
+        stages: Stages,
+        images: ImageStore,
+        vocabulary: ItemVocabulary,
+        retries: RetryConfig | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        super().__init__(stages, images, retries, sleep)
+        self.vocabulary = vocabulary
 
     async def _run(
         self,
@@ -154,25 +235,23 @@ class DeskFlow:
 
         try:
             # 3. Generate when the photo is a desk (or there is no photo).
-            output: GenerationOutput | None = None
+            outputs: list[GenerationOutput] | None = None
             if not is_desk:
                 result["generation_skipped"] = "not_a_desk"
             else:
                 started = time.perf_counter()
-                output = await self._generate(record, request, photo, caption, items, progress, journal, result)
+                outputs = await self._generate(record, request, photo, caption, items, progress, journal, result)
                 timings["generate"] = time.perf_counter() - started
             await checkpoint()
 
-            # 4. Store the image with its reproducibility record as a sidecar.
-            if output is not None:
+            # 4. Store the images, each with its reproducibility record as a sidecar.
+            if outputs:
                 await progress(Stage.storing)
                 started = time.perf_counter()
-                key = make_key(request.user_id)
-                stored += [key, sidecar_key(key)]
-                result["processed_image_url"] = await self.images.put(
-                    key, output.image_png, metadata=self._metadata(record, request, result, output, photo)
+                made = await self._store_images(
+                    request, outputs, lambda output: self._metadata(record, request, result, output, photo), stored
                 )
-                result["model_id"] = output.model_id
+                result.update(self._image_fields(request, made, outputs))
                 timings["store"] = time.perf_counter() - started
 
             # 5. Shopping results (always).
@@ -196,26 +275,22 @@ class DeskFlow:
         progress: ProgressFn,
         journal: list[StageRetry],
         result: dict[str, Any],
-    ) -> GenerationOutput | None:
-        """One image for the task, retried on infrastructure faults. Without a photo a failure
-        fails the task; with a desk photo it becomes the shopping-only fallback."""
+    ) -> list[GenerationOutput] | None:
+        """The task's images, retried on infrastructure faults. Without a photo a failure fails
+        the task; with a desk photo it becomes the shopping-only fallback."""
         await progress(Stage.generating)
         lora = request.lora
         built = build_prompt(
             caption, items, request.prompt, lora.trigger_words if lora else [], user_negative=request.negative_prompt
         )
-        spec = request.generation_spec(built.prompt, built.negative_prompt, photo, task_id=record.task_id)
+        specs = request.generation_specs(built.prompt, built.negative_prompt, photo, task_id=record.task_id)
         result.update(
             prompt=built.prompt,
             negative_prompt=built.negative_prompt,
             lora={"name": lora.name, "scale": lora.scale} if lora else None,
         )
-
-        async def on_step(step: int, total: int) -> None:
-            await progress(Stage.generating, step, total)
-
         try:
-            return await self._call("generate", lambda: self.stages.generate(spec, on_step), journal)
+            return await self._generate_all(specs, progress, journal)
         except TaskCancelled:
             raise
         except (AppError, StageUnavailableError) as exc:
@@ -262,6 +337,7 @@ class DeskFlow:
             "width": request.width,
             "initial_image_url": record.initial_image_url,
             "mode": "img2img" if photo is not None else "txt2img",
+            "output_format": request.output_format,
         }
 
     @staticmethod

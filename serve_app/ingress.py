@@ -11,7 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from serve_app.api import events, files, generate, health
+from serve_app.api import events, files, generate, health, openai_images
 from serve_app.api.auth import AUTH_SCHEMES
 from serve_app.api.cors import ConfiguredCors
 from serve_app.api.deps import IngressContext, current_context, set_context
@@ -37,6 +37,7 @@ app.include_router(generate.router)
 app.include_router(health.router)
 app.include_router(files.router)
 app.include_router(events.router)
+app.include_router(openai_images.router)
 app.add_middleware(ConfiguredCors)  # CORS per the replica's `cors:` args; off until origins are listed
 
 
@@ -62,6 +63,9 @@ def _openapi() -> dict[str, Any]:
         else:  # no running replica (tests, docs builds): the preset-independent schema
             defaults = GenerationLimits()
             components.update(generate.request_schemas(load_preset("tiny"), defaults, webhooks=True, s3_inputs=True))
+        preset, limits = (ctx.preset, ctx.limits) if ctx is not None else (load_preset("tiny"), GenerationLimits())
+        aliases = ctx.args.openai.model_aliases if ctx is not None else []
+        components.update(openai_images.request_schemas(preset, limits, aliases))
         if ctx is not None and ctx.args.auth.enabled:  # documented only where it is required
             schema["components"]["securitySchemes"] = AUTH_SCHEMES
             for path, operations in schema.get("paths", {}).items():

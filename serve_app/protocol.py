@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import secrets
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from serve_app.errors import BadRequest, InvalidInput
 
@@ -20,12 +20,31 @@ if TYPE_CHECKING:
 
 HARD_MAX_SIDE = 8192  # SPEC: sizes of 8192 or above are always refused
 
+OutputFormat = Literal["png", "jpeg", "webp"]
+
+
+def _not_a_boolean(value: Any) -> Any:
+    """Pydantic reads true/false as 1/0 for numbers; a request's numbers must be numbers."""
+    if isinstance(value, bool):
+        raise ValueError("Input should be a number, not a boolean")
+    return value
+
+
+# A prompt must have a character Python's str.strip() keeps (ECMA's \S differs: it keeps \x1c-\x1f
+# and \x85, which strip() removes, and drops U+FEFF, which strip() keeps), stated for JSON Schema.
+NON_BLANK_PATTERN = (
+    "[^\\t\\n\\u000b\\f\\r\\u001c-\\u001f \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+)
+
+OptInt = Annotated[int | None, BeforeValidator(_not_a_boolean)]
+OptFloat = Annotated[float | None, BeforeValidator(_not_a_boolean)]
+
 
 class LoraSelection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(max_length=128, description="Name of a LoRA adapter from the registry (see GET /info).")
-    scale: float | None = Field(
+    scale: OptFloat = Field(
         default=None,
         ge=-4.0,
         le=4.0,
@@ -61,20 +80,26 @@ class GenerateRequest(BaseModel):
     negative_prompt: str | None = Field(
         default=None, description="What to avoid; the preset's template negatives are always added."
     )
-    num_inference_steps: int | None = Field(
+    num_inference_steps: OptInt = Field(
         default=None, description="Diffusion steps (default from the preset, 50 for sd15/sdxl)."
     )
-    guidance_scale: float | None = Field(
-        default=None, allow_inf_nan=False, description="Classifier-free guidance (7.5)."
-    )
-    height: int | None = Field(default=None, description="Output height in pixels, a multiple of 8.")
-    width: int | None = Field(default=None, description="Output width in pixels, a multiple of 8.")
-    seed: int | None = Field(
+    guidance_scale: OptFloat = Field(default=None, allow_inf_nan=False, description="Classifier-free guidance (7.5).")
+    height: OptInt = Field(default=None, description="Output height in pixels, a multiple of 8.")
+    width: OptInt = Field(default=None, description="Output width in pixels, a multiple of 8.")
+    seed: OptInt = Field(
         default=None, ge=0, lt=2**63, description="Random seed in [0, 2**63); chosen and reported when omitted."
     )
     lora: LoraSelection | None = Field(default=None, description="LoRA adapter and scale to apply.")
-    strength: float | None = Field(
+    strength: OptFloat = Field(
         default=None, allow_inf_nan=False, description="img2img strength in (0, 1]: how far to move from the photo."
+    )
+    n: OptInt = Field(
+        default=None,
+        description="Images to make (1 by default); image i uses seed + i. They share the Generator's batches.",
+    )
+    output_format: OutputFormat | None = Field(default=None, description="Encoding of the stored images (png).")
+    output_compression: OptInt = Field(
+        default=None, ge=0, le=100, description="jpeg/webp quality, 0-100 (90 when omitted); ignored for png."
     )
     webhook_url: str | None = Field(
         default=None, max_length=4096, description="Where to POST the result when the task ends (signed, retried)."
@@ -115,11 +140,14 @@ class GenerateRequest(BaseModel):
             raise InvalidInput("Strength must be in (0, 1].")
         if has_image and int(steps * strength) < 1:
             raise InvalidInput("num_inference_steps * strength must be at least 1 for an image edit.")
-        cost, cost_limit = height * width * steps, limits.request_cost_limit()
+        n = self.n if self.n is not None else 1
+        if not 1 <= n <= limits.max_images:
+            raise InvalidInput(f"n must be between 1 and {limits.max_images}.")
+        cost, cost_limit = height * width * steps * n, limits.request_cost_limit()
         if cost > cost_limit:
             raise InvalidInput(
-                f"height x width x num_inference_steps is {cost}; one request may ask for at most {cost_limit} "
-                "on this server (fewer steps or a smaller image).",
+                f"height x width x num_inference_steps x n is {cost}; one request may ask for at most "
+                f"{cost_limit} on this server (fewer images or steps, or a smaller image).",
                 error_code="COST_TOO_HIGH",
             )
         lora: ResolvedLora | None = None
@@ -140,6 +168,9 @@ class GenerateRequest(BaseModel):
             strength=strength,
             seed=self.seed if self.seed is not None else secrets.randbelow(2**31),
             lora=lora,
+            n=n,
+            output_format=self.output_format or "png",
+            output_compression=self.output_compression,
             initial_image_url=self.initial_image_url,
             webhook_url=self.webhook_url,
             user_id=self.user_id,
@@ -169,19 +200,41 @@ class ResolvedGenerate(BaseModel):
     strength: float
     seed: int
     lora: ResolvedLora | None = None
+    n: int = Field(default=1, description="Images to make; image i uses seed + i.")
+    output_format: OutputFormat = "png"
+    output_compression: int | None = None
     initial_image_url: str | None = None
     webhook_url: str | None = None
     user_id: str = "anonymous"
 
     @property
-    def cost(self) -> int:
-        """Pixel-steps: height x width x num_inference_steps x images (a desk task makes one image)."""
+    def pixel_steps_per_image(self) -> int:
         return self.height * self.width * self.num_inference_steps
 
-    def generation_spec(
+    @property
+    def cost(self) -> int:
+        """Pixel-steps: height x width x num_inference_steps x images."""
+        return self.pixel_steps_per_image * self.n
+
+    def generation_specs(
         self, prompt: str, negative_prompt: str, init_image_png: bytes | None, task_id: str | None = None
+    ) -> list[GenerationSpec]:
+        """The Generator's inputs, one per image (seed + i): this request's settings with the final
+        prompts and the photo. Sent together, they share the Generator's batches."""
+        return [
+            self.generation_spec(prompt, negative_prompt, init_image_png, task_id, seed=(self.seed + i) % 2**63)
+            for i in range(self.n)
+        ]
+
+    def generation_spec(
+        self,
+        prompt: str,
+        negative_prompt: str,
+        init_image_png: bytes | None,
+        task_id: str | None = None,
+        seed: int | None = None,
     ) -> GenerationSpec:
-        """The Generator's input: this request's settings with the final prompts and the photo."""
+        """The Generator's input for one image: this request's settings with the final prompts and the photo."""
         return GenerationSpec(
             task_id=task_id,
             prompt=prompt,
@@ -190,7 +243,7 @@ class ResolvedGenerate(BaseModel):
             guidance_scale=self.guidance_scale,
             height=self.height,
             width=self.width,
-            seed=self.seed,
+            seed=self.seed if seed is None else seed,
             strength=self.strength,
             init_image_png=init_image_png,
             lora_name=self.lora.name if self.lora else None,
@@ -214,6 +267,7 @@ class GenerationLimits(BaseModel):
     max_prompt_chars: int = Field(default=2000, description="Longest prompt accepted.")
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, description="Largest image upload/fetch.")
     max_image_pixels: int = Field(default=4096 * 4096, description="Largest decoded image (w*h).")
+    max_images: int = Field(default=8, ge=1, le=64, description="Largest `n` (images per request) accepted.")
     max_request_cost: int | None = Field(
         default=None,
         ge=1,
@@ -339,6 +393,14 @@ class GenerationOutput(BaseModel):
     seconds: float = 0.0
 
 
+class GeneratedImage(BaseModel):
+    """One image a task made."""
+
+    url: str = Field(description="Where to fetch it (the storage backend's URL).")
+    key: str = Field(description="Its key in the storage backend.")
+    seed: int = Field(description="The seed that made it (the request's seed + its index).")
+
+
 class StageRetry(BaseModel):
     """One try of a stage that failed because its replica or node did, and was retried."""
 
@@ -365,7 +427,9 @@ class TaskResult(BaseModel):
         default=None, description="While queued or running: seconds until it ends, from recent tasks' run times."
     )
     initial_image_url: str | None = None
-    processed_image_url: str | None = None
+    processed_image_url: str | None = Field(default=None, description="The (first) generated image.")
+    images: list[GeneratedImage] | None = Field(default=None, description="Every generated image, in seed order.")
+    output_format: OutputFormat | None = Field(default=None, description="Encoding of the generated images.")
     caption: str | None = None
     is_desk: bool | None = None
     desk_score: float | None = None

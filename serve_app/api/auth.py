@@ -46,9 +46,10 @@ class Caller:
                 "user_id: with API keys on, a task's user id is its key's; omit it.", error_code="USER_ID_MISMATCH"
             )
         limit = self.limits.max_pixel_steps_per_image if self.limits else None
-        if limit is not None and resolved.cost > limit:
+        if limit is not None and resolved.pixel_steps_per_image > limit:
             raise Forbidden(
-                f"height x width x num_inference_steps is {resolved.cost}; this API key may ask for at most "
+                f"height x width x num_inference_steps is {resolved.pixel_steps_per_image}; this API key may ask "
+                "for at most "
                 f"{limit} per image.",
                 error_code="KEY_LIMIT_EXCEEDED",
             )

@@ -21,6 +21,7 @@ from serve_app.errors import ImageFetchFailed, InvalidInput, NotFound, PayloadTo
 from serve_app.images import decode_image_and_format, stored_photo
 from serve_app.net import acheck_url, fetch_bytes
 from serve_app.protocol import (
+    NON_BLANK_PATTERN,
     ErrorResponse,
     GenerateRequest,
     GenerationLimits,
@@ -29,6 +30,7 @@ from serve_app.protocol import (
     TaskResult,
 )
 from serve_app.storage.base import make_key
+from serve_app.tasks import TaskRecord
 from serve_app.tasks.store import Admission
 
 router = APIRouter(prefix="/v1", tags=["desk makeover"])
@@ -60,7 +62,7 @@ _REQUEST_BODY = {
 }
 
 
-def _non_null(prop: dict[str, Any]) -> dict[str, Any]:
+def non_null(prop: dict[str, Any]) -> dict[str, Any]:
     """The branch of an `anyOf: [X, null]` property that is not null (or the property itself)."""
     return next((b for b in prop.get("anyOf", []) if b.get("type") != "null"), prop)
 
@@ -80,18 +82,19 @@ def request_schemas(
     request = GenerateRequest.model_json_schema(ref_template="#/components/schemas/{model}")
     schemas = request.pop("$defs", {})
     props = request["properties"]
-    props["prompt"].update(minLength=1, maxLength=limits.max_prompt_chars, pattern=r"\S")
-    _non_null(props["negative_prompt"]).update(maxLength=limits.max_prompt_chars)
-    _non_null(props["num_inference_steps"]).update(minimum=1, maximum=limits.max_steps)
-    _non_null(props["guidance_scale"]).update(minimum=0, maximum=limits.max_guidance_scale)
+    props["prompt"].update(minLength=1, maxLength=limits.max_prompt_chars, pattern=NON_BLANK_PATTERN)
+    non_null(props["negative_prompt"]).update(maxLength=limits.max_prompt_chars)
+    non_null(props["num_inference_steps"]).update(minimum=1, maximum=limits.max_steps)
+    non_null(props["guidance_scale"]).update(minimum=0, maximum=limits.max_guidance_scale)
     for side in ("height", "width"):
-        _non_null(props[side]).update(minimum=limits.min_side, maximum=limits.max_side, multipleOf=8)
-    _non_null(props["strength"]).update(exclusiveMinimum=0, maximum=1)
-    _non_null(props["initial_image_url"]).update(pattern="^(https?|s3)://" if s3_inputs else "^https?://")
+        non_null(props[side]).update(minimum=limits.min_side, maximum=limits.max_side, multipleOf=8)
+    non_null(props["strength"]).update(exclusiveMinimum=0, maximum=1)
+    non_null(props["n"]).update(minimum=1, maximum=limits.max_images)
+    non_null(props["initial_image_url"]).update(pattern="^(https?|s3)://" if s3_inputs else "^https?://")
     if not webhooks:
         props["webhook_url"] = {"type": "null", "description": "Webhooks are off on this server."}
     else:
-        _non_null(props["webhook_url"]).update(pattern="^https?://")
+        non_null(props["webhook_url"]).update(pattern="^https?://")
     lora_names = [spec.name for spec in preset.loras]
     if lora_names:
         schemas["LoraSelection"]["properties"]["name"]["enum"] = lora_names
@@ -100,7 +103,7 @@ def request_schemas(
     cost = limits.request_cost_limit()
     request["description"] = (
         f"Every range below is this server's (preset {preset.name}). Also: height x width x "
-        f"num_inference_steps must be at most {cost} (else 422 COST_TOO_HIGH); with a photo, "
+        f"num_inference_steps x n must be at most {cost} (else 422 COST_TOO_HIGH); with a photo, "
         "num_inference_steps x strength must be at least 1; give initial_image_url or an uploaded `image`, "
         "not both; the URL must be an image the server can fetch (else 422 IMAGE_FETCH_FAILED / "
         "UNSAFE_URL) and an upload a PNG, JPEG, WEBP, GIF or BMP image (else 422 INVALID_IMAGE)."
@@ -116,7 +119,7 @@ def _form_schema(request: dict[str, Any], lora_names: list[str]) -> dict[str, An
     for name, prop in form["properties"].items():
         if prop.get("type") == "null":  # a field this server refuses (webhook_url with webhooks off)
             continue
-        branch = dict(_non_null(prop))
+        branch = dict(non_null(prop))
         branch.pop("$ref", None)
         props[name] = {**branch, "description": prop.get("description", "")}
     if lora_names:
@@ -131,7 +134,7 @@ def _form_schema(request: dict[str, Any], lora_names: list[str]) -> dict[str, An
     return form
 
 
-async def _read_body(request: Request, limit: int, take: Callable[[int], None]) -> bytes:
+async def read_body(request: Request, limit: int, take: Callable[[int], None]) -> bytes:
     """The raw body, refused with 413 past `limit` (by Content-Length, then while streaming); every
     chunk is counted against the replica's upload budget by `take` (503 when it is spent)."""
     declared = request.headers.get("content-length")
@@ -195,7 +198,7 @@ async def _parse(
     upload: bytes | None = None
     if content_type == "multipart/form-data":
         limit = ctx.limits.max_upload_bytes + _FORM_OVERHEAD
-        request._body = await _read_body(request, limit, take)  # type: ignore[attr-defined]
+        request._body = await read_body(request, limit, take)  # type: ignore[attr-defined]
         form = await request.form(max_files=1, max_fields=32)
         fields: dict[str, Any] = {}
         for key, value in form.multi_items():
@@ -211,7 +214,7 @@ async def _parse(
             raise PayloadTooLarge(f"Uploaded image exceeds {ctx.limits.max_upload_bytes} bytes.")
         payload = {k: v for k, v in fields.items() if v is not None}
     elif content_type in ("application/json", ""):
-        raw = await _read_body(request, 256 * 1024, take)
+        raw = await read_body(request, 256 * 1024, take)
         payload = _json_object(raw)
     else:
         raise InvalidInput(f"Unsupported content type {content_type!r}; send JSON or multipart/form-data.")
@@ -293,46 +296,68 @@ async def submit(
                 )
             await acheck_url(resolved.webhook_url, ctx.args.fetch)
 
-        # 2. Idempotency: the same key and body answer with the same task; another body is a 409.
-        #    Keys are scoped to the API key (auth on) or the user id, so callers never see each other's.
-        fingerprint = request_fingerprint(req.model_dump(mode="json"), upload or b"")
-        scope = f"key:{caller.key_id}" if caller.key_id else resolved.user_id
-        scoped_key = f"{scope}:{idempotency_key}" if idempotency_key else None
-        if scoped_key:
-            existing = await asyncio.to_thread(ctx.tasks.find_idempotent, scoped_key, fingerprint)
-            if existing is not None:
-                response.headers["Location"] = f"/v1/result/{existing.task_id}"
-                return TaskAccepted(task_id=existing.task_id, status=existing.status)
-
-        # 3. Shed load (queue, its cost, the key's limits) before doing the expensive part.
-        admission = _admission(ctx, caller)
-        await asyncio.to_thread(ctx.tasks.precheck, admission, resolved.cost, caller.key_id)
-
-        # 4. Take the photo in (nothing a user sent is lost), then record the task and hand it off;
-        #    the insert checks admission again, serialised with every other submit.
-        input_key, initial_image_url = await _take_in_photo(ctx, resolved, upload)
-        task_id = uuid.uuid4().hex
-        record, _ = await asyncio.to_thread(
-            lambda: ctx.tasks.create(
-                task_id,
-                kind="desk",
-                request=resolved.model_dump(mode="json"),
-                input_key=input_key,
-                initial_image_url=initial_image_url,
-                webhook_url=resolved.webhook_url,
-                idempotency_key=scoped_key,
-                request_hash=fingerprint,
-                cost=resolved.cost,
-                key_id=caller.key_id,
-                admission=admission,
-                dispatch_grace_s=ctx.args.tasks.dispatch_grace_s,
-            )
+        record, _ = await accept_task(
+            ctx, caller, kind="desk", req=req, resolved=resolved, upload=upload, idempotency_key=idempotency_key
         )
-    if record.task_id == task_id:
-        ctx.metrics.submitted("desk")
-        ctx.dispatch(task_id)
     response.headers["Location"] = f"/v1/result/{record.task_id}"
     return TaskAccepted(task_id=record.task_id, status=record.status)
+
+
+async def accept_task(
+    ctx: IngressContext,
+    caller: Caller,
+    *,
+    kind: str,
+    req: GenerateRequest,
+    resolved: ResolvedGenerate,
+    upload: bytes | None,
+    idempotency_key: str | None,
+) -> tuple[TaskRecord, bool]:
+    """Record a validated request as a task of `kind` and hand it to a runner: (record, created).
+
+    Idempotent per Idempotency-Key (the same key and body answer with the first task, another body
+    is a 409), shed by admission before the photo is taken in, admitted again inside the insert.
+    """
+    # 1. Idempotency: keys are scoped to the API key (auth on) or the user id, so callers never see
+    #    each other's.
+    body = req.model_dump(mode="json")
+    fingerprint = request_fingerprint(body if kind == "desk" else {"kind": kind, **body}, upload or b"")
+    scope = f"key:{caller.key_id}" if caller.key_id else resolved.user_id
+    scoped_key = f"{scope}:{idempotency_key}" if idempotency_key else None
+    if scoped_key:
+        existing = await asyncio.to_thread(ctx.tasks.find_idempotent, scoped_key, fingerprint)
+        if existing is not None:
+            return existing, False
+
+    # 2. Shed load (queue, its cost, the key's limits) before doing the expensive part.
+    admission = _admission(ctx, caller)
+    await asyncio.to_thread(ctx.tasks.precheck, admission, resolved.cost, caller.key_id)
+
+    # 3. Take the photo in (nothing a user sent is lost), then record the task and hand it off;
+    #    the insert checks admission again, serialised with every other submit.
+    input_key, initial_image_url = await _take_in_photo(ctx, resolved, upload)
+    task_id = uuid.uuid4().hex
+    record, _ = await asyncio.to_thread(
+        lambda: ctx.tasks.create(
+            task_id,
+            kind=kind,
+            request=resolved.model_dump(mode="json"),
+            input_key=input_key,
+            initial_image_url=initial_image_url,
+            webhook_url=resolved.webhook_url,
+            idempotency_key=scoped_key,
+            request_hash=fingerprint,
+            cost=resolved.cost,
+            key_id=caller.key_id,
+            admission=admission,
+            dispatch_grace_s=ctx.args.tasks.dispatch_grace_s,
+        )
+    )
+    created = record.task_id == task_id
+    if created:
+        ctx.metrics.submitted(kind)
+        ctx.dispatch(task_id)
+    return record, created
 
 
 @router.get(

@@ -101,6 +101,7 @@ async def info(ctx: IngressContext = Depends(get_ctx)) -> dict[str, Any]:
             "default_limits": ctx.args.auth.default_limits.model_dump() if ctx.args.auth.enabled else None,
         },
         "cors": {"enabled": ctx.args.cors.enabled, **ctx.args.cors.model_dump()},
+        "openai_compatible": ctx.args.openai.model_dump(),
         "retention": {"ttl_s": ctx.args.retention.ttl_s, "sweep_interval_s": ctx.args.retention.sweep_interval_s},
         "retries": ctx.args.retries.model_dump(),
         "s3_input_prefixes": getattr(ctx.args.storage, "input_prefixes", None),
@@ -110,6 +111,11 @@ async def info(ctx: IngressContext = Depends(get_ctx)) -> dict[str, Any]:
             "DELETE /v1/tasks/{task_id}",
             "POST /v1/tasks/{task_id}/cancel",
             "GET /v1/tasks/{task_id}/events (Server-Sent Events)",
+            *(
+                ["POST /v1/images/generations (OpenAI-compatible)", "POST /v1/images/edits (OpenAI-compatible)"]
+                if ctx.args.openai.enabled
+                else []
+            ),
             "GET /healthcheck",
             "GET /info",
             "GET /files/{key} (local storage)",

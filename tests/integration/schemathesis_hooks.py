@@ -5,7 +5,11 @@ rules JSON Schema cannot express, which the document states in words: height x w
 within `max_request_cost`, num_inference_steps x strength >= 1 for an image edit, not both an
 image URL and an upload, an image URL the server can fetch, and image bytes that are an image.
 `positive_data_acceptance` is run as it is, except that a 422 naming exactly one of those rules
-is accepted for schema-valid data; any other rejection of schema-valid data still fails.
+is accepted for schema-valid data (a 400 in OpenAI's error shape on the OpenAI-compatible
+/v1/images routes); any other rejection of schema-valid data still fails.
+
+The /v1/images routes answer when the images are done; the run asks them for the task at once
+instead (`Prefer: respond-async`, a documented answer) and cancels it, as it does /v1/generate's.
 """
 
 from __future__ import annotations
@@ -23,13 +27,20 @@ CROSS_FIELD_MESSAGES = (
 )
 
 
+OPENAI_ROUTES = ("/v1/images/generations", "/v1/images/edits")
+TASK_ROUTES = ("/v1/generate", *OPENAI_ROUTES)
+
+
 def _documented_cross_field_rule(response: schemathesis.Response) -> bool:
-    if response.status_code != 422:
+    if response.status_code not in (400, 422):
         return False
     try:
         body = json.loads(response.content)
     except ValueError:
         return False
+    if response.status_code == 400:  # the OpenAI routes' shape: {"error": {"code", "message", ...}}
+        error = body.get("error") if isinstance(body.get("error"), dict) else {}
+        body = {"error_code": error.get("code"), "message": error.get("message")}
     return body.get("error_code") in CROSS_FIELD_CODES or body.get("message") in CROSS_FIELD_MESSAGES
 
 
@@ -46,11 +57,18 @@ def positive_data_acceptance_with_cross_field_rules(
 
 
 @schemathesis.hook
+def before_call(ctx: schemathesis.HookContext, case: schemathesis.Case, **kwargs: object) -> None:
+    """The OpenAI routes: the task at once (202), not a wait for its images."""
+    if case.method.upper() == "POST" and case.path in OPENAI_ROUTES:
+        case.headers = {**(case.headers or {}), "Prefer": "respond-async"}
+
+
+@schemathesis.hook
 def after_call(ctx: schemathesis.HookContext, case: schemathesis.Case, response: schemathesis.Response) -> None:
     """Cancel every task the run makes, at once: a fuzz run exercises the API, not the models, and
     a thousand random renders would hold the shared test app's replicas for many minutes."""
-    if case.method.upper() != "POST" or case.path != "/v1/generate" or response.status_code != 202:
+    if case.method.upper() != "POST" or case.path not in TASK_ROUTES or response.status_code != 202:
         return
     task_id = json.loads(response.content)["task_id"]
-    url = response.request.url.rsplit("/v1/generate", 1)[0] + f"/v1/tasks/{task_id}"
+    url = response.request.url.rsplit(case.path, 1)[0] + f"/v1/tasks/{task_id}"
     requests.delete(url, headers=dict(case.headers or {}), timeout=30)

@@ -4,11 +4,13 @@ and infrastructure faults retried (a replica that died is not the request's faul
 from __future__ import annotations
 
 import asyncio
+import io
 from pathlib import Path
 from typing import Any
 
 import pytest
 import ray.exceptions
+from PIL import Image
 
 from serve_app.config import LocalStorageConfig, RetryConfig, load_preset
 from serve_app.errors import AppError, GenerationFailed, StorageError, TaskCancelled
@@ -243,3 +245,47 @@ async def test_cancel_between_stages(tmp_path: Path) -> None:
         await flow.run(_record("u/20260101/p.png"), progress, cancelled)
     assert stages.specs == [], "nothing generated after a cancel"
     await asyncio.sleep(0)
+
+
+class PaintingStages(FakeStages):
+    """FakeStages whose images are real PNGs (so they can be re-encoded)."""
+
+    async def generate(self, spec: GenerationSpec, on_step: OnStep) -> GenerationOutput:
+        output = await super().generate(spec, on_step)
+        buffer = io.BytesIO()
+        Image.new("RGB", (spec.width, spec.height), (spec.seed % 256, 0, 0)).save(buffer, format="PNG")
+        return output.model_copy(update={"image_png": buffer.getvalue()})
+
+
+async def test_n_images_in_one_batch_each_seed_stored_in_the_asked_format(tmp_path: Path) -> None:
+    stages = PaintingStages()
+    store = LocalImageStore(LocalStorageConfig(root=str(tmp_path), public_base_url="http://h"))
+    steps: list[tuple[int, int | None]] = []
+
+    async def progress(stage: Stage, step: int | None = None, total: int | None = None) -> None:
+        if step is not None:
+            steps.append((step, total))
+
+    async def cancelled() -> bool:
+        return False
+
+    flow = DeskFlow(stages, store, load_item_vocabulary(), retries=FAST_RETRIES)
+    record = _record(None, n=3, output_format="jpeg", output_compression=70)
+    outcome = await flow.run(record, progress, cancelled)
+    result = outcome.result
+    assert sorted(spec.seed for spec in stages.specs) == [7, 8, 9]
+    assert steps == [(1, 2), (2, 2)], "n calls report each step once"
+    assert [image["seed"] for image in result["images"]] == [7, 8, 9]
+    assert result["processed_image_url"] == result["images"][0]["url"] and result["output_format"] == "jpeg"
+    assert len(outcome.object_keys) == 6
+    for image in result["images"]:
+        assert image["url"].endswith(".jpg")
+        assert Image.open(io.BytesIO(await store.get(image["key"]))).format == "JPEG"
+        assert (await store.get_metadata(image["key"]))["seed"] == image["seed"]
+
+
+async def test_one_failed_image_of_n_fails_a_text_to_image_task(tmp_path: Path) -> None:
+    stages = FakeStages(generate_errors=[ValueError("bad weights")])
+    with pytest.raises(AppError) as caught:
+        await _run(tmp_path, stages, photo=False, n=2)
+    assert caught.value.error_code == "GENERATION_FAILED"
