@@ -37,7 +37,7 @@ COPY --chown=ray:users pyproject.toml README.md ./
 COPY --chown=ray:users serve_app serve_app
 COPY --chown=ray:users deployments deployments
 COPY --chown=ray:users configs configs
-COPY --chown=ray:users serve_config.yaml serve_config.gpu.yaml serve_config.cluster.yaml ./
+COPY --chown=ray:users serve_config.yaml serve_config.gpu.yaml serve_config.multigpu.yaml serve_config.cluster.yaml ./
 RUN pip install -c requirements/constraints.txt -e . \
  && python -c "from serve_app.config import load_preset; [load_preset(p) for p in ('tiny', 'sd15', 'sdxl')]"
 

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from serve_app.config import ModelSpec
-from serve_app.models.device import resolve_device, resolve_dtype
+from serve_app.models.device import log_gpu_share, resolve_device, resolve_dtype
 from serve_app.models.tiny_vision import ensure_tiny_blip, model_source
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ class CaptionEngine:
         # One generate at a time: a replica may call from several threads.
         self._lock = threading.Lock()
         logger.info("captioner %s loaded from %s on %s (%s)", self.model_id, source, self.device, self.dtype)
+        log_gpu_share(f"captioner {self.model_id}", self.device)
 
     @torch.inference_mode()
     def caption(self, images: list[Image.Image], max_new_tokens: int = 30) -> list[str]:

@@ -17,7 +17,7 @@ from PIL import Image
 
 from serve_app.config import ClassifierModel
 from serve_app.errors import ConfigurationError
-from serve_app.models.device import resolve_device, resolve_dtype
+from serve_app.models.device import log_gpu_share, resolve_device, resolve_dtype
 from serve_app.models.tiny_vision import ensure_tiny_clip, model_source
 from serve_app.protocol import Classification
 
@@ -58,6 +58,7 @@ class DeskClassifierEngine:
             embeds = embeds / embeds.norm(dim=-1, keepdim=True)
             self._text_embeds = embeds * self.model.logit_scale.exp().float()
         logger.info("desk classifier %s loaded from %s on %s (%s)", self.model_id, source, self.device, self.dtype)
+        log_gpu_share(f"desk classifier {self.model_id}", self.device)
 
     @torch.inference_mode()
     def scores(self, images: list[Image.Image]) -> list[float]:

@@ -76,3 +76,37 @@ def configure_torch_threads() -> int:
         torch.set_num_threads(threads)
         logger.info("torch threads set to %d", threads)
     return threads
+
+
+def gpu_share_report(what: str, allocated_bytes: int, share: float | None, total_bytes: int) -> tuple[bool, str]:
+    """Whether a replica's model fits the GPU share Ray gave it, and a line saying so.
+
+    `share` is the replica's `num_gpus` (None or 0: a whole GPU is assumed); the weights should
+    leave room for activations, so more than 80% of the share is reported as not fitting.
+    """
+    budget = (share if share and share < 1 else 1.0) * total_bytes
+    fits = allocated_bytes <= 0.8 * budget
+    gib = 1024**3
+    line = (
+        f"{what}: weights take {allocated_bytes / gib:.2f} GiB of a {budget / gib:.2f} GiB share "
+        f"({share or 1:g} of {total_bytes / gib:.1f} GiB)"
+    )
+    if not fits:
+        line += "; this leaves too little for activations: raise num_gpus in the serve config or use a smaller model"
+    return fits, line
+
+
+def log_gpu_share(what: str, device: torch.device) -> None:
+    """Log how much of this replica's GPU share its model takes (CUDA only; at replica start)."""
+    if device.type != "cuda":
+        return
+    try:
+        import ray
+
+        share = ray.get_runtime_context().get_assigned_resources().get("GPU")
+    except Exception:  # not in a Ray worker (tests, scripts)
+        share = None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    total = torch.cuda.get_device_properties(index).total_memory
+    fits, line = gpu_share_report(what, torch.cuda.memory_allocated(index), share, total)
+    (logger.info if fits else logger.error)(line)

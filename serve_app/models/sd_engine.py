@@ -25,7 +25,7 @@ from PIL import Image
 from serve_app.config import GeneratorModel, LoraSpec
 from serve_app.errors import ConfigurationError, GenerationFailed, InvalidInput, TaskCancelled
 from serve_app.images import decode_image
-from serve_app.models.device import resolve_device, resolve_dtype
+from serve_app.models.device import log_gpu_share, resolve_device, resolve_dtype
 from serve_app.models.tiny import LORA_WEIGHT_NAME, ensure_tiny_lora, ensure_tiny_sd, parse_tiny_lora_path
 from serve_app.protocol import GenerationOutput, GenerationSpec
 
@@ -142,6 +142,7 @@ class SDEngine:
             self.dtype,
             time.perf_counter() - started,
         )
+        log_gpu_share(f"generator {model.model_id}", self.device)
 
     # --- LoRA ------------------------------------------------------------------------------------
 

@@ -53,7 +53,7 @@ def check_serve_config(config: dict[str, Any]) -> None:
     KubeRay RayService): Ray's own schema; our args and their preset; the deployments it configures
     are exactly those of the app graph those args build (Serve refuses settings for a deployment the
     graph lacks, and resources live only in the config); batches within concurrency; a Generator
-    that can scale."""
+    that can scale (or, in the one-GPU profile, exactly one that fits)."""
     from ray.serve._private.build_app import build_app as build_graph
     from ray.serve.schema import ServeDeploySchema
 
@@ -73,10 +73,16 @@ def check_serve_config(config: dict[str, Any]) -> None:
             if batch:
                 assert deployment["max_ongoing_requests"] >= batch, f"{deployment['name']} would cap its batches"
         generator = next(d for d in raw["deployments"] if d["name"] == "Generator")
-        assert generator["autoscaling_config"]["max_replicas"] > generator["autoscaling_config"]["min_replicas"]
+        if "autoscaling_config" in generator:
+            assert generator["autoscaling_config"]["max_replicas"] > generator["autoscaling_config"]["min_replicas"]
+        else:
+            assert generator["num_replicas"] == 1 and generator["ray_actor_options"].get("num_gpus", 0) < 1
 
 
-@pytest.mark.parametrize("config_file", ["serve_config.yaml", "serve_config.gpu.yaml", "serve_config.cluster.yaml"])
+@pytest.mark.parametrize(
+    "config_file",
+    ["serve_config.yaml", "serve_config.gpu.yaml", "serve_config.multigpu.yaml", "serve_config.cluster.yaml"],
+)
 def test_serve_configs_parse_and_batch_within_concurrency(config_file: str) -> None:
     check_serve_config(yaml.safe_load((REPO / config_file).read_text()))
 
@@ -110,6 +116,42 @@ def test_cpu_profile_fits_two_cores() -> None:
         replicas = deployment.get("num_replicas") or deployment["autoscaling_config"]["max_replicas"]
         total += replicas * deployment["ray_actor_options"]["num_cpus"]
     assert total <= 2.0, f"the CPU profile reserves {total} CPUs at peak"
+
+
+def _gpus_needed(config: dict[str, Any], *, at_peak: bool) -> int:
+    """How many whole GPUs Ray needs to place every replica (first fit, largest share first):
+    a fractional share must fit on one GPU, as Ray places it."""
+    shares: list[float] = []
+    for deployment in config["applications"][0]["deployments"]:
+        share = deployment["ray_actor_options"].get("num_gpus", 0)
+        scaling = deployment.get("autoscaling_config")
+        replicas = deployment.get("num_replicas") or scaling[("max_replicas" if at_peak else "min_replicas")]
+        shares += [share] * replicas if share else []
+    gpus: list[float] = []
+    for share in sorted(shares, reverse=True):
+        free = next((i for i, used in enumerate(gpus) if used + share <= 1.0 + 1e-9), None)
+        if free is None:
+            gpus.append(share)
+        else:
+            gpus[free] += share
+    return len(gpus)
+
+
+@pytest.mark.parametrize(("config_file", "gpus"), [("serve_config.gpu.yaml", 1), ("serve_config.multigpu.yaml", 8)])
+def test_gpu_profiles_place_every_replica_on_their_gpus(config_file: str, gpus: int) -> None:
+    """The one-GPU profile used to ask for 1.5 GPUs: on a one-GPU machine the Generator never
+    scheduled and the app never became healthy."""
+    config = yaml.safe_load((REPO / config_file).read_text())
+    assert _gpus_needed(config, at_peak=False) <= gpus
+    assert _gpus_needed(config, at_peak=True) == gpus, f"{config_file} should use all of its {gpus} GPU(s) at peak"
+
+
+def test_the_gpu_count_check_sees_a_profile_that_does_not_fit() -> None:
+    config = yaml.safe_load((REPO / "serve_config.gpu.yaml").read_text())
+    for deployment in config["applications"][0]["deployments"]:
+        if deployment["name"] == "Generator":
+            deployment["ray_actor_options"]["num_gpus"] = 1  # the old profile: 1 + 0.25 + 0.25
+    assert _gpus_needed(config, at_peak=False) == 2
 
 
 def test_app_args_resolve_absolute_paths(tmp_path: Path) -> None:

@@ -413,3 +413,14 @@ async def test_cancelling_the_caller_stops_the_diffusion_loop() -> None:
         await caller
     assert await asyncio.to_thread(observed.wait, 10), "should_stop() never turned true"
     assert gen.engine.steps < 10_000 and events and events[0].step == 1
+
+
+def test_the_gpu_share_report_says_when_a_model_does_not_fit() -> None:
+    from serve_app.models.device import gpu_share_report
+
+    gib = 1024**3
+    fits, line = gpu_share_report("Generator", 2 * gib, 0.8, 16 * gib)
+    assert fits and "2.00 GiB of a 12.80 GiB share" in line
+    fits, line = gpu_share_report("Captioner", 2 * gib, 0.1, 16 * gib)
+    assert not fits and "raise num_gpus" in line
+    assert gpu_share_report("Generator", 10 * gib, None, 16 * gib)[0], "no share: the whole GPU"
