@@ -32,6 +32,7 @@ EXPECTED: dict[str, set[str]] = {
     "cold_start": {"runs"},
     "gpu_throughput": {"models", "peak_tflops", "device_name"},
     "task_store": {"sqlite"},
+    "peers": {"rates", "peer_startup_s", "app_startup_s"},
 }
 
 

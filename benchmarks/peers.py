@@ -1,0 +1,250 @@
+"""Side by side with the peer: Ray's documented Stable Diffusion example vs this app, same tiny
+SD model, same Poisson load, one image per request.
+
+    python -m benchmarks.peers [--rates 1 2 4 --requests 24 --steps 8 --size 64 --slo-s 5] [--smoke]
+
+- peer: benchmarks/_peer_app.py, the shape of Ray's doc example (ingress -> one model deployment,
+  one image per call, no batching, no multiplexing, a synchronous `generate`), autoscaling as this
+  app's Generator does (1 to 2 replicas of 0.5 CPU here) so both get the same CPU;
+- this app: serve_config.yaml on the tiny preset, through its OpenAI-compatible
+  `POST /v1/images/generations`, which answers when the image is done: the durable task store,
+  the task runner, the batching Generator (its serve_config batch knobs) and local storage are all
+  on the path the peer lacks.
+
+Both are started in turn in one private Ray cluster (each alone on the machine), each rate's
+arrivals are the same seeded exponential gaps, and each request times one HTTP call from send to
+its image (the app's answer carries the image as b64_json, the peer's is the PNG body).
+Goodput: images back within `--slo-s`, per second of the rate's span.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.common import (
+    DEFAULT_CACHE_DIR,
+    REPO_ROOT,
+    BenchRun,
+    base_parser,
+    bench_app_config,
+    deploy_and_wait,
+    free_port,
+    latency_stats,
+    local_ray,
+    new_run,
+    preset_file,
+    print_table,
+    quiet_libraries,
+    short_tmpdir,
+    wait_http_ok,
+    write_results,
+)
+
+NAME = "peers"
+PROMPT = "a cozy wooden desk with a monitor, a keyboard and a plant"
+TARGETS = ("ray-doc-example", "imagegen-serve")
+
+
+def parse_args() -> Any:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--rates", type=float, nargs="+", default=[1.0, 2.0, 4.0], help="offered req/s")
+    parser.add_argument("--requests", type=int, default=24, help="arrivals per rate")
+    parser.add_argument("--steps", type=int, default=8, help="diffusion steps per image")
+    parser.add_argument("--size", type=int, default=64, help="image height and width")
+    parser.add_argument("--slo-s", type=float, default=5.0, help="goodput counts images back within this")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the arrival times")
+    parser.add_argument("--torch-threads", type=int, default=1, help="torch threads per model replica (both)")
+    parser.add_argument("--timeout-s", type=float, default=120.0, help="give up on one request after this")
+    parser.add_argument(
+        "--model-cache-dir", type=Path, default=DEFAULT_CACHE_DIR / "models", help="tiny model cache (both)"
+    )
+    args = parser.parse_args()
+    if args.smoke:
+        args.rates, args.requests, args.steps, args.slo_s = [2.0], 4, 2, 30.0
+    return args
+
+
+@dataclass
+class Sample:
+    sent_at_s: float
+    status: int | str
+    seconds: float | None = None
+
+
+async def _peer_call(client: httpx.AsyncClient, args: Any, seed: int) -> tuple[int, bool]:
+    params = {"prompt": PROMPT, "img_size": args.size, "steps": args.steps, "seed": seed}
+    response = await client.get("/imagine", params=params)
+    return response.status_code, response.headers.get("content-type") == "image/png" and bool(response.content)
+
+
+async def _app_call(client: httpx.AsyncClient, args: Any, seed: int) -> tuple[int, bool]:
+    body = {
+        "prompt": PROMPT,
+        "size": f"{args.size}x{args.size}",
+        "response_format": "b64_json",
+        "seed": seed,
+        "num_inference_steps": args.steps,
+    }
+    response = await client.post("/v1/images/generations", json=body)
+    ok = response.status_code == 200 and bool(response.json().get("data", [{}])[0].get("b64_json"))
+    return response.status_code, ok
+
+
+async def run_rate(base_url: str, target: str, args: Any, rate: float) -> dict[str, Any]:
+    """`args.requests` Poisson arrivals at `rate`; waits for every answer."""
+    rng = random.Random(f"{args.seed}-{rate}")
+    gaps = [rng.expovariate(rate) for _ in range(args.requests)]
+    call = _peer_call if target == "ray-doc-example" else _app_call
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=base_url, timeout=args.timeout_s, limits=limits) as client:
+        started = time.perf_counter()
+
+        async def one(index: int, at: float) -> Sample:
+            await asyncio.sleep(max(0.0, at - (time.perf_counter() - started)))
+            sent = time.perf_counter()
+            try:
+                status, ok = await call(client, args, index)
+            except httpx.HTTPError as exc:
+                return Sample(sent - started, type(exc).__name__)
+            return Sample(sent - started, status if ok or status != 200 else "no image", time.perf_counter() - sent)
+
+        arrivals = [sum(gaps[: i + 1]) for i in range(len(gaps))]
+        samples = await asyncio.gather(*(one(i, at) for i, at in enumerate(arrivals)))
+        span = time.perf_counter() - started
+    done = [s.seconds for s in samples if s.status == 200 and s.seconds is not None]
+    good = [x for x in done if x <= args.slo_s]
+    statuses: dict[str, int] = {}
+    for sample in samples:
+        statuses[str(sample.status)] = statuses.get(str(sample.status), 0) + 1
+    return {
+        "target": target,
+        "rate": rate,
+        "offered_rps": len(samples) / arrivals[-1] if arrivals and arrivals[-1] > 0 else float("nan"),
+        "requests": len(samples),
+        "done": len(done),
+        "throughput_rps": len(done) / span,
+        "latency": latency_stats(done).model_dump(),
+        "good": len(good),
+        "goodput_rps": len(good) / span,
+        "span_s": span,
+        "statuses": statuses,
+    }
+
+
+def _deploy_peer(port: int, http_options: dict[str, Any], args: Any, run: BenchRun) -> str:
+    from ray import serve
+    from ray.serve._private import api as serve_api
+
+    from benchmarks._peer_app import APIIngress, StableDiffusion
+
+    serve_api.serve_start(http_options=http_options, proxy_location="HeadOnly")  # as the app's config does
+    model = StableDiffusion.options(
+        autoscaling_config={
+            "min_replicas": 1,
+            "initial_replicas": 1,
+            "max_replicas": 2,
+            "target_ongoing_requests": 4,
+            "upscale_delay_s": 3,
+            "downscale_delay_s": 15,
+        },
+        ray_actor_options={"num_cpus": 0.5},
+    )
+    t0 = time.perf_counter()
+    serve.run(APIIngress.bind(model.bind(str(args.model_cache_dir), args.torch_threads)), name="peer", route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+    wait_http_ok(f"{url}/healthcheck", timeout_s=300)
+    run.results["peer_startup_s"] = time.perf_counter() - t0
+    return url
+
+
+def measure(args: Any, run: BenchRun) -> list[dict[str, Any]]:
+    from ray import serve
+
+    results: list[dict[str, Any]] = []
+    root = short_tmpdir("igb-peers-")
+    cache = args.model_cache_dir.expanduser().resolve()
+    cache.mkdir(parents=True, exist_ok=True)
+    args.model_cache_dir = cache
+    try:
+        with local_ray("igb-peersr-", env={"IMAGEGEN_TORCH_THREADS": str(args.torch_threads)}):
+            port = free_port()
+            data_dir = root / "data"
+            data_dir.mkdir()
+            preset = str(preset_file(root, "tiny"))
+            config = bench_app_config(
+                port, data_dir, REPO_ROOT / "serve_config.yaml", preset=preset, model_cache_dir=cache
+            )
+
+            url = _deploy_peer(port, config["http_options"], args, run)
+            for rate in args.rates:
+                results.append(asyncio.run(run_rate(url, "ray-doc-example", args, rate)))
+                _print(results[-1])
+            serve.delete("peer")
+
+            url = deploy_and_wait(config, port, run)
+            run.results["app_startup_s"] = run.results.pop("startup_s")
+            for rate in args.rates:
+                results.append(asyncio.run(run_rate(url, "imagegen-serve", args, rate)))
+                _print(results[-1])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return results
+
+
+def _print(result: dict[str, Any]) -> None:
+    print(
+        f"{result['target']} at {result['rate']:g}/s: {result['done']}/{result['requests']} images, "
+        f"p50 {result['latency']['p50_ms']:.0f} ms, statuses {result['statuses']}"
+    )
+
+
+def report(run: BenchRun, args: Any, results: list[dict[str, Any]]) -> None:
+    rows = [
+        [
+            r["rate"],
+            r["target"],
+            r["offered_rps"],
+            f"{r['done']}/{r['requests']}",
+            r["throughput_rps"],
+            r["latency"]["p50_ms"] / 1e3,
+            r["latency"]["p99_ms"] / 1e3,
+            r["goodput_rps"],
+        ]
+        for r in sorted(results, key=lambda r: (r["rate"], TARGETS.index(r["target"])))
+    ]
+    print_table(
+        f"Same tiny SD model, same Poisson load ({args.requests} requests per rate, {args.steps} steps, "
+        f"{args.size}x{args.size}, SLO {args.slo_s:g} s)",
+        ["rate", "target", "offered/s", "images", "images/s", "p50 s", "p99 s", "goodput/s"],
+        rows,
+        run,
+    )
+    run.results["rates"] = results
+    run.notes.append(
+        f"Both apps in one private Ray cluster, one after the other; torch threads {args.torch_threads} per "
+        "model replica; the load generator on the same machine."
+    )
+
+
+def main() -> None:
+    args = parse_args()
+    quiet_libraries()
+    started = time.perf_counter()
+    run = new_run(NAME, args)
+    os.environ.setdefault("IMAGEGEN_TORCH_THREADS", str(args.torch_threads))
+    results = measure(args, run)
+    report(run, args, results)
+    write_results(run, args.out, started)
+
+
+if __name__ == "__main__":
+    main()
