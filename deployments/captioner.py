@@ -18,6 +18,7 @@ from serve_app.batching import parse_batch_knobs
 from serve_app.config import Preset
 from serve_app.errors import ConfigurationError
 from serve_app.images import decode_image
+from serve_app.metrics import ModelMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Captioner:
         self.max_new_tokens = 30
         self.max_batch_size = DEFAULT_MAX_BATCH_SIZE
         self.batch_wait_timeout_s = DEFAULT_BATCH_WAIT_TIMEOUT_S
+        self.metrics = ModelMetrics("captioner")
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Live knobs: max_batch_size, batch_wait_timeout_s, max_new_tokens."""
@@ -65,7 +67,8 @@ class Captioner:
 
     @serve.batch(max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_TIMEOUT_S)
     async def _caption_batch(self, images: list[Image.Image]) -> list[str]:
-        return await asyncio.to_thread(self.engine.caption, images, self.max_new_tokens)
+        with self.metrics.batch_call(len(images)):
+            return await asyncio.to_thread(self.engine.caption, images, self.max_new_tokens)
 
     async def check_health(self) -> None:
         """Serve calls this periodically; a replica without a loaded model is unhealthy."""

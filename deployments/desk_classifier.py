@@ -18,6 +18,7 @@ from deployments.captioner import DEFAULT_BATCH_WAIT_TIMEOUT_S, DEFAULT_MAX_BATC
 from serve_app.batching import parse_batch_knobs
 from serve_app.config import Preset
 from serve_app.images import decode_image
+from serve_app.metrics import ModelMetrics
 from serve_app.protocol import Classification
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class DeskClassifier:
         )
         self.max_batch_size = DEFAULT_MAX_BATCH_SIZE
         self.batch_wait_timeout_s = DEFAULT_BATCH_WAIT_TIMEOUT_S
+        self.metrics = ModelMetrics("classifier")
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Live knobs: max_batch_size, batch_wait_timeout_s."""
@@ -57,7 +59,8 @@ class DeskClassifier:
 
     @serve.batch(max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_TIMEOUT_S)
     async def _classify_batch(self, images: list[Image.Image]) -> list[Classification]:
-        return await asyncio.to_thread(self.engine.classify, images)
+        with self.metrics.batch_call(len(images)):
+            return await asyncio.to_thread(self.engine.classify, images)
 
     async def check_health(self) -> None:
         """Serve calls this periodically; a replica without a loaded model is unhealthy."""

@@ -38,6 +38,7 @@ from ray import serve
 from serve_app.batching import parse_batch_knobs
 from serve_app.config import Preset
 from serve_app.errors import AppError, GenerationFailed, InvalidInput
+from serve_app.metrics import GeneratorMetrics
 from serve_app.protocol import GenerationOutput, GenerationProgress, GenerationSpec
 
 if TYPE_CHECKING:
@@ -97,9 +98,10 @@ class LoadedAdapter:
     unload is guarded to run once.
     """
 
-    def __init__(self, engine: SDEngine, name: str) -> None:
+    def __init__(self, engine: SDEngine, name: str, metrics: GeneratorMetrics | None = None) -> None:
         self.engine = engine
         self.name = name
+        self.metrics = metrics
         self._guard = threading.Lock()
         self._unloaded = False
 
@@ -110,6 +112,8 @@ class LoadedAdapter:
             self._unloaded = True
         try:
             self.engine.unload_adapter(self.name)
+            if self.metrics is not None:
+                self.metrics.lora_evicted(self.name)
         except Exception:  # pragma: no cover - called from GC / Serve's executor; log only
             logger.warning("unloading LoRA %s failed", self.name, exc_info=True)
 
@@ -139,6 +143,8 @@ class Generator:
         # One pipeline call (and adapter change) at a time: Serve runs the per-model sub-batches of
         # one batch concurrently, and the active adapter is pipeline state.
         self._run_lock = asyncio.Lock()
+        self.metrics = GeneratorMetrics()
+        self._lora_loads = 0  # adapters loaded so far: a pipeline call that loads none was a cache hit
 
         # The LRU size comes from the preset, so the multiplexed loader is wired per instance (Ray
         # 2.60 supports `self.x = serve.multiplexed(...)(fn)`, see `_callable_uses_multiplexing`).
@@ -162,8 +168,15 @@ class Generator:
         spec = self.preset.lora(name)
         if spec is None:
             raise InvalidInput(f"Unknown LoRA adapter {name!r}.")
-        await asyncio.to_thread(self.engine.load_adapter, spec)
-        return LoadedAdapter(self.engine, name)
+        self._lora_loads += 1
+        started = time.perf_counter()
+        try:
+            await asyncio.to_thread(self.engine.load_adapter, spec)
+        except Exception:
+            self.metrics.lora_loaded(name, time.perf_counter() - started, ok=False)
+            raise
+        self.metrics.lora_loaded(name, time.perf_counter() - started, ok=True)
+        return LoadedAdapter(self.engine, name, self.metrics)
 
     async def generate_stream(self, spec: GenerationSpec) -> AsyncIterator[GenerationProgress | GenerationOutput]:
         """Progress events while the image is made, then the image. Call through
@@ -209,6 +222,7 @@ class Generator:
 
         Serve 2.60 hands every item a batch returns to its caller as a value, exceptions included,
         so a per-request error is returned here and raised by the caller-side method."""
+        self.metrics.batch(len(batch))
         specs = [pending.spec for pending in batch]
         results: list[GenerationOutput | AppError | None] = [None] * len(batch)
         for indices in _group_indices(specs):
@@ -217,6 +231,7 @@ class Generator:
                 outputs: Sequence[GenerationOutput | AppError] = await self._run_group(group)
             except Exception as exc:
                 error = _error_for(exc)
+                self.metrics.failed(error, len(group))
                 if error.status_code >= 500:
                     logger.error("generation failed for %d request(s): %s", len(group), exc, exc_info=exc)
                 else:
@@ -230,12 +245,17 @@ class Generator:
         """Make the group's adapter resident (and most recently used), then run one pipeline call."""
         specs = [pending.spec for pending in group]
         lora_name = specs[0].lora_name
+        mode = "img2img" if specs[0].init_image_png is not None else "txt2img"
         control = GroupControl(group)
         async with self._run_lock:
             if lora_name:
                 # Under the lock, so no other group can evict this adapter before the call runs.
+                loads = self._lora_loads
                 await self.get_adapter(lora_name)
-            return await asyncio.to_thread(self.engine.generate, specs, control.on_step, control.should_stop)
+                if self._lora_loads == loads:
+                    self.metrics.lora_hit(lora_name)
+            with self.metrics.pipeline_call(mode, len(specs)):
+                return await asyncio.to_thread(self.engine.generate, specs, control.on_step, control.should_stop)
 
     async def check_health(self) -> None:
         """Serve calls this periodically; a replica without a loaded model is unhealthy."""

@@ -12,6 +12,7 @@ from typing import Any
 from ray import serve
 
 from serve_app.config import ShoppingConfig, get_settings
+from serve_app.metrics import ShoppingMetrics
 from serve_app.protocol import DeskItem, ItemSearchResult
 from serve_app.shopping.service import ShoppingService
 
@@ -24,6 +25,8 @@ class ShoppingSearch:
         self.service = ShoppingService.from_config(
             config, get_settings(), image_base_url, fallback_to_catalog=config.fallback_to_catalog
         )
+        self.metrics = ShoppingMetrics()
+        self.service.on_error = self.metrics.provider_error
 
     async def search(self, items: list[DeskItem]) -> dict[str, ItemSearchResult]:
         """Item name -> offers (or that item's error); items are looked up concurrently."""

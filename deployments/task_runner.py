@@ -46,6 +46,8 @@ from serve_app.webhooks import WebhookSender, make_msg_id
 
 logger = logging.getLogger("ray.serve")
 
+QUEUE_DEPTH_INTERVAL_S = 5.0  # how often a runner refreshes the queue-depth gauge (Ray exports every 10 s)
+
 
 class HandleStages:
     """The flow's stages as calls to the other deployments."""
@@ -116,6 +118,7 @@ class TaskRunner:
             else None
         )
         self.metrics = TaskMetrics()
+        self.images.on_error = self.metrics.storage_failed
         self.retention = RetentionSweeper(self.tasks, self.images, args.retention, self.metrics)
         self.worker = f"runner-{uuid.uuid4().hex[:12]}"
         self._running: dict[str, tuple[asyncio.Task[Any], str]] = {}  # task id -> (coroutine, lease)
@@ -140,6 +143,8 @@ class TaskRunner:
     # -- running a task ----------------------------------------------------------------------------
 
     async def _run_claimed(self, record: TaskRecord) -> str:
+        # A claim sets updated_at: the wait is from the submit to this claim.
+        self.metrics.claimed(record.kind, record.attempts, record.updated_at - record.created_at)
         task = asyncio.current_task()
         if task is not None and record.lease_owner:
             self._running[record.task_id] = (task, record.lease_owner)
@@ -190,6 +195,8 @@ class TaskRunner:
             completed = await asyncio.to_thread(queue.complete, task_id, lease, outcome.result, keys)
             status = "done" if completed else "lost_lease"
             self.metrics.finished(status, None, time.perf_counter() - started)
+            if completed:
+                self.metrics.stage_timings(record.kind, outcome.result)
         if record.webhook_url:
             self._spawn(self._deliver_webhook(task_id))
         return status
@@ -209,6 +216,8 @@ class TaskRunner:
         payload = task_view(record).model_dump(mode="json", exclude_none=True)
         result = await self.webhooks.attempt(record.webhook_url, make_msg_id(task_id), payload)
         made = record.webhook_attempts + 1
+        if not result.delivered:
+            self.metrics.webhook_failed(result.error_code)
         if result.retryable and made < cfg.max_attempts:
             delay = self.webhooks.delay_after(made, result)
             logger.info(
@@ -226,6 +235,7 @@ class TaskRunner:
         cfg = self.args.tasks
         queue = self.tasks.queue
         last_retention = time.monotonic()
+        next_depth = 0.0
         while True:
             try:
                 leases = {task_id: lease for task_id, (_, lease) in self._running.items()}
@@ -246,6 +256,9 @@ class TaskRunner:
                 if time.monotonic() - last_retention >= self.args.retention.sweep_interval_s:
                     last_retention = time.monotonic()
                     await self.retention.sweep()
+                if time.monotonic() >= next_depth:  # the queue-depth gauge, last and not on every tick
+                    next_depth = time.monotonic() + QUEUE_DEPTH_INTERVAL_S
+                    self.metrics.queue_depth(await asyncio.to_thread(self.tasks.active_counts))
             except asyncio.CancelledError:
                 raise
             except Exception:

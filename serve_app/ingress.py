@@ -89,6 +89,7 @@ class Ingress:
         settings = get_settings()
         metrics = IngressMetrics()
         images = await start_store(parsed.storage, settings)
+        images.on_error = metrics.storage_failed
         set_context(
             IngressContext(
                 args=parsed,

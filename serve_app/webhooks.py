@@ -60,6 +60,9 @@ class AttemptResult(BaseModel):
     retryable: bool = Field(description="A later attempt may succeed (5xx, 408/409/425/429, no answer).")
     last_status: int | None = None
     last_error: str | None = None
+    error_code: str | None = Field(
+        default=None, description="Why it failed, as a metric tag: HTTP_<status>, UNSAFE_URL, an exception's name."
+    )
     retry_after_s: float | None = Field(default=None, description="The receiver's Retry-After (429/503).")
 
     def summary(self, attempts: int) -> DeliveryResult:
@@ -201,10 +204,10 @@ class WebhookSender:
             )
         except UnsafeURL as exc:
             log.warning("webhook %s refused: %s", msg_id, exc.message)
-            return AttemptResult(delivered=False, retryable=False, last_error=exc.message)
+            return AttemptResult(delivered=False, retryable=False, last_error=exc.message, error_code=exc.error_code)
         except (httpx.TransportError, TimeoutError) as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            return AttemptResult(delivered=False, retryable=True, last_error=error)
+            return AttemptResult(delivered=False, retryable=True, last_error=error, error_code=type(exc).__name__)
         status = response.status_code
         if 200 <= status < 300:
             return AttemptResult(delivered=True, retryable=False, last_status=status)
@@ -217,6 +220,7 @@ class WebhookSender:
             retryable=retryable,
             last_status=status,
             last_error=f"HTTP {status}",
+            error_code=f"HTTP_{status}",
             retry_after_s=retry_after,
         )
 

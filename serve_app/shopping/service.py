@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from serve_app.config import Settings, ShoppingConfig
@@ -39,6 +40,8 @@ class ShoppingService:
         self.provider = provider
         self.fallback = fallback
         self.cache: TTLCache[tuple[Offer, ...]] = TTLCache(cfg.cache_ttl_s, cfg.cache_max_entries, clock=clock)
+        # Told of every failed provider lookup, (provider name, error code), a fallback's too (metrics).
+        self.on_error: Callable[[str, str], None] | None = None
 
     @classmethod
     def from_config(
@@ -81,12 +84,18 @@ class ShoppingService:
             log.exception("shopping search for %r failed unexpectedly", item.name)
             error = AppError("Shopping search failed unexpectedly.", error_code="SHOPPING_FAILED")
         log.warning("shopping search for %r failed: %s %s", item.name, error.error_code, error.message)
+        self._report(self.provider, error)
         if self.fallback is not None:
             try:
                 return ItemSearchResult(offers=await self._lookup(self.fallback, item))
-            except Exception:
+            except Exception as exc:
                 log.exception("fallback shopping search for %r failed", item.name)
+                self._report(self.fallback, exc)
         return ItemSearchResult(offers=[], error_code=error.error_code, message=error.message)
+
+    def _report(self, provider: ShoppingProvider, exc: BaseException) -> None:
+        if self.on_error is not None:
+            self.on_error(provider.name, exc.error_code if isinstance(exc, AppError) else "SHOPPING_FAILED")
 
     async def search(self, items: list[DeskItem]) -> dict[str, ItemSearchResult]:
         """Item name -> result, for every item concurrently (the first of equal names wins)."""

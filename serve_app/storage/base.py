@@ -6,10 +6,12 @@ import json
 import re
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from serve_app.errors import InvalidInput
+from serve_app.errors import InvalidInput, StorageError
 
 MAX_KEY_LEN = 1024
 MAX_USER_LEN = 64
@@ -66,6 +68,19 @@ def sidecar_key(key: str) -> str:
 class ImageStore(ABC):
     """Where generated (and uploaded) images live; every method is safe to call from async code."""
 
+    #: Told the error code of every StorageError that put, get or delete raise (the owning
+    #: deployment counts them as backend errors); None: nobody listens.
+    on_error: Callable[[str], None] | None = None
+
+    @contextmanager
+    def _observed(self) -> Iterator[None]:
+        try:
+            yield
+        except StorageError as exc:
+            if self.on_error is not None:
+                self.on_error(exc.error_code)
+            raise
+
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Prepare the backend at replica start (make the folder, create the bucket when configured)."""
 
@@ -85,15 +100,18 @@ class ImageStore(ABC):
         `key + ".json"`, after the image. Raises InvalidInput for a bad key, StorageError on failure.
         """
         validate_key(key)
-        await self._put_object(key, data, content_type)
-        if metadata is not None:
-            record = json.dumps(metadata, ensure_ascii=False, sort_keys=True, default=str).encode("utf-8")
-            await self._put_object(sidecar_key(key), record, "application/json")
+        with self._observed():
+            await self._put_object(key, data, content_type)
+            if metadata is not None:
+                record = json.dumps(metadata, ensure_ascii=False, sort_keys=True, default=str).encode("utf-8")
+                await self._put_object(sidecar_key(key), record, "application/json")
         return self.url_for(key)
 
     async def get(self, key: str) -> bytes:
         """The bytes under `key`; NotFound when missing, StorageError when the store fails."""
-        return await self._get_object(validate_key(key))
+        validate_key(key)
+        with self._observed():
+            return await self._get_object(key)
 
     async def get_metadata(self, key: str) -> dict[str, Any]:
         """The JSON sidecar written by `put(..., metadata=...)`; NotFound when there is none."""
@@ -105,7 +123,8 @@ class ImageStore(ABC):
         valid = [validate_key(key) for key in keys]
         if not valid:
             return 0
-        await self._delete_objects(valid)
+        with self._observed():
+            await self._delete_objects(valid)
         return len(valid)
 
     @abstractmethod

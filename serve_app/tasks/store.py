@@ -215,6 +215,13 @@ class TaskStore:
         rows = self.db.read("SELECT COUNT(*) AS n FROM tasks WHERE status IN (?, ?)", ACTIVE)
         return int(rows[0]["n"])
 
+    def active_counts(self) -> dict[str, int]:
+        """Active tasks by status, {"queued": n, "processing": m} (one query; for the queue-depth gauge)."""
+        rows = self.db.read("SELECT status, COUNT(*) AS n FROM tasks WHERE status IN (?, ?) GROUP BY status", ACTIVE)
+        counts = dict.fromkeys(ACTIVE, 0)
+        counts.update({str(row["status"]): int(row["n"]) for row in rows})
+        return counts
+
     def queue_stats(self, record: TaskRecord, sample: int = 20) -> QueueStats:
         """Where a task stands: its place in the queue (0 = next) and an ETA from the mean run time of
         the last `sample` tasks done, the tasks running now taken as the number of lanes. None where

@@ -40,6 +40,7 @@ class ServeApp:
     seaweed: SeaweedServer
     naver: NaverStub
     config: dict[str, Any]
+    metrics_url: str = ""  # Ray's Prometheus endpoint (app and Serve metrics, every 10 s)
 
     def client(self, **kw: Any) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=30.0, **kw)
@@ -126,6 +127,7 @@ def serve_app() -> Iterator[ServeApp]:
     naver.start()
 
     port = free_port()
+    metrics_port = free_port()
     config = _test_config(port, data_dir, seaweed, naver)
     ray.init(
         namespace="serve",
@@ -133,6 +135,7 @@ def serve_app() -> Iterator[ServeApp]:
         include_dashboard=False,
         _node_ip_address="127.0.0.1",
         _temp_dir=str(root / "ray"),
+        _metrics_export_port=metrics_port,  # the metrics agent runs without the dashboard too
         log_to_driver=os.environ.get("IMAGEGEN_TEST_LOGS") == "1",
     )
     try:
@@ -147,6 +150,7 @@ def serve_app() -> Iterator[ServeApp]:
             seaweed=seaweed,
             naver=naver,
             config=config,
+            metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
         )
     finally:
         try:

@@ -20,6 +20,7 @@ from PIL import Image
 
 from serve_app.config import GeneratorModel
 from serve_app.errors import ConfigurationError, GenerationFailed, InvalidImage, InvalidInput, TaskCancelled
+from serve_app.metrics import GeneratorMetrics
 from serve_app.models.device import configure_torch_threads, resolve_device, resolve_dtype
 from serve_app.models.sd_engine import SDEngine, group_specs
 from serve_app.protocol import GenerationOutput, GenerationSpec
@@ -297,6 +298,8 @@ async def test_generator_batch_fails_only_the_failing_group() -> None:
     gen = object.__new__(cls)
     gen.engine = FakeEngine()
     gen._run_lock = asyncio.Lock()
+    gen.metrics = GeneratorMetrics()
+    gen._lora_loads = 0
     adapters: list[str] = []
 
     async def get_adapter(name: str) -> None:
@@ -394,6 +397,8 @@ async def test_cancelling_the_caller_stops_the_diffusion_loop() -> None:
     gen = object.__new__(cls)
     gen.engine = LoopingEngine()
     gen._run_lock = asyncio.Lock()
+    gen.metrics = GeneratorMetrics()
+    gen._lora_loads = 0
 
     async def unbatched(pending: PendingImage) -> Any:  # @serve.batch needs a replica; same code path
         return (await cls._generate_batch.__wrapped__(gen, [pending]))[0]

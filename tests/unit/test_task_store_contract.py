@@ -317,6 +317,18 @@ def test_queue_position_and_eta_from_recent_run_times(store: TaskStore, clock: C
     assert store.queue_stats(store.require("b")) == QueueStats()
 
 
+def test_active_counts_by_status(store: TaskStore) -> None:
+    assert store.active_counts() == {"queued": 0, "processing": 0}
+    for task_id in ("a", "b", "c", "d"):
+        _create(store, task_id)
+    lease = _claim(store, "a")
+    _claim(store, "b")
+    store.queue.complete("a", lease, {})
+    store.request_cancel("d")  # queued: failed at once
+    assert store.active_counts() == {"queued": 1, "processing": 1}
+    assert store.count_active() == 2
+
+
 def test_expiry_lists_finished_tasks_with_their_objects(store: TaskStore, clock: Clock) -> None:
     _create(store, "done", input_key="u/in.png")
     store.queue.complete("done", _claim(store, "done"), {}, object_keys=["u/in.png", "u/out.png", "u/out.png.json"])
