@@ -116,6 +116,7 @@ async def info(ctx: IngressContext = Depends(get_ctx)) -> dict[str, Any]:
                 if ctx.args.openai.enabled
                 else []
             ),
+            "GET / (web page)",
             "GET /healthcheck",
             "GET /info",
             "GET /files/{key} (local storage)",
