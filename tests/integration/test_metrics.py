@@ -1,8 +1,8 @@
 """The app's metrics and Serve's, scraped from Ray's Prometheus endpoint after real tasks ran.
 
-Ray's metrics agent exports what the replicas record every 10 s (metrics_report_interval_ms), so
-the test polls the endpoint until every expectation holds or a deadline passes; no fixed sleep
-decides anything.
+Ray's metrics agent exports what the replicas record every metrics_report_interval_ms (10 s by
+default, 2 s in the test app), so the test polls the endpoint until every expectation holds or a
+deadline passes; no fixed sleep decides anything.
 """
 
 from __future__ import annotations

@@ -40,7 +40,13 @@ RAY_SERVE_METRICS: dict[str, str] = {
     "ray_serve_multiplexed_models_load_counter": "counter",
     "ray_serve_multiplexed_get_model_requests_counter": "counter",
 }
-EVENT_ONLY = {"ray_serve_num_http_error_requests", "ray_serve_deployment_error_counter"}
+# Exported only once their event happened; the multiplexed-models gauge only while some replica
+# holds an adapter (an autoscaled Generator replica that replaced the one that ran a LoRA holds none).
+EVENT_ONLY = {
+    "ray_serve_num_http_error_requests",
+    "ray_serve_deployment_error_counter",
+    "ray_serve_num_multiplexed_models",
+}
 
 _SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum")}
 
