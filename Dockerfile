@@ -36,6 +36,7 @@ RUN torch_version="$(grep '^torch==' requirements/constraints.txt | cut -d= -f3)
 COPY --chown=ray:users pyproject.toml README.md ./
 COPY --chown=ray:users serve_app serve_app
 COPY --chown=ray:users deployments deployments
+COPY --chown=ray:users imagegen_client imagegen_client
 COPY --chown=ray:users configs configs
 COPY --chown=ray:users serve_config.yaml serve_config.gpu.yaml serve_config.multigpu.yaml serve_config.cluster.yaml ./
 RUN pip install -c requirements/constraints.txt -e . \

@@ -11,7 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from serve_app.api import events, files, generate, health, openai_images, page
+from serve_app.api import events, files, generate, health, openai_images, page, webhooks
 from serve_app.api.auth import AUTH_SCHEMES
 from serve_app.api.cors import ConfiguredCors
 from serve_app.api.deps import IngressContext, current_context, set_context
@@ -39,6 +39,7 @@ app.include_router(files.router)
 app.include_router(events.router)
 app.include_router(openai_images.router)
 app.include_router(page.router)
+app.include_router(webhooks.router)
 app.add_middleware(ConfiguredCors)  # CORS per the replica's `cors:` args; off until origins are listed
 
 

@@ -111,6 +111,7 @@ async def info(ctx: IngressContext = Depends(get_ctx)) -> dict[str, Any]:
             "DELETE /v1/tasks/{task_id}",
             "POST /v1/tasks/{task_id}/cancel",
             "GET /v1/tasks/{task_id}/events (Server-Sent Events)",
+            "POST /v1/tasks/{task_id}/webhook (deliver a finished task's webhook again)",
             *(
                 ["POST /v1/images/generations (OpenAI-compatible)", "POST /v1/images/edits (OpenAI-compatible)"]
                 if ctx.args.openai.enabled

@@ -4,7 +4,8 @@ A task with a webhook_url is born `pending`. When it ends, one deliverer at a ti
 takes a delivery lease for one attempt, and marks it delivered or failed, or schedules the next
 attempt (`retry_later`): the retry schedule lives here, not in a sleeping coroutine, so a receiver
 may stay down for hours across runner restarts. A deliverer that dies leaves the lease to expire,
-and the next sweep delivers it again (at least once, same id).
+and the next sweep delivers it again (at least once, same id). `replay` puts a finished task's
+delivery back in the outbox on a client's request (same id again, a fresh retry schedule).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from serve_app.errors import Conflict, NotFound
 from serve_app.tasks.db import Database
 from serve_app.tasks.records import FINISHED, TaskRecord
 
@@ -64,3 +66,30 @@ class WebhookOutbox:
                 " webhook_lease_expires_at = NULL WHERE task_id = ? AND webhook_status = 'pending'",
                 (attempts, self._clock() + delay_s, task_id),
             )
+
+    def replay(self, task_id: str, key_id: str | None = None) -> TaskRecord:
+        """Queue a finished task's webhook for delivery again: pending, due now, with a fresh retry
+        schedule (attempts counted from 0); the maintenance pass of any runner delivers it, under
+        the same message id. A delivery already under way is left to finish (it sends the same
+        body). With `key_id`, only that key's task: any other is 404, as for no task. 409 while the
+        task runs, or when it has no webhook_url."""
+        with self.db.tx() as tx:
+            row = tx.one("SELECT * FROM tasks WHERE task_id = ?", (task_id,))
+            if row is None or (key_id is not None and row["key_id"] != key_id):
+                raise NotFound(f"Task {task_id} not found.", error_code="TASK_NOT_FOUND")
+            record = TaskRecord.from_row(row)
+            if not record.webhook_url:
+                raise Conflict(f"Task {task_id} has no webhook_url.", error_code="NO_WEBHOOK")
+            if not record.finished:
+                raise Conflict(
+                    f"Task {task_id} has not finished ({record.status}); its webhook is sent when it does.",
+                    error_code="TASK_NOT_FINISHED",
+                )
+            tx.run(
+                "UPDATE tasks SET webhook_status = 'pending', webhook_attempts = 0, webhook_next_at = NULL"
+                " WHERE task_id = ? AND status IN (?, ?)",
+                (task_id, *FINISHED),
+            )
+            row = tx.one("SELECT * FROM tasks WHERE task_id = ?", (task_id,))
+        assert row is not None  # finished tasks are only deleted outside this transaction
+        return TaskRecord.from_row(row)

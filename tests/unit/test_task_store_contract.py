@@ -300,6 +300,44 @@ def test_webhook_retries_are_scheduled_in_the_store(store: TaskStore, clock: Clo
     assert store.require("t1").webhook_attempts == 2, "a finished delivery is not rescheduled"
 
 
+def test_webhook_replay_queues_a_finished_tasks_delivery_again(store: TaskStore, clock: Clock) -> None:
+    outbox = store.outbox
+    _create(store, "t1", webhook_url="https://example.com/hook", key_id="ka")
+    _create(store, "plain")
+    with pytest.raises(Conflict) as running:
+        outbox.replay("t1")
+    assert running.value.error_code == "TASK_NOT_FINISHED", "its webhook goes out when it ends"
+    store.queue.complete("t1", _claim(store, "t1"), {})
+    store.queue.fail("plain", "X", "x", lease=_claim(store, "plain"))
+    with pytest.raises(Conflict) as plain:
+        outbox.replay("plain")
+    assert plain.value.error_code == "NO_WEBHOOK"
+    for task_id, key_id in [("nope", None), ("t1", "kb"), ("t1", "")]:
+        with pytest.raises(NotFound):
+            outbox.replay(task_id, key_id)
+
+    # Delivered, or failed every attempt: pending again, due now, a fresh retry schedule.
+    for delivered in (True, False):
+        assert outbox.claim("t1", lease_s=60) is not None
+        outbox.finish("t1", delivered=delivered, attempts=4)
+        assert outbox.due() == []
+        record = outbox.replay("t1", "ka")
+        assert (record.webhook_status, record.webhook_attempts, record.webhook_next_at) == ("pending", 0, None)
+        assert outbox.due() == ["t1"]
+    assert store.expired(older_than_s=0) == [], "a replay owed is never expired"
+
+    # Waiting for a retry: due at once. Being delivered: left to that delivery.
+    assert outbox.claim("t1", lease_s=60) is not None
+    outbox.retry_later("t1", attempts=1, delay_s=300)
+    outbox.replay("t1")
+    assert outbox.due() == ["t1"]
+    assert outbox.claim("t1", lease_s=60) is not None
+    outbox.replay("t1")
+    assert outbox.due() == [] and outbox.claim("t1", lease_s=60) is None, "one deliverer at a time"
+    clock.now += 61
+    assert outbox.due() == ["t1"]
+
+
 def test_queue_position_and_eta_from_recent_run_times(store: TaskStore, clock: Clock) -> None:
     for task_id in ("a", "b", "c"):
         _create(store, task_id)

@@ -1,0 +1,60 @@
+"""POST /v1/tasks/{task_id}/webhook: deliver a finished task's webhook again.
+
+For a receiver that lost a delivery (or was down past every retry): the task's signed result is
+queued in the task store's webhook outbox again, and the TaskRunner's maintenance pass delivers it
+as it delivers any other (retries and backoff included), with the same Standard Webhooks
+`webhook-id` as the first delivery, so a receiver that did get it deduplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+
+from serve_app.api.auth import Caller, get_caller
+from serve_app.api.deps import IngressContext, get_ctx
+from serve_app.errors import InvalidInput
+from serve_app.protocol import ErrorResponse
+from serve_app.webhooks import make_msg_id
+
+router = APIRouter(prefix="/v1", tags=["webhooks"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "API keys on: no key, or a malformed, unknown or revoked one."},
+    404: {"model": ErrorResponse, "description": "Unknown task (or, with API keys on, another key's task)."},
+    409: {
+        "model": ErrorResponse,
+        "description": "TASK_NOT_FINISHED: the task still runs (its webhook is sent when it ends); "
+        "NO_WEBHOOK: it was submitted without a webhook_url.",
+    },
+    422: {"model": ErrorResponse, "description": "WEBHOOKS_DISABLED: this server has no webhook signing secret."},
+}
+
+
+class WebhookReplay(BaseModel):
+    """The answer to a replay: the delivery is queued."""
+
+    task_id: str = Field(description="The task whose webhook is sent again.")
+    webhook_id: str = Field(description="The Standard Webhooks `webhook-id`: the same as the first delivery's.")
+    webhook_status: str = Field(description="`pending` until it is delivered (or fails every attempt).")
+
+
+@router.post(
+    "/tasks/{task_id}/webhook",
+    status_code=202,
+    response_model=WebhookReplay,
+    responses=_ERRORS,
+    summary="Deliver a finished task's signed webhook again (same webhook-id), through the outbox.",
+)
+async def replay_webhook(
+    task_id: str, ctx: IngressContext = Depends(get_ctx), caller: Caller = Depends(get_caller)
+) -> WebhookReplay:
+    if not ctx.settings.imagegen_webhook_secret:
+        raise InvalidInput("Webhooks are not enabled on this server.", error_code="WEBHOOKS_DISABLED")
+    record = await asyncio.to_thread(ctx.tasks.outbox.replay, task_id, caller.key_id)
+    return WebhookReplay(
+        task_id=record.task_id, webhook_id=make_msg_id(record.task_id), webhook_status=record.webhook_status or ""
+    )
