@@ -380,6 +380,133 @@ class OpenAICompatConfig(BaseModel):
     )
 
 
+# --- image backends (SPEC.md section 2) -----------------------------------------------------------
+
+CLOUD_BACKENDS = ("huggingface", "openai", "stability", "replicate", "kling", "gemini")
+BACKEND_NAMES = ("local", *CLOUD_BACKENDS)
+PRODUCTS = ("scene_internal", "scene_external", "article")
+
+
+class CloudBackendConfig(BaseModel):
+    """One cloud image provider: where it is, which model, its key's variable, limits and price.
+
+    Keys are never in YAML: `api_key_env` names the environment variable that holds one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = Field(description="The provider's API root; a stub's URL in tests.")
+    model: str = Field(description="The provider's model id.")
+    api_key_env: str = Field(description="Environment variable holding the API key (KLING: the access key).")
+    secret_key_env: str | None = Field(default=None, description="KLING only: the secret key's variable.")
+    timeout_s: float = Field(default=60.0, gt=0, le=600, description="One HTTP request.")
+    max_retries: int = Field(default=3, ge=0, le=10, description="Retries of 429/502/503/504, on top of the try.")
+    backoff_base_s: float = Field(default=1.0, gt=0, description="First retry delay; doubles each time.")
+    backoff_max_s: float = Field(default=30.0, gt=0, description="Longest exponential delay.")
+    max_retry_wait_s: float = Field(
+        default=60.0, gt=0, description="Longest single wait, even when Retry-After asks for more."
+    )
+    rate_limit_per_minute: float = Field(default=60.0, gt=0, description="Client-side limit, per replica.")
+    price_usd_per_image: float = Field(default=0.0, ge=0, description="What one image costs at the provider.")
+    poll_interval_s: float = Field(default=2.0, gt=0, le=60, description="Replicate/KLING: task polling period.")
+    max_poll_s: float = Field(default=300.0, gt=0, description="Replicate/KLING: give up (and cancel) after this.")
+    options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="Provider-specific request fields (OpenAI quality, Stability output_format, KLING aspect...).",
+    )
+
+
+class LocalBackendConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    price_usd_per_gpu_second: float = Field(
+        default=0.001, ge=0, description="Cost of the in-cluster Generator: GPU-seconds per image x this (~$3.6/h)."
+    )
+
+
+def _cloud(base_url: str, model: str, key: str, rate: float, price: float, **extra: object) -> CloudBackendConfig:
+    return CloudBackendConfig.model_validate(
+        {
+            "base_url": base_url,
+            "model": model,
+            "api_key_env": key,
+            "rate_limit_per_minute": rate,
+            "price_usd_per_image": price,
+            **extra,
+        }
+    )
+
+
+class BackendsConfig(BaseModel):
+    """Every image backend, and the fallback chain each product tries in order.
+
+    Defaults: the seeds' rate limits (Hugging Face about 10 a minute, DALL-E 3 five a minute) and
+    the providers' list prices; the in-cluster Generator costs GPU-seconds x its price."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    local: LocalBackendConfig = Field(default_factory=LocalBackendConfig)
+    huggingface: CloudBackendConfig = Field(
+        default_factory=lambda: _cloud(
+            "https://router.huggingface.co/hf-inference",
+            "stabilityai/stable-diffusion-xl-base-1.0",
+            "HF_TOKEN",
+            10,
+            0.0,
+        )
+    )
+    openai: CloudBackendConfig = Field(
+        default_factory=lambda: _cloud("https://api.openai.com/v1", "dall-e-3", "OPENAI_API_KEY", 5, 0.04)
+    )
+    stability: CloudBackendConfig = Field(
+        default_factory=lambda: _cloud("https://api.stability.ai", "core", "STABILITY_API_KEY", 900, 0.03)
+    )
+    replicate: CloudBackendConfig = Field(
+        default_factory=lambda: _cloud(
+            "https://api.replicate.com/v1", "black-forest-labs/flux-schnell", "REPLICATE_API_TOKEN", 600, 0.003
+        )
+    )
+    kling: CloudBackendConfig = Field(
+        default_factory=lambda: _cloud(
+            "https://api-singapore.klingai.com",
+            "kling-v1",
+            "KLING_ACCESS_KEY",
+            60,
+            0.0035,
+            secret_key_env="KLING_SECRET_KEY",
+        )
+    )
+    gemini: CloudBackendConfig = Field(
+        default_factory=lambda: _cloud(
+            "https://generativelanguage.googleapis.com", "gemini-2.5-flash-image", "GEMINI_API_KEY", 10, 0.039
+        )
+    )
+    chains: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "scene_internal": ["local"],
+            "scene_external": ["kling", "local"],
+            "article": ["local", "huggingface"],
+        },
+        description="Product -> backends tried in order; the next one runs when the one before fails.",
+    )
+
+    @model_validator(mode="after")
+    def _chains_name_backends(self) -> BackendsConfig:
+        for product, chain in self.chains.items():
+            if product not in PRODUCTS:
+                raise ValueError(f"backends.chains: unknown product {product!r} (known: {', '.join(PRODUCTS)})")
+            unknown = [name for name in chain if name not in BACKEND_NAMES]
+            if unknown or not chain:
+                raise ValueError(
+                    f"backends.chains.{product}: {unknown or 'an empty chain'} (backends: {', '.join(BACKEND_NAMES)})"
+                )
+        for product in PRODUCTS:
+            self.chains.setdefault(product, ["local"])
+        return self
+
+    def cloud(self, name: str) -> CloudBackendConfig:
+        return getattr(self, name)
+
+
 class AppArgs(BaseModel):
     """The `args:` of serve_config.yaml, passed to `serve_app.builder:build_app`."""
 
@@ -400,6 +527,7 @@ class AppArgs(BaseModel):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     cors: CorsConfig = Field(default_factory=CorsConfig)
     openai: OpenAICompatConfig = Field(default_factory=OpenAICompatConfig)
+    backends: BackendsConfig = Field(default_factory=BackendsConfig)
     limits: GenerationLimits | None = Field(default=None, description="Override the preset's limits.")
 
     @model_validator(mode="after")

@@ -14,7 +14,6 @@ import html
 import logging
 import re
 import time
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from serve_app.config import ShoppingConfig
 from serve_app.errors import AppError, ConfigurationError, UpstreamError
 from serve_app.protocol import DeskItem, Offer
+from serve_app.retry import parse_retry_after
 from serve_app.shopping.base import DEFAULT_MALL, SORT_ASC, Clock, Sleep, format_price, parse_price
 from serve_app.shopping.ratelimit import AsyncTokenBucket
 
@@ -109,22 +109,6 @@ def map_items(items: list[Any], limit: int) -> list[Offer]:
     priced = [mapped for mapped in (item_to_offer(raw) for raw in items) if mapped is not None]
     priced.sort(key=lambda pair: pair[0])
     return [offer for _, offer in priced[:limit]]
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP date); None when absent/invalid."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class NaverStats(BaseModel):

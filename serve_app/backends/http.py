@@ -1,0 +1,198 @@
+"""The HTTP side every cloud image backend shares: a rate-limited, retrying call to a provider.
+
+- Every request first waits on the provider's client-side token bucket (`rate_limit_per_minute`).
+- 429 and 503 (Hugging Face's "model is loading", overload elsewhere), 502 and 504 are retried
+  with exponential backoff that waits at least what `Retry-After` (or a provider hint such as
+  Hugging Face's `estimated_time`) asked, capped by `max_retry_wait_s`, at most `max_retries` times.
+- A connection that never opened is retried; a timed-out POST is not (the provider may have
+  started the job and would charge twice), a timed-out GET is.
+- 401/403: `BackendAuthFailed`, never retried. Other 4xx: UPSTREAM_REJECTED with the provider's
+  own message (content policy, bad size). Other 5xx: UPSTREAM_ERROR.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import httpx
+
+from serve_app.backends.base import BackendAuthFailed
+from serve_app.config import CloudBackendConfig
+from serve_app.errors import AppError, UpstreamError
+from serve_app.retry import parse_retry_after
+from serve_app.shopping.ratelimit import AsyncTokenBucket
+
+log = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+Clock = Callable[[], float]
+RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+
+
+def error_message(response: httpx.Response) -> str:
+    """The provider's own words from an error body, whatever its shape (first 300 characters).
+
+    Understood: OpenAI/Gemini `{"error": {"message"}}`, Hugging Face `{"error": "..."}`,
+    Stability `{"errors": [...]}` / `{"message"}`, Replicate `{"detail"}`, KLING `{"message"}`."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip()
+        return text[:300]
+    if not isinstance(body, dict):
+        return str(body)[:300]
+    error = body.get("error")
+    if isinstance(error, dict):
+        found = error.get("message") or error.get("status") or ""
+    elif isinstance(error, str):
+        found = error
+    elif isinstance(body.get("errors"), list) and body["errors"]:
+        found = "; ".join(str(item) for item in body["errors"])
+    else:
+        found = body.get("detail") or body.get("message") or body.get("name") or ""
+    return str(found)[:300]
+
+
+class ProviderHTTP:
+    """One provider's HTTP client: base URL, auth headers, token bucket, bounded retries."""
+
+    def __init__(
+        self,
+        provider: str,
+        cfg: CloudBackendConfig,
+        *,
+        headers: Callable[[], Mapping[str, str]] | None = None,
+        retry_hint: Callable[[httpx.Response], float | None] | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.provider = provider
+        self.cfg = cfg
+        self._headers = headers or (lambda: {})
+        self._retry_hint = retry_hint
+        self._sleep = sleep
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self.limiter = AsyncTokenBucket(cfg.rate_limit_per_minute / 60.0, clock=clock, sleep=sleep)
+        self.attempts = 0  # HTTP requests sent, retries included
+        self.retries = 0
+
+    def client(self) -> httpx.AsyncClient:
+        # Created on first use, so it binds to the event loop that serves requests.
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                base_url=self.cfg.base_url.rstrip("/"),
+                timeout=httpx.Timeout(self.cfg.timeout_s),
+                transport=self._transport,
+                follow_redirects=False,
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def backoff_s(self, retry: int, hinted_s: float | None) -> float:
+        """Delay before retry `retry` (0-based): exponential, at least the provider's hint, capped."""
+        delay = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * (2**retry))
+        if hinted_s is not None:
+            delay = max(delay, hinted_s)
+        return min(delay, self.cfg.max_retry_wait_s)
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        ok: tuple[int, ...] = (200, 201, 202),
+        auth: bool = True,
+        headers: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """Send, retrying as the module doc says; returns a response whose status is in `ok`.
+        `auth=False` leaves the provider's auth headers off (a download from another host)."""
+        retry = 0
+        while True:
+            sent = {**(self._headers() if auth else {}), **(headers or {})}  # fresh per try (a JWT may expire)
+            try:
+                return await self._attempt(method, url, ok, sent, kwargs)
+            except _Retryable as failed:
+                if retry >= self.cfg.max_retries:
+                    raise failed.error from None
+                delay = self.backoff_s(retry, failed.retry_after_s)
+                log.info("%s %s retry %d in %.2fs: %s", self.provider, url, retry + 1, delay, failed.error.message)
+                self.retries += 1
+                retry += 1
+                await self._sleep(delay)
+
+    async def _attempt(
+        self, method: str, url: str, ok: tuple[int, ...], headers: dict[str, str], kwargs: dict[str, Any]
+    ) -> httpx.Response:
+        await self.limiter.acquire()
+        self.attempts += 1
+        try:
+            response = await self.client().request(method, url, headers=headers, **kwargs)
+        except httpx.ConnectError as exc:
+            raise _Retryable(
+                UpstreamError(f"{self.provider} is unreachable ({type(exc).__name__}).", error_code="UPSTREAM_ERROR")
+            ) from exc
+        except httpx.TimeoutException as exc:
+            error = UpstreamError(
+                f"{self.provider} did not answer within {self.cfg.timeout_s:g}s.", error_code="UPSTREAM_TIMEOUT"
+            )
+            if method.upper() == "GET":
+                raise _Retryable(error) from exc
+            raise error from exc
+        except httpx.TransportError as exc:
+            raise UpstreamError(
+                f"{self.provider} connection failed ({type(exc).__name__}).", error_code="UPSTREAM_ERROR"
+            ) from exc
+        status = response.status_code
+        if status in ok:
+            return response
+        said = error_message(response)
+        detail = f" (HTTP {status}{': ' + said if said else ''})"
+        if status in (401, 403):
+            raise BackendAuthFailed(
+                f"{self.provider} rejected the API key{detail}; check ${self.cfg.api_key_env}.",
+            )
+        if status in RETRYABLE_STATUS:
+            hint = parse_retry_after(response.headers.get("Retry-After"))
+            if self._retry_hint is not None:
+                hint = max(filter(None, [hint, self._retry_hint(response)]), default=None)
+            code = "RATE_LIMITED" if status == 429 else "UPSTREAM_ERROR"
+            raise _Retryable(UpstreamError(f"{self.provider} is busy{detail}.", error_code=code), hint)
+        if 400 <= status < 500:
+            raise UpstreamError(f"{self.provider} refused the request{detail}.", error_code="UPSTREAM_REJECTED")
+        raise UpstreamError(f"{self.provider} failed{detail}.", error_code="UPSTREAM_ERROR")
+
+    async def json(self, method: str, url: str, **kwargs: Any) -> Any:
+        """`request`, then its body as JSON (UPSTREAM_BAD_RESPONSE when it is not JSON)."""
+        response = await self.request(method, url, **kwargs)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise bad_response(self.provider, "a body that is not JSON") from exc
+
+    async def download(self, url: str) -> bytes:
+        """The bytes at an absolute URL the provider handed back (an output image), with the same
+        retries; the provider's auth headers are not sent to another host."""
+        response = await self.request("GET", url, auth=False)
+        return response.content
+
+
+def bad_response(provider: str, what: str) -> UpstreamError:
+    return UpstreamError(f"{provider} answered with {what}.", error_code="UPSTREAM_BAD_RESPONSE")
+
+
+class _Retryable(Exception):
+    def __init__(self, error: AppError, retry_after_s: float | None = None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.retry_after_s = retry_after_s
