@@ -23,6 +23,7 @@ import io
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -233,3 +234,24 @@ class ProviderStub:
     def error_reply(self, mode: str, request: StubRequest) -> Reply:
         """The provider's real error answer for `mode`."""
         raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class BackendCase:
+    """How the backend contract suite (tests/unit/test_backend_contract.py) drives one provider.
+
+    name: the backend's name (`CloudBackend.name`); stub: the stub class; backend: the backend
+    class; env: the environment variables holding its key(s), with values the stub accepts;
+    key_var: the variable a configuration error must name; refusal_words: a phrase from the stub's
+    `bad_request` body that the raised error must carry; config(base_url): the backend's
+    CloudBackendConfig pointed at the stub; check_request(stub, spec): asserts on what the stub
+    received for the ok case (wire format: path, auth header, body fields)."""
+
+    name: str
+    stub: Callable[[], ProviderStub]
+    backend: Callable[..., Any]
+    env: dict[str, str]
+    key_var: str
+    refusal_words: str
+    config: Callable[[str], Any]
+    check_request: Callable[[Any, Any], None]

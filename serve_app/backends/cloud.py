@@ -1,0 +1,132 @@
+"""What every cloud image backend shares: its key from the environment, its `ProviderHTTP`, status,
+timing and cost. A provider module subclasses `CloudBackend` and implements `_make`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from abc import abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import httpx
+
+from serve_app.backends.base import (
+    BackendImage,
+    BackendNotConfigured,
+    BackendStatus,
+    ImageBackend,
+    OnStep,
+    ignored_fields,
+    to_png,
+)
+from serve_app.backends.http import Clock, ProviderHTTP, Sleep
+from serve_app.config import CloudBackendConfig
+from serve_app.protocol import GenerationSpec
+
+
+@dataclass
+class Made:
+    """What a provider call produced: the image bytes (any format Pillow reads) and the provider's ids."""
+
+    data: bytes
+    provider_request_id: str | None = None
+    seed: int | None = None
+    images_billed: int = 1
+
+
+class CloudBackend(ImageBackend):
+    """A provider reached over HTTP. Subclasses set `name`, `label`, `honoured` and implement `_make`
+    (and `auth_headers` when the key does not travel as `Authorization: Bearer <key>`)."""
+
+    kind = "cloud"
+    label: str  # the provider's name in messages, e.g. "OpenAI"
+    honoured: frozenset[str] = frozenset()  # GenerationSpec fields the provider honours (see ignored_fields)
+
+    def __init__(
+        self,
+        cfg: CloudBackendConfig,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self._sleep = sleep
+        self.http = ProviderHTTP(
+            self.label,
+            cfg,
+            headers=self.auth_headers,
+            retry_hint=self.retry_hint,
+            clock=clock,
+            sleep=sleep,
+            transport=transport,
+        )
+
+    # -- keys --------------------------------------------------------------------------------------
+
+    def _missing_keys(self) -> list[str]:
+        names = [self.cfg.api_key_env, *([self.cfg.secret_key_env] if self.cfg.secret_key_env else [])]
+        return [name for name in names if not os.environ.get(name, "").strip()]
+
+    @property
+    def api_key(self) -> str:
+        """The key, read from the environment at each use (a rotated secret takes effect at once)."""
+        missing = self._missing_keys()
+        if missing:
+            raise BackendNotConfigured(
+                f"The {self.label} image backend needs ${' and $'.join(missing)} set in the environment."
+            )
+        return os.environ[self.cfg.api_key_env].strip()
+
+    @property
+    def secret_key(self) -> str:
+        self.api_key  # noqa: B018 - raises BackendNotConfigured naming every missing variable
+        return os.environ[self.cfg.secret_key_env or ""].strip()
+
+    def auth_headers(self) -> Mapping[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def retry_hint(self, response: httpx.Response) -> float | None:
+        """Seconds the provider asks to wait, beyond Retry-After (Hugging Face's estimated_time)."""
+        return None
+
+    # -- the interface -------------------------------------------------------------------------------
+
+    def status(self) -> BackendStatus:
+        missing = self._missing_keys()
+        return BackendStatus(
+            name=self.name,
+            kind="cloud",
+            model=self.cfg.model,
+            configured=not missing,
+            reason=f"${' and $'.join(missing)} not set" if missing else None,
+            price_usd_per_image=self.cfg.price_usd_per_image,
+            rate_limit_per_minute=self.cfg.rate_limit_per_minute,
+        )
+
+    async def generate(self, spec: GenerationSpec, on_step: OnStep | None = None) -> BackendImage:
+        self.api_key  # noqa: B018 - a clear configuration error before any request
+        started = time.perf_counter()
+        attempts_before = self.http.attempts
+        made = await self._make(spec)
+        png, _, _ = await asyncio.to_thread(to_png, made.data, self.label)
+        return BackendImage(
+            image_png=png,
+            backend=self.name,
+            model=self.cfg.model,
+            seed=made.seed,
+            seconds=round(time.perf_counter() - started, 4),
+            cost_usd=round(self.cfg.price_usd_per_image * made.images_billed, 6),
+            provider_request_id=made.provider_request_id,
+            attempts=self.http.attempts - attempts_before,
+            ignored=ignored_fields(spec, set(self.honoured)),
+        )
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    @abstractmethod
+    async def _make(self, spec: GenerationSpec) -> Made:
+        """Ask the provider for one image; raise AppErrors as serve_app.backends.base says."""

@@ -1,0 +1,155 @@
+"""One contract for every cloud image backend, each run against its provider's local stub server.
+
+Each provider module in tests/stubs/ exposes `CASE = BackendCase(...)`: its stub, its backend
+class and the environment its key lives in. What must hold for all of them: a PNG with who made
+it, how long and what it cost; a missing key is BACKEND_NOT_CONFIGURED before any request; a
+rejected key is BACKEND_AUTH_FAILED and not retried; 429 and 503 are retried with backoff that
+honours Retry-After, a bounded number of times; a refusal is UPSTREAM_REJECTED with the
+provider's own words; a body that is not the API's is UPSTREAM_BAD_RESPONSE. Sleeps and the
+rate limiter run on a fake clock, so nothing here waits.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+from collections.abc import Iterator
+
+import pytest
+from PIL import Image
+
+from serve_app.backends.base import BackendAuthFailed, BackendNotConfigured
+from serve_app.backends.cloud import CloudBackend
+from serve_app.errors import UpstreamError
+from serve_app.protocol import GenerationSpec
+from tests.stubs.fake_clock import FakeClock
+from tests.stubs.provider_base import BackendCase
+
+PROVIDERS = ("huggingface", "openai", "stability", "replicate", "kling", "gemini")
+
+
+def _case(name: str) -> BackendCase:
+    return importlib.import_module(f"tests.stubs.{name}_stub").CASE
+
+
+@pytest.fixture(params=PROVIDERS)
+def case(request: pytest.FixtureRequest) -> BackendCase:
+    return _case(request.param)
+
+
+@pytest.fixture
+def stub(case: BackendCase) -> Iterator:
+    with case.stub() as running:
+        yield running
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def _backend(case: BackendCase, stub, clock: FakeClock, **overrides) -> CloudBackend:
+    cfg = case.config(stub.base_url).model_copy(update={"max_retries": 3, **overrides})
+    return case.backend(cfg, clock=clock, sleep=clock.sleep)
+
+
+def _spec(**kw) -> GenerationSpec:
+    base = {"prompt": "a cozy wooden desk, morning light", "num_inference_steps": 20, "guidance_scale": 7.0}
+    return GenerationSpec(**{**base, "height": 512, "width": 512, "seed": 7, **kw})
+
+
+@pytest.fixture
+def keyed(case: BackendCase, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in case.env.items():
+        monkeypatch.setenv(name, value)
+
+
+async def test_makes_a_png_and_says_who_made_it_and_what_it_cost(case, stub, clock, keyed) -> None:
+    backend = _backend(case, stub, clock)
+    image = await backend.generate(_spec())
+    await backend.aclose()
+    with Image.open(io.BytesIO(image.image_png)) as decoded:
+        assert decoded.format == "PNG" and decoded.width > 0
+    assert image.backend == case.name and image.model == backend.cfg.model
+    assert image.cost_usd == pytest.approx(backend.cfg.price_usd_per_image)
+    assert image.seconds >= 0 and image.attempts >= 1
+    assert stub.requests, "the stub saw no request"
+    case.check_request(stub, _spec())
+
+
+async def test_missing_key_is_a_configuration_error_before_any_request(case, stub, clock, monkeypatch) -> None:
+    for name in case.env:
+        monkeypatch.delenv(name, raising=False)
+    backend = _backend(case, stub, clock)
+    status = backend.status()
+    assert not status.configured and case.key_var in (status.reason or "")
+    with pytest.raises(BackendNotConfigured) as caught:
+        await backend.generate(_spec())
+    assert caught.value.error_code == "BACKEND_NOT_CONFIGURED" and case.key_var in caught.value.message
+    assert stub.requests == []
+
+
+async def test_status_is_configured_with_the_key(case, stub, clock, keyed) -> None:
+    status = _backend(case, stub, clock).status()
+    assert status.configured and status.reason is None and status.kind == "cloud"
+
+
+@pytest.mark.parametrize("mode", ["unauthorized", "forbidden"])
+async def test_rejected_key_is_not_retried(case, stub, clock, keyed, mode: str) -> None:
+    stub.add_rule(mode, times=None)
+    backend = _backend(case, stub, clock)
+    with pytest.raises(BackendAuthFailed) as caught:
+        await backend.generate(_spec())
+    assert caught.value.error_code == "BACKEND_AUTH_FAILED"
+    assert case.key_var in caught.value.message
+    assert len(stub.requests) == 1
+
+
+@pytest.mark.parametrize("mode", ["rate_limit", "loading"])
+async def test_429_and_503_are_retried_honouring_retry_after(case, stub, clock, keyed, mode: str) -> None:
+    stub.add_rule(mode, times=2, retry_after="7")
+    backend = _backend(case, stub, clock)
+    image = await backend.generate(_spec())
+    assert image.attempts >= 3
+    waits = [s for s in clock.sleeps if s >= 7]
+    assert len(waits) >= 2, clock.sleeps  # both retries waited at least what Retry-After asked
+
+
+async def test_retries_are_bounded(case, stub, clock, keyed) -> None:
+    stub.add_rule("rate_limit", times=None, retry_after="1")
+    backend = _backend(case, stub, clock, max_retries=2)
+    with pytest.raises(UpstreamError) as caught:
+        await backend.generate(_spec())
+    assert caught.value.error_code == "RATE_LIMITED"
+    assert len(stub.requests) == 3  # the try and two retries
+
+
+async def test_a_refusal_carries_the_providers_words_and_is_not_retried(case, stub, clock, keyed) -> None:
+    stub.add_rule("bad_request", times=None)
+    backend = _backend(case, stub, clock)
+    with pytest.raises(UpstreamError) as caught:
+        await backend.generate(_spec())
+    assert caught.value.error_code == "UPSTREAM_REJECTED"
+    assert case.refusal_words in caught.value.message
+    assert len(stub.requests) == 1
+
+
+async def test_a_server_error_is_an_upstream_error(case, stub, clock, keyed) -> None:
+    stub.add_rule("server_error", times=None)
+    with pytest.raises(UpstreamError) as caught:
+        await _backend(case, stub, clock).generate(_spec())
+    assert caught.value.error_code == "UPSTREAM_ERROR"
+
+
+async def test_a_body_that_is_not_the_apis_is_a_bad_response(case, stub, clock, keyed) -> None:
+    stub.add_rule("malformed", times=None)
+    with pytest.raises(UpstreamError) as caught:
+        await _backend(case, stub, clock).generate(_spec())
+    assert caught.value.error_code == "UPSTREAM_BAD_RESPONSE"
+
+
+async def test_the_rate_limiter_spaces_calls(case, stub, clock, keyed) -> None:
+    backend = _backend(case, stub, clock, rate_limit_per_minute=6)  # one call per 10 s
+    for _ in range(3):
+        await backend.generate(_spec())
+    assert sum(s for s in clock.sleeps if s > 0) >= 20 - 1e-6
