@@ -507,6 +507,43 @@ class BackendsConfig(BaseModel):
         return getattr(self, name)
 
 
+class PromptWriterConfig(BaseModel):
+    """Who writes image prompts (scenes, articles) and translates Korean for the SD text encoder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["template", "chat"] = Field(
+        default="template",
+        description="template: deterministic, offline (glossary translation); chat: an OpenAI-compatible chat API.",
+    )
+    chat: CloudBackendConfig = Field(
+        default_factory=lambda: _cloud("https://api.openai.com/v1", "gpt-4o-mini", "OPENAI_API_KEY", 60, 0.0),
+        description="The chat API (any OpenAI-compatible server: OpenAI, vLLM, Ollama...).",
+    )
+    fallback_to_template: bool = Field(
+        default=True, description="When the chat API fails or answers invalid JSON twice, write from templates."
+    )
+    glossary_path: str | None = Field(default=None, description="Korean->English glossary; configs/ when None.")
+
+
+class ScenesConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lora: str | None = Field(default=None, description="Style LoRA every scene uses (a preset LoRA name).")
+    max_wait_s: float = Field(
+        default=50.0, gt=0, le=55, description="How long the seed's synchronous call waits before a 504."
+    )
+
+
+class ArticlesConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_placeholders: int = Field(default=16, ge=1, le=64, description="Placeholders per request.")
+    style: str = Field(
+        default="editorial illustration, clean composition, high detail", description="Added to every prompt."
+    )
+
+
 class AppArgs(BaseModel):
     """The `args:` of serve_config.yaml, passed to `serve_app.builder:build_app`."""
 
@@ -528,6 +565,9 @@ class AppArgs(BaseModel):
     cors: CorsConfig = Field(default_factory=CorsConfig)
     openai: OpenAICompatConfig = Field(default_factory=OpenAICompatConfig)
     backends: BackendsConfig = Field(default_factory=BackendsConfig)
+    prompt_writer: PromptWriterConfig = Field(default_factory=PromptWriterConfig)
+    scenes: ScenesConfig = Field(default_factory=ScenesConfig)
+    articles: ArticlesConfig = Field(default_factory=ArticlesConfig)
     limits: GenerationLimits | None = Field(default=None, description="Override the preset's limits.")
 
     @model_validator(mode="after")

@@ -1,0 +1,47 @@
+"""The prompt writer interface: scene -> English image prompt, alt text -> prompt, Korean -> English."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from pydantic import BaseModel, Field
+
+from serve_app.products import Scene
+
+
+class Written(BaseModel):
+    """English text a writer produced, and how."""
+
+    text: str = Field(description="English; what goes to the image model.")
+    source: str = Field(description="What it was written from.")
+    writer: str = Field(description="template, or chat:<model>.")
+    untranslated: list[str] = Field(default_factory=list, description="Korean words the template writer dropped.")
+    fallback_reason: str | None = Field(default=None, description="Why the chat writer was not used, when it failed.")
+
+    def record(self) -> dict[str, object]:
+        """What a task's result says about the writing."""
+        out: dict[str, object] = {"writer": self.writer}
+        if self.untranslated:
+            out["untranslated"] = self.untranslated
+        if self.fallback_reason:
+            out["writer_fallback"] = self.fallback_reason
+        return out
+
+
+class PromptWriter(ABC):
+    name: str
+
+    @abstractmethod
+    async def translate(self, text: str) -> Written:
+        """`text` in English for the SD text encoder (unchanged, no call made, when it has no Hangul)."""
+
+    @abstractmethod
+    async def scene_prompt(self, scene: Scene) -> Written:
+        """An English image prompt describing the scene: who is in it, where, the mood."""
+
+    @abstractmethod
+    async def article_prompt(self, alt: str) -> Written:
+        """An English image prompt for an article image described by `alt`."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
