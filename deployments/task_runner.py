@@ -22,9 +22,11 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from serve_app import image_flow
+from serve_app import article_flow, image_flow, scene_flow
 from serve_app.api.views import task_view
-from serve_app.config import AppArgs, get_settings
+from serve_app.article_flow import ArticleFlow
+from serve_app.backends import BackendRegistry
+from serve_app.config import AppArgs, get_settings, load_preset
 from serve_app.errors import AppError, TaskCancelled
 from serve_app.flow import DeskFlow, Flow, FlowError, OnStep
 from serve_app.image_flow import ImageFlow
@@ -40,9 +42,11 @@ from serve_app.protocol import (
     Stage,
 )
 from serve_app.retention import RetentionSweeper
+from serve_app.scene_flow import SceneFlow
 from serve_app.storage import start_store
 from serve_app.tasks import TaskRecord, open_task_store
 from serve_app.webhooks import WebhookSender, make_msg_id
+from serve_app.writing import build_writer
 
 logger = logging.getLogger("ray.serve")
 
@@ -108,9 +112,16 @@ class TaskRunner:
         self.tasks = await asyncio.to_thread(open_task_store, args.tasks, settings)
         self.images = await start_store(args.storage, settings)
         stages = HandleStages(captioner, classifier, generator, shopping)
+        # Cloud clients and the prompt writer are shared by every task of this replica (one rate
+        # limiter per provider per replica).
+        self.backends = BackendRegistry(args.backends, load_preset(args.preset).generator.model_id)
+        self.writer = build_writer(args.prompt_writer)
+        common: dict[str, Any] = {"retries": args.retries, "writer": self.writer}
         self.flows: dict[str, Flow] = {  # task kind -> the flow that runs it
-            "desk": DeskFlow(stages, self.images, load_item_vocabulary(), retries=args.retries),
-            image_flow.KIND: ImageFlow(stages, self.images, retries=args.retries),
+            "desk": DeskFlow(stages, self.images, load_item_vocabulary(), **common),
+            image_flow.KIND: ImageFlow(stages, self.images, **common),
+            scene_flow.KIND: SceneFlow(stages, self.images, backends=self.backends, **common),
+            article_flow.KIND: ArticleFlow(stages, self.images, backends=self.backends, **common),
         }
         self.webhooks = (
             WebhookSender(args.webhooks, settings.imagegen_webhook_secret, args.fetch)

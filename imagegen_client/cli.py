@@ -44,7 +44,7 @@ EPILOG = """exit codes: 0 ok; 1 the task failed (or is not done), or the webhook
 5 timed out waiting; 130 interrupted."""
 
 # How far along a task is at the start of each stage (generating fills the span up to searching).
-STAGE_SHARE = {"queued": 0.0, "captioning": 0.05, "generating": 0.1, "searching": 0.9, "storing": 0.95}
+STAGE_SHARE = {"queued": 0.0, "writing": 0.03, "captioning": 0.05, "generating": 0.1, "searching": 0.9, "storing": 0.95}
 
 
 class ProgressDisplay:

@@ -40,6 +40,8 @@ from serve_app.protocol import (
 from serve_app.retry import StageUnavailableError, call_with_retries
 from serve_app.storage.base import ImageStore, make_key, sidecar_key
 from serve_app.tasks import TaskRecord
+from serve_app.writing import PromptWriter, TemplateWriter
+from serve_app.writing.glossary import has_hangul
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,13 @@ class Stages(Protocol):
     async def classify(self, image_png: bytes) -> Classification: ...
     async def generate(self, spec: GenerationSpec, on_step: OnStep) -> GenerationOutput: ...
     async def search(self, items: list[DeskItem]) -> dict[str, ItemSearchResult]: ...
+
+
+class MadeImage(Protocol):
+    """What `_store_images` stores: a Generator output or a backend's image."""
+
+    image_png: bytes
+    seed: int | None
 
 
 class ProgressFn(Protocol):
@@ -91,11 +100,13 @@ class Flow:
         images: ImageStore,
         retries: RetryConfig | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        writer: PromptWriter | None = None,
     ) -> None:
         self.stages = stages
         self.images = images
         self.retries = retries or RetryConfig()
         self._sleep = sleep
+        self.writer = writer or TemplateWriter()
 
     async def run(self, record: TaskRecord, progress: ProgressFn, cancelled: CancelledFn) -> FlowOutcome:
         """Run one task; returns its outcome or raises FlowError (an AppError with the partial result)."""
@@ -129,6 +140,26 @@ class Flow:
     async def _call(self, stage: str, call: Callable[[], Awaitable[Any]], journal: list[StageRetry]) -> Any:
         return await call_with_retries(stage, call, self.retries, journal, sleep=self._sleep)
 
+    async def _english(self, text: str | None, field: str, result: dict[str, Any]) -> str | None:
+        """`text` in English for the SD text encoder (CLIP reads English only): Korean goes through
+        the prompt writer, and the result records what was translated, by whom, and any word the
+        offline writer had to drop."""
+        if not text or not has_hangul(text):
+            return text
+        written = await self.writer.translate(text)
+        result.setdefault("translations", {})[field] = {"source": text, "english": written.text, **written.record()}
+        return written.text
+
+    def _local_generate(
+        self, journal: list[StageRetry]
+    ) -> Callable[[GenerationSpec, OnStep], Awaitable[GenerationOutput]]:
+        """The Generator deployment as a backend's generate call, retried on infrastructure faults."""
+
+        async def generate(spec: GenerationSpec, on_step: OnStep) -> GenerationOutput:
+            return await self._call("generate", lambda: self.stages.generate(spec, on_step), journal)
+
+        return generate
+
     async def _generate_all(
         self, specs: list[GenerationSpec], progress: ProgressFn, journal: list[StageRetry]
     ) -> list[GenerationOutput]:
@@ -156,8 +187,8 @@ class Flow:
     async def _store_images(
         self,
         request: ResolvedGenerate,
-        outputs: list[GenerationOutput],
-        metadata: Callable[[GenerationOutput], dict[str, Any]],
+        outputs: list[Any],
+        metadata: Callable[[Any], dict[str, Any]],
         stored: list[str],
     ) -> list[GeneratedImage]:
         """Encode each image as the request asks and store it with its record; every key written
@@ -191,8 +222,9 @@ class DeskFlow(Flow):
         vocabulary: ItemVocabulary,
         retries: RetryConfig | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        writer: PromptWriter | None = None,
     ) -> None:
-        super().__init__(stages, images, retries, sleep)
+        super().__init__(stages, images, retries, sleep, writer)
         self.vocabulary = vocabulary
 
     async def _run(
@@ -281,7 +313,11 @@ class DeskFlow(Flow):
         await progress(Stage.generating)
         lora = request.lora
         built = build_prompt(
-            caption, items, request.prompt, lora.trigger_words if lora else [], user_negative=request.negative_prompt
+            caption,
+            items,
+            await self._english(request.prompt, "prompt", result) or "",
+            lora.trigger_words if lora else [],
+            user_negative=await self._english(request.negative_prompt, "negative_prompt", result),
         )
         specs = request.generation_specs(built.prompt, built.negative_prompt, photo, task_id=record.task_id)
         result.update(

@@ -41,10 +41,10 @@ class ImageFlow(Flow):
         built = build_prompt(
             "",
             [],
-            request.prompt,
+            await self._english(request.prompt, "prompt", result) or "",
             lora.trigger_words if lora else [],
             templates=load_prompt_templates(section="images"),
-            user_negative=request.negative_prompt,
+            user_negative=await self._english(request.negative_prompt, "negative_prompt", result),
         )
         result.update(
             prompt=built.prompt,

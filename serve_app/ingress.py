@@ -11,7 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from serve_app.api import events, files, generate, health, openai_images, page, webhooks
+from serve_app.api import articles, events, files, generate, health, openai_images, page, scenes, webhooks
 from serve_app.api.auth import AUTH_SCHEMES
 from serve_app.api.cors import ConfiguredCors
 from serve_app.api.deps import IngressContext, current_context, set_context
@@ -40,6 +40,8 @@ app.include_router(events.router)
 app.include_router(openai_images.router)
 app.include_router(page.router)
 app.include_router(webhooks.router)
+app.include_router(scenes.router)
+app.include_router(articles.router)
 app.add_middleware(ConfiguredCors)  # CORS per the replica's `cors:` args; off until origins are listed
 
 
@@ -71,7 +73,7 @@ def _openapi() -> dict[str, Any]:
         if ctx is not None and ctx.args.auth.enabled:  # documented only where it is required
             schema["components"]["securitySchemes"] = AUTH_SCHEMES
             for path, operations in schema.get("paths", {}).items():
-                if path.startswith(("/v1/", "/files/")):
+                if path.startswith(("/v1/", "/files/", "/api/v1/")):
                     for operation in operations.values():
                         operation["security"] = [{name: []} for name in AUTH_SCHEMES]
         app.openapi_schema = schema

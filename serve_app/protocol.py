@@ -206,6 +206,9 @@ class ResolvedGenerate(BaseModel):
     initial_image_url: str | None = None
     webhook_url: str | None = None
     user_id: str = "anonymous"
+    product: ProductPayload | None = Field(
+        default=None, description="The scene or the article placeholders, for the products that have one."
+    )
 
     @property
     def pixel_steps_per_image(self) -> int:
@@ -291,6 +294,7 @@ class TaskStatus(StrEnum):
 
 class Stage(StrEnum):
     queued = "queued"
+    writing = "writing"  # the prompt writer (scenes, articles)
     captioning = "captioning"
     generating = "generating"
     searching = "searching"
@@ -398,7 +402,9 @@ class GeneratedImage(BaseModel):
 
     url: str = Field(description="Where to fetch it (the storage backend's URL).")
     key: str = Field(description="Its key in the storage backend.")
-    seed: int = Field(description="The seed that made it (the request's seed + its index).")
+    seed: int | None = Field(
+        description="The seed that made it (the request's seed + its index); null when a cloud backend chose it."
+    )
 
 
 class StageRetry(BaseModel):
@@ -468,3 +474,9 @@ class HealthResponse(BaseModel):
     deployments: dict[str, str] = Field(description="Deployment name -> ready|error message.")
     storage: str = Field(description="ok or the storage error.")
     task_store: str = Field(description="ok or the task store error.")
+
+
+# The products' payloads validate against this module's patterns, so they are imported last.
+from serve_app.products import ProductPayload  # noqa: E402
+
+ResolvedGenerate.model_rebuild()

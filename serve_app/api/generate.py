@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from serve_app.api.auth import Caller, get_caller
 from serve_app.api.deps import IngressContext, get_ctx
@@ -60,6 +60,12 @@ _REQUEST_BODY = {
         "multipart/form-data": {"schema": {"$ref": "#/components/schemas/GenerateForm"}},
     },
 }
+
+
+def given(**fields: Any) -> dict[str, Any]:
+    """The fields that are not None (so a model's own defaults apply to the rest, and
+    `model_fields_set` says what the client sent)."""
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 def non_null(prop: dict[str, Any]) -> dict[str, Any]:
@@ -289,12 +295,7 @@ async def submit(
         resolved = caller.own(
             req.resolve(ctx.preset, ctx.limits, has_image=has_image), "user_id" in req.model_fields_set
         )
-        if resolved.webhook_url:
-            if not ctx.settings.imagegen_webhook_secret:
-                raise InvalidInput(
-                    "webhook_url: webhooks are not enabled on this server.", error_code="WEBHOOKS_DISABLED"
-                )
-            await acheck_url(resolved.webhook_url, ctx.args.fetch)
+        await check_webhook(ctx, resolved)
 
         record, _ = await accept_task(
             ctx, caller, kind="desk", req=req, resolved=resolved, upload=upload, idempotency_key=idempotency_key
@@ -303,12 +304,20 @@ async def submit(
     return TaskAccepted(task_id=record.task_id, status=record.status)
 
 
+async def check_webhook(ctx: IngressContext, resolved: ResolvedGenerate) -> None:
+    """A webhook URL is refused unless webhooks are on and the URL is safe to post to."""
+    if resolved.webhook_url:
+        if not ctx.settings.imagegen_webhook_secret:
+            raise InvalidInput("webhook_url: webhooks are not enabled on this server.", error_code="WEBHOOKS_DISABLED")
+        await acheck_url(resolved.webhook_url, ctx.args.fetch)
+
+
 async def accept_task(
     ctx: IngressContext,
     caller: Caller,
     *,
     kind: str,
-    req: GenerateRequest,
+    req: BaseModel,
     resolved: ResolvedGenerate,
     upload: bytes | None,
     idempotency_key: str | None,

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import time
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Request
@@ -35,8 +34,9 @@ from serve_app.api.auth import Caller, get_caller
 from serve_app.api.deps import IngressContext, get_ctx
 from serve_app.api.errors import validation_error
 from serve_app.api.generate import accept_task, non_null, read_body
+from serve_app.api.waiting import PREFER_DOC, respond_or_wait
 from serve_app.config import Preset
-from serve_app.errors import AppError, InvalidInput, NotFound, PayloadTooLarge
+from serve_app.errors import InvalidInput, NotFound, PayloadTooLarge
 from serve_app.image_flow import KIND
 from serve_app.images import decode_image
 from serve_app.protocol import (
@@ -49,9 +49,7 @@ from serve_app.protocol import (
     OutputFormat,
     ResolvedGenerate,
     TaskAccepted,
-    TaskStatus,
 )
-from serve_app.tasks import TaskRecord
 
 router = APIRouter(prefix="/v1/images", tags=["OpenAI-compatible images"])
 
@@ -228,48 +226,6 @@ def _auto_size(image_size: tuple[int, int], ctx: IngressContext) -> tuple[int, i
     return side(width), side(height)
 
 
-def preferences(header: str | None) -> tuple[bool, float | None]:
-    """RFC 7240 `Prefer`: (respond-async asked, wait=N seconds or None); others are ignored."""
-    respond_async, wait = False, None
-    for token in (header or "").split(","):
-        name, _, value = token.partition("=")
-        name = name.strip().lower()
-        if name == "respond-async":
-            respond_async = True
-        elif name == "wait":
-            try:
-                wait = max(0.0, float(value.strip().strip('"')))
-            except ValueError:
-                continue
-    return respond_async, wait
-
-
-async def _wait(ctx: IngressContext, record: TaskRecord, key_id: str | None, wait_s: float) -> TaskRecord:
-    """The task once it has ended; _WaitTimeout (504) past `wait_s`."""
-    deadline = time.monotonic() + wait_s
-    while not record.finished:
-        if time.monotonic() >= deadline:
-            raise _WaitTimeout(record.task_id, wait_s)
-        await asyncio.sleep(ctx.args.openai.poll_s)
-        record = await asyncio.to_thread(ctx.tasks.owned, record.task_id, key_id)
-    return record
-
-
-class _WaitTimeout(AppError):
-    status_code = 504
-    default_code = "TIMEOUT"
-
-    def __init__(self, task_id: str, waited_s: float) -> None:
-        super().__init__(
-            f"The images are not ready after {waited_s:g} s. They are task {task_id}, which goes on: poll "
-            f"GET /v1/result/{task_id}, or repeat this request with the same Idempotency-Key to wait again.",
-            headers={"X-Task-Id": task_id, "Location": f"/v1/result/{task_id}"},
-        )
-
-
-_FAILED_STATUS = {"CANCELLED": 409, "STAGE_UNAVAILABLE": 503}
-
-
 async def _answer(
     ctx: IngressContext,
     caller: Caller,
@@ -284,27 +240,12 @@ async def _answer(
     record, _ = await accept_task(
         ctx, caller, kind=KIND, req=req, resolved=resolved, upload=upload, idempotency_key=idempotency_key
     )
+    waited = await respond_or_wait(ctx, caller, record, prefer, idempotency_key, ctx.args.openai.max_wait_s)
+    if isinstance(waited, JSONResponse):
+        return waited
+    record = waited
     headers = {"X-Task-Id": record.task_id}
-    respond_async, wait = preferences(prefer)
-    if respond_async:
-        accepted = TaskAccepted(task_id=record.task_id, status=record.status)
-        headers.update({"Location": f"/v1/result/{record.task_id}", "Preference-Applied": "respond-async"})
-        return JSONResponse(accepted.model_dump(mode="json"), status_code=202, headers=headers)
-    max_wait = ctx.args.openai.max_wait_s
-    try:
-        record = await _wait(ctx, record, caller.key_id, max_wait if wait is None else min(wait, max_wait))
-    except _WaitTimeout as exc:
-        if not idempotency_key:  # a retry without the key would start another task: say so to clients
-            exc.headers["x-should-retry"] = "false"
-        raise
     result = record.result or {}
-    if record.status == TaskStatus.failed:
-        error = AppError(record.message or "The task failed.", error_code=record.error_code or "INTERNAL_ERROR")
-        error.status_code = _FAILED_STATUS.get(error.error_code, 500)  # type: ignore[misc]
-        error.headers = dict(headers)
-        if idempotency_key:  # repeating it would answer with this same failed task
-            error.headers["x-should-retry"] = "false"
-        raise error
     data: list[ImageData] = []
     for image in result.get("images", []):
         if (response_format or ctx.args.openai.default_response_format) == "b64_json":
@@ -324,12 +265,6 @@ async def _answer(
     return JSONResponse(body.model_dump(mode="json", exclude_none=True), headers=headers)
 
 
-_PREFER = (
-    "RFC 7240: `respond-async` answers 202 with the task at once; `wait=N` waits at most N seconds "
-    "(and at most openai.max_wait_s) before the 504."
-)
-
-
 def _check_enabled(ctx: IngressContext) -> None:
     if not ctx.args.openai.enabled:
         raise NotFound("The OpenAI-compatible images API is off on this server (openai.enabled).")
@@ -347,7 +282,7 @@ async def generations(
     ctx: IngressContext = Depends(get_ctx),
     caller: Caller = Depends(get_caller),
     idempotency_key: str | None = Header(default=None, alias="Idempotency-Key", max_length=200),
-    prefer: str | None = Header(default=None, alias="Prefer", description=_PREFER),
+    prefer: str | None = Header(default=None, alias="Prefer", description=PREFER_DOC),
 ) -> JSONResponse:
     _check_enabled(ctx)
     req = _to_generate(body, ctx, caller)
@@ -425,7 +360,7 @@ async def edits(
     ctx: IngressContext = Depends(get_ctx),
     caller: Caller = Depends(get_caller),
     idempotency_key: str | None = Header(default=None, alias="Idempotency-Key", max_length=200),
-    prefer: str | None = Header(default=None, alias="Prefer", description=_PREFER),
+    prefer: str | None = Header(default=None, alias="Prefer", description=PREFER_DOC),
 ) -> JSONResponse:
     _check_enabled(ctx)
     with ctx.uploads.hold() as take:

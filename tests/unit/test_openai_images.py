@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from serve_app.api.deps import IngressContext, set_context
-from serve_app.flow import OnStep
+from serve_app.flow import Flow, OnStep
 from serve_app.image_flow import ImageFlow
 from serve_app.ingress import app
 from serve_app.protocol import GenerationOutput, GenerationSpec, Stage
@@ -50,10 +50,11 @@ class FlowRunner:
     """Stands in for the TaskRunner handle: `run.remote(task_id)` claims the task and runs the
     real ImageFlow to its end state (or leaves it queued when `hold` is set)."""
 
-    def __init__(self, ctx: IngressContext, stages: PaintingStages) -> None:
+    def __init__(self, ctx: IngressContext, stages: PaintingStages, flows: dict[str, Flow] | None = None) -> None:
         self.ctx, self.stages, self.hold = ctx, stages, False
         self.run = self
         self.progress: list[tuple[str, int | None]] = []
+        self.flows = flows or {"image": ImageFlow(stages, ctx.images)}  # type: ignore[arg-type]
 
     def remote(self, task_id: str) -> Any:
         return self._run(task_id)
@@ -63,7 +64,7 @@ class FlowRunner:
             return
         queue = self.ctx.tasks.queue
         record = await asyncio.to_thread(queue.claim, task_id, "test-worker", 30.0)
-        assert record is not None and record.kind == "image"
+        assert record is not None and record.kind in self.flows
 
         async def progress(stage: Stage, step: int | None = None, total: int | None = None) -> None:
             self.progress.append((stage.value, step))
@@ -71,16 +72,16 @@ class FlowRunner:
         async def cancelled() -> bool:
             return False
 
-        flow = ImageFlow(self.stages, self.ctx.images)  # type: ignore[arg-type]
         try:
-            outcome = await flow.run(record, progress, cancelled)
+            outcome = await self.flows[record.kind].run(record, progress, cancelled)
         except Exception as exc:
             await asyncio.to_thread(
                 queue.fail,
                 task_id,
-                exc.error_code,
-                exc.message,
-                lease=record.lease_owner or "",  # type: ignore[attr-defined]
+                exc.error_code,  # type: ignore[attr-defined]
+                exc.message,  # type: ignore[attr-defined]
+                lease=record.lease_owner or "",
+                result=getattr(exc, "partial", None),
             )
             return
         await asyncio.to_thread(queue.complete, task_id, record.lease_owner or "", outcome.result, outcome.object_keys)
@@ -329,7 +330,7 @@ def test_prefer_wait_shortens_the_wait(client: TestClient, ctx: IngressContext, 
     ],
 )
 def test_prefer_header_parsing(header: str | None, expected: tuple[bool, float | None]) -> None:
-    from serve_app.api.openai_images import preferences
+    from serve_app.api.waiting import preferences
 
     assert preferences(header) == expected
 

@@ -1,0 +1,140 @@
+"""Article images (seed image-generation-storage-guide.md): `POST /v1/articles/images`.
+
+A list of placeholders `{index, alt}` (alt text often Korean) becomes one durable task of kind
+`article`: one image per placeholder through the `article` backend chain, batched through the
+in-cluster Generator. The answer is 202 with the task id, like /v1/generate; `Prefer: wait=N`
+waits up to N seconds (at most `scenes.max_wait_s`) and answers the finished placeholders. The
+result lists the placeholders in the request's order, each with its `url` or its own
+`error_code` and `message`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Header
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from serve_app.api.auth import Caller, get_caller
+from serve_app.api.deps import IngressContext, get_ctx
+from serve_app.api.generate import accept_task, check_webhook, given
+from serve_app.api.waiting import PREFER_DOC, preferences, respond_or_wait
+from serve_app.article_flow import KIND
+from serve_app.errors import InvalidInput
+from serve_app.products import ArticlePayload, Placeholder
+from serve_app.protocol import GenerateRequest, LoraSelection, OptInt, TaskAccepted
+
+router = APIRouter(prefix="/v1/articles", tags=["Article images"])
+
+_EXAMPLE = {
+    "placeholders": [
+        {"index": 0, "alt": "[이미지 설명: 미래적인 AI 로봇]"},
+        {"index": 1, "alt": "햇살이 드는 아늑한 카페"},
+    ],
+    "style": "editorial illustration",
+}
+
+
+class ArticleImagesRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_EXAMPLE]})
+
+    placeholders: list[Placeholder] = Field(min_length=1, description="One image each; indexes must be distinct.")
+    style: str | None = Field(default=None, max_length=300, description="Words added to every prompt.")
+    lora: LoraSelection | None = Field(default=None, description="A LoRA for every image (see GET /info).")
+    seed: OptInt = Field(default=None, description="Placeholder i uses seed + i (random when omitted).")
+    num_inference_steps: OptInt = None
+    height: OptInt = None
+    width: OptInt = None
+    user_id: str | None = Field(default=None, max_length=64)
+    webhook_url: str | None = Field(default=None, max_length=2048)
+
+
+class ArticleImage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    index: int
+    alt: str
+    url: str | None = Field(default=None, description="The image, when it was made.")
+    prompt: str | None = None
+    backend: str | None = None
+    cost_usd: float | None = None
+    error_code: str | None = Field(default=None, description="Why this placeholder has no image.")
+    message: str | None = None
+
+
+class ArticleImagesResponse(BaseModel):
+    task_id: str
+    placeholders: list[ArticleImage] = Field(description="In the request's order.")
+    failed_placeholders: int
+    cost_usd: float
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    202: {"model": TaskAccepted, "description": "Accepted; poll GET /v1/result/{task_id}."},
+    422: {"description": "Invalid placeholders (too many, repeated index, blank alt) or settings."},
+    503: {"description": "Queue full; retry after Retry-After seconds."},
+    504: {"description": "With Prefer: wait=N, not done in time: the task goes on (X-Task-Id)."},
+}
+
+
+@router.post(
+    "/images",
+    status_code=202,
+    response_model=ArticleImagesResponse,
+    response_model_exclude_none=True,
+    responses=_ERRORS,
+    summary="One image per article placeholder; 202 with a task id (or the result with Prefer: wait=N).",
+)
+async def article_images(
+    body: ArticleImagesRequest,
+    ctx: IngressContext = Depends(get_ctx),
+    caller: Caller = Depends(get_caller),
+    idempotency_key: str | None = Header(default=None, alias="Idempotency-Key", max_length=200),
+    prefer: str | None = Header(default=None, alias="Prefer", description=PREFER_DOC),
+) -> JSONResponse:
+    cfg = ctx.args.articles
+    count = len(body.placeholders)
+    if count > cfg.max_placeholders:
+        raise InvalidInput(f"placeholders: at most {cfg.max_placeholders} per request, got {count}.")
+    indexes = [p.index for p in body.placeholders]
+    if len(set(indexes)) != count:
+        raise InvalidInput("placeholders: each index may appear once.")
+    req = GenerateRequest(
+        prompt=f"article images: {count} placeholders",
+        num_inference_steps=body.num_inference_steps,
+        height=body.height,
+        width=body.width,
+        seed=body.seed,
+        lora=body.lora,
+        **given(user_id=body.user_id, webhook_url=body.webhook_url),
+    )
+    resolved = caller.own(req.resolve(ctx.preset, ctx.limits), body.user_id is not None)
+    payload = ArticlePayload(placeholders=body.placeholders, style=body.style if body.style is not None else cfg.style)
+    resolved = resolved.model_copy(update={"product": payload, "n": count})
+    if resolved.cost > ctx.limits.request_cost_limit():
+        raise InvalidInput(
+            f"height x width x num_inference_steps x placeholders is {resolved.cost}; one request may ask for at "
+            f"most {ctx.limits.request_cost_limit()} on this server.",
+            error_code="COST_TOO_HIGH",
+        )
+    await check_webhook(ctx, resolved)
+    record, _ = await accept_task(
+        ctx, caller, kind=KIND, req=body, resolved=resolved, upload=None, idempotency_key=idempotency_key
+    )
+    headers = {"X-Task-Id": record.task_id, "Location": f"/v1/result/{record.task_id}"}
+    _, wait = preferences(prefer)
+    if wait is None:
+        return JSONResponse(
+            TaskAccepted(task_id=record.task_id, status=record.status).model_dump(mode="json"), 202, headers
+        )
+    waited = await respond_or_wait(ctx, caller, record, f"wait={wait}", idempotency_key, ctx.args.scenes.max_wait_s)
+    assert not isinstance(waited, JSONResponse)
+    result = waited.result or {}
+    answer = ArticleImagesResponse(
+        task_id=waited.task_id,
+        placeholders=[ArticleImage.model_validate(entry) for entry in result.get("placeholders", [])],
+        failed_placeholders=result.get("failed_placeholders", 0),
+        cost_usd=result.get("cost_usd", 0.0),
+    )
+    return JSONResponse(answer.model_dump(mode="json", exclude_none=True), 200, headers)

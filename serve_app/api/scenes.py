@@ -1,0 +1,192 @@
+"""Scene images, on the seed's paths (scene-image-service-readme.md):
+`POST /api/v1/images/generations/external` (a cloud image API first: the `scene_external` chain,
+KLING by default) and `POST /api/v1/images/generations/internal` (the in-cluster Generator: the
+`scene_internal` chain).
+
+The body is the seed's (script metadata with characters, the scene id, its audios) and the answer
+the seed's `{scene_id, image_prompt, image_s3url}`, plus the task id and which backend made the
+image at what cost. The work is a durable task of kind `scene`; the call waits for it at most
+`scenes.max_wait_s` (the seed's call is synchronous), with `Prefer: respond-async` / `wait=N` and
+the 504 of serve_app.api.waiting past the wait.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Header
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from serve_app.api.auth import Caller, get_caller
+from serve_app.api.deps import IngressContext, get_ctx
+from serve_app.api.generate import accept_task, check_webhook, given
+from serve_app.api.waiting import PREFER_DOC, respond_or_wait
+from serve_app.products import Scene, ScenePayload
+from serve_app.protocol import GenerateRequest, LoraSelection, OptInt, ResolvedGenerate
+from serve_app.scene_flow import KIND
+
+router = APIRouter(prefix="/api/v1/images/generations", tags=["Scene images"])
+
+_EXAMPLE: dict[str, Any] = {
+    "script_metadata": {
+        "title": "비 오는 날의 카페",
+        "script_id": 1,
+        "characters": [
+            {"name": "민지", "gender": 1, "description": "긴 머리의 여자 학생"},
+            {"name": "준호", "gender": 0, "description": "안경을 쓴 남자"},
+        ],
+    },
+    "scene_id": 1,
+    "audios": [
+        {"type": "narration", "text": "비 오는 저녁, 따뜻한 카페 창가"},
+        {"type": "dialogue", "character": "민지", "text": "오랜만이야!", "emotion": "기쁨"},
+    ],
+}
+
+
+class SceneRequest(Scene):
+    """The seed's body; the optional fields after it are this service's."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_EXAMPLE]})
+
+    user_id: str | None = Field(default=None, max_length=64, description="Whose images these are (storage keys).")
+    webhook_url: str | None = Field(default=None, max_length=2048, description="POSTed the result when done.")
+    num_inference_steps: OptInt = Field(default=None, description="In-cluster Generator steps (preset default).")
+    height: OptInt = Field(default=None, description="Output height, a multiple of 8 (preset default).")
+    width: OptInt = Field(default=None, description="Output width, a multiple of 8 (preset default).")
+
+
+class SceneResponse(BaseModel):
+    scene_id: int
+    image_prompt: str = Field(description="The English prompt the image was made from.")
+    image_s3url: str = Field(description="Where the image is (an S3 URL with S3 storage, else this server's).")
+    task_id: str
+    backend: str = Field(description="Which backend made it: local, kling, openai, ...")
+    cost_usd: float = Field(description="The provider's price, or GPU-seconds x the configured price.")
+    backend_seconds: float = Field(description="How long the backend took.")
+    backends_failed: list[dict[str, str]] | None = Field(
+        default=None, description="Backends of the chain tried before, and why they failed."
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "scene_id": 1,
+                    "image_prompt": "a cinematic film still, a woman (long hair woman student), rain falling evening",
+                    "image_s3url": "https://bucket.s3.amazonaws.com/anonymous/20261122/3f2a….png",
+                    "task_id": "5b0c…",
+                    "backend": "kling",
+                    "cost_usd": 0.0035,
+                    "backend_seconds": 12.4,
+                }
+            ]
+        }
+    )
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    422: {"description": "Invalid scene (unknown speaker, empty audios, bad settings)."},
+    500: {"description": "Every backend of the chain failed (GENERATION_FAILED), or the upload (S3_UPLOAD_FAILED)."},
+    503: {"description": "Queue full; retry after Retry-After seconds."},
+    504: {"description": "Not done within scenes.max_wait_s: the task goes on (X-Task-Id)."},
+}
+
+
+def resolve_scene(
+    ctx: IngressContext, caller: Caller, body: SceneRequest, chain: Literal["scene_internal", "scene_external"]
+) -> ResolvedGenerate:
+    """The scene as a task's settings: the preset's defaults checked as /v1/generate checks them,
+    the style LoRA of `scenes.lora`, and the seed of the script."""
+    lora = ctx.args.scenes.lora
+    req = GenerateRequest(
+        prompt=f"scene {body.scene_id} of script {body.script_metadata.script_id}",
+        num_inference_steps=body.num_inference_steps,
+        height=body.height,
+        width=body.width,
+        seed=body.style_seed,
+        lora=LoraSelection(name=lora) if lora else None,
+        **given(user_id=body.user_id, webhook_url=body.webhook_url),
+    )
+    resolved = caller.own(req.resolve(ctx.preset, ctx.limits), body.user_id is not None)
+    scene = Scene.model_validate(body.model_dump(include=set(Scene.model_fields)))
+    return resolved.model_copy(update={"product": ScenePayload(scene=scene, chain=chain)})
+
+
+async def _scene(
+    ctx: IngressContext,
+    caller: Caller,
+    body: SceneRequest,
+    chain: Literal["scene_internal", "scene_external"],
+    idempotency_key: str | None,
+    prefer: str | None,
+) -> JSONResponse:
+    resolved = resolve_scene(ctx, caller, body, chain)
+    await check_webhook(ctx, resolved)
+    fingerprinted = body.model_copy(update={"user_id": resolved.user_id})
+    record, _ = await accept_task(
+        ctx,
+        caller,
+        kind=KIND,
+        req=_Fingerprint(chain=chain, body=fingerprinted),
+        resolved=resolved,
+        upload=None,
+        idempotency_key=idempotency_key,
+    )
+    waited = await respond_or_wait(ctx, caller, record, prefer, idempotency_key, ctx.args.scenes.max_wait_s)
+    if isinstance(waited, JSONResponse):
+        return waited
+    result = waited.result or {}
+    answer = SceneResponse(
+        scene_id=body.scene_id,
+        image_prompt=result["image_prompt"],
+        image_s3url=result["image_s3url"],
+        task_id=waited.task_id,
+        backend=result["backend"],
+        cost_usd=result["cost_usd"],
+        backend_seconds=result["backend_seconds"],
+        backends_failed=result.get("backends_failed"),
+    )
+    return JSONResponse(answer.model_dump(mode="json", exclude_none=True), headers={"X-Task-Id": waited.task_id})
+
+
+class _Fingerprint(BaseModel):
+    """What makes two scene requests the same (for Idempotency-Key): the chain and the body."""
+
+    chain: str
+    body: SceneRequest
+
+
+@router.post(
+    "/external",
+    response_model=SceneResponse,
+    response_model_exclude_none=True,
+    responses=_ERRORS,
+    summary="Scene image from a cloud image API first (the scene_external chain); answers when it is done.",
+)
+async def external(
+    body: SceneRequest,
+    ctx: IngressContext = Depends(get_ctx),
+    caller: Caller = Depends(get_caller),
+    idempotency_key: str | None = Header(default=None, alias="Idempotency-Key", max_length=200),
+    prefer: str | None = Header(default=None, alias="Prefer", description=PREFER_DOC),
+) -> JSONResponse:
+    return await _scene(ctx, caller, body, "scene_external", idempotency_key, prefer)
+
+
+@router.post(
+    "/internal",
+    response_model=SceneResponse,
+    response_model_exclude_none=True,
+    responses=_ERRORS,
+    summary="Scene image from the in-cluster Generator (the scene_internal chain); answers when it is done.",
+)
+async def internal(
+    body: SceneRequest,
+    ctx: IngressContext = Depends(get_ctx),
+    caller: Caller = Depends(get_caller),
+    idempotency_key: str | None = Header(default=None, alias="Idempotency-Key", max_length=200),
+    prefer: str | None = Header(default=None, alias="Prefer", description=PREFER_DOC),
+) -> JSONResponse:
+    return await _scene(ctx, caller, body, "scene_internal", idempotency_key, prefer)

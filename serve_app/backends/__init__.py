@@ -1,0 +1,75 @@
+"""Image backends (SPEC.md section 2): the in-cluster Generator and the cloud providers, and the
+per-product fallback chains of `backends.chains` in config.
+
+`BackendRegistry` is built once per task-runner replica: the cloud clients (and their rate
+limiters) are shared by every task the replica runs. The local backend is made per chain, over
+the flow's retrying call to the Generator deployment.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from serve_app.backends.base import BackendImage, BackendStatus, ImageBackend
+from serve_app.backends.chain import BackendAttempt, BackendChain, ChainFailed, ChainResult
+from serve_app.backends.local import GenerateFn, LocalBackend
+from serve_app.config import CLOUD_BACKENDS, BackendsConfig
+
+__all__ = [
+    "BackendAttempt",
+    "BackendChain",
+    "BackendImage",
+    "BackendRegistry",
+    "BackendStatus",
+    "ChainFailed",
+    "ChainResult",
+    "ImageBackend",
+    "LocalBackend",
+]
+
+#: backend name -> (module, class) of its client
+CLOUD_CLASSES: dict[str, tuple[str, str]] = {
+    "huggingface": ("serve_app.backends.huggingface", "HuggingFaceBackend"),
+    "openai": ("serve_app.backends.openai_images", "OpenAIImagesBackend"),
+    "stability": ("serve_app.backends.stability", "StabilityBackend"),
+    "replicate": ("serve_app.backends.replicate", "ReplicateBackend"),
+    "kling": ("serve_app.backends.kling", "KlingBackend"),
+    "gemini": ("serve_app.backends.gemini", "GeminiBackend"),
+}
+
+
+def cloud_backend(name: str, cfg: BackendsConfig) -> ImageBackend:
+    module, cls = CLOUD_CLASSES[name]
+    return getattr(importlib.import_module(module), cls)(cfg.cloud(name))
+
+
+class BackendRegistry:
+    def __init__(self, cfg: BackendsConfig, local_model_id: str = "in-cluster") -> None:
+        self.cfg = cfg
+        self.local_model_id = local_model_id
+        self._cloud: dict[str, ImageBackend] = {}
+
+    def cloud(self, name: str) -> ImageBackend:
+        """The provider's client, made on first use (one per replica: its rate limiter is shared)."""
+        if name not in self._cloud:
+            self._cloud[name] = cloud_backend(name, self.cfg)
+        return self._cloud[name]
+
+    def chain(self, product: str, local_generate: GenerateFn) -> BackendChain:
+        """The product's chain, its local backend calling the Generator through `local_generate`."""
+        local = LocalBackend(local_generate, self.cfg.local, self.local_model_id)
+        return BackendChain(
+            product, [local if name == "local" else self.cloud(name) for name in self.cfg.chains[product]]
+        )
+
+    def statuses(self) -> list[BackendStatus]:
+        local = LocalBackend(_unused, self.cfg.local, self.local_model_id).status()
+        return [local, *(self.cloud(name).status() for name in CLOUD_BACKENDS)]
+
+    async def aclose(self) -> None:
+        for backend in self._cloud.values():
+            await backend.aclose()
+
+
+async def _unused(*_: object) -> BackendImage:  # pragma: no cover - status() never generates
+    raise AssertionError("status only")

@@ -1,0 +1,304 @@
+"""Scene images (`/api/v1/images/generations/{internal,external}`), article images
+(`/v1/articles/images`) and the Korean -> English step of the image flow, without Ray.
+
+The ingress app runs under TestClient with a real SQLite task store and local storage; its runner
+runs the real SceneFlow / ArticleFlow / ImageFlow over a Generator stand-in that paints one PNG per
+spec, with the real template prompt writer and the real fallback chains. Cloud backends are real
+provider clients pointed at their stub servers in tests/unit/test_backend_contract.py and in the
+integration tests; here a chain's cloud member is a scripted backend, so the chain's behaviour
+(order, fallback, records) is what is tested.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from serve_app.api.deps import IngressContext, set_context
+from serve_app.article_flow import ArticleFlow
+from serve_app.backends import BackendImage, BackendRegistry, BackendStatus, ImageBackend
+from serve_app.errors import UpstreamError
+from serve_app.image_flow import ImageFlow
+from serve_app.ingress import app
+from serve_app.protocol import GenerationSpec
+from serve_app.scene_flow import SceneFlow
+from serve_app.writing.glossary import has_hangul
+from tests.unit.test_api import make_context
+from tests.unit.test_openai_images import FlowRunner, PaintingStages
+
+SCENE: dict[str, Any] = {
+    "script_metadata": {
+        "title": "비 오는 날의 카페",
+        "script_id": 7,
+        "characters": [
+            {"name": "민지", "gender": 1, "description": "긴 머리의 여자 학생"},
+            {"name": "준호", "gender": 0, "description": "안경을 쓴 남자"},
+        ],
+    },
+    "scene_id": 1,
+    "audios": [
+        {"type": "narration", "text": "비 오는 저녁, 따뜻한 카페 창가"},
+        {"type": "dialogue", "character": "민지", "text": "오랜만이야!", "emotion": "기쁨"},
+    ],
+}
+
+
+class ScriptedBackend(ImageBackend):
+    """A cloud member of a chain that fails with `error` or paints a 32x32 image."""
+
+    kind = "cloud"
+
+    def __init__(self, name: str, error: Exception | None = None) -> None:
+        self.name = name
+        self.error = error
+        self.specs: list[GenerationSpec] = []
+
+    def status(self) -> BackendStatus:
+        return BackendStatus(name=self.name, kind="cloud", model="scripted", configured=True)
+
+    async def generate(self, spec: GenerationSpec, on_step: Any = None) -> BackendImage:
+        self.specs.append(spec)
+        if self.error is not None:
+            raise self.error
+        out = io.BytesIO()
+        Image.new("RGB", (32, 32), (10, 200, 10)).save(out, format="PNG")
+        return BackendImage(image_png=out.getvalue(), backend=self.name, model="scripted", seconds=0.5, cost_usd=0.01)
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Iterator[IngressContext]:
+    chains = {"scene_internal": ["local"], "scene_external": ["kling", "local"], "article": ["local", "huggingface"]}
+    context = make_context(
+        tmp_path, {"max_active": 8}, openai={"max_wait_s": 20, "poll_s": 0.02}, backends={"chains": chains}
+    )
+    yield context
+    set_context(None)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def stages() -> PaintingStages:
+    return PaintingStages()
+
+
+@pytest.fixture
+def registry(ctx: IngressContext) -> BackendRegistry:
+    registry = BackendRegistry(ctx.args.backends, "painter")
+    registry._cloud["kling"] = ScriptedBackend("kling")
+    registry._cloud["huggingface"] = ScriptedBackend("huggingface")
+    return registry
+
+
+@pytest.fixture
+def runner(ctx: IngressContext, stages: PaintingStages, registry: BackendRegistry) -> FlowRunner:
+    flows = {
+        "image": ImageFlow(stages, ctx.images),  # type: ignore[arg-type]
+        "scene": SceneFlow(stages, ctx.images, backends=registry),  # type: ignore[arg-type]
+        "article": ArticleFlow(stages, ctx.images, backends=registry),  # type: ignore[arg-type]
+    }
+    ctx.runner = FlowRunner(ctx, stages, flows)  # type: ignore[assignment]
+    return ctx.runner  # type: ignore[return-value]
+
+
+@pytest.fixture
+def client(ctx: IngressContext, runner: FlowRunner) -> Iterator[TestClient]:
+    with TestClient(app) as running:  # one event loop for the whole test: 202 answers' tasks run on in it
+        yield running
+
+
+def _result(client: TestClient, task_id: str) -> dict[str, Any]:
+    """The task's result once it has ended (a 202 answer returns before the runner is done)."""
+    for _ in range(500):
+        body = client.get(f"/v1/result/{task_id}").json()
+        if body["status"] in ("done", "failed"):
+            return body
+        time.sleep(0.02)
+    raise AssertionError(f"task {task_id} did not end: {body}")
+
+
+# -- scenes ------------------------------------------------------------------------------------------
+
+
+def test_internal_scene_answers_the_seeds_shape_from_the_generator(client: TestClient, stages: PaintingStages) -> None:
+    response = client.post("/api/v1/images/generations/internal", json=SCENE)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["scene_id"] == 1 and body["backend"] == "local" and body["task_id"] == response.headers["x-task-id"]
+    assert body["image_prompt"].startswith("a cinematic film still") and not has_hangul(body["image_prompt"])
+    assert "a woman (long hair woman student)" in body["image_prompt"]
+    assert body["cost_usd"] >= 0 and body["backend_seconds"] >= 0
+    image = client.get(body["image_s3url"].removeprefix("http://t"))
+    assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+    assert stages.specs[-1].prompt == body["image_prompt"]
+
+
+def test_scenes_of_one_script_share_seed_and_another_script_does_not(
+    client: TestClient, stages: PaintingStages
+) -> None:
+    for scene_id, script_id in ((1, 7), (2, 7), (3, 8)):
+        body = {**SCENE, "scene_id": scene_id, "script_metadata": {**SCENE["script_metadata"], "script_id": script_id}}
+        assert client.post("/api/v1/images/generations/internal", json=body).status_code == 200
+    seeds = [spec.seed for spec in stages.specs]
+    assert seeds[0] == seeds[1] != seeds[2]
+
+
+def test_external_scene_uses_the_cloud_backend_first(
+    client: TestClient, registry: BackendRegistry, stages: PaintingStages
+) -> None:
+    response = client.post("/api/v1/images/generations/external", json=SCENE)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["backend"] == "kling" and body["cost_usd"] == 0.01 and "backends_failed" not in body
+    assert stages.specs == []  # the Generator was not asked
+    assert registry._cloud["kling"].specs[0].prompt == body["image_prompt"]  # type: ignore[attr-defined]
+
+
+def test_external_scene_falls_back_to_the_generator_and_says_why(client: TestClient, registry: BackendRegistry) -> None:
+    registry._cloud["kling"].error = UpstreamError("KLING is busy (HTTP 429).", error_code="RATE_LIMITED")  # type: ignore[attr-defined]
+    body = client.post("/api/v1/images/generations/external", json=SCENE).json()
+    assert body["backend"] == "local"
+    assert body["backends_failed"] == [
+        {"backend": "kling", "error_code": "RATE_LIMITED", "message": "KLING is busy (HTTP 429)."}
+    ]
+
+
+def test_every_backend_failing_fails_the_scene_with_the_chain_in_the_result(
+    client: TestClient, registry: BackendRegistry, stages: PaintingStages
+) -> None:
+    registry._cloud["kling"].error = UpstreamError("down", error_code="UPSTREAM_ERROR")  # type: ignore[attr-defined]
+    stages.fail_with = RuntimeError("CUDA error")
+    response = client.post("/api/v1/images/generations/external", json=SCENE)
+    assert response.status_code == 500
+    assert response.json()["error_code"] == "GENERATION_FAILED"
+    result = _result(client, response.headers["x-task-id"])
+    assert result["status"] == "failed"
+    assert [entry["backend"] for entry in result["backends_failed"]] == ["kling", "local"]
+
+
+def test_scene_respond_async_answers_202(client: TestClient, runner: FlowRunner) -> None:
+    runner.hold = True
+    response = client.post("/api/v1/images/generations/internal", json=SCENE, headers={"Prefer": "respond-async"})
+    assert response.status_code == 202 and response.json()["status"] == "queued"
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"audios": []}, "audios"),
+        ({"audios": [{"type": "dialogue", "character": "누구", "text": "안녕"}]}, "not in script_metadata.characters"),
+        ({"audios": [{"type": "dialogue", "text": "안녕"}]}, "needs its character"),
+        ({"script_metadata": {**SCENE["script_metadata"], "characters": [{"name": "a", "gender": 2}]}}, "gender"),
+        ({"script_metadata": {**SCENE["script_metadata"], "title": "  "}}, "title"),
+        ({"unknown_field": 1}, "unknown_field"),
+        ({"num_inference_steps": 10_000}, "inference steps"),
+    ],
+)
+def test_bad_scenes_are_422_and_make_no_task(
+    client: TestClient, ctx: IngressContext, change: dict[str, Any], needle: str
+) -> None:
+    response = client.post("/api/v1/images/generations/internal", json={**SCENE, **change})
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["error_code"] == "INVALID_INPUT" and needle in body["message"]
+    assert ctx.tasks.db.read("SELECT task_id FROM tasks") == []
+
+
+# -- articles ----------------------------------------------------------------------------------------
+
+
+ARTICLE = {
+    "placeholders": [
+        {"index": 3, "alt": "[이미지 설명: 미래적인 AI 로봇]"},
+        {"index": 1, "alt": "쿼카"},  # no glossary word: this one cannot get an English prompt offline
+        {"index": 2, "alt": "햇살이 드는 아늑한 카페"},
+    ]
+}
+
+
+def test_article_placeholders_come_back_in_order_each_on_its_own(client: TestClient, stages: PaintingStages) -> None:
+    response = client.post("/v1/articles/images", json=ARTICLE)
+    assert response.status_code == 202, response.text
+    result = _result(client, response.json()["task_id"])
+    assert result["status"] == "done"
+    entries = result["placeholders"]
+    assert [entry["index"] for entry in entries] == [3, 1, 2]
+    assert entries[1]["error_code"] == "PROMPT_UNTRANSLATABLE" and "쿼카" in entries[1]["message"]
+    for entry in (entries[0], entries[2]):
+        assert entry["url"] and entry["backend"] == "local" and not has_hangul(entry["prompt"])
+    assert "futuristic AI robot" in entries[0]["prompt"]
+    assert result["failed_placeholders"] == 1
+    assert len(stages.specs) == 2 and len({spec.seed for spec in stages.specs}) == 2
+
+
+def test_article_wait_answers_the_placeholders(client: TestClient) -> None:
+    response = client.post("/v1/articles/images", json=ARTICLE, headers={"Prefer": "wait=10"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [p["index"] for p in body["placeholders"]] == [3, 1, 2]
+    assert body["failed_placeholders"] == 1 and body["task_id"] == response.headers["x-task-id"]
+
+
+def test_a_placeholder_the_generator_fails_goes_to_the_next_backend(
+    client: TestClient, stages: PaintingStages, registry: BackendRegistry
+) -> None:
+    stages.fail_with = RuntimeError("out of memory")
+    body = client.post("/v1/articles/images", json=ARTICLE, headers={"Prefer": "wait=10"}).json()
+    made = [p for p in body["placeholders"] if p.get("url")]
+    assert len(made) == 2 and {p["backend"] for p in made} == {"huggingface"}
+    assert made[0]["backends_failed"][0]["backend"] == "local"
+
+
+def test_no_placeholder_made_fails_the_task_but_keeps_each_reason(
+    client: TestClient, stages: PaintingStages, registry: BackendRegistry
+) -> None:
+    stages.fail_with = RuntimeError("out of memory")
+    registry._cloud["huggingface"].error = UpstreamError("loading", error_code="UPSTREAM_ERROR")  # type: ignore[attr-defined]
+    response = client.post("/v1/articles/images", json=ARTICLE)
+    result = _result(client, response.json()["task_id"])
+    assert result["status"] == "failed" and result["error_code"] == "GENERATION_FAILED"
+    assert [p["error_code"] for p in result["placeholders"]] == [
+        "GENERATION_FAILED",
+        "PROMPT_UNTRANSLATABLE",
+        "GENERATION_FAILED",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"placeholders": []}, "placeholders"),
+        ({"placeholders": [{"index": 1, "alt": "a"}, {"index": 1, "alt": "b"}]}, "each index"),
+        ({"placeholders": [{"index": i, "alt": "a"} for i in range(17)]}, "at most 16"),
+        ({"placeholders": [{"index": 0, "alt": " "}]}, "alt"),
+        ({"placeholders": [{"index": -1, "alt": "a"}]}, "index"),
+    ],
+)
+def test_bad_articles_are_422_and_make_no_task(
+    client: TestClient, ctx: IngressContext, body: dict[str, Any], needle: str
+) -> None:
+    response = client.post("/v1/articles/images", json=body)
+    assert response.status_code == 422, response.text
+    assert needle in response.json()["message"]
+    assert ctx.tasks.db.read("SELECT task_id FROM tasks") == []
+
+
+# -- Korean prompts reach the text encoder in English --------------------------------------------------
+
+
+def test_a_korean_prompt_is_translated_before_generation(client: TestClient, stages: PaintingStages) -> None:
+    response = client.post("/v1/images/generations", json={"prompt": "아늑한 나무 책상, 따뜻한 햇살"})
+    assert response.status_code == 200, response.text
+    assert not has_hangul(stages.specs[-1].prompt)
+    assert "cozy wood desk, warm sunlight" in stages.specs[-1].prompt
+    result = _result(client, response.headers["x-task-id"])
+    assert result["translations"]["prompt"] == {
+        "source": "아늑한 나무 책상, 따뜻한 햇살",
+        "english": "cozy wood desk, warm sunlight",
+        "writer": "template",
+    }
