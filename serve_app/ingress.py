@@ -70,6 +70,12 @@ def _openapi() -> dict[str, Any]:
         preset, limits = (ctx.preset, ctx.limits) if ctx is not None else (load_preset("tiny"), GenerationLimits())
         aliases = ctx.args.openai.model_aliases if ctx is not None else []
         components.update(openai_images.request_schemas(preset, limits, aliases))
+        webhooks = ctx is None or bool(ctx.settings.imagegen_webhook_secret)
+        components.update(scenes.request_schemas(limits, webhooks=webhooks))
+        max_placeholders = ctx.args.articles.max_placeholders if ctx is not None else 16
+        components.update(
+            articles.request_schemas(preset, limits, webhooks=webhooks, max_placeholders=max_placeholders)
+        )
         if ctx is not None and ctx.args.auth.enabled:  # documented only where it is required
             schema["components"]["securitySchemes"] = AUTH_SCHEMES
             for path, operations in schema.get("paths", {}).items():

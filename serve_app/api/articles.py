@@ -18,12 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.api.auth import Caller, get_caller
 from serve_app.api.deps import IngressContext, get_ctx
-from serve_app.api.generate import accept_task, check_webhook, given
+from serve_app.api.generate import accept_task, check_webhook, given, patch_settings
 from serve_app.api.waiting import PREFER_DOC, preferences, respond_or_wait
 from serve_app.article_flow import KIND
+from serve_app.config import Preset
 from serve_app.errors import InvalidInput
 from serve_app.products import ArticlePayload, Placeholder
-from serve_app.protocol import GenerateRequest, LoraSelection, OptInt, TaskAccepted
+from serve_app.protocol import GenerateRequest, GenerationLimits, LoraSelection, OptInt, TaskAccepted
 
 router = APIRouter(prefix="/v1/articles", tags=["Article images"])
 
@@ -42,7 +43,7 @@ class ArticleImagesRequest(BaseModel):
     placeholders: list[Placeholder] = Field(min_length=1, description="One image each; indexes must be distinct.")
     style: str | None = Field(default=None, max_length=300, description="Words added to every prompt.")
     lora: LoraSelection | None = Field(default=None, description="A LoRA for every image (see GET /info).")
-    seed: OptInt = Field(default=None, description="Placeholder i uses seed + i (random when omitted).")
+    seed: OptInt = Field(default=None, ge=0, lt=2**63, description="Placeholder i uses seed + i (random when omitted).")
     num_inference_steps: OptInt = None
     height: OptInt = None
     width: OptInt = None
@@ -68,6 +69,32 @@ class ArticleImagesResponse(BaseModel):
     placeholders: list[ArticleImage] = Field(description="In the request's order.")
     failed_placeholders: int
     cost_usd: float
+
+
+def request_schemas(
+    preset: Preset, limits: GenerationLimits, *, webhooks: bool, max_placeholders: int
+) -> dict[str, dict[str, Any]]:
+    """ArticleImagesRequest's schema with this server's ranges and LoRAs; the rules JSON Schema
+    cannot state (distinct indexes, the cost of all placeholders together) are in its description."""
+    schema = ArticleImagesRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    nested = schema.pop("$defs", {})
+    props = schema["properties"]
+    patch_settings(props, limits, webhooks=webhooks)
+    props["placeholders"]["maxItems"] = max_placeholders
+    lora_names = [spec.name for spec in preset.loras]
+    if not lora_names:
+        props["lora"] = {"type": "null", "description": "This preset has no LoRA adapters."}
+    else:
+        nested = {**nested, "LoraSelection": {**nested["LoraSelection"]}}
+        nested["LoraSelection"]["properties"] = {
+            **nested["LoraSelection"]["properties"],
+            "name": {**nested["LoraSelection"]["properties"]["name"], "enum": lora_names},
+        }
+    schema["description"] = (
+        "Placeholder indexes must be distinct (422 otherwise); height x width x num_inference_steps x "
+        f"placeholders must be at most {limits.request_cost_limit()} (422 COST_TOO_HIGH)."
+    )
+    return {**nested, "ArticleImagesRequest": schema}
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -99,7 +126,7 @@ async def article_images(
         raise InvalidInput(f"placeholders: at most {cfg.max_placeholders} per request, got {count}.")
     indexes = [p.index for p in body.placeholders]
     if len(set(indexes)) != count:
-        raise InvalidInput("placeholders: each index may appear once.")
+        raise InvalidInput("placeholders: each index may appear once.", error_code="DUPLICATE_INDEX")
     req = GenerateRequest(
         prompt=f"article images: {count} placeholders",
         num_inference_steps=body.num_inference_steps,

@@ -73,6 +73,18 @@ def non_null(prop: dict[str, Any]) -> dict[str, Any]:
     return next((b for b in prop.get("anyOf", []) if b.get("type") != "null"), prop)
 
 
+def patch_settings(props: dict[str, Any], limits: GenerationLimits, *, webhooks: bool) -> None:
+    """The preset's ranges of the settings every task route shares (steps, sides, webhook_url), in a
+    request schema's properties, so the document says what the server accepts."""
+    non_null(props["num_inference_steps"]).update(minimum=1, maximum=limits.max_steps)
+    for side in ("height", "width"):
+        non_null(props[side]).update(minimum=limits.min_side, maximum=limits.max_side, multipleOf=8)
+    if not webhooks:
+        props["webhook_url"] = {"type": "null", "description": "Webhooks are off on this server."}
+    else:
+        non_null(props["webhook_url"]).update(pattern="^https?://")
+
+
 def request_schemas(
     preset: Preset, limits: GenerationLimits, *, webhooks: bool, s3_inputs: bool
 ) -> dict[str, dict[str, Any]]:
@@ -90,17 +102,11 @@ def request_schemas(
     props = request["properties"]
     props["prompt"].update(minLength=1, maxLength=limits.max_prompt_chars, pattern=NON_BLANK_PATTERN)
     non_null(props["negative_prompt"]).update(maxLength=limits.max_prompt_chars)
-    non_null(props["num_inference_steps"]).update(minimum=1, maximum=limits.max_steps)
+    patch_settings(props, limits, webhooks=webhooks)
     non_null(props["guidance_scale"]).update(minimum=0, maximum=limits.max_guidance_scale)
-    for side in ("height", "width"):
-        non_null(props[side]).update(minimum=limits.min_side, maximum=limits.max_side, multipleOf=8)
     non_null(props["strength"]).update(exclusiveMinimum=0, maximum=1)
     non_null(props["n"]).update(minimum=1, maximum=limits.max_images)
     non_null(props["initial_image_url"]).update(pattern="^(https?|s3)://" if s3_inputs else "^https?://")
-    if not webhooks:
-        props["webhook_url"] = {"type": "null", "description": "Webhooks are off on this server."}
-    else:
-        non_null(props["webhook_url"]).update(pattern="^https?://")
     lora_names = [spec.name for spec in preset.loras]
     if lora_names:
         schemas["LoraSelection"]["properties"]["name"]["enum"] = lora_names

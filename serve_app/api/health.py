@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from serve_app.api.deps import IngressContext, get_ctx
+from serve_app.backends import BackendRegistry, BackendStatus
 from serve_app.protocol import HealthResponse
 
 router = APIRouter(tags=["health"])
@@ -51,6 +52,12 @@ async def healthcheck(ctx: IngressContext = Depends(get_ctx)) -> JSONResponse:
     return JSONResponse(status_code=200 if healthy else 503, content=body.model_dump())
 
 
+def image_backend_statuses(ctx: IngressContext) -> list[BackendStatus]:
+    """Each backend's status from config and the environment (no provider is called)."""
+    registry = BackendRegistry(ctx.args.backends, ctx.preset.generator.model_id)
+    return registry.statuses()
+
+
 @router.get("/info", summary="Version, preset, model ids, defaults and limits, LoRAs, backends.")
 async def info(ctx: IngressContext = Depends(get_ctx)) -> dict[str, Any]:
     preset = ctx.preset
@@ -88,7 +95,17 @@ async def info(ctx: IngressContext = Depends(get_ctx)) -> dict[str, Any]:
             "shopping_fallback_to_catalog": ctx.args.shopping.fallback_to_catalog,
             "image_generation": "diffusers (in-cluster Generator deployment)",
             "webhooks": "enabled" if ctx.settings.imagegen_webhook_secret else "disabled",
+            # Every image backend: configured (its key is set) and usable, its price and rate limit.
+            "image": [status.model_dump() for status in image_backend_statuses(ctx)],
+            "chains": ctx.args.backends.chains,
+            "prompt_writer": {
+                "provider": ctx.args.prompt_writer.provider,
+                "model": ctx.args.prompt_writer.chat.model if ctx.args.prompt_writer.provider == "chat" else None,
+                "fallback_to_template": ctx.args.prompt_writer.fallback_to_template,
+            },
         },
+        "scenes": ctx.args.scenes.model_dump(),
+        "articles": ctx.args.articles.model_dump(),
         "queue": {
             "max_active_tasks": ctx.args.tasks.max_active,
             "max_active_cost": ctx.args.admission.max_active_cost,
@@ -117,6 +134,9 @@ async def info(ctx: IngressContext = Depends(get_ctx)) -> dict[str, Any]:
                 if ctx.args.openai.enabled
                 else []
             ),
+            "POST /api/v1/images/generations/external (scene image, cloud chain)",
+            "POST /api/v1/images/generations/internal (scene image, in-cluster Generator)",
+            "POST /v1/articles/images (one image per article placeholder)",
             "GET / (web page)",
             "GET /healthcheck",
             "GET /info",

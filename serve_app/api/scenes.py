@@ -20,10 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.api.auth import Caller, get_caller
 from serve_app.api.deps import IngressContext, get_ctx
-from serve_app.api.generate import accept_task, check_webhook, given
+from serve_app.api.generate import accept_task, check_webhook, given, patch_settings
 from serve_app.api.waiting import PREFER_DOC, respond_or_wait
 from serve_app.products import Scene, ScenePayload
-from serve_app.protocol import GenerateRequest, LoraSelection, OptInt, ResolvedGenerate
+from serve_app.protocol import GenerateRequest, GenerationLimits, LoraSelection, OptInt, ResolvedGenerate
 from serve_app.scene_flow import KIND
 
 router = APIRouter(prefix="/api/v1/images/generations", tags=["Scene images"])
@@ -92,6 +92,20 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"description": "Queue full; retry after Retry-After seconds."},
     504: {"description": "Not done within scenes.max_wait_s: the task goes on (X-Task-Id)."},
 }
+
+
+def request_schemas(limits: GenerationLimits, *, webhooks: bool) -> dict[str, dict[str, Any]]:
+    """SceneRequest's schema with this server's ranges; a rule JSON Schema cannot state (a
+    dialogue's character is one of the script's characters) is in its description."""
+    schema = SceneRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    nested = schema.pop("$defs", {})
+    patch_settings(schema["properties"], limits, webhooks=webhooks)
+    schema["description"] = (
+        "The seed's scene. Every dialogue audio names its character, one of script_metadata.characters "
+        "(422 otherwise). height x width x num_inference_steps must be at most "
+        f"{limits.request_cost_limit()} (422 COST_TOO_HIGH)."
+    )
+    return {**nested, "SceneRequest": schema}
 
 
 def resolve_scene(

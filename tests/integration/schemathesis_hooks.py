@@ -8,8 +8,9 @@ image URL and an upload, an image URL the server can fetch, and image bytes that
 is accepted for schema-valid data (a 400 in OpenAI's error shape on the OpenAI-compatible
 /v1/images routes); any other rejection of schema-valid data still fails.
 
-The /v1/images routes answer when the images are done; the run asks them for the task at once
-instead (`Prefer: respond-async`, a documented answer) and cancels it, as it does /v1/generate's.
+The /v1/images and scene routes answer when the images are done; the run asks them for the task
+at once instead (`Prefer: respond-async`, a documented answer) and cancels it, as it does
+/v1/generate's and /v1/articles/images'.
 """
 
 from __future__ import annotations
@@ -20,15 +21,19 @@ import requests
 import schemathesis
 from schemathesis.specs.openapi.checks import RejectedPositiveData, positive_data_acceptance
 
-CROSS_FIELD_CODES = {"COST_TOO_HIGH", "IMAGE_FETCH_FAILED", "UNSAFE_URL", "INVALID_IMAGE"}
+CROSS_FIELD_CODES = {"COST_TOO_HIGH", "IMAGE_FETCH_FAILED", "UNSAFE_URL", "INVALID_IMAGE", "DUPLICATE_INDEX"}
 CROSS_FIELD_MESSAGES = (
     "num_inference_steps * strength must be at least 1 for an image edit.",
     "Give initial_image_url or an uploaded image, not both.",
+    "dialogue by characters not in script_metadata.characters",  # the scene routes' documented rules
+    "a dialogue audio needs its character",
 )
 
 
 OPENAI_ROUTES = ("/v1/images/generations", "/v1/images/edits")
-TASK_ROUTES = ("/v1/generate", *OPENAI_ROUTES)
+SCENE_ROUTES = ("/api/v1/images/generations/external", "/api/v1/images/generations/internal")
+WAITING_ROUTES = (*OPENAI_ROUTES, *SCENE_ROUTES)  # answer when done unless asked for the task at once
+TASK_ROUTES = ("/v1/generate", "/v1/articles/images", *WAITING_ROUTES)
 
 
 def _documented_cross_field_rule(response: schemathesis.Response) -> bool:
@@ -41,7 +46,8 @@ def _documented_cross_field_rule(response: schemathesis.Response) -> bool:
     if response.status_code == 400:  # the OpenAI routes' shape: {"error": {"code", "message", ...}}
         error = body.get("error") if isinstance(body.get("error"), dict) else {}
         body = {"error_code": error.get("code"), "message": error.get("message")}
-    return body.get("error_code") in CROSS_FIELD_CODES or body.get("message") in CROSS_FIELD_MESSAGES
+    message = str(body.get("message") or "")
+    return body.get("error_code") in CROSS_FIELD_CODES or any(rule in message for rule in CROSS_FIELD_MESSAGES)
 
 
 @schemathesis.check
@@ -58,8 +64,8 @@ def positive_data_acceptance_with_cross_field_rules(
 
 @schemathesis.hook
 def before_call(ctx: schemathesis.HookContext, case: schemathesis.Case, **kwargs: object) -> None:
-    """The OpenAI routes: the task at once (202), not a wait for its images."""
-    if case.method.upper() == "POST" and case.path in OPENAI_ROUTES:
+    """The routes that wait (OpenAI's, the scenes'): the task at once (202), not a wait for its images."""
+    if case.method.upper() == "POST" and case.path in WAITING_ROUTES:
         case.headers = {**(case.headers or {}), "Prefer": "respond-async"}
 
 
