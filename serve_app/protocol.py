@@ -359,6 +359,7 @@ class GenerationSpec(BaseModel):
     init_image_png: bytes | None = Field(default=None, description="img2img source; txt2img when None.")
     lora_name: str | None = None
     lora_scale: float = 1.0
+    tileable: bool = Field(default=False, description="Seamless tiling: circular padding in the UNet and VAE.")
 
     @property
     def multiplexed_model_id(self) -> str:
@@ -377,6 +378,7 @@ class GenerationSpec(BaseModel):
             self.strength if mode == "img2img" else None,
             self.lora_name,
             self.lora_scale if self.lora_name else None,
+            self.tileable,
         )
 
 

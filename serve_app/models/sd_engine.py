@@ -114,6 +114,7 @@ class SDEngine:
         self._adapters: dict[str, LoraSpec] = {}
         # (adapter or None, scale) last set on the pipeline; None when unknown (after a load/unload).
         self._state: tuple[str | None, float] | None = None
+        self._tiling = False  # whether the UNet's and VAE's convolutions pad circularly now
 
         # 1. Base pipeline: `tiny` is built offline; anything else is a hub id or a local folder.
         started = time.perf_counter()
@@ -217,6 +218,22 @@ class SDEngine:
             self.txt2img.set_adapters([name], [scale])
         self._state = wanted
 
+    def set_tiling(self, on: bool) -> None:
+        """Seamless tiling: pad every 2-D convolution of the UNet and the VAE circularly, so the
+        image wraps around without a seam (a texture repeats cleanly); off again for normal images.
+
+        Circular padding makes every layer equivariant to a circular shift (the convolutions by
+        construction; GroupNorm and spatial attention have no position), so the image's left edge
+        continues its right edge as any column continues its neighbour. Shared pipeline state:
+        call under the lock, as generate does."""
+        if on == self._tiling:
+            return
+        for model in (self.txt2img.unet, self.txt2img.vae):
+            for module in model.modules():
+                if isinstance(module, torch.nn.Conv2d):
+                    module.padding_mode = "circular" if on else "zeros"
+        self._tiling = on
+
     # --- generation ------------------------------------------------------------------------------
 
     def generate(
@@ -282,6 +299,7 @@ class SDEngine:
         with self._lock:
             started = time.perf_counter()
             self._activate(first.lora_name, first.lora_scale)
+            self.set_tiling(first.tileable)
             images = pipe(**call).images
             seconds = time.perf_counter() - started
         if interrupted:

@@ -429,3 +429,53 @@ def test_the_gpu_share_report_says_when_a_model_does_not_fit() -> None:
     fits, line = gpu_share_report("Captioner", 2 * gib, 0.1, 16 * gib)
     assert not fits and "raise num_gpus" in line
     assert gpu_share_report("Generator", 10 * gib, None, 16 * gib)[0], "no share: the whole GPU"
+
+
+# -- seamless tiling --------------------------------------------------------------------------------
+
+
+def _shift_equivariant(fn: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, shift: int, scale: int) -> bool:
+    """Whether rolling the input by `shift` (both axes) rolls the output by `shift * scale`."""
+    with torch.no_grad():
+        plain = fn(z)
+        rolled = fn(torch.roll(z, shifts=(shift, shift), dims=(-2, -1)))
+    expected = torch.roll(plain, shifts=(shift * scale, shift * scale), dims=(-2, -1))
+    return torch.allclose(rolled, expected, atol=1e-4)
+
+
+def test_tiling_pads_the_unet_and_vae_circularly_so_the_image_wraps_without_a_seam(engine: SDEngine) -> None:
+    """A seam-free tile means the left edge continues the right edge as any column continues its
+    neighbour: exactly when every layer is equivariant to a circular shift. With zero padding the
+    edges are special and rolling the latents does not roll the image; with tiling on it does, for
+    the VAE decoder (pixels) and the UNet (each denoising step)."""
+    vae, unet = engine.txt2img.vae, engine.txt2img.unet
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(1, vae.config.latent_channels, 8, 8, generator=generator)
+    text = torch.randn(1, 4, unet.config.cross_attention_dim, generator=generator)
+    upscale = 2 ** (len(vae.config.block_out_channels) - 1)
+    unet_stride = 2 ** (len(unet.config.block_out_channels) - 1)
+
+    def decode(z: torch.Tensor) -> torch.Tensor:
+        return vae.decode(z).sample
+
+    def denoise(z: torch.Tensor) -> torch.Tensor:
+        return unet(z, 10, encoder_hidden_states=text).sample
+
+    with engine._lock:
+        try:
+            assert not _shift_equivariant(decode, latents, 1, upscale)  # zero padding: the edges show
+            assert not _shift_equivariant(denoise, latents, unet_stride, 1)
+            engine.set_tiling(True)
+            assert _shift_equivariant(decode, latents, 1, upscale)
+            assert _shift_equivariant(denoise, latents, unet_stride, 1)
+        finally:
+            engine.set_tiling(False)
+        assert not _shift_equivariant(decode, latents, 1, upscale)  # and off again for normal images
+
+
+def test_tileable_specs_batch_apart_and_leave_the_pipeline_as_it_was(engine: SDEngine) -> None:
+    plain, tiled = make_spec(3), make_spec(3, tileable=True)
+    assert group_specs([plain, tiled, make_spec(4)]) == [[0, 2], [1]]
+    before = pixels(engine.generate([plain])[0])
+    engine.generate([tiled])
+    assert np.allclose(pixels(engine.generate([plain])[0]), before, atol=ATOL)
