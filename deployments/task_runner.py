@@ -22,7 +22,7 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from serve_app import article_flow, image_flow, scene_flow
+from serve_app import article_flow, image_flow, scene_flow, texture_flow
 from serve_app.api.views import task_view
 from serve_app.article_flow import ArticleFlow
 from serve_app.backends import BackendRegistry
@@ -45,6 +45,7 @@ from serve_app.retention import RetentionSweeper
 from serve_app.scene_flow import SceneFlow
 from serve_app.storage import start_store
 from serve_app.tasks import TaskRecord, open_task_store
+from serve_app.texture_flow import TextureFlow
 from serve_app.webhooks import WebhookSender, make_msg_id
 from serve_app.writing import build_writer
 
@@ -122,6 +123,7 @@ class TaskRunner:
             image_flow.KIND: ImageFlow(stages, self.images, **common),
             scene_flow.KIND: SceneFlow(stages, self.images, backends=self.backends, **common),
             article_flow.KIND: ArticleFlow(stages, self.images, backends=self.backends, **common),
+            texture_flow.KIND: TextureFlow(stages, self.images, backends=self.backends, cache=self.tasks, **common),
         }
         self.webhooks = (
             WebhookSender(args.webhooks, settings.imagegen_webhook_secret, args.fetch)

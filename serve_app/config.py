@@ -384,7 +384,14 @@ class OpenAICompatConfig(BaseModel):
 
 CLOUD_BACKENDS = ("huggingface", "openai", "stability", "replicate", "kling", "gemini")
 BACKEND_NAMES = ("local", *CLOUD_BACKENDS)
-PRODUCTS = ("scene_internal", "scene_external", "article")
+PRODUCTS = ("scene_internal", "scene_external", "article", "texture")
+
+
+def chain_entry(entry: str) -> tuple[str, str | None]:
+    """A chain entry `backend` or `backend:model` (a cloud backend with another model, e.g.
+    `huggingface:black-forest-labs/FLUX.1-dev` for textures)."""
+    name, _, model = entry.partition(":")
+    return name, model or None
 
 
 class CloudBackendConfig(BaseModel):
@@ -485,6 +492,7 @@ class BackendsConfig(BaseModel):
             "scene_internal": ["local"],
             "scene_external": ["kling", "local"],
             "article": ["local", "huggingface"],
+            "texture": ["local", "huggingface:black-forest-labs/FLUX.1-dev"],
         },
         description="Product -> backends tried in order; the next one runs when the one before fails.",
     )
@@ -494,7 +502,11 @@ class BackendsConfig(BaseModel):
         for product, chain in self.chains.items():
             if product not in PRODUCTS:
                 raise ValueError(f"backends.chains: unknown product {product!r} (known: {', '.join(PRODUCTS)})")
-            unknown = [name for name in chain if name not in BACKEND_NAMES]
+            unknown = [
+                entry
+                for entry in chain
+                if chain_entry(entry)[0] not in BACKEND_NAMES or (entry.startswith("local:") and entry != "local")
+            ]
             if unknown or not chain:
                 raise ValueError(
                     f"backends.chains.{product}: {unknown or 'an empty chain'} (backends: {', '.join(BACKEND_NAMES)})"
@@ -535,6 +547,13 @@ class ScenesConfig(BaseModel):
     )
 
 
+class TexturesConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_textures: int = Field(default=8, ge=1, le=32, description="Textures per request.")
+    max_wait_s: float = Field(default=50.0, gt=0, le=55, description="How long a request waits before a 504.")
+
+
 class ArticlesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -568,6 +587,7 @@ class AppArgs(BaseModel):
     prompt_writer: PromptWriterConfig = Field(default_factory=PromptWriterConfig)
     scenes: ScenesConfig = Field(default_factory=ScenesConfig)
     articles: ArticlesConfig = Field(default_factory=ArticlesConfig)
+    textures: TexturesConfig = Field(default_factory=TexturesConfig)
     limits: GenerationLimits | None = Field(default=None, description="Override the preset's limits.")
 
     @model_validator(mode="after")

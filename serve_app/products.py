@@ -10,7 +10,7 @@ dialogue with its character and emotion). Article images take the seed's placeho
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -114,4 +114,47 @@ class ArticlePayload(BaseModel):
     style: str = Field(default="", description="Words added to every placeholder's prompt.")
 
 
-ProductPayload = Annotated[ScenePayload | ArticlePayload, Field(discriminator="kind")]
+TextureWord = Annotated[str, Field(min_length=1, max_length=60, pattern=NON_BLANK_PATTERN)]
+OptTextureWord = Annotated[str, Field(max_length=60)] | None
+
+
+class Texture(BaseModel):
+    """One texture to make."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    product_type: TextureWord = Field(description="What the fabric is for: down jacket, sofa, 패딩 ...")
+    material: TextureWord = Field(description="nylon, wool, denim, 가죽 ...")
+    colour: TextureWord = Field(description="navy blue, 베이지 ...")
+    pattern: OptTextureWord = Field(default=None, description="quilted, herringbone, plaid ... (optional)")
+    finish: OptTextureWord = Field(default=None, description="matte, glossy, brushed ... (optional)")
+
+    @field_validator("pattern", "finish")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+    def canonical(self) -> dict[str, str | None]:
+        """Case- and space-insensitive parameters: the same texture however it was typed."""
+        return {name: " ".join(value.lower().split()) if value else None for name, value in self.model_dump().items()}
+
+
+class TextureItem(BaseModel):
+    """One texture of a request, resolved at the edge: its prompt, seed and cache address."""
+
+    texture: Texture
+    prompt: str
+    negative_prompt: str
+    seed: int
+    content_hash: str
+    untranslated: list[str] = Field(default_factory=list)
+    cached: dict[str, Any] | None = Field(default=None, description="The cache's entry, when it had this texture.")
+
+
+class TexturePayload(BaseModel):
+    kind: Literal["texture"] = "texture"
+    items: list[TextureItem]
+    tileable: bool = False
+
+
+ProductPayload = Annotated[ScenePayload | ArticlePayload | TexturePayload, Field(discriminator="kind")]

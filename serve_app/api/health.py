@@ -106,6 +106,7 @@ async def info(ctx: IngressContext = Depends(get_ctx)) -> dict[str, Any]:
         },
         "scenes": ctx.args.scenes.model_dump(),
         "articles": ctx.args.articles.model_dump(),
+        "textures": ctx.args.textures.model_dump(),
         "queue": {
             "max_active_tasks": ctx.args.tasks.max_active,
             "max_active_cost": ctx.args.admission.max_active_cost,
@@ -137,6 +138,7 @@ async def info(ctx: IngressContext = Depends(get_ctx)) -> dict[str, Any]:
             "POST /api/v1/images/generations/external (scene image, cloud chain)",
             "POST /api/v1/images/generations/internal (scene image, in-cluster Generator)",
             "POST /v1/articles/images (one image per article placeholder)",
+            "POST /v1/textures (fabric textures; a content-addressed cache; seamless tiling)",
             "GET / (web page)",
             "GET /healthcheck",
             "GET /info",

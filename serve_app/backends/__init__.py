@@ -13,7 +13,7 @@ import importlib
 from serve_app.backends.base import BackendImage, BackendStatus, ImageBackend
 from serve_app.backends.chain import BackendAttempt, BackendChain, ChainFailed, ChainResult
 from serve_app.backends.local import GenerateFn, LocalBackend
-from serve_app.config import CLOUD_BACKENDS, BackendsConfig
+from serve_app.config import CLOUD_BACKENDS, BackendsConfig, chain_entry
 
 __all__ = [
     "BackendAttempt",
@@ -38,9 +38,12 @@ CLOUD_CLASSES: dict[str, tuple[str, str]] = {
 }
 
 
-def cloud_backend(name: str, cfg: BackendsConfig) -> ImageBackend:
+def cloud_backend(name: str, cfg: BackendsConfig, model: str | None = None) -> ImageBackend:
     module, cls = CLOUD_CLASSES[name]
-    return getattr(importlib.import_module(module), cls)(cfg.cloud(name))
+    provider = cfg.cloud(name)
+    if model:
+        provider = provider.model_copy(update={"model": model})
+    return getattr(importlib.import_module(module), cls)(provider)
 
 
 class BackendRegistry:
@@ -49,11 +52,23 @@ class BackendRegistry:
         self.local_model_id = local_model_id
         self._cloud: dict[str, ImageBackend] = {}
 
-    def cloud(self, name: str) -> ImageBackend:
-        """The provider's client, made on first use (one per replica: its rate limiter is shared)."""
-        if name not in self._cloud:
-            self._cloud[name] = cloud_backend(name, self.cfg)
-        return self._cloud[name]
+    def cloud(self, entry: str) -> ImageBackend:
+        """The client of a chain entry (`backend` or `backend:model`), made on first use (one per
+        replica and entry: its rate limiter is shared by every task)."""
+        if entry not in self._cloud:
+            name, model = chain_entry(entry)
+            self._cloud[entry] = cloud_backend(name, self.cfg, model)
+        return self._cloud[entry]
+
+    def models(self, product: str) -> list[str]:
+        """The chain's backends and models, as a texture's content hash covers them."""
+        out = []
+        for entry in self.cfg.chains[product]:
+            name, model = chain_entry(entry)
+            out.append(
+                f"local@{self.local_model_id}" if name == "local" else f"{name}@{model or self.cfg.cloud(name).model}"
+            )
+        return out
 
     def chain(self, product: str, local_generate: GenerateFn) -> BackendChain:
         """The product's chain, its local backend calling the Generator through `local_generate`."""

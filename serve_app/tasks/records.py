@@ -56,6 +56,15 @@ TABLES = [
     created_at DOUBLE PRECISION NOT NULL,
     revoked_at DOUBLE PRECISION
 )""",
+    # Content-addressed texture cache: a texture's parameters (and the caller's scope) hash to the
+    # stored image a task made; rows go with their task when retention deletes it.
+    """CREATE TABLE IF NOT EXISTS texture_cache (
+    content_hash TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    image_key TEXT NOT NULL,
+    entry TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL
+)""",
 ]
 # Columns added after the first release, for databases created before them.
 ADDED_COLUMNS = {
@@ -71,6 +80,7 @@ INDEXES = [
     "CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (status, finished_at)",
     "CREATE INDEX IF NOT EXISTS tasks_key_status ON tasks (key_id, status)",
     "CREATE INDEX IF NOT EXISTS tasks_key_created ON tasks (key_id, created_at)",
+    "CREATE INDEX IF NOT EXISTS texture_cache_task ON texture_cache (task_id)",
 ]
 
 ACTIVE = (TaskStatus.queued.value, TaskStatus.processing.value)

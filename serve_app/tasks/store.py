@@ -8,6 +8,7 @@ SQLite for one machine, PostgreSQL for a cluster.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -327,4 +328,34 @@ class TaskStore:
             return 0
         marks = ", ".join("?" for _ in task_ids)
         with self.db.tx() as tx:
+            tx.run(
+                "DELETE FROM texture_cache WHERE task_id IN"
+                f" (SELECT task_id FROM tasks WHERE status IN (?, ?) AND task_id IN ({marks}))",
+                (*FINISHED, *task_ids),
+            )
             return tx.run(f"DELETE FROM tasks WHERE status IN (?, ?) AND task_id IN ({marks})", (*FINISHED, *task_ids))
+
+    # -- the texture cache ---------------------------------------------------------------------------
+
+    def cached_textures(self, content_hashes: list[str]) -> dict[str, dict[str, Any]]:
+        """content hash -> the cached entry (what the task's result said of that texture)."""
+        if not content_hashes:
+            return {}
+        marks = ", ".join("?" for _ in content_hashes)
+        rows = self.db.read(
+            f"SELECT content_hash, entry FROM texture_cache WHERE content_hash IN ({marks})", content_hashes
+        )
+        return {row["content_hash"]: json.loads(row["entry"]) for row in rows}
+
+    def cache_textures(self, task_id: str, entries: dict[str, tuple[str, dict[str, Any]]]) -> None:
+        """Remember textures a task made: content hash -> (image key, entry). A hash already cached
+        keeps its first image (two tasks that raced for it both finished; either is right)."""
+        if not entries:
+            return
+        now = self._clock()
+        with self.db.tx() as tx:
+            tx.run_many(
+                "INSERT INTO texture_cache (content_hash, task_id, image_key, entry, created_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (content_hash) DO NOTHING",
+                [(digest, task_id, key, dumps(entry), now) for digest, (key, entry) in entries.items()],
+            )

@@ -32,7 +32,7 @@ CROSS_FIELD_MESSAGES = (
 
 OPENAI_ROUTES = ("/v1/images/generations", "/v1/images/edits")
 SCENE_ROUTES = ("/api/v1/images/generations/external", "/api/v1/images/generations/internal")
-WAITING_ROUTES = (*OPENAI_ROUTES, *SCENE_ROUTES)  # answer when done unless asked for the task at once
+WAITING_ROUTES = (*OPENAI_ROUTES, *SCENE_ROUTES, "/v1/textures")  # answer when done unless asked for the task at once
 TASK_ROUTES = ("/v1/generate", "/v1/articles/images", *WAITING_ROUTES)
 
 

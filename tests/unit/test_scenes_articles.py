@@ -1,5 +1,6 @@
 """Scene images (`/api/v1/images/generations/{internal,external}`), article images
-(`/v1/articles/images`) and the Korean -> English step of the image flow, without Ray.
+(`/v1/articles/images`), texture images (`/v1/textures`) and the Korean -> English step of the
+image flow, without Ray.
 
 The ingress app runs under TestClient with a real SQLite task store and local storage; its runner
 runs the real SceneFlow / ArticleFlow / ImageFlow over a Generator stand-in that paints one PNG per
@@ -29,6 +30,7 @@ from serve_app.image_flow import ImageFlow
 from serve_app.ingress import app
 from serve_app.protocol import GenerationSpec
 from serve_app.scene_flow import SceneFlow
+from serve_app.texture_flow import TextureFlow
 from serve_app.writing.glossary import has_hangul
 from tests.unit.test_api import make_context
 from tests.unit.test_openai_images import FlowRunner, PaintingStages
@@ -74,7 +76,12 @@ class ScriptedBackend(ImageBackend):
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> Iterator[IngressContext]:
-    chains = {"scene_internal": ["local"], "scene_external": ["kling", "local"], "article": ["local", "huggingface"]}
+    chains = {
+        "scene_internal": ["local"],
+        "scene_external": ["kling", "local"],
+        "article": ["local", "huggingface"],
+        "texture": ["local", "huggingface"],
+    }
     context = make_context(
         tmp_path, {"max_active": 8}, openai={"max_wait_s": 20, "poll_s": 0.02}, backends={"chains": chains}
     )
@@ -101,6 +108,7 @@ def runner(ctx: IngressContext, stages: PaintingStages, registry: BackendRegistr
         "image": ImageFlow(stages, ctx.images),  # type: ignore[arg-type]
         "scene": SceneFlow(stages, ctx.images, backends=registry),  # type: ignore[arg-type]
         "article": ArticleFlow(stages, ctx.images, backends=registry),  # type: ignore[arg-type]
+        "texture": TextureFlow(stages, ctx.images, backends=registry, cache=ctx.tasks),  # type: ignore[arg-type]
     }
     ctx.runner = FlowRunner(ctx, stages, flows)  # type: ignore[assignment]
     return ctx.runner  # type: ignore[return-value]
@@ -302,3 +310,92 @@ def test_a_korean_prompt_is_translated_before_generation(client: TestClient, sta
         "english": "cozy wood desk, warm sunlight",
         "writer": "template",
     }
+
+
+# -- textures ----------------------------------------------------------------------------------------
+
+TEXTURES = {
+    "textures": [
+        {"product_type": "Down Jacket", "material": "Nylon", "colour": "navy blue", "pattern": "quilted"},
+        {"product_type": "소파", "material": "벨벳", "colour": "베이지"},
+    ]
+}
+
+
+def test_textures_are_made_then_answered_from_the_cache_without_generating(
+    client: TestClient, stages: PaintingStages
+) -> None:
+    first = client.post("/v1/textures", json=TEXTURES)
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["cache_hits"] == 0 and body["task_id"]
+    made = body["textures"]
+    assert [t["cache_hit"] for t in made] == [False, False] and all(t["url"] for t in made)
+    assert made[0]["prompt"].startswith(
+        "extreme close-up macro photograph of navy blue water-resistant nylon, quilted pattern, "
+        "technical fabric outer garment material"
+    )
+    assert "plush velvet" in made[1]["prompt"] and "upholstery" in made[1]["prompt"] and "beige" in made[1]["prompt"]
+    assert len(stages.specs) == 2 and stages.specs[0].negative_prompt.startswith("blurry, low quality, people")
+
+    # The same parameters, however they are typed: answered at once, nothing generated, same images.
+    again = {"textures": [{**TEXTURES["textures"][0], "product_type": "down  jacket", "colour": "Navy Blue"}]}
+    hit = client.post("/v1/textures", json=again)
+    assert hit.status_code == 200 and hit.headers["x-cache"] == "hit"
+    assert hit.json().get("task_id") is None and hit.json()["cache_hits"] == 1
+    assert hit.json()["textures"][0]["cache_hit"] is True and hit.json()["textures"][0]["url"] == made[0]["url"]
+    assert len(stages.specs) == 2
+
+
+def test_a_partly_cached_request_generates_only_the_missing_textures(
+    client: TestClient, stages: PaintingStages
+) -> None:
+    client.post("/v1/textures", json={"textures": TEXTURES["textures"][:1]})
+    body = client.post("/v1/textures", json=TEXTURES).json()
+    assert [t["cache_hit"] for t in body["textures"]] == [True, False] and body["cache_hits"] == 1
+    assert len(stages.specs) == 2  # one per distinct texture, ever
+
+
+def test_other_settings_or_callers_do_not_share_cache_entries(client: TestClient, stages: PaintingStages) -> None:
+    one = {"textures": TEXTURES["textures"][:1]}
+    client.post("/v1/textures", json=one)
+    for variant in ({"tileable": True}, {"seed": 5}, {"num_inference_steps": 3}, {"user_id": "someone-else"}):
+        assert client.post("/v1/textures", json={**one, **variant}).json()["cache_hits"] == 0, variant
+    assert len(stages.specs) == 5
+
+
+def test_tileable_textures_ask_the_generator_for_a_seamless_tile(client: TestClient, stages: PaintingStages) -> None:
+    body = client.post("/v1/textures", json={**TEXTURES, "tileable": True}).json()
+    assert all(spec.tileable for spec in stages.specs)
+    assert all("seamless tileable texture" in t["prompt"] for t in body["textures"])
+
+
+def test_a_texture_every_backend_fails_is_reported_alone_and_not_cached(
+    client: TestClient, stages: PaintingStages, registry: BackendRegistry
+) -> None:
+    stages.fail_with = RuntimeError("out of memory")
+    registry._cloud["huggingface"].error = UpstreamError("loading", error_code="UPSTREAM_ERROR")  # type: ignore[attr-defined]
+    response = client.post("/v1/textures", json=TEXTURES)
+    assert response.status_code == 500 and response.json()["error_code"] == "GENERATION_FAILED"
+    stages.fail_with = None
+    registry._cloud["huggingface"].error = None  # type: ignore[attr-defined]
+    assert client.post("/v1/textures", json=TEXTURES).json()["cache_hits"] == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"textures": []}, "textures"),
+        ({"textures": [{"product_type": "bag", "material": "nylon"}]}, "colour"),
+        ({"textures": [{"product_type": " ", "material": "nylon", "colour": "red"}]}, "product_type"),
+        ({"textures": [{"product_type": "bag", "material": "nylon", "colour": "red"}] * 9}, "at most 8"),
+        ({**TEXTURES, "height": 65}, "multiple of 8"),
+    ],
+)
+def test_bad_textures_are_422_and_make_no_task(
+    client: TestClient, ctx: IngressContext, body: dict[str, Any], needle: str
+) -> None:
+    response = client.post("/v1/textures", json=body)
+    assert response.status_code == 422, response.text
+    assert needle in response.json()["message"]
+    assert ctx.tasks.db.read("SELECT task_id FROM tasks") == []

@@ -567,3 +567,20 @@ def test_a_wrong_secret_and_a_revoked_key_are_401(store: TaskStore) -> None:
     assert store.keys.list() == [] and [k.key_id for k in store.keys.list(include_revoked=True)] == [key.key_id]
     with pytest.raises(NotFound):
         store.keys.revoke("0000000000000000")
+
+
+# --- the texture cache --------------------------------------------------------------------------
+
+
+def test_texture_cache_remembers_the_first_image_and_goes_with_its_task(store: TaskStore, clock: Clock) -> None:
+    _create(store, "made")
+    entry = {"url": "http://x/a.png", "prompt": "macro photo of navy nylon"}
+    store.cache_textures("made", {"h1": ("u/20261122/a.png", entry), "h2": ("u/20261122/b.png", {"url": "b"})})
+    store.cache_textures("made", {"h1": ("u/20261122/other.png", {"url": "other"})})  # a racing task: first wins
+    assert store.cached_textures(["h1", "h3"]) == {"h1": entry}
+    store.queue.complete("made", _claim(store, "made"), {}, object_keys=["u/20261122/a.png"])
+    _create(store, "running")
+    store.cache_textures("running", {"h4": ("k", {"url": "k"})})
+    clock.now += 100
+    assert store.delete(["made", "running"]) == 1
+    assert store.cached_textures(["h1", "h2", "h4"]) == {"h4": {"url": "k"}}, "only the deleted task's rows go"

@@ -1,0 +1,91 @@
+"""Texture prompts and their content address (seed texture-generator-upgrade.md).
+
+A texture is a product type, a material and a colour, optionally a pattern and a finish. Its
+prompt and negative prompt come from configs/textures.yaml, deterministically (Korean words go
+through the glossary), so identical parameters give an identical prompt, an identical seed (derived
+from the parameters when none is given) and therefore one content hash: the key of the texture
+cache. The hash also covers everything else that shapes the image (size, steps, guidance, tiling,
+the backend chain and its models) and the caller's scope, so one API key never gets another's
+image from the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from functools import lru_cache
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field
+
+from serve_app.config import CONFIGS_DIR
+from serve_app.products import Texture
+from serve_app.writing.glossary import has_hangul, load_glossary
+
+
+class TextureTemplates(BaseModel):
+    prompt: str
+    tileable_suffix: str = ""
+    negative: list[str] = Field(default_factory=list)
+    materials: dict[str, str] = Field(default_factory=dict)
+    products: dict[str, str] = Field(default_factory=dict)
+
+
+@lru_cache(maxsize=2)
+def load_texture_templates(path: str | None = None) -> TextureTemplates:
+    file = CONFIGS_DIR / "textures.yaml" if path is None else path
+    with open(file, encoding="utf-8") as handle:
+        return TextureTemplates.model_validate(yaml.safe_load(handle))
+
+
+class TexturePrompt(BaseModel):
+    prompt: str
+    negative_prompt: str
+    untranslated: list[str] = Field(default_factory=list)
+
+
+def _english(text: str | None, dropped: list[str]) -> str:
+    if not text:
+        return ""
+    if not has_hangul(text):
+        return text
+    result = load_glossary().translate(text)
+    dropped.extend(result.untranslated)
+    return result.english
+
+
+def texture_prompt(texture: Texture, *, tileable: bool, templates: TextureTemplates | None = None) -> TexturePrompt:
+    """The macro-photo fabric prompt of configs/textures.yaml for `texture`."""
+    templates = templates or load_texture_templates()
+    canonical = texture.canonical()
+    dropped: list[str] = []
+    material = templates.materials.get(canonical["material"] or "") or _english(texture.material, dropped)
+    product = templates.products.get(canonical["product_type"] or "") or _english(texture.product_type, dropped)
+    words = {
+        "colour": _english(texture.colour, dropped),
+        "finish": _english(texture.finish, dropped),
+        "material": material,
+        "pattern": _english(texture.pattern, dropped),
+        "product": product,
+    }
+    prompt = templates.prompt.format(**words)
+    if not words["pattern"]:
+        prompt = prompt.replace(",  pattern,", ",").replace(", pattern,", ",")
+    prompt = re.sub(r"\s+", " ", prompt).replace(" ,", ",").strip(" ,")
+    if tileable and templates.tileable_suffix:
+        prompt = f"{prompt}, {templates.tileable_suffix}"
+    return TexturePrompt(prompt=prompt, negative_prompt=", ".join(templates.negative), untranslated=dropped)
+
+
+def derived_seed(texture: Texture) -> int:
+    """The seed of a texture asked without one: from its parameters, so asking again is a cache hit."""
+    digest = hashlib.sha256(json.dumps(texture.canonical(), sort_keys=True).encode()).digest()
+    return int.from_bytes(digest[:6], "big")
+
+
+def content_hash(scope: str, texture: Texture, settings: dict[str, Any]) -> str:
+    """The texture cache's key: the caller's scope, the texture, and every setting that shapes the image."""
+    material = {"scope": scope, "texture": texture.canonical(), "settings": settings}
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
