@@ -54,6 +54,7 @@ class CloudBackend(ImageBackend):
     ) -> None:
         self.cfg = cfg
         self._sleep = sleep
+        self._clock = clock
         self.http = ProviderHTTP(
             self.label,
             cfg,

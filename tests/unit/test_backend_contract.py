@@ -54,7 +54,8 @@ def _backend(case: BackendCase, stub, clock: FakeClock, **overrides) -> CloudBac
 
 
 def _spec(**kw) -> GenerationSpec:
-    base = {"prompt": "a cozy wooden desk, morning light", "num_inference_steps": 20, "guidance_scale": 7.0}
+    base = {"prompt": "a cozy wooden desk, morning light", "negative_prompt": "blurry, text"}
+    base |= {"num_inference_steps": 20, "guidance_scale": 7.0}
     return GenerationSpec(**{**base, "height": 512, "width": 512, "seed": 7, **kw})
 
 
