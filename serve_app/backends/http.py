@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+T = TypeVar("T")
 
 
 def error_message(response: httpx.Response) -> str:
@@ -117,16 +118,26 @@ class ProviderHTTP:
     ) -> httpx.Response:
         """Send, retrying as the module doc says; returns a response whose status is in `ok`.
         `auth=False` leaves the provider's auth headers off (a download from another host)."""
+
+        async def attempt() -> httpx.Response:
+            sent = {**(self._headers() if auth else {}), **(headers or {})}  # fresh per try (a JWT may expire)
+            return await self._attempt(method, url, ok, sent, kwargs)
+
+        return await self.with_retries(attempt, f"{method} {url}")
+
+    async def with_retries(self, attempt: Callable[[], Awaitable[T]], what: str) -> T:
+        """`await attempt()`, again after a backoff while it raises `Retryable`, at most
+        `max_retries` times; then the last error. Also for clients that are not httpx (Hugging
+        Face's InferenceClient): they raise `Retryable` through `raise_for_status`."""
         retry = 0
         while True:
-            sent = {**(self._headers() if auth else {}), **(headers or {})}  # fresh per try (a JWT may expire)
             try:
-                return await self._attempt(method, url, ok, sent, kwargs)
-            except _Retryable as failed:
+                return await attempt()
+            except Retryable as failed:
                 if retry >= self.cfg.max_retries:
                     raise failed.error from None
                 delay = self.backoff_s(retry, failed.retry_after_s)
-                log.info("%s %s retry %d in %.2fs: %s", self.provider, url, retry + 1, delay, failed.error.message)
+                log.info("%s %s retry %d in %.2fs: %s", self.provider, what, retry + 1, delay, failed.error.message)
                 self.retries += 1
                 retry += 1
                 await self._sleep(delay)
@@ -139,7 +150,7 @@ class ProviderHTTP:
         try:
             response = await self.client().request(method, url, headers=headers, **kwargs)
         except httpx.ConnectError as exc:
-            raise _Retryable(
+            raise Retryable(
                 UpstreamError(f"{self.provider} is unreachable ({type(exc).__name__}).", error_code="UPSTREAM_ERROR")
             ) from exc
         except httpx.TimeoutException as exc:
@@ -147,15 +158,20 @@ class ProviderHTTP:
                 f"{self.provider} did not answer within {self.cfg.timeout_s:g}s.", error_code="UPSTREAM_TIMEOUT"
             )
             if method.upper() == "GET":
-                raise _Retryable(error) from exc
+                raise Retryable(error) from exc
             raise error from exc
         except httpx.TransportError as exc:
             raise UpstreamError(
                 f"{self.provider} connection failed ({type(exc).__name__}).", error_code="UPSTREAM_ERROR"
             ) from exc
-        status = response.status_code
-        if status in ok:
+        if response.status_code in ok:
             return response
+        self.raise_for_status(response)
+        raise AssertionError("unreachable")  # pragma: no cover - raise_for_status always raises here
+
+    def raise_for_status(self, response: Any) -> None:
+        """Raise what a failed answer means (an httpx-like response: status_code, headers, json()/text)."""
+        status = response.status_code
         said = error_message(response)
         detail = f" (HTTP {status}{': ' + said if said else ''})"
         if status in (401, 403):
@@ -167,7 +183,7 @@ class ProviderHTTP:
             if self._retry_hint is not None:
                 hint = max(filter(None, [hint, self._retry_hint(response)]), default=None)
             code = "RATE_LIMITED" if status == 429 else "UPSTREAM_ERROR"
-            raise _Retryable(UpstreamError(f"{self.provider} is busy{detail}.", error_code=code), hint)
+            raise Retryable(UpstreamError(f"{self.provider} is busy{detail}.", error_code=code), hint)
         if 400 <= status < 500:
             raise UpstreamError(f"{self.provider} refused the request{detail}.", error_code="UPSTREAM_REJECTED")
         raise UpstreamError(f"{self.provider} failed{detail}.", error_code="UPSTREAM_ERROR")
@@ -191,7 +207,9 @@ def bad_response(provider: str, what: str) -> UpstreamError:
     return UpstreamError(f"{provider} answered with {what}.", error_code="UPSTREAM_BAD_RESPONSE")
 
 
-class _Retryable(Exception):
+class Retryable(Exception):
+    """A failed attempt that may succeed if repeated; carries the error to raise when out of tries."""
+
     def __init__(self, error: AppError, retry_after_s: float | None = None) -> None:
         super().__init__(error.message)
         self.error = error

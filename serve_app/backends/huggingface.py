@@ -1,0 +1,91 @@
+"""Hugging Face Inference Providers through `huggingface_hub`'s `AsyncInferenceClient.text_to_image`.
+
+The client posts `{"inputs": prompt, "parameters": {negative_prompt, height, width,
+num_inference_steps, guidance_scale, seed}}` to `{base_url}/models/{model}` (the router's
+hf-inference route by default, `https://router.huggingface.co/hf-inference/models/...`) with the
+token as a Bearer header, and answers the image bytes. Its HTTP errors (`HfHubHTTPError`, carrying
+the response) go through the same classification and bounded retries as every other provider;
+a 503 "Model ... is currently loading" also says how long to wait in `estimated_time`, honoured
+like Retry-After.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import httpx
+
+from serve_app.backends.cloud import CloudBackend, Made
+from serve_app.backends.http import Retryable
+from serve_app.errors import UpstreamError
+from serve_app.protocol import GenerationSpec
+
+
+def estimated_time(response: Any) -> float | None:
+    """Hugging Face's `estimated_time` (seconds until a loading model is ready), when the body has one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    value = body.get("estimated_time") if isinstance(body, dict) else None
+    return float(value) if isinstance(value, int | float) and value >= 0 else None
+
+
+class HuggingFaceBackend(CloudBackend):
+    name = "huggingface"
+    label = "Hugging Face"
+    honoured = frozenset({"negative_prompt", "seed", "num_inference_steps", "guidance_scale"})
+
+    def retry_hint(self, response: httpx.Response) -> float | None:
+        return estimated_time(response)
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.cfg.base_url.rstrip('/')}/models/{self.cfg.model}"
+
+    async def _make(self, spec: GenerationSpec) -> Made:
+        from huggingface_hub import AsyncInferenceClient
+        from huggingface_hub.errors import HfHubHTTPError
+        from PIL import UnidentifiedImageError
+
+        client = AsyncInferenceClient(base_url=self.endpoint, api_key=self.api_key, timeout=self.cfg.timeout_s)
+
+        async def attempt() -> Any:
+            await self.http.limiter.acquire()
+            self.http.attempts += 1
+            try:
+                return await client.text_to_image(
+                    spec.prompt,
+                    negative_prompt=spec.negative_prompt or None,
+                    height=spec.height,
+                    width=spec.width,
+                    num_inference_steps=spec.num_inference_steps,
+                    guidance_scale=spec.guidance_scale,
+                    seed=spec.seed,
+                    extra_body=dict(self.cfg.options) or None,
+                )
+            except HfHubHTTPError as exc:
+                if exc.response is None:
+                    raise UpstreamError(f"Hugging Face failed: {exc}"[:300], error_code="UPSTREAM_ERROR") from exc
+                self.http.raise_for_status(exc.response)
+                raise  # pragma: no cover - raise_for_status always raises for an error status
+            except (UnidentifiedImageError, ValueError) as exc:  # an answer that is not an image
+                raise UpstreamError(
+                    "Hugging Face answered with bytes that are not an image.", error_code="UPSTREAM_BAD_RESPONSE"
+                ) from exc
+            except Exception as exc:  # the connection: never opened, reset, timed out (httpx2's errors)
+                error = UpstreamError(
+                    f"Hugging Face is unreachable or slow ({type(exc).__name__}).", error_code="UPSTREAM_ERROR"
+                )
+                if "Connect" in type(exc).__name__:  # the request never reached Hugging Face: safe to repeat
+                    raise Retryable(error) from exc
+                raise error from exc
+
+        try:
+            image = await self.http.with_retries(attempt, self.endpoint)
+        finally:
+            await client.close()
+        out = io.BytesIO()
+        image.save(out, format="PNG")
+        return Made(out.getvalue(), seed=spec.seed)
