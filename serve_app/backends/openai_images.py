@@ -1,0 +1,61 @@
+"""OpenAI Images (https://platform.openai.com/docs/api-reference/images/create).
+
+`POST {base_url}/images/generations` with `{model, prompt, n: 1, size}` and `Authorization:
+Bearer`; dall-e models are asked for `response_format: b64_json`, gpt-image models always answer
+base64 and refuse that field. The answer is `{created, data: [{b64_json, revised_prompt}]}`.
+OpenAI takes a fixed set of sizes per model: the one nearest the spec's aspect ratio is sent.
+Errors are `{"error": {message, type, param, code}}`: a content-policy refusal is a 400 with
+code `content_policy_violation` (UPSTREAM_REJECTED), a bad key 401, quota and rate limits 429.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from serve_app.backends.cloud import CloudBackend, Made
+from serve_app.backends.http import bad_response
+from serve_app.backends.kling import nearest_aspect_ratio
+from serve_app.protocol import GenerationSpec
+
+SIZES: dict[str, list[str]] = {
+    "dall-e-3": ["1024x1024", "1792x1024", "1024x1792"],
+    "dall-e-2": ["1024x1024", "512x512", "256x256"],
+    "gpt-image": ["1024x1024", "1536x1024", "1024x1536"],
+}
+
+
+def openai_size(model: str, width: int, height: int) -> str:
+    """The size `model` takes that is nearest width:height in shape (then in area, for dall-e-2's squares)."""
+    family = "gpt-image" if model.startswith("gpt-image") else model if model in SIZES else "dall-e-3"
+    choices = SIZES[family]
+    shapes = {size: int(size.split("x")[0]) / int(size.split("x")[1]) for size in choices}
+    best_shape = shapes[nearest_aspect_ratio(width, height, shapes)]
+    same_shape = [size for size in choices if shapes[size] == best_shape]
+    return min(same_shape, key=lambda size: abs(int(size.split("x")[0]) * int(size.split("x")[1]) - width * height))
+
+
+class OpenAIImagesBackend(CloudBackend):
+    name = "openai"
+    label = "OpenAI"
+    honoured: frozenset[str] = frozenset()  # no negative prompt, seed, steps or guidance in OpenAI's API
+
+    async def _make(self, spec: GenerationSpec) -> Made:
+        model = self.cfg.model
+        body: dict[str, Any] = {
+            "model": model,
+            "prompt": spec.prompt[:4000],
+            "n": 1,
+            "size": openai_size(model, spec.width, spec.height),
+            **self.cfg.options,
+        }
+        if model.startswith("dall-e"):
+            body["response_format"] = "b64_json"
+        answer = await self.http.json("POST", "/images/generations", json=body)
+        try:
+            encoded = answer["data"][0]["b64_json"]
+            data = base64.b64decode(encoded, validate=True)
+        except (KeyError, IndexError, TypeError, binascii.Error) as exc:
+            raise bad_response(self.label, "a body without data[0].b64_json") from exc
+        return Made(data, provider_request_id=str(answer.get("created", "")) or None)

@@ -1,0 +1,112 @@
+"""A local OpenAI Images API (`POST /v1/images/generations`) for tests.
+
+Answers `{created, data: [{b64_json, revised_prompt}], usage?}` as OpenAI does, checks the Bearer
+key, the model's sizes and that dall-e is asked for `b64_json` while gpt-image models are not
+sent `response_format` (OpenAI refuses it for them). Errors are OpenAI's `{"error": {message, type,
+param, code}}`: 401 invalid_api_key, 403 unsupported_country_region_territory, 429
+rate_limit_exceeded, 503 overloaded, 500 server_error, 400 content_policy_violation.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+
+from serve_app.config import BackendsConfig
+from tests.stubs.provider_base import BackendCase, ProviderStub, Reply, StubRequest, make_png
+
+KEY = "sk-test-openai"
+SIZES = {"dall-e-3": {"1024x1024", "1792x1024", "1024x1792"}, "gpt-image-1": {"1024x1024", "1536x1024", "1024x1536"}}
+_ERRORS = {
+    "unauthorized": (
+        401,
+        "Incorrect API key provided: sk-****. You can find your API key at https://platform.openai.com/account/api-keys.",
+        "invalid_request_error",
+        "invalid_api_key",
+    ),
+    "forbidden": (
+        403,
+        "Country, region, or territory not supported",
+        "request_forbidden",
+        "unsupported_country_region_territory",
+    ),
+    "rate_limit": (
+        429,
+        "Rate limit reached for images per minute. Limit: 5/1min. Current: 6/1min.",
+        "requests",
+        "rate_limit_exceeded",
+    ),
+    "loading": (503, "The engine is currently overloaded, please try again later.", "server_error", None),
+    "server_error": (500, "The server had an error processing your request.", "server_error", None),
+    "bad_request": (
+        400,
+        "Your request was rejected as a result of our safety system.",
+        "invalid_request_error",
+        "content_policy_violation",
+    ),
+}
+
+
+class OpenAIStub(ProviderStub):
+    def error_reply(self, mode: str, request: StubRequest) -> Reply:
+        status, message, kind, code = _ERRORS[mode]
+        return Reply(status, {"error": {"message": message, "type": kind, "param": None, "code": code}})
+
+    def _invalid(self, message: str, param: str) -> Reply:
+        return Reply(
+            400, {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": None}}
+        )
+
+    def handle(self, request: StubRequest, mode: str) -> Reply:
+        if request.method != "POST" or request.path != "/v1/images/generations":
+            return Reply(
+                404, {"error": {"message": "Invalid URL", "type": "invalid_request_error", "param": None, "code": None}}
+            )
+        if request.headers.get("authorization") != f"Bearer {KEY}":
+            return self.error_reply("unauthorized", request)
+        body = request.json()
+        model = body.get("model", "dall-e-2")
+        if body.get("size") not in SIZES.get(model, {body.get("size")}):
+            return self._invalid(f"'{body.get('size')}' is not one of the supported sizes for {model}.", "size")
+        if model.startswith("gpt-image") and "response_format" in body:
+            return self._invalid("Unknown parameter: 'response_format'.", "response_format")
+        if model.startswith("dall-e") and body.get("response_format") != "b64_json":
+            return self._invalid("This stub only serves b64_json.", "response_format")
+        if mode == "malformed":
+            return Reply(200, {"created": int(time.time()), "data": [{"url": None}]})
+        width, height = (int(side) // 16 for side in body["size"].split("x"))
+        image = base64.b64encode(make_png(width, height)).decode()
+        return Reply(
+            200, {"created": int(time.time()), "data": [{"b64_json": image, "revised_prompt": body["prompt"]}]}
+        )
+
+
+def _check(stub: OpenAIStub, spec: object) -> None:
+    sent = stub.requests[-1]
+    assert sent.headers["authorization"] == f"Bearer {KEY}"
+    body = sent.json()
+    assert body == {
+        "model": "dall-e-3",
+        "prompt": spec.prompt,
+        "n": 1,
+        "size": "1024x1024",
+        "response_format": "b64_json",
+    }  # type: ignore[attr-defined]
+
+
+def _backend(*args: object, **kwargs: object) -> object:
+    from serve_app.backends.openai_images import OpenAIImagesBackend
+
+    return OpenAIImagesBackend(*args, **kwargs)  # type: ignore[arg-type]
+
+
+CASE = BackendCase(
+    name="openai",
+    stub=OpenAIStub,
+    backend=_backend,
+    env={"OPENAI_API_KEY": KEY},
+    key_var="OPENAI_API_KEY",
+    refusal_words="rejected as a result of our safety system",
+    config=lambda url: BackendsConfig().openai.model_copy(update={"base_url": url + "/v1"}),
+    check_request=_check,
+)
