@@ -23,6 +23,7 @@ from serve_app.backends.base import (
 )
 from serve_app.backends.http import Clock, ProviderHTTP, Sleep
 from serve_app.config import CloudBackendConfig
+from serve_app.errors import AppError
 from serve_app.protocol import GenerationSpec
 
 
@@ -60,6 +61,7 @@ class CloudBackend(ImageBackend):
             cfg,
             headers=self.auth_headers,
             retry_hint=self.retry_hint,
+            refusal=self.classify_refusal,
             clock=clock,
             sleep=sleep,
             transport=transport,
@@ -91,6 +93,11 @@ class CloudBackend(ImageBackend):
 
     def retry_hint(self, response: httpx.Response) -> float | None:
         """Seconds the provider asks to wait, beyond Retry-After (Hugging Face's estimated_time)."""
+        return None
+
+    def classify_refusal(self, response: httpx.Response) -> AppError | None:
+        """A provider-specific meaning of an error answer (Gemini's invalid key is a 400, Stability's
+        content moderation a 403), or None for the shared mapping."""
         return None
 
     # -- the interface -------------------------------------------------------------------------------

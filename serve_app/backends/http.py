@@ -68,6 +68,7 @@ class ProviderHTTP:
         *,
         headers: Callable[[], Mapping[str, str]] | None = None,
         retry_hint: Callable[[httpx.Response], float | None] | None = None,
+        refusal: Callable[[Any], AppError | None] | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -76,6 +77,7 @@ class ProviderHTTP:
         self.cfg = cfg
         self._headers = headers or (lambda: {})
         self._retry_hint = retry_hint
+        self._refusal = refusal
         self._sleep = sleep
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
@@ -172,6 +174,9 @@ class ProviderHTTP:
     def raise_for_status(self, response: Any) -> None:
         """Raise what a failed answer means (an httpx-like response: status_code, headers, json()/text)."""
         status = response.status_code
+        special = self._refusal(response) if self._refusal is not None else None
+        if special is not None:
+            raise special
         said = error_message(response)
         detail = f" (HTTP {status}{': ' + said if said else ''})"
         if status in (401, 403):

@@ -1,0 +1,96 @@
+"""Gemini image generation (https://ai.google.dev/gemini-api/docs/image-generation).
+
+`POST {base_url}/v1beta/models/{model}:generateContent` with the key in `x-goog-api-key` and
+`{"contents": [{"parts": [{"text": prompt}]}], "generationConfig": {"responseModalities":
+["TEXT", "IMAGE"], "imageConfig": {"aspectRatio": ...}}}`. The image comes back as a part with
+`inlineData {mimeType, data (base64)}` in `candidates[0].content.parts`. No image part means
+Gemini declined: `promptFeedback.blockReason` or the candidate's `finishReason` (SAFETY,
+PROHIBITED_CONTENT, ...) says why (UPSTREAM_REJECTED). Errors are Google's `{"error": {code,
+message, status}}`; an invalid key is a 400 INVALID_ARGUMENT whose details say API_KEY_INVALID,
+reported as a rejected key like a 401/403.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from serve_app.backends.base import BackendAuthFailed
+from serve_app.backends.cloud import CloudBackend, Made
+from serve_app.backends.http import bad_response, error_message
+from serve_app.backends.kling import nearest_aspect_ratio
+from serve_app.errors import AppError, UpstreamError
+from serve_app.protocol import GenerationSpec
+
+ASPECT_RATIOS = {
+    "1:1": 1.0,
+    "2:3": 2 / 3,
+    "3:2": 3 / 2,
+    "3:4": 3 / 4,
+    "4:3": 4 / 3,
+    "4:5": 4 / 5,
+    "5:4": 5 / 4,
+    "9:16": 9 / 16,
+    "16:9": 16 / 9,
+    "21:9": 21 / 9,
+}
+
+
+def invalid_key(response: httpx.Response) -> bool:
+    """Google's way of saying the key is wrong: 400 INVALID_ARGUMENT with reason API_KEY_INVALID."""
+    try:
+        error = response.json().get("error", {})
+    except (ValueError, AttributeError):
+        return False
+    details = error.get("details") or []
+    return any(isinstance(d, dict) and d.get("reason") == "API_KEY_INVALID" for d in details)
+
+
+class GeminiBackend(CloudBackend):
+    name = "gemini"
+    label = "Gemini"
+    honoured: frozenset[str] = frozenset()
+
+    def auth_headers(self) -> Mapping[str, str]:
+        return {"x-goog-api-key": self.api_key}
+
+    def classify_refusal(self, response: httpx.Response) -> AppError | None:
+        if response.status_code == 400 and invalid_key(response):
+            return BackendAuthFailed(
+                f"Gemini rejected the API key ({error_message(response)}); check ${self.cfg.api_key_env}."
+            )
+        return None
+
+    async def _make(self, spec: GenerationSpec) -> Made:
+        body: dict[str, Any] = {
+            "contents": [{"parts": [{"text": spec.prompt}]}],
+            "generationConfig": {
+                "responseModalities": ["TEXT", "IMAGE"],
+                "imageConfig": {"aspectRatio": nearest_aspect_ratio(spec.width, spec.height, ASPECT_RATIOS)},
+                **self.cfg.options,
+            },
+        }
+        answer = await self.http.json("POST", f"/v1beta/models/{self.cfg.model}:generateContent", json=body)
+        if not isinstance(answer, dict):
+            raise bad_response(self.label, "a body that is not an object")
+        blocked = (answer.get("promptFeedback") or {}).get("blockReason")
+        if blocked:
+            raise UpstreamError(f"Gemini blocked the prompt ({blocked}).", error_code="UPSTREAM_REJECTED")
+        candidates = answer.get("candidates")
+        if not isinstance(candidates, list) or not candidates:
+            raise bad_response(self.label, "a body without candidates")
+        candidate = candidates[0] if isinstance(candidates[0], dict) else {}
+        for part in (candidate.get("content") or {}).get("parts") or []:
+            inline = part.get("inlineData") if isinstance(part, dict) else None
+            if inline and str(inline.get("mimeType", "")).startswith("image/"):
+                try:
+                    data = base64.b64decode(inline.get("data") or "", validate=True)
+                except binascii.Error as exc:
+                    raise bad_response(self.label, "inline image data that is not base64") from exc
+                return Made(data, provider_request_id=answer.get("responseId"))
+        reason = candidate.get("finishReason") or "no image part"
+        raise UpstreamError(f"Gemini made no image ({reason}).", error_code="UPSTREAM_REJECTED")
