@@ -1,0 +1,90 @@
+"""Replicate predictions (https://replicate.com/docs/reference/http): create, poll, cancel.
+
+An official model (`owner/name`) is run with `POST {base_url}/models/{owner}/{name}/predictions`;
+a pinned version (`owner/name:version`) with `POST /predictions {"version": ...}`. The body is
+`{"input": {prompt, aspect_ratio, seed, num_outputs: 1, output_format: png, ...options}}` with
+`Authorization: Bearer`. The prediction is polled at `GET /predictions/{id}` (its `urls.get`)
+until `status` is `succeeded` (`output`: a URL or a list of URLs, downloaded), `failed` (its
+`error`) or `canceled`. Past `max_poll_s`, or when the task is cancelled here, the prediction is
+cancelled at Replicate (`POST /predictions/{id}/cancel`), so nobody pays for an image no one
+will read. Errors are problem JSON `{"title", "detail", "status"}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from serve_app.backends.cloud import CloudBackend, Made
+from serve_app.backends.http import bad_response
+from serve_app.backends.kling import nearest_aspect_ratio
+from serve_app.backends.stability import ASPECT_RATIOS
+from serve_app.errors import UpstreamError
+from serve_app.protocol import GenerationSpec
+
+DONE = ("succeeded", "failed", "canceled")
+
+
+class ReplicateBackend(CloudBackend):
+    name = "replicate"
+    label = "Replicate"
+    honoured = frozenset({"seed"})
+
+    async def _make(self, spec: GenerationSpec) -> Made:
+        model, _, version = self.cfg.model.partition(":")
+        inputs: dict[str, Any] = {
+            "prompt": spec.prompt,
+            "aspect_ratio": nearest_aspect_ratio(spec.width, spec.height, ASPECT_RATIOS),
+            "seed": spec.seed % 2**31,
+            "num_outputs": 1,
+            "output_format": "png",
+            **self.cfg.options,
+        }
+        if version:
+            prediction = await self.http.json("POST", "/predictions", json={"version": version, "input": inputs})
+        else:
+            prediction = await self.http.json("POST", f"/models/{model}/predictions", json={"input": inputs})
+        if not isinstance(prediction, dict) or not prediction.get("id"):
+            raise bad_response(self.label, "a prediction without an id")
+        prediction_id = str(prediction["id"])
+        try:
+            prediction = await self._wait(prediction)
+        except (asyncio.CancelledError, UpstreamError) as exc:
+            if not isinstance(exc, UpstreamError) or exc.error_code == "UPSTREAM_TIMEOUT":
+                await self._cancel(prediction_id)
+            raise
+        status = prediction.get("status")
+        if status != "succeeded":
+            reason = prediction.get("error") or status
+            raise UpstreamError(
+                f"Replicate prediction {prediction_id} {status}: {reason}"[:300], error_code="UPSTREAM_ERROR"
+            )
+        output = prediction.get("output")
+        url = output[0] if isinstance(output, list) and output else output
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise bad_response(self.label, "a finished prediction without an output URL")
+        return Made(await self.http.download(url), provider_request_id=prediction_id, seed=inputs["seed"])
+
+    async def _wait(self, prediction: dict[str, Any]) -> dict[str, Any]:
+        deadline = self._clock() + self.cfg.max_poll_s
+        while prediction.get("status") not in DONE:
+            if self._clock() >= deadline:
+                raise UpstreamError(
+                    f"Replicate prediction {prediction['id']} was not done after {self.cfg.max_poll_s:g} s; cancelled.",
+                    error_code="UPSTREAM_TIMEOUT",
+                )
+            await self._sleep(self.cfg.poll_interval_s)
+            polled = await self.http.json("GET", f"/predictions/{prediction['id']}")
+            if not isinstance(polled, dict) or "status" not in polled:
+                raise bad_response(self.label, "a prediction without a status")
+            prediction = polled
+        return prediction
+
+    async def _cancel(self, prediction_id: str) -> None:
+        """Best effort: a cancel that fails is logged, never raised over the original error."""
+        try:
+            await asyncio.shield(self.http.request("POST", f"/predictions/{prediction_id}/cancel"))
+        except Exception as exc:  # noqa: BLE001 - the prediction's own outcome is what the caller needs
+            import logging
+
+            logging.getLogger(__name__).warning("cancelling Replicate prediction %s failed: %s", prediction_id, exc)
