@@ -25,6 +25,7 @@ import pytest
 
 from serve_app.testing import deploy_config, free_port, load_serve_config, preset_file, wait_http_ok
 from tests.stubs.naver_stub import NaverStub
+from tests.stubs.provider_base import BackendCase, ProviderStub
 from tests.support.seaweed import SeaweedServer
 
 WEBHOOK_SECRET = "whsec_" + "dGVzdC13ZWJob29rLXNlY3JldC0xMjM0NTY3ODkw"  # base64("test-webhook-secret-1234567890")
@@ -40,13 +41,36 @@ class ServeApp:
     seaweed: SeaweedServer
     naver: NaverStub
     config: dict[str, Any]
+    providers: dict[str, ProviderStub]  # cloud image provider stubs by backend name (kling, huggingface)
     metrics_url: str = ""  # Ray's Prometheus endpoint (app and Serve metrics, every 10 s)
 
     def client(self, **kw: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, timeout=30.0, **kw)
+        return httpx.Client(base_url=self.base_url, **{"timeout": 30.0, **kw})
 
 
-def _test_config(port: int, data_dir: Path, seaweed: SeaweedServer, naver: NaverStub) -> dict[str, Any]:
+def _provider_cases() -> dict[str, BackendCase]:
+    from tests.stubs.huggingface_stub import CASE as HUGGINGFACE
+    from tests.stubs.kling_stub import CASE as KLING
+
+    return {"kling": KLING, "huggingface": HUGGINGFACE}
+
+
+def _backend_args(cases: dict[str, BackendCase], stubs: dict[str, ProviderStub]) -> dict[str, Any]:
+    """Each provider pointed at its stub, retrying and polling fast."""
+    fast = {"max_retries": 1, "backoff_base_s": 0.1, "backoff_max_s": 0.5, "poll_interval_s": 0.2, "timeout_s": 10}
+    return {
+        name: case.config(stubs[name].base_url).model_copy(update=fast).model_dump(mode="json")
+        for name, case in cases.items()
+    }
+
+
+def _test_config(
+    port: int,
+    data_dir: Path,
+    seaweed: SeaweedServer,
+    naver: NaverStub,
+    providers: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     config = load_serve_config()
     config["http_options"] = {**config.get("http_options", {}), "host": "127.0.0.1", "port": port}
     base = config["applications"][0]
@@ -74,6 +98,11 @@ def _test_config(port: int, data_dir: Path, seaweed: SeaweedServer, naver: Naver
         },
         webhooks={"max_attempts": 4, "base_delay_s": 0.2, "max_delay_s": 1.0, "timeout_s": 5.0},
         shopping={"provider": "catalog"},
+        # Scenes: KLING (its stub) first, the Generator when it fails; articles on the Generator.
+        backends={
+            **(providers or {}),
+            "chains": {"scene_internal": ["local"], "scene_external": ["kling", "local"], "article": ["local"]},
+        },
     )
 
     s3 = copy.deepcopy(base)
@@ -93,6 +122,8 @@ def _test_config(port: int, data_dir: Path, seaweed: SeaweedServer, naver: Naver
             "timeout_s": 2.0,
             "max_retries": 3,
         },
+        # Articles from Hugging Face (its stub) only, stored on S3: the cloud path end to end.
+        backends={**(providers or {}), "chains": {"article": ["huggingface"]}},
     )
     for deployment in s3["deployments"]:
         if deployment["name"] == "Generator":
@@ -125,10 +156,14 @@ def serve_app() -> Iterator[ServeApp]:
     os.environ.update(AWS_ACCESS_KEY_ID=seaweed.access_key, AWS_SECRET_ACCESS_KEY=seaweed.secret_key)
     naver = NaverStub(client_id=NAVER_ID, client_secret=NAVER_SECRET)
     naver.start()
+    cases = _provider_cases()
+    providers = {name: case.stub().start() for name, case in cases.items()}
+    for case in cases.values():
+        os.environ.update(case.env)
 
     port = free_port()
     metrics_port = free_port()
-    config = _test_config(port, data_dir, seaweed, naver)
+    config = _test_config(port, data_dir, seaweed, naver, _backend_args(cases, providers))
     ray.init(
         namespace="serve",
         num_cpus=4,
@@ -151,6 +186,7 @@ def serve_app() -> Iterator[ServeApp]:
             seaweed=seaweed,
             naver=naver,
             config=config,
+            providers=providers,
             metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
         )
     finally:
@@ -159,6 +195,8 @@ def serve_app() -> Iterator[ServeApp]:
         finally:
             ray.shutdown()
             naver.stop()
+            for stub in providers.values():
+                stub.stop()
             seaweed.stop()
             shutil.rmtree(root, ignore_errors=True)
 
