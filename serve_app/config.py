@@ -145,7 +145,22 @@ class S3StorageConfig(BaseModel):
     max_attempts: int = 3
 
 
-StorageConfig = LocalStorageConfig | S3StorageConfig
+class CloudinaryStorageConfig(BaseModel):
+    """Cloudinary (seed image-generation-storage-guide.md): signed uploads, CDN delivery URLs.
+
+    The API key and secret are never in YAML: `api_key_env` / `api_secret_env` name the variables."""
+
+    kind: Literal["cloudinary"] = "cloudinary"
+    cloud_name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,100}$", description="The account's cloud name.")
+    api_base_url: str = Field(default="https://api.cloudinary.com", description="Upload and Admin API root.")
+    delivery_base_url: str = Field(default="https://res.cloudinary.com", description="Delivery (CDN) root.")
+    folder: str = Field(default="", pattern=r"^[A-Za-z0-9_/-]*$", description="Public ids start with this folder.")
+    api_key_env: str = "CLOUDINARY_API_KEY"
+    api_secret_env: str = "CLOUDINARY_API_SECRET"
+    timeout_s: float = Field(default=20.0, gt=0, le=300)
+
+
+StorageConfig = LocalStorageConfig | S3StorageConfig | CloudinaryStorageConfig
 
 
 class FetchPolicy(BaseModel):

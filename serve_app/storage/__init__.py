@@ -1,10 +1,10 @@
-"""Image stores: local filesystem (default) or S3-compatible; `build_store` picks one from config."""
+"""Image stores: local filesystem (default), S3-compatible or Cloudinary; `build_store` picks one from config."""
 
 from __future__ import annotations
 
 import logging
 
-from serve_app.config import LocalStorageConfig, S3StorageConfig, Settings, StorageConfig
+from serve_app.config import CloudinaryStorageConfig, LocalStorageConfig, S3StorageConfig, Settings, StorageConfig
 from serve_app.errors import AppError, ConfigurationError
 from serve_app.storage.base import ImageStore, make_key, sanitize_user_id, sidecar_key, validate_key
 from serve_app.storage.local import LocalImageStore
@@ -30,6 +30,10 @@ def build_store(cfg: StorageConfig, settings: Settings) -> ImageStore:
         return LocalImageStore(cfg)
     if isinstance(cfg, S3StorageConfig):
         return S3ImageStore(cfg, settings)
+    if isinstance(cfg, CloudinaryStorageConfig):
+        from serve_app.storage.cloudinary import CloudinaryImageStore
+
+        return CloudinaryImageStore(cfg)
     raise ConfigurationError(f"Unknown storage kind {getattr(cfg, 'kind', cfg)!r}.")
 
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from serve_app import net
-from serve_app.config import FetchPolicy, LocalStorageConfig, S3StorageConfig, Settings
-from serve_app.errors import InvalidInput, NotFound, PayloadTooLarge, StorageError
+from serve_app.config import CloudinaryStorageConfig, FetchPolicy, LocalStorageConfig, S3StorageConfig, Settings
+from serve_app.errors import ConfigurationError, InvalidInput, NotFound, PayloadTooLarge, StorageError
 from serve_app.storage import (
     LocalImageStore,
     S3ImageStore,
@@ -23,7 +23,15 @@ from serve_app.storage import (
     sanitize_user_id,
     validate_key,
 )
+from serve_app.storage.base import ImageStore
+from serve_app.storage.cloudinary import CloudinaryImageStore, signature
+from tests.stubs.cloudinary_stub import API_KEY as CLOUDINARY_KEY
+from tests.stubs.cloudinary_stub import API_SECRET as CLOUDINARY_SECRET
+from tests.stubs.cloudinary_stub import CLOUD, CloudinaryStub
+from tests.stubs.provider_base import make_png
 from tests.support.seaweed import SeaweedServer
+
+PNG_BYTES = make_png(16, 16)
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}/\d{8}/[0-9a-f]{32}\.[a-z0-9]+$")
 BAD_KEYS = ["", "/abs/x.png", "../x.png", "a/../../x.png", "a/./x.png", "a//x.png", "a\\x.png", "a/\0.png", "a/"]
@@ -232,3 +240,126 @@ async def test_s3_outage_and_recovery(seaweed: SeaweedServer) -> None:
     await store.put(after, b"after")
     assert await store.get(after) == b"after"
     assert await store.get(before) == b"before"  # same data dir: the old object survived
+
+
+# --- one contract for every store: local files, S3 (SeaweedFS), Cloudinary (its stub) ----------------
+
+
+@pytest.fixture(scope="module")
+def cloudinary() -> Iterator[CloudinaryStub]:
+    with CloudinaryStub() as stub:
+        yield stub
+
+
+def cloudinary_store(stub: CloudinaryStub, monkeypatch: pytest.MonkeyPatch, **overrides: object) -> ImageStore:
+    monkeypatch.setenv("CLOUDINARY_API_KEY", CLOUDINARY_KEY)
+    monkeypatch.setenv("CLOUDINARY_API_SECRET", CLOUDINARY_SECRET)
+    cfg = CloudinaryStorageConfig(
+        cloud_name=CLOUD,
+        api_base_url=stub.base_url,
+        delivery_base_url=stub.base_url,
+        **overrides,  # type: ignore[arg-type]
+    )
+    return CloudinaryImageStore(cfg)
+
+
+@pytest.fixture(params=["local", "s3", "cloudinary"])
+async def any_store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ImageStore:
+    if request.param == "local":
+        store: ImageStore = LocalImageStore(
+            LocalStorageConfig(root=str(tmp_path / "images"), public_base_url="http://t")
+        )
+    elif request.param == "s3":
+        store = s3_store(request.getfixturevalue("seaweed"), prefix=f"contract-{tmp_path.name}")
+    else:
+        store = cloudinary_store(request.getfixturevalue("cloudinary"), monkeypatch, folder=f"contract-{tmp_path.name}")
+    await store.start()
+    return store
+
+
+async def test_store_contract_put_get_sidecar_delete(any_store: ImageStore) -> None:
+    key = make_key("contract-user")
+    png = PNG_BYTES
+    url = await any_store.put(key, png, content_type="image/png", metadata={"seed": 7, "prompt": "나무 책상"})
+    assert url == any_store.url_for(key)
+    assert await any_store.get(key) == png
+    assert await any_store.get_metadata(key) == {"seed": 7, "prompt": "나무 책상"}
+    with pytest.raises(NotFound):
+        await any_store.get(make_key("contract-user"))
+    assert await any_store.delete([key, key + ".json", make_key("contract-user")]) == 3  # a missing one is fine
+    with pytest.raises(NotFound):
+        await any_store.get(key)
+    with pytest.raises(InvalidInput):
+        await any_store.put("../escape.png", png)
+    await any_store.check()
+    await any_store.close()
+
+
+async def test_store_contract_sweeps_only_its_own_old_objects(any_store: ImageStore) -> None:
+    own = make_key("sweeper")
+    foreign = "not-ours/notes.png"
+    await any_store.put(own, PNG_BYTES, metadata={"a": 1})
+    await any_store.put(foreign, PNG_BYTES)
+    assert await any_store.delete_older_than(datetime.now(UTC).timestamp() - 3600) == 0, "nothing is that old"
+    assert await any_store.delete_older_than(datetime.now(UTC).timestamp() + 5) == 2  # the image and its record
+    with pytest.raises(NotFound):
+        await any_store.get(own)
+    assert await any_store.get(foreign) == PNG_BYTES
+    await any_store.close()
+
+
+# --- Cloudinary specifics ------------------------------------------------------------------------------
+
+
+async def test_cloudinary_signs_uploads_and_a_wrong_secret_is_refused(
+    cloudinary: CloudinaryStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = cloudinary_store(cloudinary, monkeypatch, folder="signed")
+    key = make_key("u")
+    assert (await store.put(key, PNG_BYTES)).startswith(f"{cloudinary.base_url}/{CLOUD}/image/upload/signed/u/")
+    monkeypatch.setenv("CLOUDINARY_API_SECRET", "wrong")
+    bad = cloudinary_store_with_env(cloudinary, folder="signed")
+    with pytest.raises(StorageError) as caught:
+        await bad.put(make_key("u"), PNG_BYTES)
+    assert caught.value.error_code == "S3_UPLOAD_FAILED" and "Invalid Signature" in caught.value.message
+    await store.close()
+    await bad.close()
+
+
+def cloudinary_store_with_env(stub: CloudinaryStub, **overrides: object) -> ImageStore:
+    cfg = CloudinaryStorageConfig(
+        cloud_name=CLOUD,
+        api_base_url=stub.base_url,
+        delivery_base_url=stub.base_url,
+        **overrides,  # type: ignore[arg-type]
+    )
+    return CloudinaryImageStore(cfg)
+
+
+async def test_cloudinary_sidecars_are_raw_resources_and_an_outage_is_an_upload_error(
+    cloudinary: CloudinaryStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = cloudinary_store(cloudinary, monkeypatch, folder="raw")
+    key = make_key("u", ext="webp")
+    await store.put(key, PNG_BYTES, content_type="image/webp", metadata={"x": 1})
+    kinds = {(kind, pid) for kind, pid in cloudinary.files if pid.startswith("raw/")}
+    assert ("image", "raw/" + key.rsplit(".", 1)[0]) in kinds and ("raw", "raw/" + key + ".json") in kinds
+    assert store.url_for(key).endswith(".webp")
+    cloudinary.fail_uploads = 1
+    with pytest.raises(StorageError) as caught:
+        await store.put(make_key("u"), PNG_BYTES)
+    assert caught.value.error_code == "S3_UPLOAD_FAILED" and caught.value.message.startswith("Failed to upload image")
+    await store.close()
+
+
+def test_cloudinary_without_keys_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CLOUDINARY_API_KEY", raising=False)
+    monkeypatch.setenv("CLOUDINARY_API_SECRET", "s")
+    with pytest.raises(ConfigurationError, match="CLOUDINARY_API_KEY"):
+        CloudinaryImageStore(CloudinaryStorageConfig(cloud_name="c"))
+
+
+def test_the_signature_is_cloudinarys() -> None:
+    # The example of Cloudinary's "Generating authentication signatures" documentation.
+    params = {"eager": "w_400,h_300,c_pad|w_260,h_200,c_crop", "public_id": "sample_image", "timestamp": "1315060510"}
+    assert signature(params, "abcd") == "bfd09f95f331f558cbd1320e67aa8d488770583e"
