@@ -37,8 +37,17 @@ class HuggingFaceBackend(CloudBackend):
     label = "Hugging Face"
     honoured = frozenset({"negative_prompt", "seed", "num_inference_steps", "guidance_scale"})
 
+    _client: Any = None  # huggingface_hub's AsyncInferenceClient, made on first use
+    _client_token: str | None = None
+
     def retry_hint(self, response: httpx.Response) -> float | None:
         return estimated_time(response)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+        await super().aclose()
 
     @property
     def endpoint(self) -> str:
@@ -49,7 +58,13 @@ class HuggingFaceBackend(CloudBackend):
         from huggingface_hub.errors import HfHubHTTPError
         from PIL import UnidentifiedImageError
 
-        client = AsyncInferenceClient(base_url=self.endpoint, api_key=self.api_key, timeout=self.cfg.timeout_s)
+        token = self.api_key
+        if self._client is None or self._client_token != token:  # one client per token: its pool stays warm
+            if self._client is not None:
+                await self._client.close()
+            self._client = AsyncInferenceClient(base_url=self.endpoint, api_key=token, timeout=self.cfg.timeout_s)
+            self._client_token = token
+        client = self._client
 
         async def attempt() -> Any:
             await self.http.limiter.acquire()
@@ -82,10 +97,7 @@ class HuggingFaceBackend(CloudBackend):
                     raise Retryable(error) from exc
                 raise error from exc
 
-        try:
-            image = await self.http.with_retries(attempt, self.endpoint)
-        finally:
-            await client.close()
+        image = await self.http.with_retries(attempt, self.endpoint)
         out = io.BytesIO()
         image.save(out, format="PNG")
         return Made(out.getvalue(), seed=spec.seed)

@@ -33,6 +33,7 @@ EXPECTED: dict[str, set[str]] = {
     "gpu_throughput": {"models", "peak_tflops", "device_name"},
     "task_store": {"sqlite"},
     "peers": {"rates", "peer_startup_s", "app_startup_s"},
+    "backends": {"providers"},
 }
 
 
@@ -115,3 +116,9 @@ def _check_gpu_throughput(results: dict[str, Any]) -> None:
     model = results["models"]["sd15"]
     assert model["flops_per_image"] > 0 and model["flops"]["unet_forward_cfg"] > 0
     assert model["runs"] and model["runs"][0]["images_per_s"] > 0
+
+
+def _check_backends(results: dict[str, Any]) -> None:
+    assert set(results["providers"]) == {"huggingface", "openai", "stability", "replicate", "kling", "gemini"}
+    for paths in results["providers"].values():
+        assert all(path["as_expected"] for path in paths.values()), paths

@@ -107,6 +107,9 @@ class ProviderStub:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out as two writes: with Nagle on, the client's delayed ACK holds the
+            # second for ~40 ms, a latency no real provider adds.
+            disable_nagle_algorithm = True
 
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
