@@ -203,6 +203,7 @@ class TaskRunner:
             await asyncio.to_thread(queue.fail, task_id, error.error_code, error.message, lease=lease, result=partial)
             status = "failed"
             self.metrics.finished(status, error.error_code, time.perf_counter() - started)
+            self.metrics.variant_finished(record.kind, partial, status)
         else:
             keys = ([record.input_key] if record.input_key else []) + outcome.object_keys
             completed = await asyncio.to_thread(queue.complete, task_id, lease, outcome.result, keys)
@@ -210,6 +211,7 @@ class TaskRunner:
             self.metrics.finished(status, None, time.perf_counter() - started)
             if completed:
                 self.metrics.stage_timings(record.kind, outcome.result)
+                self.metrics.variant_finished(record.kind, outcome.result, status)
         if record.webhook_url:
             self._spawn(self._deliver_webhook(task_id))
         return status

@@ -14,7 +14,7 @@ import asyncio
 import time
 from typing import Any
 
-from serve_app.backends import BackendImage, BackendRegistry, ChainFailed, ChainResult
+from serve_app.backends import BackendImage, BackendRegistry, ChainFailed, ChainResult, variant_chain
 from serve_app.errors import AppError, GenerationFailed, TaskCancelled
 from serve_app.flow import CancelledFn, Flow, FlowOutcome, ProgressFn
 from serve_app.products import ArticlePayload
@@ -46,6 +46,8 @@ class ArticleFlow(Flow):
         timings: dict[str, float] = {}
         entries: list[dict[str, Any]] = [{"index": p.index, "alt": p.alt} for p in payload.placeholders]
         result["placeholders"] = entries
+        if payload.variant is not None:
+            result["variant"] = payload.variant.name
 
         # 1. Prompts, all at once (a chat writer's calls share its rate limiter).
         await progress(Stage.writing)
@@ -88,7 +90,7 @@ class ArticleFlow(Flow):
         # 2. Every image at once through the chain (the Generator batches them); each on its own.
         await progress(Stage.generating)
         started = time.perf_counter()
-        chain = self.backends.chain("article", self._local_generate(journal))
+        chain = self.backends.chain("article", self._local_generate(journal), variant_chain(payload))
         highest = 0
 
         async def on_step(step: int, total: int) -> None:

@@ -6,6 +6,7 @@ Secrets are not here either: they come from the environment (`Settings`).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from functools import lru_cache
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serve_app.errors import ConfigurationError
+from serve_app.products import Variant
 from serve_app.protocol import GenerationDefaults, GenerationLimits
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -511,6 +513,11 @@ class BackendsConfig(BaseModel):
         },
         description="Product -> backends tried in order; the next one runs when the one before fails.",
     )
+    experiments: dict[str, list[Variant]] = Field(
+        default_factory=dict,
+        description="A/B tests: product -> variants (name, percent, chain), percents summing to 100; a caller "
+        "(API key, else user id) always lands in the same variant.",
+    )
 
     @model_validator(mode="after")
     def _chains_name_backends(self) -> BackendsConfig:
@@ -528,7 +535,32 @@ class BackendsConfig(BaseModel):
                 )
         for product in PRODUCTS:
             self.chains.setdefault(product, ["local"])
+        for product, variants in self.experiments.items():
+            if product not in PRODUCTS:
+                raise ValueError(f"backends.experiments: unknown product {product!r} (known: {', '.join(PRODUCTS)})")
+            if abs(sum(v.percent for v in variants) - 100) > 1e-6 or len({v.name for v in variants}) != len(variants):
+                raise ValueError(
+                    f"backends.experiments.{product}: variants need distinct names and percents summing to 100"
+                )
+            for variant in variants:
+                bad = [e for e in variant.chain if chain_entry(e)[0] not in BACKEND_NAMES or e.startswith("local:")]
+                if bad:
+                    raise ValueError(f"backends.experiments.{product}.{variant.name}: unknown backends {bad}")
         return self
+
+    def variant_for(self, product: str, caller: str) -> Variant | None:
+        """The caller's arm of the product's A/B test (None without one): a stable hash of the
+        product and the caller into [0, 100), so the same caller always gets the same arm."""
+        variants = self.experiments.get(product)
+        if not variants:
+            return None
+        point = int.from_bytes(hashlib.sha256(f"{product}:{caller}".encode()).digest()[:8], "big") % 10_000 / 100
+        edge = 0.0
+        for variant in variants:
+            edge += variant.percent
+            if point < edge:
+                return variant
+        return variants[-1]
 
     def cloud(self, name: str) -> CloudBackendConfig:
         return getattr(self, name)

@@ -51,6 +51,12 @@ _BATCH_BOUNDARIES = (*(size + 0.5 for size in range(17)), 24.5, 32.5, 48.5, 64.5
 TASKS_SUBMITTED = MetricDef(
     "imagegen_tasks_submitted", "counter", "Accepted POST /v1/generate submits (202).", ("kind",)
 )
+VARIANT_TASKS = MetricDef(
+    "imagegen_variant_tasks",
+    "counter",
+    "Finished tasks of an A/B test (backends.experiments), by product, variant and status.",
+    ("product", "variant", "status"),
+)
 REQUESTS_REJECTED = MetricDef(
     "imagegen_requests_rejected",
     "counter",
@@ -158,6 +164,7 @@ METRICS: tuple[MetricDef, ...] = (
     TASKS_SUBMITTED,
     REQUESTS_REJECTED,
     TASKS_FINISHED,
+    VARIANT_TASKS,
     TASK_DURATION,
     RETENTION_DELETED,
     STAGE_DURATION,
@@ -216,6 +223,7 @@ class TaskMetrics:
 
     def __init__(self) -> None:
         self._finished = _counter(TASKS_FINISHED)
+        self._variants = _counter(VARIANT_TASKS)
         self._duration = _histogram(TASK_DURATION)
         self._expired = _counter(RETENTION_DELETED)
         self._stages = _histogram(STAGE_DURATION)
@@ -233,6 +241,12 @@ class TaskMetrics:
         self._finished.inc(tags={"status": status, "error_code": error_code or ""})
         if seconds is not None:
             self._duration.observe(seconds, tags={"status": status})
+
+    def variant_finished(self, kind: str, result: Mapping[str, object] | None, status: str) -> None:
+        """Count a finished task of an A/B test under its variant (none: not in a test)."""
+        variant = result.get("variant") if result else None
+        if isinstance(variant, str):
+            self._variants.inc(tags={"product": kind, "variant": variant, "status": status})
 
     def stage_timings(self, kind: str, result: Mapping[str, object] | None) -> None:
         """Observe a finished task's `result["timings"]` ({stage: seconds}, as the flows time them)."""

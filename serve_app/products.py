@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from serve_app.protocol import NON_BLANK_PATTERN
+from serve_app.patterns import NON_BLANK_PATTERN
 
 Text = Annotated[str, Field(max_length=2000)]
 Name = Annotated[str, Field(min_length=1, max_length=100, pattern=NON_BLANK_PATTERN)]
@@ -93,10 +93,23 @@ class Scene(BaseModel):
         return int.from_bytes(digest[:6], "big")
 
 
+class Variant(BaseModel):
+    """One arm of an A/B test: a share of callers whose images come from its own backend chain."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")] = Field(
+        description="Recorded on results and metrics."
+    )
+    percent: Annotated[float, Field(gt=0, le=100)] = Field(description="Share of callers, in percent.")
+    chain: list[str] = Field(min_length=1, description="Backends tried in order (entries as in backends.chains).")
+
+
 class ScenePayload(BaseModel):
     kind: Literal["scene"] = "scene"
     scene: Scene
     chain: Literal["scene_internal", "scene_external"]
+    variant: Variant | None = Field(default=None, description="The A/B arm this caller is in, if any.")
 
 
 class Placeholder(BaseModel):
@@ -112,6 +125,7 @@ class ArticlePayload(BaseModel):
     kind: Literal["article"] = "article"
     placeholders: list[Placeholder]
     style: str = Field(default="", description="Words added to every placeholder's prompt.")
+    variant: Variant | None = None
 
 
 TextureWord = Annotated[str, Field(min_length=1, max_length=60, pattern=NON_BLANK_PATTERN)]
@@ -155,6 +169,7 @@ class TexturePayload(BaseModel):
     kind: Literal["texture"] = "texture"
     items: list[TextureItem]
     tileable: bool = False
+    variant: Variant | None = None
 
 
 ProductPayload = Annotated[ScenePayload | ArticlePayload | TexturePayload, Field(discriminator="kind")]

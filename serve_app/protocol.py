@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from serve_app.errors import BadRequest, InvalidInput
+from serve_app.patterns import NON_BLANK_PATTERN  # noqa: F401 - re-exported: routes import it from here
 
 if TYPE_CHECKING:
     from serve_app.config import Preset
@@ -29,12 +30,6 @@ def _not_a_boolean(value: Any) -> Any:
         raise ValueError("Input should be a number, not a boolean")
     return value
 
-
-# A prompt must have a character Python's str.strip() keeps (ECMA's \S differs: it keeps \x1c-\x1f
-# and \x85, which strip() removes, and drops U+FEFF, which strip() keeps), stated for JSON Schema.
-NON_BLANK_PATTERN = (
-    "[^\\t\\n\\u000b\\f\\r\\u001c-\\u001f \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
-)
 
 OptInt = Annotated[int | None, BeforeValidator(_not_a_boolean)]
 OptFloat = Annotated[float | None, BeforeValidator(_not_a_boolean)]

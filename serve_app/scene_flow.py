@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from serve_app.backends import BackendImage, BackendRegistry, ChainFailed
+from serve_app.backends import BackendImage, BackendRegistry, ChainFailed, variant_chain
 from serve_app.errors import GenerationFailed, TaskCancelled
 from serve_app.flow import CancelledFn, Flow, FlowOutcome, OnStep, ProgressFn
 from serve_app.products import ScenePayload
@@ -45,6 +45,8 @@ class SceneFlow(Flow):
         timings: dict[str, float] = {}
         stored: list[str] = []
         result["scene_id"] = scene.scene_id
+        if payload.variant is not None:
+            result["variant"] = payload.variant.name
 
         await progress(Stage.writing)
         started = time.perf_counter()
@@ -72,7 +74,7 @@ class SceneFlow(Flow):
 
         await progress(Stage.generating)
         spec = request.generation_spec(built.prompt, built.negative_prompt, None, record.task_id, seed=scene.style_seed)
-        chain = self.backends.chain(payload.chain, self._local_generate(journal))
+        chain = self.backends.chain(payload.chain, self._local_generate(journal), variant_chain(payload))
         started = time.perf_counter()
         try:
             made = await chain.generate(spec, self._step_reporter(progress))

@@ -14,7 +14,7 @@ import asyncio
 import time
 from typing import Any, Protocol
 
-from serve_app.backends import BackendRegistry, ChainResult
+from serve_app.backends import BackendRegistry, ChainResult, variant_chain
 from serve_app.errors import AppError, GenerationFailed, TaskCancelled
 from serve_app.flow import CancelledFn, Flow, FlowOutcome, ProgressFn
 from serve_app.products import TextureItem, TexturePayload
@@ -57,11 +57,13 @@ class TextureFlow(Flow):
             for item in payload.items
         ]
         result["textures"] = entries
+        if payload.variant is not None:
+            result["variant"] = payload.variant.name
         missing = [position for position, item in enumerate(payload.items) if not item.cached]
 
         await progress(Stage.generating)
         started = time.perf_counter()
-        chain = self.backends.chain("texture", self._local_generate(journal))
+        chain = self.backends.chain("texture", self._local_generate(journal), variant_chain(payload))
         highest = 0
 
         async def on_step(step: int, total: int) -> None:

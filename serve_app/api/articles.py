@@ -137,7 +137,11 @@ async def article_images(
         **given(user_id=body.user_id, webhook_url=body.webhook_url),
     )
     resolved = caller.own(req.resolve(ctx.preset, ctx.limits), body.user_id is not None)
-    payload = ArticlePayload(placeholders=body.placeholders, style=body.style if body.style is not None else cfg.style)
+    payload = ArticlePayload(
+        placeholders=body.placeholders,
+        style=body.style if body.style is not None else cfg.style,
+        variant=ctx.args.backends.variant_for("article", caller.scope(resolved.user_id)),
+    )
     resolved = resolved.model_copy(update={"product": payload, "n": count})
     if resolved.cost > ctx.limits.request_cost_limit():
         raise InvalidInput(

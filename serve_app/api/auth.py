@@ -36,6 +36,10 @@ class Caller:
     def key_id(self) -> str | None:
         return self.key.key_id if self.key else None
 
+    def scope(self, user_id: str) -> str:
+        """Who the caller is for caches and A/B arms: its API key, else the request's user id."""
+        return f"key:{self.key_id}" if self.key_id else f"user:{user_id}"
+
     def own(self, resolved: ResolvedGenerate, user_id_given: bool) -> ResolvedGenerate:
         """The request as this caller may make it: its images under the key's user id, and its
         cost within the key's per-image limit (403 otherwise)."""

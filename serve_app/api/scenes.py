@@ -125,7 +125,8 @@ def resolve_scene(
     )
     resolved = caller.own(req.resolve(ctx.preset, ctx.limits), body.user_id is not None)
     scene = Scene.model_validate(body.model_dump(include=set(Scene.model_fields)))
-    return resolved.model_copy(update={"product": ScenePayload(scene=scene, chain=chain)})
+    variant = ctx.args.backends.variant_for(chain, caller.scope(resolved.user_id))
+    return resolved.model_copy(update={"product": ScenePayload(scene=scene, chain=chain, variant=variant)})
 
 
 async def _scene(

@@ -119,15 +119,16 @@ def resolve_textures(
         **given(user_id=body.user_id, webhook_url=body.webhook_url),
     )
     resolved = caller.own(req.resolve(ctx.preset, ctx.limits), body.user_id is not None)
+    scope = caller.scope(resolved.user_id)
+    variant = ctx.args.backends.variant_for("texture", scope)
     settings = {
         "steps": resolved.num_inference_steps,
         "guidance": resolved.guidance_scale,
         "size": [resolved.width, resolved.height],
         "tileable": body.tileable,
         "format": resolved.output_format,
-        "chain": registry.models("texture"),
+        "chain": registry.models("texture", variant.chain if variant else None),
     }
-    scope = f"key:{caller.key_id}" if caller.key_id else f"user:{resolved.user_id}"
     items = []
     for index, texture in enumerate(body.textures):
         written = texture_prompt(texture, tileable=body.tileable)
@@ -142,7 +143,7 @@ def resolve_textures(
                 untranslated=written.untranslated,
             )
         )
-    payload = TexturePayload(items=items, tileable=body.tileable)
+    payload = TexturePayload(items=items, tileable=body.tileable, variant=variant)
     resolved = resolved.model_copy(update={"product": payload, "n": count, "seed": items[0].seed})
     if resolved.cost > ctx.limits.request_cost_limit():
         raise InvalidInput(

@@ -25,6 +25,7 @@ __all__ = [
     "ChainResult",
     "ImageBackend",
     "LocalBackend",
+    "variant_chain",
 ]
 
 #: backend name -> (module, class) of its client
@@ -60,22 +61,22 @@ class BackendRegistry:
             self._cloud[entry] = cloud_backend(name, self.cfg, model)
         return self._cloud[entry]
 
-    def models(self, product: str) -> list[str]:
+    def models(self, product: str, entries: list[str] | None = None) -> list[str]:
         """The chain's backends and models, as a texture's content hash covers them."""
         out = []
-        for entry in self.cfg.chains[product]:
+        for entry in entries or self.cfg.chains[product]:
             name, model = chain_entry(entry)
             out.append(
                 f"local@{self.local_model_id}" if name == "local" else f"{name}@{model or self.cfg.cloud(name).model}"
             )
         return out
 
-    def chain(self, product: str, local_generate: GenerateFn) -> BackendChain:
-        """The product's chain, its local backend calling the Generator through `local_generate`."""
+    def chain(self, product: str, local_generate: GenerateFn, entries: list[str] | None = None) -> BackendChain:
+        """The product's chain (or `entries`: an A/B variant's), its local backend calling the
+        Generator through `local_generate`."""
         local = LocalBackend(local_generate, self.cfg.local, self.local_model_id)
-        return BackendChain(
-            product, [local if name == "local" else self.cloud(name) for name in self.cfg.chains[product]]
-        )
+        names = entries or self.cfg.chains[product]
+        return BackendChain(product, [local if name == "local" else self.cloud(name) for name in names])
 
     def statuses(self) -> list[BackendStatus]:
         local = LocalBackend(_unused, self.cfg.local, self.local_model_id).status()
@@ -84,6 +85,12 @@ class BackendRegistry:
     async def aclose(self) -> None:
         for backend in self._cloud.values():
             await backend.aclose()
+
+
+def variant_chain(payload: object) -> list[str] | None:
+    """The backends of the A/B arm a product payload was assigned, or None for the product's chain."""
+    variant = getattr(payload, "variant", None)
+    return list(variant.chain) if variant is not None else None
 
 
 async def _unused(*_: object) -> BackendImage:  # pragma: no cover - status() never generates

@@ -28,6 +28,7 @@ from serve_app.backends import BackendImage, BackendRegistry, BackendStatus, Ima
 from serve_app.errors import UpstreamError
 from serve_app.image_flow import ImageFlow
 from serve_app.ingress import app
+from serve_app.products import Variant
 from serve_app.protocol import GenerationSpec
 from serve_app.scene_flow import SceneFlow
 from serve_app.texture_flow import TextureFlow
@@ -399,3 +400,78 @@ def test_bad_textures_are_422_and_make_no_task(
     assert response.status_code == 422, response.text
     assert needle in response.json()["message"]
     assert ctx.tasks.db.read("SELECT task_id FROM tasks") == []
+
+
+# -- A/B between backends -----------------------------------------------------------------------------
+
+EXPERIMENT = [
+    {"name": "generator", "percent": 50, "chain": ["local"]},
+    {"name": "cloud", "percent": 50, "chain": ["huggingface"]},
+]
+
+
+def _users_in_each_arm(ctx: IngressContext) -> dict[str, str]:
+    """A user id in each variant of the article experiment."""
+    found: dict[str, str] = {}
+    for i in range(100):
+        variant = ctx.args.backends.variant_for("article", f"user:u{i}")
+        assert variant is not None
+        found.setdefault(variant.name, f"u{i}")
+    return found
+
+
+def test_an_ab_test_splits_callers_stickily_and_records_the_variant(
+    client: TestClient, ctx: IngressContext, registry: BackendRegistry
+) -> None:
+    experiments = {"article": [Variant.model_validate(v) for v in EXPERIMENT]}
+    ctx.args.backends.experiments.update(experiments)
+    try:
+        users = _users_in_each_arm(ctx)
+        assert set(users) == {"generator", "cloud"}
+        body = {"placeholders": [{"index": 0, "alt": "a robot"}]}
+        for arm, user in users.items():
+            for _ in range(2):  # the same caller lands in the same arm every time
+                done = client.post("/v1/articles/images", json={**body, "user_id": user}, headers={"Prefer": "wait=10"})
+                task = _result(client, done.json()["task_id"])
+                assert task["variant"] == arm
+                assert task["placeholders"][0]["backend"] == {"generator": "local", "cloud": "huggingface"}[arm]
+    finally:
+        ctx.args.backends.experiments.clear()
+
+
+def test_variants_split_by_their_percents() -> None:
+    from serve_app.config import BackendsConfig
+
+    cfg = BackendsConfig.model_validate(
+        {
+            "experiments": {
+                "texture": [
+                    {"name": "a", "percent": 20, "chain": ["local"]},
+                    {"name": "b", "percent": 80, "chain": ["local"]},
+                ]
+            }
+        }
+    )
+    arms = [cfg.variant_for("texture", f"user:{i}").name for i in range(2000)]  # type: ignore[union-attr]
+    assert 0.17 < arms.count("a") / len(arms) < 0.23
+    assert cfg.variant_for("scene_internal", "user:1") is None
+
+
+@pytest.mark.parametrize(
+    ("variants", "needle"),
+    [
+        ([{"name": "a", "percent": 60, "chain": ["local"]}], "summing to 100"),
+        (
+            [{"name": "a", "percent": 50, "chain": ["local"]}, {"name": "a", "percent": 50, "chain": ["local"]}],
+            "distinct",
+        ),
+        ([{"name": "a", "percent": 100, "chain": ["nope"]}], "unknown backends"),
+    ],
+)
+def test_bad_experiments_are_refused_at_load(variants: list[dict[str, Any]], needle: str) -> None:
+    from pydantic import ValidationError
+
+    from serve_app.config import BackendsConfig
+
+    with pytest.raises(ValidationError, match=needle):
+        BackendsConfig.model_validate({"experiments": {"article": variants}})
