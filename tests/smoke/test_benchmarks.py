@@ -34,6 +34,7 @@ EXPECTED: dict[str, set[str]] = {
     "task_store": {"sqlite"},
     "peers": {"rates", "peer_startup_s", "app_startup_s"},
     "backends": {"providers"},
+    "texture_cache": {"sizes"},
 }
 
 
