@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.api.auth import Caller, get_caller
 from serve_app.api.deps import IngressContext, get_ctx
-from serve_app.api.generate import accept_task, check_webhook, given, patch_settings
+from serve_app.api.generate import TASK_ROUTE_ERRORS, accept_task, check_webhook, given, patch_settings
 from serve_app.api.waiting import PREFER_DOC, preferences, respond_or_wait
 from serve_app.article_flow import KIND
 from serve_app.config import Preset
@@ -98,6 +98,7 @@ def request_schemas(
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    **TASK_ROUTE_ERRORS,
     202: {"model": TaskAccepted, "description": "Accepted; poll GET /v1/result/{task_id}."},
     422: {"description": "Invalid placeholders (too many, repeated index, blank alt) or settings."},
     503: {"description": "Queue full; retry after Retry-After seconds."},

@@ -48,6 +48,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorResponse, "description": "Queue, its cost budget or upload budget full; see Retry-After."},
 }
 _READ_ERRORS = {code: _ERRORS[code] for code in (401, 404)}
+#: What every task-making JSON route can answer besides its own: keys, idempotency, size, shedding.
+TASK_ROUTE_ERRORS = {code: _ERRORS[code] for code in (401, 403, 409, 413, 422, 429, 503)}
 _CANCEL_ERRORS = {code: _ERRORS[code] for code in (401, 404, 409)}
 
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.api.auth import Caller, get_caller
 from serve_app.api.deps import IngressContext, get_ctx
-from serve_app.api.generate import accept_task, check_webhook, given, patch_settings
+from serve_app.api.generate import TASK_ROUTE_ERRORS, accept_task, check_webhook, given, patch_settings
 from serve_app.api.waiting import PREFER_DOC, respond_or_wait
 from serve_app.products import Scene, ScenePayload
 from serve_app.protocol import GenerateRequest, GenerationLimits, LoraSelection, OptInt, ResolvedGenerate
@@ -87,6 +87,7 @@ class SceneResponse(BaseModel):
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    **TASK_ROUTE_ERRORS,
     422: {"description": "Invalid scene (unknown speaker, empty audios, bad settings)."},
     500: {"description": "Every backend of the chain failed (GENERATION_FAILED), or the upload (S3_UPLOAD_FAILED)."},
     503: {"description": "Queue full; retry after Retry-After seconds."},

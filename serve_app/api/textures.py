@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.api.auth import Caller, get_caller
 from serve_app.api.deps import IngressContext, get_ctx
-from serve_app.api.generate import accept_task, check_webhook, given, patch_settings
+from serve_app.api.generate import TASK_ROUTE_ERRORS, accept_task, check_webhook, given, patch_settings
 from serve_app.api.waiting import PREFER_DOC, respond_or_wait
 from serve_app.backends import BackendRegistry
 from serve_app.errors import InvalidInput
@@ -79,6 +79,7 @@ class TexturesResponse(BaseModel):
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    **TASK_ROUTE_ERRORS,
     202: {"description": "With Prefer: respond-async: the task id; poll GET /v1/result/{task_id}."},
     422: {"description": "Invalid textures or settings."},
     500: {"description": "No texture got an image (GENERATION_FAILED)."},

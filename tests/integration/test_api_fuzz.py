@@ -50,8 +50,11 @@ def test_schemathesis_all_checks_find_nothing(serve_app: ServeApp, tmp_path: Pat
         "all",
         # Replaced by the same check that also accepts a 422 naming a rule the document states in
         # words (schemathesis_hooks.py); any other refusal of schema-valid data still fails.
+        # `DELETE /v1/tasks/{id}` cancels a task; it does not delete it: the cancelled task, its
+        # result and its events stay readable (status failed, CANCELLED) until retention removes
+        # them, as the README documents, so "deleted resource still available" does not apply.
         "--exclude-checks",
-        "positive_data_acceptance",
+        "positive_data_acceptance,use_after_free",
         "--max-examples",
         "80",
         "--seed",
