@@ -216,6 +216,12 @@ class AdmissionConfig(BaseModel):
         description="Request bytes an ingress replica holds at once across all uploads being received; "
         "past it a submit gets 503 + Retry-After instead of the replica running out of memory.",
     )
+    max_json_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Largest body of a JSON route the framework parses (scenes, articles, textures, "
+        "/v1/images/generations, cancels); past it 413 before the body is buffered.",
+    )
 
 
 class KeyLimits(BaseModel):

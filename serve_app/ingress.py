@@ -16,6 +16,7 @@ from serve_app.api.auth import AUTH_SCHEMES
 from serve_app.api.cors import ConfiguredCors
 from serve_app.api.deps import IngressContext, current_context, set_context
 from serve_app.api.errors import install_error_handlers
+from serve_app.api.limits import JsonBodyLimit
 from serve_app.config import AppArgs, Preset, get_settings, load_preset
 from serve_app.metrics import IngressMetrics
 from serve_app.protocol import GenerationLimits
@@ -44,6 +45,7 @@ app.include_router(scenes.router)
 app.include_router(articles.router)
 app.include_router(textures.router)
 app.add_middleware(ConfiguredCors)  # CORS per the replica's `cors:` args; off until origins are listed
+app.add_middleware(JsonBodyLimit)  # JSON bodies FastAPI parses are bounded (admission.max_json_body_bytes)
 
 
 def _count_rejection(status: int, error_code: str) -> None:

@@ -55,14 +55,19 @@ def openai_error(exc: AppError) -> tuple[int, dict[str, Any]]:
     return status, {"error": error}
 
 
+def error_response(path: str, exc: AppError) -> JSONResponse:
+    """`exc` as the route at `path` answers errors (OpenAI's shape on the OpenAI-compatible routes)."""
+    status, body = exc.status_code, exc.body()
+    if path.endswith(OPENAI_PATHS):
+        status, body = openai_error(exc)
+    return JSONResponse(status_code=status, content=body, headers=exc.headers or None)
+
+
 def install_error_handlers(app: FastAPI, on_error: Callable[[int, str], None] | None = None) -> None:
     def respond(request: Request, exc: AppError) -> JSONResponse:
         if on_error is not None:
             on_error(exc.status_code, exc.error_code)
-        status, body = exc.status_code, exc.body()
-        if request.url.path.endswith(OPENAI_PATHS):
-            status, body = openai_error(exc)
-        return JSONResponse(status_code=status, content=body, headers=exc.headers or None)
+        return error_response(request.url.path, exc)
 
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:

@@ -475,3 +475,23 @@ def test_bad_experiments_are_refused_at_load(variants: list[dict[str, Any]], nee
 
     with pytest.raises(ValidationError, match=needle):
         BackendsConfig.model_validate({"experiments": {"article": variants}})
+
+
+# -- body size ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("route", ["/v1/textures", "/v1/articles/images", "/api/v1/images/generations/internal"])
+def test_an_oversized_json_body_is_413_before_it_is_buffered(
+    client: TestClient, ctx: IngressContext, route: str
+) -> None:
+    huge = b'{"textures": [' + b" " * (2 * 1024 * 1024) + b"]}"
+    declared = client.post(route, content=huge, headers={"Content-Type": "application/json"})
+    assert declared.status_code == 413 and declared.json()["error_code"] == "PAYLOAD_TOO_LARGE"
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams
+        for _ in range(40):
+            yield b" " * 65536
+
+    streamed = client.post(route, content=chunks(), headers={"Content-Type": "application/json"})
+    assert streamed.status_code == 413 and streamed.json()["error_code"] == "PAYLOAD_TOO_LARGE"
+    assert ctx.tasks.db.read("SELECT task_id FROM tasks") == []
