@@ -8,4 +8,4 @@ bash scripts/setup.sh
 export RAY_AUTH_MODE=disabled
 ruff check .
 ruff format --check .
-python -m pytest -q -p no:cacheprovider "$@"
+python -m pytest -q -p no:cacheprovider --durations=30 "$@"
