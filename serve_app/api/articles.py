@@ -108,8 +108,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.post(
     "/images",
-    status_code=202,
-    response_model=ArticleImagesResponse,
+    response_model=ArticleImagesResponse,  # the 200 of Prefer: wait=N; without it, 202 TaskAccepted
     response_model_exclude_none=True,
     responses=_ERRORS,
     summary="One image per article placeholder; 202 with a task id (or the result with Prefer: wait=N).",

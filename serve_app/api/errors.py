@@ -42,6 +42,9 @@ def _param(errors: list[Any]) -> str | None:
     return ".".join(loc) or None
 
 
+BODY_PARSE_ERROR = "There was an error parsing the body"
+_NOT_JSON = {"type": "json_invalid", "loc": ("body",), "msg": "The body is not valid UTF-8 JSON.", "input": None}
+
 OPENAI_PATHS = ("/v1/images/generations", "/v1/images/edits")
 
 
@@ -85,6 +88,10 @@ def install_error_handlers(app: FastAPI, on_error: Callable[[int, str], None] | 
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == BODY_PARSE_ERROR:
+            # FastAPI's 400 for a body that is not even text (invalid UTF-8): the same 422 as any
+            # other malformed JSON body, so every JSON route documents one answer for bad bodies.
+            return respond(request, validation_error([_NOT_JSON]))
         code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
         err = AppError(str(exc.detail), error_code=code, headers=dict(exc.headers or {}))  # 405 keeps Allow
         err.status_code = exc.status_code  # type: ignore[misc]

@@ -88,6 +88,7 @@ class SceneResponse(BaseModel):
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     **TASK_ROUTE_ERRORS,
+    202: {"description": "With Prefer: respond-async: the task id; poll GET /v1/result/{task_id}."},
     422: {"description": "Invalid scene (unknown speaker, empty audios, bad settings)."},
     500: {"description": "Every backend of the chain failed (GENERATION_FAILED), or the upload (S3_UPLOAD_FAILED)."},
     503: {"description": "Queue full; retry after Retry-After seconds."},

@@ -495,3 +495,37 @@ def test_an_oversized_json_body_is_413_before_it_is_buffered(
     streamed = client.post(route, content=chunks(), headers={"Content-Type": "application/json"})
     assert streamed.status_code == 413 and streamed.json()["error_code"] == "PAYLOAD_TOO_LARGE"
     assert ctx.tasks.db.read("SELECT task_id FROM tasks") == []
+
+
+@pytest.mark.parametrize(
+    ("route", "status", "code"),
+    [
+        ("/v1/textures", 422, "INVALID_INPUT"),
+        ("/v1/articles/images", 422, "INVALID_INPUT"),
+        ("/api/v1/images/generations/external", 422, "INVALID_INPUT"),
+        ("/v1/images/generations", 400, "INVALID_INPUT"),
+    ],
+)
+def test_a_body_that_is_not_utf8_is_the_routes_invalid_input_answer(
+    client: TestClient, ctx: IngressContext, route: str, status: int, code: str
+) -> None:
+    answer = client.post(route, content=b"\xa3~\xdf\x85\xeaV", headers={"Content-Type": "application/json"})
+    body = answer.json()
+    assert answer.status_code == status, body
+    assert (body.get("error_code") or body["error"]["code"]) == code
+    assert ctx.tasks.db.read("SELECT task_id FROM tasks") == []
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        "/v1/textures",
+        "/v1/articles/images",
+        "/api/v1/images/generations/external",
+        "/api/v1/images/generations/internal",
+    ],
+)
+def test_every_waiting_route_documents_its_202_and_bad_body_answers(client: TestClient, route: str) -> None:
+    app.openapi_schema = None
+    responses = client.get("/openapi.json").json()["paths"][route]["post"]["responses"]
+    assert {"200", "202", "413", "422", "429", "503"} <= set(responses), sorted(responses)
