@@ -1,10 +1,13 @@
-"""Images/s of the generator by batch size: a plain SDEngine loop, then the Serve `Generator` deployment.
+"""Images/s of the generator (or the editor) by batch size: a plain engine loop, then the Serve deployment.
 
     python -m benchmarks.batching [--sizes 1 2 4 8 16 --rounds 3 --steps 4 --size 64] [--smoke]
+    python -m benchmarks.batching --model editor   # instruction edits: EditEngine / the Editor
 
-- plain: one `SDEngine.generate` call with N specs per round (what one Serve batch runs);
-- serve: the real `deployments.generator.Generator` with user_config max_batch_size=N and
-  max_ongoing_requests >= N, fed N concurrent handle calls per round, so every batch is full.
+- plain: one `SDEngine.generate` (`EditEngine.generate`) call with N specs per round (what one
+  Serve batch runs);
+- serve: the real `deployments.generator.Generator` (`deployments.editor.Editor`) with
+  user_config max_batch_size=N and max_ongoing_requests >= N, fed N concurrent handle calls per
+  round, so every batch is full.
 
 Every request of a batch finishes when the batch does, so its latency is the batch's time;
 "added" is the p50 latency at size N minus the p50 at the smallest size.
@@ -19,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._sd import make_engine, make_spec, model_cache_dir
+from benchmarks._sd import make_edit_spec, make_editor, make_engine, make_spec, model_cache_dir
 from benchmarks.common import (
     BenchRun,
     base_parser,
@@ -33,6 +36,7 @@ from benchmarks.common import (
 )
 
 NAME = "batching"
+ENGINES = {"generator": "SDEngine", "editor": "EditEngine (InstructPix2Pix)"}
 
 
 def parse_args() -> Any:
@@ -47,23 +51,35 @@ def parse_args() -> Any:
     )
     parser.add_argument("--batch-wait-timeout-s", type=float, default=0.05, help="Serve batch_wait_timeout_s")
     parser.add_argument("--cache-dir", type=Path, default=None, help="tiny model cache folder")
-    parser.add_argument("--skip-serve", action="store_true", help="only the plain SDEngine loop")
+    parser.add_argument("--skip-serve", action="store_true", help="only the plain engine loop")
+    parser.add_argument(
+        "--model",
+        choices=["generator", "editor"],
+        default="generator",
+        help="txt2img Generator or InstructPix2Pix Editor",
+    )
     args = parser.parse_args()
     if args.smoke:
         args.sizes, args.rounds, args.steps, args.threads = [1, 2], 1, 2, 1
     return args
 
 
+def _spec_maker(args: Any) -> Any:
+    return make_edit_spec if args.model == "editor" else make_spec
+
+
 def plain_loop(args: Any) -> dict[int, dict[str, Any]]:
     """Rounds of one generate() call with N specs, per batch size N."""
-    engine = make_engine(model_cache_dir(args.cache_dir), args.threads)
+    make = make_editor if args.model == "editor" else make_engine
+    engine = make(model_cache_dir(args.cache_dir), args.threads)
+    spec = _spec_maker(args)
     results: dict[int, dict[str, Any]] = {}
     seed = 0
     for n in args.sizes:
-        engine.generate([make_spec(seed + i, args.steps, args.size, args.guidance) for i in range(n)])  # warm-up
+        engine.generate([spec(seed + i, args.steps, args.size, args.guidance) for i in range(n)])  # warm-up
         times = []
         for _ in range(args.rounds):
-            specs = [make_spec(seed + i, args.steps, args.size, args.guidance) for i in range(n)]
+            specs = [spec(seed + i, args.steps, args.size, args.guidance) for i in range(n)]
             seed += n
             started = time.perf_counter()
             outputs = engine.generate(specs)
@@ -82,11 +98,11 @@ async def _serve_rounds(handle: Any, args: Any, n: int, seed: int) -> dict[str, 
         output = await handle.generate.remote(spec)
         return time.perf_counter() - started, output.batch_size
 
+    spec = _spec_maker(args)
+
     async def round_(first_seed: int) -> tuple[float, list[tuple[float, int]]]:
         started = time.perf_counter()
-        got = await asyncio.gather(
-            *(one(make_spec(first_seed + i, args.steps, args.size, args.guidance)) for i in range(n))
-        )
+        got = await asyncio.gather(*(one(spec(first_seed + i, args.steps, args.size, args.guidance)) for i in range(n)))
         return time.perf_counter() - started, list(got)
 
     await round_(seed)  # warm-up: the new batch size, the new shapes
@@ -105,11 +121,14 @@ async def _serve_rounds(handle: Any, args: Any, n: int, seed: int) -> dict[str, 
 
 
 def through_serve(args: Any) -> tuple[dict[int, dict[str, Any]], float]:
-    """The Generator deployment, reconfigured (user_config) to each max_batch_size in turn."""
+    """The Generator (Editor) deployment, reconfigured (user_config) to each max_batch_size in turn."""
     from ray import serve
 
+    from deployments.editor import Editor
     from deployments.generator import Generator
     from serve_app.config import load_preset
+
+    deployment = Editor if args.model == "editor" else Generator
 
     cache = str(model_cache_dir(args.cache_dir))
     preset = load_preset("tiny")
@@ -118,7 +137,7 @@ def through_serve(args: Any) -> tuple[dict[int, dict[str, Any]], float]:
         start_serve(None)
         started = time.perf_counter()
         for n in args.sizes:
-            app = Generator.options(
+            app = deployment.options(
                 max_ongoing_requests=max(args.sizes),
                 max_queued_requests=-1,
                 user_config={"max_batch_size": n, "batch_wait_timeout_s": args.batch_wait_timeout_s},
@@ -144,7 +163,7 @@ def report(run: BenchRun, args: Any, plain: dict[int, dict[str, Any]], served: d
         rows.append([n, plain[n]["images_per_s"], speedup, s.p50_ms, s.p99_ms, s.p50_ms - b.p50_ms])
         plain[n]["latency"] = s.model_dump()
     print_table(
-        f"Plain SDEngine loop ({args.size}x{args.size}, {args.steps} steps, guidance {args.guidance}, "
+        f"Plain {ENGINES[args.model]} loop ({args.size}x{args.size}, {args.steps} steps, guidance {args.guidance}, "
         f"{args.threads} threads)",
         ["batch", "images/s", "x vs 1st", "latency p50 ms", "p99 ms", "added p50 ms"],
         rows,
@@ -170,7 +189,7 @@ def report(run: BenchRun, args: Any, plain: dict[int, dict[str, Any]], served: d
             )
             served[n]["latency"] = s.model_dump()
         print_table(
-            "Serve Generator deployment (N concurrent handle calls per round, max_batch_size=N)",
+            f"Serve {args.model.capitalize()} deployment (N concurrent handle calls per round, max_batch_size=N)",
             ["batch", "images/s", "x vs 1st", "latency p50 ms", "p99 ms", "added p50 ms", "seen batch", "vs plain"],
             rows,
             run,
@@ -185,7 +204,7 @@ def main() -> None:
     args = parse_args()
     quiet_libraries()
     started = time.perf_counter()
-    run = new_run(NAME, args)
+    run = new_run(NAME if args.model == "generator" else "edit_batching", args)
     run.notes.append("Latency of a request = time until its batch finishes; the tiny model's images are noise.")
     plain = plain_loop(args)
     served: dict[int, dict[str, Any]] = {}

@@ -22,11 +22,13 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from serve_app import article_flow, image_flow, scene_flow, texture_flow
+from serve_app import article_flow, edit_flow, image_flow, scene_flow, texture_flow
 from serve_app.api.views import task_view
 from serve_app.article_flow import ArticleFlow
 from serve_app.backends import BackendRegistry
+from serve_app.backends.restoration import build_restorer
 from serve_app.config import AppArgs, get_settings, load_preset
+from serve_app.edit_flow import EditFlow
 from serve_app.errors import AppError, TaskCancelled
 from serve_app.flow import DeskFlow, Flow, FlowError, OnStep
 from serve_app.image_flow import ImageFlow
@@ -63,11 +65,13 @@ class HandleStages:
         classifier: DeploymentHandle,
         generator: DeploymentHandle,
         shopping: DeploymentHandle,
+        editor: DeploymentHandle,
     ) -> None:
         self._captioner = captioner
         self._classifier = classifier
         self._generator = generator
         self._shopping = shopping
+        self._editor = editor
 
     async def caption(self, image_png: bytes) -> str:
         return await self._captioner.caption.remote(image_png)
@@ -76,9 +80,13 @@ class HandleStages:
         return await self._classifier.classify.remote(image_png)
 
     async def generate(self, spec: GenerationSpec, on_step: OnStep) -> GenerationOutput:
-        """Stream the Generator's progress into `on_step`; cancelling this coroutine cancels the call."""
-        # The LoRA name is the multiplexed model id: Serve routes to replicas that have it resident.
-        handle = self._generator.options(stream=True, multiplexed_model_id=spec.multiplexed_model_id)
+        """Stream the Generator's progress into `on_step` (the Editor's, for an instruction edit);
+        cancelling this coroutine cancels the call."""
+        if spec.is_edit:
+            handle = self._editor.options(stream=True)
+        else:
+            # The LoRA name is the multiplexed model id: Serve routes to replicas that have it resident.
+            handle = self._generator.options(stream=True, multiplexed_model_id=spec.multiplexed_model_id)
         stream = handle.generate_stream.remote(spec)
         output: GenerationOutput | None = None
         try:
@@ -107,22 +115,26 @@ class TaskRunner:
         classifier: DeploymentHandle,
         generator: DeploymentHandle,
         shopping: DeploymentHandle,
+        editor: DeploymentHandle,
     ) -> None:
         self.args = args
         settings = get_settings()
         self.tasks = await asyncio.to_thread(open_task_store, args.tasks, settings)
         self.images = await start_store(args.storage, settings)
-        stages = HandleStages(captioner, classifier, generator, shopping)
+        stages = HandleStages(captioner, classifier, generator, shopping, editor)
         # Cloud clients and the prompt writer are shared by every task of this replica (one rate
         # limiter per provider per replica).
-        self.backends = BackendRegistry(args.backends, load_preset(args.preset).generator.model_id)
+        preset = load_preset(args.preset)
+        self.backends = BackendRegistry(args.backends, preset.generator.model_id, preset.editor.model_id)
         self.writer = build_writer(args.prompt_writer)
+        self.restorer = build_restorer(args.edits.face_restoration, args.backends)
         common: dict[str, Any] = {"retries": args.retries, "writer": self.writer}
         self.flows: dict[str, Flow] = {  # task kind -> the flow that runs it
             "desk": DeskFlow(stages, self.images, load_item_vocabulary(), **common),
             image_flow.KIND: ImageFlow(stages, self.images, **common),
             scene_flow.KIND: SceneFlow(stages, self.images, backends=self.backends, **common),
             article_flow.KIND: ArticleFlow(stages, self.images, backends=self.backends, **common),
+            edit_flow.KIND: EditFlow(stages, self.images, backends=self.backends, restorer=self.restorer, **common),
             texture_flow.KIND: TextureFlow(stages, self.images, backends=self.backends, cache=self.tasks, **common),
         }
         self.webhooks = (

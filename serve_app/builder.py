@@ -8,6 +8,7 @@ from ray.serve import Application
 
 from deployments.captioner import Captioner
 from deployments.desk_classifier import DeskClassifier
+from deployments.editor import Editor
 from deployments.generator import Generator
 from deployments.shopping_search import ShoppingSearch
 from deployments.task_runner import TaskRunner
@@ -16,7 +17,7 @@ from serve_app.ingress import Ingress
 
 
 def build_app(args: dict[str, Any] | AppArgs) -> Application:
-    """Ingress -> TaskRunner -> {Captioner, DeskClassifier, Generator, ShoppingSearch}.
+    """Ingress -> TaskRunner -> {Captioner, DeskClassifier, Generator, Editor, ShoppingSearch}.
 
     Replica counts, resources, autoscaling and batching knobs are not set here: they come from
     serve_config.yaml (`deployments:` by class name).
@@ -30,6 +31,13 @@ def build_app(args: dict[str, Any] | AppArgs) -> Application:
     classifier = DeskClassifier.bind(preset, cache_dir)
     generator = Generator.bind(preset, cache_dir)
     shopping = ShoppingSearch.bind(parsed.shopping, f"{parsed.public_base_url}/static")
-    runner = TaskRunner.bind(parsed, captioner, classifier, generator, shopping)
-    probes = {"captioner": captioner, "desk_classifier": classifier, "generator": generator, "shopping": shopping}
+    editor = Editor.bind(preset, cache_dir)
+    runner = TaskRunner.bind(parsed, captioner, classifier, generator, shopping, editor)
+    probes = {
+        "captioner": captioner,
+        "desk_classifier": classifier,
+        "generator": generator,
+        "shopping": shopping,
+        "editor": editor,
+    }
     return Ingress.bind(parsed, preset, runner, probes)

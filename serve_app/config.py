@@ -76,6 +76,9 @@ class Preset(BaseModel):
         default="auto", description="auto: float16 on CUDA, float32 on CPU."
     )
     generator: GeneratorModel
+    editor: GeneratorModel = Field(
+        description="The instruction-edit model (InstructPix2Pix: an 8-channel UNet), `tiny` or a hub id/folder."
+    )
     captioner: ModelSpec
     classifier: ClassifierModel
     loras: list[LoraSpec] = Field(default_factory=list)
@@ -407,7 +410,8 @@ class OpenAICompatConfig(BaseModel):
 
 CLOUD_BACKENDS = ("huggingface", "openai", "stability", "replicate", "kling", "gemini")
 BACKEND_NAMES = ("local", *CLOUD_BACKENDS)
-PRODUCTS = ("scene_internal", "scene_external", "article", "texture")
+PRODUCTS = ("scene_internal", "scene_external", "article", "texture", "edit")
+EDIT_BACKENDS = ("local", "openai", "replicate")  # the backends that can edit a given image by an instruction
 
 
 def chain_entry(entry: str) -> tuple[str, str | None]:
@@ -516,6 +520,7 @@ class BackendsConfig(BaseModel):
             "scene_external": ["kling", "local"],
             "article": ["local", "huggingface"],
             "texture": ["local", "huggingface:black-forest-labs/FLUX.1-dev"],
+            "edit": ["local", "openai:gpt-image-1"],
         },
         description="Product -> backends tried in order; the next one runs when the one before fails.",
     )
@@ -541,6 +546,13 @@ class BackendsConfig(BaseModel):
                 )
         for product in PRODUCTS:
             self.chains.setdefault(product, ["local"])
+        edit_chains = [("backends.chains.edit", self.chains["edit"])] + [
+            (f"backends.experiments.edit.{v.name}", v.chain) for v in self.experiments.get("edit", [])
+        ]
+        for where, chain in edit_chains:
+            cannot = [entry for entry in chain if chain_entry(entry)[0] not in EDIT_BACKENDS]
+            if cannot:
+                raise ValueError(f"{where}: {cannot} cannot edit an image (edit backends: {', '.join(EDIT_BACKENDS)})")
         for product, variants in self.experiments.items():
             if product not in PRODUCTS:
                 raise ValueError(f"backends.experiments: unknown product {product!r} (known: {', '.join(PRODUCTS)})")
@@ -607,6 +619,36 @@ class TexturesConfig(BaseModel):
     max_wait_s: float = Field(default=50.0, gt=0, le=55, description="How long a request waits before a 504.")
 
 
+class FaceRestorationConfig(BaseModel):
+    """Face restoration after an edit: GFPGAN through Replicate (no local option: see
+    serve_app.backends.restoration). Replicate's URL, key and retries come from backends.replicate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["replicate", "off"] = Field(default="replicate", description="off: requests for it are 422.")
+    model: str = Field(
+        default="tencentarc/gfpgan:0fbacf7afc6c144e5be9767cff80f25aff23e52b0708f17e20f9879b2f21516c",
+        description="Replicate model:version taking `img`, `version`, `scale`.",
+    )
+    gfpgan_version: str = Field(default="v1.4", description="The model's `version` input (GFPGAN v1.3, v1.4...).")
+    scale: float = Field(default=1.0, gt=0, le=4, description="Upscaling factor (1 keeps the edit's size).")
+    price_usd_per_image: float = Field(default=0.0023, ge=0, description="What one restoration costs.")
+
+
+class EditsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    face_restoration: FaceRestorationConfig = Field(default_factory=FaceRestorationConfig)
+
+    image_guidance_scale: float = Field(
+        default=1.5, ge=1.0, le=5.0, description="Default: how closely an edit keeps the source image."
+    )
+    rewrite: bool = Field(
+        default=False, description="Default for `rewrite`: the prompt writer rewrites the instruction first."
+    )
+    max_wait_s: float = Field(default=50.0, gt=0, le=55, description="How long a request waits before a 504.")
+
+
 class ArticlesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -641,6 +683,7 @@ class AppArgs(BaseModel):
     scenes: ScenesConfig = Field(default_factory=ScenesConfig)
     articles: ArticlesConfig = Field(default_factory=ArticlesConfig)
     textures: TexturesConfig = Field(default_factory=TexturesConfig)
+    edits: EditsConfig = Field(default_factory=EditsConfig)
     limits: GenerationLimits | None = Field(default=None, description="Override the preset's limits.")
 
     @model_validator(mode="after")

@@ -150,6 +150,15 @@ class Flow:
         result.setdefault("translations", {})[field] = {"source": text, "english": written.text, **written.record()}
         return written.text
 
+    @staticmethod
+    def step_reporter(progress: ProgressFn) -> OnStep:
+        """A backend's step callback that reports each step as the task's progress."""
+
+        async def on_step(step: int, total: int) -> None:
+            await progress(Stage.generating, step, total)
+
+        return on_step
+
     def _local_generate(
         self, journal: list[StageRetry]
     ) -> Callable[[GenerationSpec, OnStep], Awaitable[GenerationOutput]]:

@@ -11,7 +11,19 @@ from fastapi.openapi.utils import get_openapi
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from serve_app.api import articles, events, files, generate, health, openai_images, page, scenes, textures, webhooks
+from serve_app.api import (
+    articles,
+    edits,
+    events,
+    files,
+    generate,
+    health,
+    openai_images,
+    page,
+    scenes,
+    textures,
+    webhooks,
+)
 from serve_app.api.auth import AUTH_SCHEMES
 from serve_app.api.cors import ConfiguredCors
 from serve_app.api.deps import IngressContext, current_context, set_context
@@ -44,6 +56,7 @@ app.include_router(webhooks.router)
 app.include_router(scenes.router)
 app.include_router(articles.router)
 app.include_router(textures.router)
+app.include_router(edits.router)
 app.add_middleware(ConfiguredCors)  # CORS per the replica's `cors:` args; off until origins are listed
 app.add_middleware(JsonBodyLimit)  # JSON bodies FastAPI parses are bounded (admission.max_json_body_bytes)
 
@@ -81,6 +94,7 @@ def _openapi() -> dict[str, Any]:
         )
         max_textures = ctx.args.textures.max_textures if ctx is not None else 8
         components.update(textures.request_schemas(limits, webhooks=webhooks, max_textures=max_textures))
+        components.update(edits.request_schemas(limits, webhooks=webhooks))
         if ctx is not None and ctx.args.auth.enabled:  # documented only where it is required
             schema["components"]["securitySchemes"] = AUTH_SCHEMES
             for path, operations in schema.get("paths", {}).items():

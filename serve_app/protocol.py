@@ -292,6 +292,7 @@ class Stage(StrEnum):
     writing = "writing"  # the prompt writer (scenes, articles)
     captioning = "captioning"
     generating = "generating"
+    restoring = "restoring"  # face restoration after an instruction edit
     searching = "searching"
     storing = "storing"
 
@@ -355,6 +356,15 @@ class GenerationSpec(BaseModel):
     lora_name: str | None = None
     lora_scale: float = 1.0
     tileable: bool = Field(default=False, description="Seamless tiling: circular padding in the UNet and VAE.")
+    image_guidance_scale: float | None = Field(
+        default=None,
+        description="Instruction edit (InstructPix2Pix, the Editor): how closely to keep the source image; "
+        "the prompt is the instruction. None: a plain txt2img/img2img spec.",
+    )
+
+    @property
+    def is_edit(self) -> bool:
+        return self.image_guidance_scale is not None and self.init_image_png is not None
 
     @property
     def multiplexed_model_id(self) -> str:
@@ -363,9 +373,10 @@ class GenerationSpec(BaseModel):
 
     def group_key(self) -> tuple[Any, ...]:
         """Requests with equal keys can share one pipeline call."""
-        mode = "img2img" if self.init_image_png is not None else "txt2img"
+        mode = "edit" if self.is_edit else "img2img" if self.init_image_png is not None else "txt2img"
         return (
             mode,
+            self.image_guidance_scale if mode == "edit" else None,
             self.height,
             self.width,
             self.num_inference_steps,

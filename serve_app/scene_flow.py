@@ -16,7 +16,7 @@ from typing import Any
 
 from serve_app.backends import BackendImage, BackendRegistry, ChainFailed, variant_chain
 from serve_app.errors import GenerationFailed, TaskCancelled
-from serve_app.flow import CancelledFn, Flow, FlowOutcome, OnStep, ProgressFn
+from serve_app.flow import CancelledFn, Flow, FlowOutcome, ProgressFn
 from serve_app.products import ScenePayload
 from serve_app.prompts import build_prompt, load_prompt_templates
 from serve_app.protocol import ResolvedGenerate, Stage, StageRetry
@@ -77,7 +77,7 @@ class SceneFlow(Flow):
         chain = self.backends.chain(payload.chain, self._local_generate(journal), variant_chain(payload))
         started = time.perf_counter()
         try:
-            made = await chain.generate(spec, self._step_reporter(progress))
+            made = await chain.generate(spec, self.step_reporter(progress))
         except ChainFailed as exc:
             result["backends_failed"] = [attempt.model_dump() for attempt in exc.attempts]
             raise GenerationFailed(exc.message) from exc
@@ -101,13 +101,6 @@ class SceneFlow(Flow):
             timings={name: round(seconds, 4) for name, seconds in timings.items()},
         )
         return FlowOutcome(result=result, object_keys=stored)
-
-    @staticmethod
-    def _step_reporter(progress: ProgressFn) -> OnStep:
-        async def on_step(step: int, total: int) -> None:
-            await progress(Stage.generating, step, total)
-
-        return on_step
 
     @staticmethod
     def _metadata(

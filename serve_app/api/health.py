@@ -138,6 +138,7 @@ async def info(ctx: IngressContext = Depends(get_ctx)) -> dict[str, Any]:
             "POST /api/v1/images/generations/external (scene image, cloud chain)",
             "POST /api/v1/images/generations/internal (scene image, in-cluster Generator)",
             "POST /v1/articles/images (one image per article placeholder)",
+            "POST /v1/edits (instruction edit of an uploaded image: InstructPix2Pix or a cloud edit API)",
             "POST /v1/textures (fabric textures; a content-addressed cache; seamless tiling)",
             "GET / (web page)",
             "GET /healthcheck",

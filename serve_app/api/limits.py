@@ -1,7 +1,7 @@
 """A body-size bound for the routes whose JSON body FastAPI reads itself.
 
-`/v1/generate` and `/v1/images/edits` read their bodies by hand against their own limits; every
-other POST (the scene, article, texture and OpenAI generation routes, cancels, webhook replays)
+`/v1/generate`, `/v1/images/edits` and `/v1/edits` read their bodies by hand against their own
+limits; every other POST (the scene, article, texture and OpenAI generation routes, cancels, webhook replays)
 would otherwise be buffered whole, however large, before validation. This ASGI middleware reads
 such a body itself, at most `admission.max_json_body_bytes` of it, and answers 413
 PAYLOAD_TOO_LARGE (in the route's error shape) past that, at once when a Content-Length already
@@ -16,7 +16,7 @@ from serve_app.api.deps import current_context
 from serve_app.api.errors import error_response
 from serve_app.errors import PayloadTooLarge
 
-OWN_LIMITS = ("/v1/generate", "/v1/images/edits")  # these read their uploads against their own limits
+OWN_LIMITS = ("/v1/generate", "/v1/images/edits", "/v1/edits")  # these read uploads against their own limits
 DEFAULT_LIMIT = 1024 * 1024
 
 

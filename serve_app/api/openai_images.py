@@ -189,7 +189,7 @@ def _to_generate(
     if params.size and params.size != "auto":
         width, height = (int(side) for side in params.size.split("x"))
     elif image_size is not None:
-        width, height = _auto_size(image_size, ctx)
+        width, height = auto_size(image_size, ctx)
     fields: dict[str, Any] = {
         "prompt": params.prompt,
         "negative_prompt": params.negative_prompt,
@@ -213,7 +213,7 @@ def _to_generate(
         raise validation_error(list(exc.errors())) from exc
 
 
-def _auto_size(image_size: tuple[int, int], ctx: IngressContext) -> tuple[int, int]:
+def auto_size(image_size: tuple[int, int], ctx: IngressContext) -> tuple[int, int]:
     """An edit's size when none is asked for: the image's aspect ratio at the preset's default
     area, both sides multiples of 8 within the limits."""
     defaults, limits = ctx.preset.defaults, ctx.limits
@@ -330,20 +330,33 @@ def request_schemas(preset: Preset, limits: GenerationLimits, aliases: list[str]
 
 def _form(schema: dict[str, Any]) -> dict[str, Any]:
     """The edit's multipart form: the same fields, none null (a form leaves a field out), and the image."""
+    return image_form(
+        "ImageEditRequest",
+        schema["properties"],
+        ["image", "prompt"],
+        schema["description"] + " The image may come as `image[]` (one); a `mask` is refused "
+        "(whole-image edits only); an image that is not a PNG, JPEG, WEBP, GIF or BMP is 400 INVALID_IMAGE; "
+        "num_inference_steps x strength must be at least 1.",
+    )
+
+
+def image_form(title: str, properties: dict[str, Any], required: list[str], description: str) -> dict[str, Any]:
+    """A multipart form's schema from a model's properties: none null (a form leaves a field out;
+    a field that can only be null is not offered), plus the binary `image` part."""
     props: dict[str, Any] = {}
-    for name, prop in schema["properties"].items():
+    for name, prop in properties.items():
         branch = non_null(prop)
+        if branch.get("type") == "null":
+            continue
         props[name] = {**{k: v for k, v in branch.items() if k != "title"}, "description": prop.get("description", "")}
     props["image"] = {"type": "string", "format": "binary", "description": "The image to edit (PNG, JPEG, WEBP...)."}
     return {
-        "title": "ImageEditRequest",
+        "title": title,
         "type": "object",
-        "required": ["image", "prompt"],
+        "required": required,
         "properties": props,
         "additionalProperties": False,
-        "description": schema["description"] + " The image may come as `image[]` (one); a `mask` is refused "
-        "(whole-image edits only); an image that is not a PNG, JPEG, WEBP, GIF or BMP is 400 INVALID_IMAGE; "
-        "num_inference_steps x strength must be at least 1.",
+        "description": description,
     }
 
 
@@ -372,13 +385,28 @@ async def edits(
 
 
 async def _parse_edit(request: Request, ctx: IngressContext, take: Any) -> tuple[ImageEditForm, bytes]:
+    fields, image = await read_image_form(
+        request, ctx, take, refused={"mask": "this server edits the whole image (SD img2img)", "markup": ""}
+    )
+    try:
+        return ImageEditForm.model_validate(fields), image
+    except ValidationError as exc:
+        raise validation_error(list(exc.errors())) from exc
+
+
+async def read_image_form(
+    request: Request, ctx: IngressContext, take: Any, refused: dict[str, str] | None = None
+) -> tuple[dict[str, str], bytes]:
+    """A multipart form with one image in the file part `image` (or `image[]`): its text fields
+    (each at most once; empty ones left out) and the image's bytes, read within the upload limit.
+    File parts named in `refused` are refused with their reason."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "multipart/form-data":
         raise InvalidInput("Send multipart/form-data with the image in the file part `image`.")
     limit = ctx.limits.max_upload_bytes + _FORM_OVERHEAD
     request._body = await read_body(request, limit, take)  # type: ignore[attr-defined]
     form = await request.form(max_files=4, max_fields=32)
-    fields: dict[str, Any] = {}
+    fields: dict[str, str] = {}
     images: list[bytes] = []
     for key, value in form.multi_items():
         if isinstance(value, str):
@@ -388,17 +416,14 @@ async def _parse_edit(request: Request, ctx: IngressContext, take: Any) -> tuple
                 fields[key] = value
         elif key in ("image", "image[]"):
             images.append(await value.read())
-        elif key in ("mask", "markup"):
-            raise _refuse(f"{key}: not supported; this server edits the whole image (SD img2img).", key)
+        elif refused is not None and key in refused:
+            raise _refuse(f"{key}: not supported{'; ' + refused[key] if refused[key] else ''}.", key)
         else:
             raise _refuse(f"{key}: unexpected file part (the image goes in `image`).", key)
     if not images:
         raise _refuse("image: required (a PNG, JPEG or WEBP file part).", "image")
     if len(images) > 1:
-        raise _refuse("image: one image per edit.", "image")
+        raise _refuse("image: one image per request.", "image")
     if len(images[0]) > ctx.limits.max_upload_bytes:
         raise PayloadTooLarge(f"Uploaded image exceeds {ctx.limits.max_upload_bytes} bytes.")
-    try:
-        return ImageEditForm.model_validate(fields), images[0]
-    except ValidationError as exc:
-        raise validation_error(list(exc.errors())) from exc
+    return fields, images[0]

@@ -48,9 +48,10 @@ def cloud_backend(name: str, cfg: BackendsConfig, model: str | None = None) -> I
 
 
 class BackendRegistry:
-    def __init__(self, cfg: BackendsConfig, local_model_id: str = "in-cluster") -> None:
+    def __init__(self, cfg: BackendsConfig, local_model_id: str = "in-cluster", editor_model_id: str = "") -> None:
         self.cfg = cfg
         self.local_model_id = local_model_id
+        self.editor_model_id = editor_model_id or local_model_id  # the Editor's model: the edit chain's local
         self._cloud: dict[str, ImageBackend] = {}
 
     def cloud(self, entry: str) -> ImageBackend:
@@ -74,7 +75,8 @@ class BackendRegistry:
     def chain(self, product: str, local_generate: GenerateFn, entries: list[str] | None = None) -> BackendChain:
         """The product's chain (or `entries`: an A/B variant's), its local backend calling the
         Generator through `local_generate`."""
-        local = LocalBackend(local_generate, self.cfg.local, self.local_model_id)
+        model_id = self.editor_model_id if product == "edit" else self.local_model_id
+        local = LocalBackend(local_generate, self.cfg.local, model_id)
         names = entries or self.cfg.chains[product]
         return BackendChain(product, [local if name == "local" else self.cloud(name) for name in names])
 

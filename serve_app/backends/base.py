@@ -39,6 +39,11 @@ class BackendAuthFailed(ConfigurationError):
     default_message = "The image backend rejected its API key."
 
 
+class EditNotSupported(ConfigurationError):
+    default_code = "EDIT_NOT_SUPPORTED"
+    default_message = "The image backend cannot edit an image."
+
+
 class BackendImage(BaseModel):
     """One image a backend made."""
 
@@ -121,5 +126,6 @@ def ignored_fields(spec: GenerationSpec, honoured: set[str]) -> list[str]:
         "guidance_scale": True,
         "lora": spec.lora_name is not None,
         "init_image": spec.init_image_png is not None,
+        "image_guidance_scale": spec.is_edit,
     }
     return sorted(name for name, present in candidates.items() if present and name not in honoured)

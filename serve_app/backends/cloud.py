@@ -16,6 +16,7 @@ from serve_app.backends.base import (
     BackendImage,
     BackendNotConfigured,
     BackendStatus,
+    EditNotSupported,
     ImageBackend,
     OnStep,
     ignored_fields,
@@ -44,6 +45,7 @@ class CloudBackend(ImageBackend):
     kind = "cloud"
     label: str  # the provider's name in messages, e.g. "OpenAI"
     honoured: frozenset[str] = frozenset()  # GenerationSpec fields the provider honours (see ignored_fields)
+    edits: bool = False  # whether `_make` can edit the spec's init image by its prompt (the edit chain)
 
     def __init__(
         self,
@@ -116,6 +118,8 @@ class CloudBackend(ImageBackend):
 
     async def generate(self, spec: GenerationSpec, on_step: OnStep | None = None) -> BackendImage:
         self.api_key  # noqa: B018 - a clear configuration error before any request
+        if spec.init_image_png is not None and not self.edits:
+            raise EditNotSupported(f"The {self.label} backend cannot edit an image (it only makes new ones).")
         started = time.perf_counter()
         attempts_before = self.http.attempts
         made = await self._make(spec)
@@ -129,8 +133,12 @@ class CloudBackend(ImageBackend):
             cost_usd=round(self.cfg.price_usd_per_image * made.images_billed, 6),
             provider_request_id=made.provider_request_id,
             attempts=self.http.attempts - attempts_before,
-            ignored=ignored_fields(spec, set(self.honoured)),
+            ignored=ignored_fields(spec, self.honours(spec)),
         )
+
+    def honours(self, spec: GenerationSpec) -> set[str]:
+        """The spec's fields this provider honours for this request (see ignored_fields)."""
+        return set(self.honoured)
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -4,6 +4,9 @@
 Bearer`; dall-e models are asked for `response_format: b64_json`, gpt-image models always answer
 base64 and refuse that field. The answer is `{created, data: [{b64_json, revised_prompt}]}`.
 OpenAI takes a fixed set of sizes per model: the one nearest the spec's aspect ratio is sent.
+An edit (a spec with an init image: the edit chain) is `POST {base_url}/images/edits` as
+multipart/form-data: the `image` file part, `prompt`, `model`, `n`, `size` (gpt-image models and
+dall-e-2 edit; dall-e-3 cannot, EDIT_NOT_SUPPORTED), with the same answer.
 Errors are `{"error": {message, type, param, code}}`: a content-policy refusal is a 400 with
 code `content_policy_violation` (UPSTREAM_REJECTED), a bad key 401, quota and rate limits 429.
 """
@@ -14,6 +17,7 @@ import base64
 import binascii
 from typing import Any
 
+from serve_app.backends.base import EditNotSupported
 from serve_app.backends.cloud import CloudBackend, Made
 from serve_app.backends.http import bad_response
 from serve_app.backends.kling import nearest_aspect_ratio
@@ -39,9 +43,12 @@ def openai_size(model: str, width: int, height: int) -> str:
 class OpenAIImagesBackend(CloudBackend):
     name = "openai"
     label = "OpenAI"
-    honoured: frozenset[str] = frozenset()  # no negative prompt, seed, steps or guidance in OpenAI's API
+    honoured: frozenset[str] = frozenset({"init_image"})  # no negative prompt, seed, steps or guidance
+    edits = True
 
     async def _make(self, spec: GenerationSpec) -> Made:
+        if spec.init_image_png is not None:
+            return await self._edit(spec, spec.init_image_png)
         model = self.cfg.model
         body: dict[str, Any] = {
             "model": model,
@@ -53,6 +60,27 @@ class OpenAIImagesBackend(CloudBackend):
         if model.startswith("dall-e"):
             body["response_format"] = "b64_json"
         answer = await self.http.json("POST", "/images/generations", json=body)
+        return self._made(answer)
+
+    async def _edit(self, spec: GenerationSpec, image_png: bytes) -> Made:
+        model = self.cfg.model
+        if not (model.startswith("gpt-image") or model == "dall-e-2"):
+            raise EditNotSupported(f"OpenAI's {model} cannot edit images; use gpt-image-1 or dall-e-2.")
+        fields: dict[str, Any] = {
+            "model": model,
+            "prompt": spec.prompt[: 32000 if model.startswith("gpt-image") else 1000],
+            "n": "1",
+            "size": openai_size(model, spec.width, spec.height),
+            **{key: str(value) for key, value in self.cfg.options.items()},
+        }
+        if model == "dall-e-2":
+            fields["response_format"] = "b64_json"
+        parts: dict[str, Any] = {key: (None, value) for key, value in fields.items()}
+        parts["image"] = ("image.png", image_png, "image/png")
+        answer = await self.http.json("POST", "/images/edits", files=parts)
+        return self._made(answer)
+
+    def _made(self, answer: Any) -> Made:
         try:
             encoded = answer["data"][0]["b64_json"]
             data = base64.b64decode(encoded, validate=True)

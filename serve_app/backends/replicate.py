@@ -8,13 +8,19 @@ until `status` is `succeeded` (`output`: a URL or a list of URLs, downloaded), `
 `error`) or `canceled`. Past `max_poll_s`, or when the task is cancelled here, the prediction is
 cancelled at Replicate (`POST /predictions/{id}/cancel`), so nobody pays for an image no one
 will read. Errors are problem JSON `{"title", "detail", "status"}`.
+
+An edit (the edit chain; e.g. `replicate:timbrooks/instruct-pix2pix:<version>`) sends InstructPix2Pix's
+inputs: `image` as a data URI, `prompt` (the instruction), `negative_prompt`, `num_inference_steps`,
+`guidance_scale`, `image_guidance_scale`, `seed`, `num_outputs: 1`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Any
 
+from serve_app.backends.base import EditNotSupported
 from serve_app.backends.cloud import CloudBackend, Made
 from serve_app.backends.http import bad_response
 from serve_app.backends.kling import nearest_aspect_ratio
@@ -23,23 +29,64 @@ from serve_app.errors import UpstreamError
 from serve_app.protocol import GenerationSpec
 
 DONE = ("succeeded", "failed", "canceled")
+EDIT_HONOURED = (
+    "seed",
+    "negative_prompt",
+    "num_inference_steps",
+    "guidance_scale",
+    "init_image",
+    "image_guidance_scale",
+)
 
 
 class ReplicateBackend(CloudBackend):
     name = "replicate"
     label = "Replicate"
     honoured = frozenset({"seed"})
+    edits = True
+
+    def honours(self, spec: GenerationSpec) -> set[str]:
+        if spec.is_edit:
+            return {
+                "seed",
+                "negative_prompt",
+                "num_inference_steps",
+                "guidance_scale",
+                "init_image",
+                "image_guidance_scale",
+            }
+        return set(self.honoured)
+
+    @staticmethod
+    def _edit_inputs(spec: GenerationSpec) -> dict[str, Any]:
+        if not spec.is_edit:
+            raise EditNotSupported("Replicate edits are InstructPix2Pix edits: an image and image_guidance_scale.")
+        return {
+            "image": "data:image/png;base64," + base64.b64encode(spec.init_image_png or b"").decode("ascii"),
+            "prompt": spec.prompt,
+            "negative_prompt": spec.negative_prompt,
+            "num_inference_steps": spec.num_inference_steps,
+            "guidance_scale": spec.guidance_scale,
+            "image_guidance_scale": spec.image_guidance_scale,
+        }
 
     async def _make(self, spec: GenerationSpec) -> Made:
+        shape: dict[str, Any] = (
+            self._edit_inputs(spec)
+            if spec.init_image_png is not None
+            else {
+                "prompt": spec.prompt,
+                "aspect_ratio": nearest_aspect_ratio(spec.width, spec.height, ASPECT_RATIOS),
+                "output_format": "png",
+            }
+        )
+        inputs: dict[str, Any] = {**shape, "seed": spec.seed % 2**31, "num_outputs": 1, **self.cfg.options}
+        return await self.predict(inputs)
+
+    async def predict(self, inputs: dict[str, Any]) -> Made:
+        """Run the configured model on `inputs`: create the prediction, poll it to its end, download
+        its output (cancelling it at Replicate when it times out or the caller goes away)."""
         model, _, version = self.cfg.model.partition(":")
-        inputs: dict[str, Any] = {
-            "prompt": spec.prompt,
-            "aspect_ratio": nearest_aspect_ratio(spec.width, spec.height, ASPECT_RATIOS),
-            "seed": spec.seed % 2**31,
-            "num_outputs": 1,
-            "output_format": "png",
-            **self.cfg.options,
-        }
         if version:
             prediction = await self.http.json("POST", "/predictions", json={"version": version, "input": inputs})
         else:
@@ -63,7 +110,7 @@ class ReplicateBackend(CloudBackend):
         url = output[0] if isinstance(output, list) and output else output
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise bad_response(self.label, "a finished prediction without an output URL")
-        return Made(await self.http.download(url), provider_request_id=prediction_id, seed=inputs["seed"])
+        return Made(await self.http.download(url), provider_request_id=prediction_id, seed=inputs.get("seed"))
 
     async def _wait(self, prediction: dict[str, Any]) -> dict[str, Any]:
         deadline = self._clock() + self.cfg.max_poll_s

@@ -94,6 +94,44 @@ def decode_init_image(data: bytes, width: int, height: int) -> Image.Image:
     return rgb
 
 
+class StepCallback:
+    """A pipeline's `callback_on_step_end`: reports progress, and interrupts the denoising loop
+    at the next step once `should_stop()` turns True (then `interrupted` is True)."""
+
+    def __init__(self, expected_steps: int, on_step: OnStep | None, should_stop: ShouldStop | None) -> None:
+        self.expected_steps = expected_steps
+        self.on_step = on_step
+        self.should_stop = should_stop
+        self.interrupted = False
+
+    def __call__(self, pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+        total = int(getattr(pipe, "_num_timesteps", 0) or self.expected_steps)
+        if self.on_step is not None:
+            self.on_step(step + 1, total)
+        if self.should_stop is not None and step + 1 < total and self.should_stop():
+            self.interrupted = True
+            pipe._interrupt = True
+        return callback_kwargs
+
+
+def check_group(specs: Sequence[GenerationSpec]) -> None:
+    """One pipeline call takes specs of one group_key only."""
+    key = specs[0].group_key()
+    if any(spec.group_key() != key for spec in specs[1:]):
+        raise ValueError("All specs in one generate() call must share the same group_key().")
+
+
+def pipeline_source(
+    model: GeneratorModel, tiny_builder: Callable[[Path], Path], cache_dir: Path
+) -> tuple[str, dict[str, Any]]:
+    """(folder or hub id, from_pretrained kwargs) for a preset model: `tiny` built offline by `tiny_builder`."""
+    source = str(tiny_builder(cache_dir)) if model.model_id == "tiny" else _model_source(model.model_id)
+    kwargs: dict[str, Any] = {}
+    if model.revision:
+        kwargs["revision"] = model.revision
+    return source, kwargs
+
+
 class SDEngine:
     """A loaded SD/SDXL pipeline pair (txt2img + img2img) and its resident LoRA adapters."""
 
@@ -118,10 +156,8 @@ class SDEngine:
 
         # 1. Base pipeline: `tiny` is built offline; anything else is a hub id or a local folder.
         started = time.perf_counter()
-        source = str(ensure_tiny_sd(self.cache_dir)) if model.model_id == "tiny" else _model_source(model.model_id)
-        kwargs: dict[str, Any] = {_dtype_kwarg(): self.dtype}
-        if model.revision:
-            kwargs["revision"] = model.revision
+        source, kwargs = pipeline_source(model, ensure_tiny_sd, self.cache_dir)
+        kwargs[_dtype_kwarg()] = self.dtype
         try:
             self.txt2img = AutoPipelineForText2Image.from_pretrained(source, **kwargs)
         except (OSError, ValueError) as exc:
@@ -252,9 +288,7 @@ class SDEngine:
         if not specs:
             return []
         first = specs[0]
-        key = first.group_key()
-        if any(spec.group_key() != key for spec in specs[1:]):
-            raise ValueError("All specs in one generate() call must share the same group_key().")
+        check_group(specs)
         is_img2img = first.init_image_png is not None
         expected_steps = int(first.num_inference_steps * first.strength) if is_img2img else first.num_inference_steps
         if expected_steps < 1:
@@ -280,19 +314,8 @@ class SDEngine:
             call["width"] = first.width
 
         # 3. Progress and cancellation from the step-end callback.
-        interrupted = False
-
-        def on_step_end(pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
-            nonlocal interrupted
-            total = int(getattr(pipe, "_num_timesteps", 0) or expected_steps)
-            if on_step is not None:
-                on_step(step + 1, total)
-            if should_stop is not None and step + 1 < total and should_stop():
-                interrupted = True
-                pipe._interrupt = True
-            return callback_kwargs
-
-        call["callback_on_step_end"] = on_step_end
+        steps = StepCallback(expected_steps, on_step, should_stop)
+        call["callback_on_step_end"] = steps
 
         # 4. Run under the lock: the active adapter is pipeline state shared by both pipelines.
         pipe = self.img2img if is_img2img else self.txt2img
@@ -302,7 +325,7 @@ class SDEngine:
             self.set_tiling(first.tileable)
             images = pipe(**call).images
             seconds = time.perf_counter() - started
-        if interrupted:
+        if steps.interrupted:
             raise TaskCancelled()
 
         # 5. PNG bytes out.

@@ -6,7 +6,7 @@ and safe when several processes (replicas, test workers) race: each builds in a 
 folder next to the target, writes a completion marker, and renames it into place; a loser of the
 rename discards its copy and uses the winner's folder.
 
-Prebuild everything (tiny SD, the tiny preset's LoRAs, tiny BLIP/CLIP):
+Prebuild everything (tiny SD and InstructPix2Pix, the tiny preset's LoRAs, tiny BLIP/CLIP):
 `python -m serve_app.models.tiny --cache-dir DIR`.
 """
 
@@ -22,6 +22,7 @@ from serve_app.models.cache import build_atomically
 logger = logging.getLogger(__name__)
 
 TINY_SD_DIR = "tiny-sd"
+TINY_IP2P_DIR = "tiny-instruct-pix2pix"
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 SEED = 0
 LORA_RANK = 4
@@ -114,6 +115,43 @@ def ensure_tiny_sd(cache_dir: Path) -> Path:
     return build_atomically(Path(cache_dir) / TINY_SD_DIR, _build_tiny_sd)
 
 
+# --- tiny InstructPix2Pix ------------------------------------------------------------------------
+
+
+def _build_tiny_ip2p(folder: Path, sd_folder: Path) -> None:
+    """The tiny SD's VAE, text encoder and tokenizer with a UNet of 8 input channels (the noisy
+    latents and the source image's latents, as InstructPix2Pix's UNet takes them), Euler ancestral
+    as timbrooks/instruct-pix2pix ships; saved as a StableDiffusionInstructPix2PixPipeline folder."""
+    import torch
+    from diffusers import (
+        EulerAncestralDiscreteScheduler,
+        StableDiffusionInstructPix2PixPipeline,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+
+    base = StableDiffusionPipeline.from_pretrained(sd_folder)
+    torch.manual_seed(SEED + 3)
+    unet = UNet2DConditionModel.from_config({**base.unet.config, "in_channels": 8})
+    pipe = StableDiffusionInstructPix2PixPipeline(
+        vae=base.vae,
+        text_encoder=base.text_encoder,
+        tokenizer=base.tokenizer,
+        unet=unet,
+        scheduler=EulerAncestralDiscreteScheduler.from_config(base.scheduler.config),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+
+
+def ensure_tiny_ip2p(cache_dir: Path) -> Path:
+    """The tiny InstructPix2Pix folder under `cache_dir` (built once, after the tiny SD it shares parts with)."""
+    sd_folder = ensure_tiny_sd(cache_dir)
+    return build_atomically(Path(cache_dir) / TINY_IP2P_DIR, lambda tmp: _build_tiny_ip2p(tmp, sd_folder))
+
+
 # --- tiny LoRA -----------------------------------------------------------------------------------
 
 
@@ -161,8 +199,9 @@ def parse_tiny_lora_path(path: str) -> int | None:
 
 
 def prebuild(cache_dir: Path, lora_seeds: Sequence[int]) -> list[Path]:
-    """Build tiny SD, the given tiny LoRAs and (when available) tiny BLIP/CLIP; return the folders."""
-    folders = [ensure_tiny_sd(cache_dir)]
+    """Build tiny SD and InstructPix2Pix, the given tiny LoRAs and (when available) tiny BLIP/CLIP;
+    return the folders."""
+    folders = [ensure_tiny_sd(cache_dir), ensure_tiny_ip2p(cache_dir)]
     folders += [ensure_tiny_lora(cache_dir, seed) for seed in lora_seeds]
     try:
         from serve_app.models import tiny_vision

@@ -43,5 +43,9 @@ class PromptWriter(ABC):
     async def article_prompt(self, alt: str) -> Written:
         """An English image prompt for an article image described by `alt`."""
 
+    @abstractmethod
+    async def edit_prompt(self, instruction: str) -> Written:
+        """An instruction edit's prompt for InstructPix2Pix: one short, concrete English instruction."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

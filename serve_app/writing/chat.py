@@ -171,6 +171,17 @@ class ChatWriter(PromptWriter):
         )
         return Written(text=answer.prompt, source=alt, writer=self.name)
 
+    async def edit_prompt(self, instruction: str) -> Written:
+        answer = await self._ask(
+            "Rewrite this image edit request as one short English instruction for InstructPix2Pix, in "
+            "the imperative ('make the lighting warmer', 'turn the sofa into green velvet'): say only "
+            "what should change, concretely; the rest of the picture stays as it is.",
+            instruction,
+            PromptAnswer,
+            "prompt",
+        )
+        return Written(text=answer.prompt, source=instruction, writer=self.name)
+
 
 def _describe(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
@@ -201,6 +212,9 @@ class FallbackWriter(PromptWriter):
 
     async def article_prompt(self, alt: str) -> Written:
         return await self._either("article_prompt", alt)
+
+    async def edit_prompt(self, instruction: str) -> Written:
+        return await self._either("edit_prompt", instruction)
 
     async def aclose(self) -> None:
         await self.primary.aclose()

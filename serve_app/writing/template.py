@@ -57,3 +57,10 @@ class TemplateWriter(PromptWriter):
         dropped: list[str] = []
         text = self._english(unwrap_alt(alt), dropped)
         return Written(text=text, source=alt, writer=self.name, untranslated=dropped)
+
+    async def edit_prompt(self, instruction: str) -> Written:
+        """The instruction in English (glossary for Korean), spaces collapsed, no closing full stop:
+        InstructPix2Pix was trained on short imperative instructions and reads them as given."""
+        dropped: list[str] = []
+        text = " ".join(self._english(instruction, dropped).split()).rstrip(".!。 ")
+        return Written(text=text or instruction.strip(), source=instruction, writer=self.name, untranslated=dropped)

@@ -51,8 +51,9 @@ class ServeApp:
 def _provider_cases() -> dict[str, BackendCase]:
     from tests.stubs.huggingface_stub import CASE as HUGGINGFACE
     from tests.stubs.kling_stub import CASE as KLING
+    from tests.stubs.openai_stub import CASE as OPENAI
 
-    return {"kling": KLING, "huggingface": HUGGINGFACE}
+    return {"kling": KLING, "huggingface": HUGGINGFACE, "openai": OPENAI}
 
 
 def _backend_args(cases: dict[str, BackendCase], stubs: dict[str, ProviderStub]) -> dict[str, Any]:
@@ -101,7 +102,12 @@ def _test_config(
         # Scenes: KLING (its stub) first, the Generator when it fails; articles on the Generator.
         backends={
             **(providers or {}),
-            "chains": {"scene_internal": ["local"], "scene_external": ["kling", "local"], "article": ["local"]},
+            "chains": {
+                "scene_internal": ["local"],
+                "scene_external": ["kling", "local"],
+                "article": ["local"],
+                "edit": ["local", "openai:gpt-image-1"],  # edits: the Editor, OpenAI's edits (its stub) on failure
+            },
         },
     )
 

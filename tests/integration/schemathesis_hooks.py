@@ -27,12 +27,18 @@ CROSS_FIELD_MESSAGES = (
     "Give initial_image_url or an uploaded image, not both.",
     "dialogue by characters not in script_metadata.characters",  # the scene routes' documented rules
     "a dialogue audio needs its character",
+    "width and height: give both, or neither",  # /v1/edits' documented rule
 )
 
 
 OPENAI_ROUTES = ("/v1/images/generations", "/v1/images/edits")
 SCENE_ROUTES = ("/api/v1/images/generations/external", "/api/v1/images/generations/internal")
-WAITING_ROUTES = (*OPENAI_ROUTES, *SCENE_ROUTES, "/v1/textures")  # answer when done unless asked for the task at once
+WAITING_ROUTES = (
+    *OPENAI_ROUTES,
+    *SCENE_ROUTES,
+    "/v1/textures",
+    "/v1/edits",
+)  # answer when done unless asked for the task at once
 TASK_ROUTES = ("/v1/generate", "/v1/articles/images", *WAITING_ROUTES)
 
 

@@ -24,7 +24,8 @@ def test_healthcheck_reports_every_deployment(client: httpx.Client) -> None:
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["status"] == "ok"
-    assert set(body["deployments"]) == {"task_runner", "captioner", "desk_classifier", "generator", "shopping"}
+    deployments = {"task_runner", "captioner", "desk_classifier", "generator", "shopping", "editor"}
+    assert set(body["deployments"]) == deployments
     assert all(state == "ready" for state in body["deployments"].values())
     assert body["storage"] == "ok" and body["task_store"] == "ok"
 

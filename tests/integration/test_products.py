@@ -1,5 +1,6 @@
-"""Scene images and article images over HTTP against the real Serve app, with the real cloud clients
-talking to their providers' stub servers (KLING for scenes, Hugging Face for articles on the S3 app).
+"""Scene images, article images, textures and instruction edits over HTTP against the real Serve
+app, with the real cloud clients talking to their providers' stub servers (KLING for scenes,
+Hugging Face for articles on the S3 app, OpenAI's edits API for cloud edits).
 """
 
 from __future__ import annotations
@@ -109,10 +110,12 @@ def test_info_and_openapi_describe_the_products_and_backends(serve_app: ServeApp
         info = client.get("/info").json()
         backends = {b["name"]: b for b in info["backends"]["image"]}
         assert backends["kling"]["configured"] is True and backends["local"]["configured"] is True
-        assert backends["openai"]["configured"] is False and "OPENAI_API_KEY" in backends["openai"]["reason"]
+        assert backends["openai"]["configured"] is True  # its stub's key: cloud edits
+        assert backends["stability"]["configured"] is False and "STABILITY_API_KEY" in backends["stability"]["reason"]
         assert info["backends"]["chains"]["scene_external"] == ["kling", "local"]
         paths = client.get("/openapi.json").json()["paths"]
-    for path in ("/api/v1/images/generations/external", "/api/v1/images/generations/internal", "/v1/articles/images"):
+    products = ("/api/v1/images/generations/external", "/api/v1/images/generations/internal", "/v1/articles/images")
+    for path in (*products, "/v1/textures", "/v1/edits"):
         assert "post" in paths[path]
 
 
@@ -133,3 +136,53 @@ def test_textures_are_generated_tileable_then_answered_from_the_cache(serve_app:
         assert hit.status_code == 200 and hit.headers.get("x-cache") == "hit"
         assert hit.json()["textures"][0]["cache_hit"] is True and hit.json()["textures"][0]["url"] == made["url"]
         assert "task_id" not in hit.json()
+
+
+def _photo(width: int = 96, height: int = 64) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (180, 120, 60)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_an_instruction_edit_runs_on_the_editor_deployment(serve_app: ServeApp) -> None:
+    """The real Editor replica (tiny InstructPix2Pix) edits the upload; the Korean instruction
+    reaches it in English; the answer's image has the size it says (the photo's 3:2 kept)."""
+    with serve_app.client(timeout=120) as client:
+        response = client.post(
+            "/v1/edits",
+            data={"instruction": "조명을 따뜻하게", "num_inference_steps": "2", "seed": "11"},
+            files={"image": ("desk.png", _photo(), "image/png")},
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["backend"] == "local" and body["backend_model"] == "tiny" and body["seed"] == 11
+        assert "warm" in body["edit_prompt"] and body["instruction"] == "조명을 따뜻하게"
+        image = _png(client, body["url"])
+        assert image.size == (body["width"], body["height"]) and body["width"] > body["height"]
+        result = client.get(f"/v1/result/{body['task_id']}").json()
+        assert result["status"] == "done" and result["image_guidance_scale"] == 1.5
+        info = client.get("/info").json()
+        assert "POST /v1/edits" in " ".join(info["endpoints"])
+
+
+def test_a_cloud_edit_sends_the_image_to_openais_edits_api(serve_app: ServeApp) -> None:
+    openai = serve_app.providers["openai"]
+    before = len(openai.requests)
+    source = _photo(64, 64)
+    with serve_app.client(timeout=120) as client:
+        response = client.post(
+            "/v1/edits",
+            data={"instruction": "make the desk white", "backend": "cloud", "num_inference_steps": "2"},
+            files={"image": ("desk.png", source, "image/png")},
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["backend"] == "openai" and body["backend_model"] == "gpt-image-1" and body["cost_usd"] == 0.04
+        assert _png(client, body["url"]).format == "PNG"
+    sent = [r for r in openai.requests[before:] if r.path == "/v1/images/edits"]
+    assert len(sent) == 1
+    from tests.stubs.openai_stub import multipart
+
+    fields, files = multipart(sent[0])
+    assert fields["prompt"] == "make the desk white" and fields["model"] == "gpt-image-1"
+    assert files["image"] == source  # the upload as the caller sent it

@@ -3,7 +3,7 @@
 Benchmarks are not timed tests: nothing here asserts a speed, only that the script exits 0, writes
 `<name>-<timestamp>.json` and `<name>-latest.json`, and that the JSON has the expected keys.
 Run with `pytest tests/smoke` (the scripts start their own short-lived Ray clusters and servers on
-127.0.0.1; about 4-5 minutes for all six on a 2-core machine).
+127.0.0.1; a few minutes for all of them on a 2-core machine).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ MACHINE_KEYS = {"cpu_count", "torch_version", "device_name", "git_sha", "ray_ver
 EXPECTED: dict[str, set[str]] = {
     "serve_overhead": {"latency", "added", "peak_rps", "peak_rps_max", "throughput_rps", "startup_s"},
     "batching": {"plain", "serve", "serve_startup_s"},
+    "edit_batching": {"plain", "serve", "serve_startup_s"},
     "load_sweep": {"rates", "target", "startup_s"},
     "lora_switch": {"requests", "ops", "mixed", "max_resident"},
     "cold_start": {"runs"},
@@ -85,6 +86,9 @@ def _check_batching(results: dict[str, Any]) -> None:
     for size in ("1", "2"):
         assert results["plain"][size]["images_per_s"] > 0
         assert results["serve"][size]["mean_observed_batch"] >= 1
+
+
+_check_edit_batching = _check_batching
 
 
 def _check_load_sweep(results: dict[str, Any]) -> None:

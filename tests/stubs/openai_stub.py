@@ -1,4 +1,7 @@
-"""A local OpenAI Images API (`POST /v1/images/generations`) for tests.
+"""A local OpenAI Images API (`POST /v1/images/generations`, `POST /v1/images/edits`) for tests.
+
+Edits are multipart/form-data as OpenAI takes them: the `image` file part (a real image), `prompt`,
+`model` (gpt-image-1 or dall-e-2; dall-e-3 cannot edit), `n`, `size`.
 
 Answers `{created, data: [{b64_json, revised_prompt}], usage?}` as OpenAI does, checks the Bearer
 key, the model's sizes and that dall-e is asked for `b64_json` while gpt-image models are not
@@ -10,7 +13,12 @@ rate_limit_exceeded, 503 overloaded, 500 server_error, 400 content_policy_violat
 from __future__ import annotations
 
 import base64
+import io
 import time
+from email.parser import BytesParser
+from email.policy import default
+
+from PIL import Image
 
 from serve_app.config import BackendsConfig
 from tests.stubs.provider_base import BackendCase, ProviderStub, Reply, StubRequest, make_png
@@ -58,6 +66,8 @@ class OpenAIStub(ProviderStub):
         )
 
     def handle(self, request: StubRequest, mode: str) -> Reply:
+        if request.method == "POST" and request.path == "/v1/images/edits":
+            return self._edit(request, mode)
         if request.method != "POST" or request.path != "/v1/images/generations":
             return Reply(
                 404, {"error": {"message": "Invalid URL", "type": "invalid_request_error", "param": None, "code": None}}
@@ -79,6 +89,47 @@ class OpenAIStub(ProviderStub):
         return Reply(
             200, {"created": int(time.time()), "data": [{"b64_json": image, "revised_prompt": body["prompt"]}]}
         )
+
+    def _edit(self, request: StubRequest, mode: str) -> Reply:
+        if request.headers.get("authorization") != f"Bearer {KEY}":
+            return self.error_reply("unauthorized", request)
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            return self._invalid("Expected multipart/form-data.", "image")
+        fields, files = multipart(request)
+        model = fields.get("model", "dall-e-2")
+        if model not in ("gpt-image-1", "dall-e-2"):
+            return self._invalid(f"Invalid value: '{model}'. Value must be 'dall-e-2' or 'gpt-image-1'.", "model")
+        if not fields.get("prompt"):
+            return self._invalid("Missing required parameter: 'prompt'.", "prompt")
+        if "image" not in files:
+            return self._invalid("Missing required parameter: 'image'.", "image")
+        try:
+            with Image.open(io.BytesIO(files["image"])) as source:
+                source.verify()
+        except Exception:
+            return self._invalid("Invalid image file or mode for image 1, please check your image file.", "image")
+        if fields.get("size") not in SIZES.get(model, {"1024x1024", "512x512", "256x256"}):
+            return self._invalid(f"'{fields.get('size')}' is not one of the supported sizes for {model}.", "size")
+        if mode == "malformed":
+            return Reply(200, {"created": int(time.time()), "data": [{"url": None}]})
+        width, height = (int(side) // 16 for side in fields["size"].split("x"))
+        image = base64.b64encode(make_png(width, height, (30, 90, 150))).decode()
+        return Reply(200, {"created": int(time.time()), "data": [{"b64_json": image}]})
+
+
+def multipart(request: StubRequest) -> tuple[dict[str, str], dict[str, bytes]]:
+    """A multipart body's text fields and file parts (bytes)."""
+    head = f"Content-Type: {request.headers.get('content-type', '')}\r\n\r\n".encode()
+    message = BytesParser(policy=default).parsebytes(head + request.body)
+    fields: dict[str, str] = {}
+    files: dict[str, bytes] = {}
+    for part in message.iter_parts():
+        name = str(part.get_param("name", header="content-disposition") or "")
+        if part.get_filename() is not None:
+            files[name] = part.get_payload(decode=True) or b""
+        else:
+            fields[name] = part.get_content()
+    return fields, files
 
 
 def _check(stub: OpenAIStub, spec: object) -> None:

@@ -68,8 +68,16 @@ class ReplicateStub(ProviderStub):
 
     def _create(self, request: StubRequest, mode: str) -> Reply:
         body = request.json()
-        if not isinstance(body, dict) or not isinstance(body.get("input"), dict) or not body["input"].get("prompt"):
+        if not isinstance(body, dict) or not isinstance(body.get("input"), dict):
             return self.error_reply("bad_request", request)
+        inputs = body["input"]
+        # The model's input schema: GFPGAN takes `img` (a URI); the image models take a `prompt`.
+        required = "img" if str(body.get("version", "")).startswith("0fbacf7a") or "img" in inputs else "prompt"
+        if not inputs.get(required) or (required == "img" and not str(inputs["img"]).startswith(("data:", "http"))):
+            return Reply(
+                422,
+                {"title": "Input validation failed", "detail": f"- input: {required} is required", "status": 422},
+            )
         if mode == "malformed":
             return Reply(201, {"detail": "created"})
         prediction_id = uuid.uuid4().hex[:26]

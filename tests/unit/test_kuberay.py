@@ -125,14 +125,17 @@ def test_the_gpu_group_is_sized_by_the_generators_autoscaling(
     options, scaling = generator["ray_actor_options"], generator["autoscaling_config"]
     per_pod = int(pod_gpus["requests"] // options["num_gpus"])
     assert per_pod >= 1, "a GPU pod must hold at least one Generator"
-    assert group["minReplicas"] == math.ceil(scaling["min_replicas"] / per_pod)
-    assert group["maxReplicas"] == math.ceil(scaling["max_replicas"] / per_pod)
-    assert group["replicas"] == math.ceil(scaling["initial_replicas"] / per_pod)
+    editor = deployments(serve_config)["Editor"]
+    assert editor["ray_actor_options"] == options, "the Editor's pod has the Generator's shape"
+    editors = editor["num_replicas"]
+    assert group["minReplicas"] == math.ceil(scaling["min_replicas"] / per_pod) + editors
+    assert group["maxReplicas"] == math.ceil(scaling["max_replicas"] / per_pod) + editors
+    assert group["replicas"] == math.ceil(scaling["initial_replicas"] / per_pod) + editors
     worker_cpus = float(group["rayStartParams"]["num-cpus"])
     assert worker_cpus == per_pod * options["num_cpus"], "a GPU pod's CPUs are its Generators', nothing else fits"
     assert worker_cpus <= float(ray_container(group)["resources"]["requests"]["cpu"])
     gpu_users = {name for name, d in deployments(serve_config).items() if d["ray_actor_options"].get("num_gpus")}
-    assert gpu_users == {"Generator"}, "only the Generator is sized for the GPU group"
+    assert gpu_users == {"Generator", "Editor"}, "only the Generator and the Editor are sized for the GPU group"
 
 
 def test_secrets_come_from_a_kubernetes_secret_only(manifest: dict[str, Any]) -> None:

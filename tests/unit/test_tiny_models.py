@@ -193,5 +193,6 @@ def test_cli_prebuilds(cache_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys:
     monkeypatch.setattr("serve_app.models.tiny_vision", fake_vision, raising=False)
     tiny.main(["--cache-dir", str(cache_dir), "--lora-seeds", "1"])
     printed = capsys.readouterr().out.split()
-    assert printed == [str(cache_dir / "tiny-sd"), str(cache_dir / "tiny-lora-1"), str(cache_dir / "blip")]
+    expected = ["tiny-sd", "tiny-instruct-pix2pix", "tiny-lora-1", "blip"]
+    assert printed == [str(cache_dir / name) for name in expected]
     assert tiny._preset_lora_seeds("tiny") == [1, 2, 3]
