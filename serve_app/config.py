@@ -411,7 +411,12 @@ class OpenAICompatConfig(BaseModel):
 CLOUD_BACKENDS = ("huggingface", "openai", "stability", "replicate", "kling", "gemini")
 BACKEND_NAMES = ("local", *CLOUD_BACKENDS)
 PRODUCTS = ("scene_internal", "scene_external", "article", "texture", "edit")
-EDIT_BACKENDS = ("local", "openai", "replicate")  # the backends that can edit a given image by an instruction
+EDIT_BACKENDS = (
+    "local",
+    "openai",
+    "replicate",
+    "stability",
+)  # the backends that can edit a given image by an instruction
 
 
 def chain_entry(entry: str) -> tuple[str, str | None]:

@@ -7,6 +7,11 @@ and `Authorization: Bearer`. The answer is the image bytes with `finish-reason` 
 headers; `finish-reason: CONTENT_FILTERED` means the image was filtered (UPSTREAM_REJECTED).
 Errors are `{"id", "name", "errors": [...]}`; a 403 whose `name` is `content_moderation` is a
 refusal of this prompt, not a bad key.
+
+Stability has no instruction-edit endpoint; an edit (the edit chain, `stability:sd3` or
+`stability:ultra`) is their image-to-image: the same route with the `image` file part and
+`strength` (options' `strength`, 0.6 by default: how far from the image), `mode=image-to-image`
+for sd3, and no `aspect_ratio` (the image's). `core` takes no image: EDIT_NOT_SUPPORTED.
 """
 
 from __future__ import annotations
@@ -15,11 +20,14 @@ from typing import Any
 
 import httpx
 
+from serve_app.backends.base import EditNotSupported
 from serve_app.backends.cloud import CloudBackend, Made
 from serve_app.backends.http import error_message
 from serve_app.backends.kling import nearest_aspect_ratio
 from serve_app.errors import AppError, UpstreamError
 from serve_app.protocol import GenerationSpec
+
+DEFAULT_EDIT_STRENGTH = 0.6  # image-to-image: 0 keeps the image, 1 ignores it
 
 ASPECT_RATIOS = {
     "21:9": 21 / 9,
@@ -46,6 +54,10 @@ class StabilityBackend(CloudBackend):
     name = "stability"
     label = "Stability AI"
     honoured = frozenset({"negative_prompt", "seed"})
+    edits = True
+
+    def honours(self, spec: GenerationSpec) -> set[str]:
+        return set(self.honoured) | ({"init_image"} if spec.init_image_png is not None else set())
 
     def classify_refusal(self, response: httpx.Response) -> AppError | None:
         if response.status_code == 403 and _name(response) == "content_moderation":
@@ -58,15 +70,26 @@ class StabilityBackend(CloudBackend):
     async def _make(self, spec: GenerationSpec) -> Made:
         fields: dict[str, Any] = {
             "prompt": spec.prompt[:10000],
-            "aspect_ratio": nearest_aspect_ratio(spec.width, spec.height, ASPECT_RATIOS),
             "seed": str(spec.seed % 4294967295),
             "output_format": "png",
             **{key: str(value) for key, value in self.cfg.options.items()},
         }
         if spec.negative_prompt:
             fields["negative_prompt"] = spec.negative_prompt[:10000]
+        if spec.init_image_png is None:
+            fields["aspect_ratio"] = nearest_aspect_ratio(spec.width, spec.height, ASPECT_RATIOS)
+        else:
+            if self.cfg.model not in ("sd3", "ultra"):
+                raise EditNotSupported(
+                    f"Stability AI's {self.cfg.model} takes no image; edits need stability:sd3 or stability:ultra."
+                )
+            fields.setdefault("strength", str(DEFAULT_EDIT_STRENGTH))
+            if self.cfg.model == "sd3":
+                fields["mode"] = "image-to-image"
         # httpx sends multipart only with a files part: the fields go as (None, value) parts.
-        parts = {key: (None, value) for key, value in fields.items()}
+        parts: dict[str, Any] = {key: (None, value) for key, value in fields.items()}
+        if spec.init_image_png is not None:
+            parts["image"] = ("image.png", spec.init_image_png, "image/png")
         response = await self.http.request(
             "POST",
             f"/v2beta/stable-image/generate/{self.cfg.model}",

@@ -181,7 +181,7 @@ def test_a_cloud_edit_sends_the_image_to_openais_edits_api(serve_app: ServeApp) 
         assert _png(client, body["url"]).format == "PNG"
     sent = [r for r in openai.requests[before:] if r.path == "/v1/images/edits"]
     assert len(sent) == 1
-    from tests.stubs.openai_stub import multipart
+    from tests.stubs.provider_base import multipart
 
     fields, files = multipart(sent[0])
     assert fields["prompt"] == "make the desk white" and fields["model"] == "gpt-image-1"

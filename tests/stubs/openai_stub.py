@@ -15,13 +15,11 @@ from __future__ import annotations
 import base64
 import io
 import time
-from email.parser import BytesParser
-from email.policy import default
 
 from PIL import Image
 
 from serve_app.config import BackendsConfig
-from tests.stubs.provider_base import BackendCase, ProviderStub, Reply, StubRequest, make_png
+from tests.stubs.provider_base import BackendCase, ProviderStub, Reply, StubRequest, make_png, multipart
 
 KEY = "sk-test-openai"
 SIZES = {"dall-e-3": {"1024x1024", "1792x1024", "1024x1792"}, "gpt-image-1": {"1024x1024", "1536x1024", "1024x1536"}}
@@ -115,21 +113,6 @@ class OpenAIStub(ProviderStub):
         width, height = (int(side) // 16 for side in fields["size"].split("x"))
         image = base64.b64encode(make_png(width, height, (30, 90, 150))).decode()
         return Reply(200, {"created": int(time.time()), "data": [{"b64_json": image}]})
-
-
-def multipart(request: StubRequest) -> tuple[dict[str, str], dict[str, bytes]]:
-    """A multipart body's text fields and file parts (bytes)."""
-    head = f"Content-Type: {request.headers.get('content-type', '')}\r\n\r\n".encode()
-    message = BytesParser(policy=default).parsebytes(head + request.body)
-    fields: dict[str, str] = {}
-    files: dict[str, bytes] = {}
-    for part in message.iter_parts():
-        name = str(part.get_param("name", header="content-disposition") or "")
-        if part.get_filename() is not None:
-            files[name] = part.get_payload(decode=True) or b""
-        else:
-            fields[name] = part.get_content()
-    return fields, files
 
 
 def _check(stub: OpenAIStub, spec: object) -> None:

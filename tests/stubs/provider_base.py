@@ -25,6 +25,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import default
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -42,6 +44,21 @@ MODES = (
     "slow",
     "fail_job",
 )
+
+
+def multipart(request: StubRequest) -> tuple[dict[str, str], dict[str, bytes]]:
+    """A multipart body's text fields and file parts (bytes)."""
+    head = f"Content-Type: {request.headers.get('content-type', '')}\r\n\r\n".encode()
+    message = BytesParser(policy=default).parsebytes(head + request.body)
+    fields: dict[str, str] = {}
+    files: dict[str, bytes] = {}
+    for part in message.iter_parts():
+        name = str(part.get_param("name", header="content-disposition") or "")
+        if part.get_filename() is not None:
+            files[name] = part.get_payload(decode=True) or b""
+        else:
+            fields[name] = part.get_content()
+    return fields, files
 
 
 def make_png(width: int = 64, height: int = 64, color: tuple[int, int, int] = (200, 120, 40)) -> bytes:

@@ -15,7 +15,7 @@ from email.parser import BytesParser
 from email.policy import default
 
 from serve_app.config import BackendsConfig
-from tests.stubs.provider_base import BackendCase, ProviderStub, Reply, StubRequest, make_png
+from tests.stubs.provider_base import BackendCase, ProviderStub, Reply, StubRequest, make_png, multipart
 
 KEY = "sk-test-stability"
 ASPECTS = {"21:9", "16:9", "3:2", "5:4", "1:1", "4:5", "2:3", "9:16", "9:21"}
@@ -64,8 +64,20 @@ class StabilityStub(ProviderStub):
             return self.error_reply("unauthorized", request)
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             return self.error_reply("bad_request", request)
-        fields = form_fields(request)
+        fields, files = multipart(request)
         if not fields.get("prompt") or fields.get("aspect_ratio", "1:1") not in ASPECTS:
+            return self.error_reply("bad_request", request)
+        model = request.path.rsplit("/", 1)[-1]
+        image_to_image = fields.get("mode") == "image-to-image" or (model == "ultra" and "image" in files)
+        if image_to_image:
+            # Stability's image-to-image: sd3 (mode) and ultra take `image` and `strength`; core takes neither,
+            # and an aspect ratio goes with text-to-image only.
+            strength = fields.get("strength", "")
+            if model not in ("sd3", "ultra") or "image" not in files or "aspect_ratio" in fields:
+                return self.error_reply("bad_request", request)
+            if not strength.replace(".", "", 1).isdigit() or not 0 <= float(strength) <= 1:
+                return self.error_reply("bad_request", request)
+        elif "image" in files:
             return self.error_reply("bad_request", request)
         if "moderat" in fields["prompt"]:
             return Reply(

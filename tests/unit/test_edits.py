@@ -30,7 +30,8 @@ from serve_app.errors import UpstreamError
 from serve_app.ingress import app
 from serve_app.protocol import GenerationSpec
 from tests.stubs.openai_stub import KEY as OPENAI_KEY
-from tests.stubs.openai_stub import OpenAIStub, multipart
+from tests.stubs.openai_stub import OpenAIStub
+from tests.stubs.provider_base import multipart
 from tests.stubs.replicate_stub import ReplicateStub
 from tests.unit.test_api import make_context
 from tests.unit.test_openai_images import FlowRunner, PaintingStages
@@ -455,3 +456,23 @@ def test_a_backend_that_cannot_edit_refuses_an_edit_before_any_request(monkeypat
     cfg = BackendsConfig().kling.model_copy(update={"base_url": "http://127.0.0.1:9"})
     with pytest.raises(EditNotSupported, match="cannot edit"):
         asyncio.run(KlingBackend(cfg).generate(_spec(1, _png(64, 64))))
+
+
+def test_stability_edits_are_its_image_to_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    from serve_app.backends.stability import StabilityBackend
+    from tests.stubs.stability_stub import KEY as STABILITY_KEY
+    from tests.stubs.stability_stub import StabilityStub
+
+    monkeypatch.setenv("STABILITY_API_KEY", STABILITY_KEY)
+    source = _png(64, 64)
+    with StabilityStub() as stub:
+        base = BackendsConfig().stability.model_copy(update={"base_url": stub.base_url})
+        made = asyncio.run(StabilityBackend(base.model_copy(update={"model": "sd3"})).generate(_spec(9, source)))
+        with pytest.raises(EditNotSupported, match="core takes no image"):
+            asyncio.run(StabilityBackend(base).generate(_spec(9, source)))
+        (sent,) = stub.requests
+    assert made.backend == "stability" and "init_image" not in made.ignored and "image_guidance_scale" in made.ignored
+    assert sent.path == "/v2beta/stable-image/generate/sd3"
+    fields, files = multipart(sent)
+    assert fields["mode"] == "image-to-image" and fields["strength"] == "0.6" and "aspect_ratio" not in fields
+    assert files["image"] == source and fields["prompt"] == "make it warmer" and fields["seed"] == "9"
