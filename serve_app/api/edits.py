@@ -43,6 +43,9 @@ from serve_app.protocol import (
 router = APIRouter(prefix="/v1", tags=["Instruction edits"])
 
 
+_EXAMPLE = {"image": "desk.jpg", "instruction": "조명을 따뜻하게", "image_guidance_scale": 1.5, "backend": "auto"}
+
+
 class EditForm(BaseModel):
     """The form fields of POST /v1/edits (the image comes as the file part `image`)."""
 
@@ -133,6 +136,7 @@ def request_schemas(limits: GenerationLimits, *, webhooks: bool) -> dict[str, di
             ["image", "instruction"],
             "height and width come together (multiples of 8 within the preset's limits); height x width x "
             f"num_inference_steps must be at most {limits.request_cost_limit()} (COST_TOO_HIGH).",
+            examples=[_EXAMPLE],
         )
     }
 

@@ -340,7 +340,13 @@ def _form(schema: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def image_form(title: str, properties: dict[str, Any], required: list[str], description: str) -> dict[str, Any]:
+def image_form(
+    title: str,
+    properties: dict[str, Any],
+    required: list[str],
+    description: str,
+    examples: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """A multipart form's schema from a model's properties: none null (a form leaves a field out;
     a field that can only be null is not offered), plus the binary `image` part."""
     props: dict[str, Any] = {}
@@ -350,7 +356,7 @@ def image_form(title: str, properties: dict[str, Any], required: list[str], desc
             continue
         props[name] = {**{k: v for k, v in branch.items() if k != "title"}, "description": prop.get("description", "")}
     props["image"] = {"type": "string", "format": "binary", "description": "The image to edit (PNG, JPEG, WEBP...)."}
-    return {
+    form = {
         "title": title,
         "type": "object",
         "required": required,
@@ -358,6 +364,7 @@ def image_form(title: str, properties: dict[str, Any], required: list[str], desc
         "additionalProperties": False,
         "description": description,
     }
+    return {**form, "examples": examples} if examples else form
 
 
 @router.post(

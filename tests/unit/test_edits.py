@@ -314,6 +314,7 @@ def test_the_openapi_document_has_the_edit_form_and_its_answers(client: TestClie
     assert form["required"] == ["image", "instruction"] and form["properties"]["image"]["format"] == "binary"
     assert form["properties"]["image_guidance_scale"]["minimum"] == 1
     assert set(form["properties"]["backend"]["enum"]) == {"auto", "local", "cloud"}
+    assert form["examples"][0]["instruction"]  # an example, as every product route has
 
 
 def test_an_edit_chain_of_backends_that_cannot_edit_is_refused() -> None:
