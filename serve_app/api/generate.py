@@ -11,6 +11,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import BaseModel, ValidationError
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve_app.api.auth import Caller, get_caller
 from serve_app.api.deps import IngressContext, get_ctx
@@ -164,6 +166,18 @@ async def read_body(request: Request, limit: int, take: Callable[[int], None]) -
     return b"".join(chunks)
 
 
+async def read_form(request: Request, *, max_files: int, max_fields: int) -> FormData:
+    """The multipart form of a body already read by `read_body`; a malformed one (no parts, a
+    broken boundary, too many parts) is the route's INVALID_INPUT, like a malformed JSON body,
+    instead of Starlette's bare 400."""
+    try:
+        return await request.form(max_files=max_files, max_fields=max_fields)
+    except StarletteHTTPException as exc:
+        if exc.status_code != 400:
+            raise
+        raise InvalidInput(f"Malformed multipart/form-data body: {exc.detail}") from exc
+
+
 def _json_object(raw: bytes) -> dict[str, Any]:
     """A JSON body as a dict, or InvalidInput (422) naming what is wrong; never a 500.
 
@@ -213,7 +227,7 @@ async def _parse(
     if content_type == "multipart/form-data":
         limit = ctx.limits.max_upload_bytes + _FORM_OVERHEAD
         request._body = await read_body(request, limit, take)  # type: ignore[attr-defined]
-        form = await request.form(max_files=1, max_fields=32)
+        form = await read_form(request, max_files=1, max_fields=32)
         fields: dict[str, Any] = {}
         for key, value in form.multi_items():
             if key in fields or (key == "image" and upload is not None):

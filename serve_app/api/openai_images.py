@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from serve_app.api.auth import Caller, get_caller
 from serve_app.api.deps import IngressContext, get_ctx
 from serve_app.api.errors import validation_error
-from serve_app.api.generate import accept_task, non_null, read_body
+from serve_app.api.generate import accept_task, non_null, read_body, read_form
 from serve_app.api.waiting import PREFER_DOC, respond_or_wait
 from serve_app.config import Preset
 from serve_app.errors import InvalidInput, NotFound, PayloadTooLarge
@@ -412,7 +412,7 @@ async def read_image_form(
         raise InvalidInput("Send multipart/form-data with the image in the file part `image`.")
     limit = ctx.limits.max_upload_bytes + _FORM_OVERHEAD
     request._body = await read_body(request, limit, take)  # type: ignore[attr-defined]
-    form = await request.form(max_files=4, max_fields=32)
+    form = await read_form(request, max_files=4, max_fields=32)
     fields: dict[str, str] = {}
     images: list[bytes] = []
     for key, value in form.multi_items():

@@ -294,6 +294,21 @@ def test_a_json_body_is_refused_with_the_form_it_needs(client: TestClient) -> No
     assert response.status_code == 422 and "multipart/form-data" in response.json()["message"]
 
 
+@pytest.mark.parametrize(("route", "status"), [("/v1/edits", 422), ("/v1/generate", 422), ("/v1/images/edits", 400)])
+def test_a_malformed_multipart_body_is_the_routes_invalid_input(
+    client: TestClient, ctx: IngressContext, route: str, status: int
+) -> None:
+    # What the fuzz run sent: a boundary, then straight to the closing boundary (no part headers).
+    boundary = "4bea7452f2ee0b8418ae8c1020a88206"
+    body = f"--{boundary}\r\n--{boundary}--\r\n".encode()
+    response = client.post(route, content=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    answer = response.json()
+    assert response.status_code == status, answer
+    assert (answer.get("error_code") or answer["error"]["code"]) == "INVALID_INPUT"
+    assert "multipart" in (answer.get("message") or answer["error"]["message"])
+    assert ctx.tasks.count_active() == 0
+
+
 def test_respond_async_answers_202(client: TestClient, ctx: IngressContext) -> None:
     ctx.runner.hold = True  # type: ignore[attr-defined]
     response = client.post(
