@@ -39,9 +39,23 @@ class FakeMethod:
 
 
 class FakeHandle:
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, deployment_name: str = "Generator") -> None:
         self.run = FakeMethod()
         self.check_health = FakeMethod(fail)
+        self.app_name, self.deployment_name = "imagegen", deployment_name
+
+
+class FakeReplicaStates:
+    """What the Serve controller reports: replicas per state of each (app, deployment)."""
+
+    def __init__(self) -> None:
+        self.states: dict[tuple[str, str], dict[str, int]] = {("imagegen", "Generator"): {"RUNNING": 1}}
+        self.error: Exception | None = None
+
+    async def __call__(self) -> dict[tuple[str, str], dict[str, int]]:
+        if self.error is not None:
+            raise self.error
+        return self.states
 
 
 class FakeMetrics:
@@ -74,6 +88,7 @@ def make_context(data_dir: Path, tasks: dict[str, Any], **more_args: Any) -> Ing
         images=images,
         runner=FakeHandle(),  # type: ignore[arg-type]
         probes={"generator": FakeHandle()},  # type: ignore[dict-item]
+        replica_states=FakeReplicaStates(),
         metrics=FakeMetrics(),  # type: ignore[arg-type]
         shopping_provider="catalog",
         version="test",
@@ -224,13 +239,35 @@ def test_files_route_serves_images_but_not_their_records(client: TestClient, ctx
     assert response.status_code == 404 and "secret" not in response.text
 
 
-def test_healthcheck_reports_a_failing_probe(client: TestClient, ctx: IngressContext) -> None:
+def test_healthcheck_reports_a_deployment_without_a_running_replica(client: TestClient, ctx: IngressContext) -> None:
     assert client.get("/healthcheck").status_code == 200
-    ctx.probes["generator"] = FakeHandle(fail=True)  # type: ignore[assignment]
+    states: FakeReplicaStates = ctx.replica_states  # type: ignore[assignment]
+    states.states[("imagegen", "Generator")] = {"STARTING": 1, "RUNNING": 0}
     response = client.get("/healthcheck")
     assert response.status_code == 503
     body = response.json()
-    assert body["status"] == "degraded" and body["deployments"]["generator"].startswith("not ready")
+    assert body["status"] == "degraded"
+    assert body["deployments"]["generator"] == "not ready: no running replica (replicas: 1 starting)"
+    # One running replica of several is enough: the deployment serves (a rolling update, a lost node).
+    states.states[("imagegen", "Generator")] = {"RUNNING": 1, "STARTING": 1}
+    assert client.get("/healthcheck").status_code == 200
+    del states.states[("imagegen", "Generator")]
+    assert client.get("/healthcheck").json()["deployments"]["generator"] == "not ready: not deployed"
+
+
+def test_healthcheck_does_not_send_the_deployments_a_request(client: TestClient, ctx: IngressContext) -> None:
+    # A probe request would queue behind a busy replica's batches; the controller's view does not.
+    ctx.probes["generator"] = FakeHandle(fail=True)  # type: ignore[assignment]
+    assert client.get("/healthcheck").status_code == 200
+    assert ctx.probes["generator"].check_health.calls == []  # type: ignore[attr-defined]
+
+
+def test_healthcheck_is_503_when_the_serve_controller_does_not_answer(client: TestClient, ctx: IngressContext) -> None:
+    states: FakeReplicaStates = ctx.replica_states  # type: ignore[assignment]
+    states.error = RuntimeError("controller gone")
+    response = client.get("/healthcheck")
+    assert response.status_code == 503
+    assert response.json()["deployments"]["generator"].startswith("not ready: the Serve controller gave RuntimeError")
 
 
 def test_info_lists_loras_and_limits(client: TestClient) -> None:
@@ -331,10 +368,10 @@ def _multipart(parts: list[tuple[str, str | None, bytes]], boundary: str = "b0un
     ("parts", "status"),
     [
         ([("prompt", None, b"a"), ("prompt", None, b"b")], 422),  # repeated field
-        ([("prompt", None, b"a"), ("image", "a.png", png()), ("image", "b.png", png())], 400),  # two images
-        ([("prompt", None, b"a"), (None, None, b"nameless")], 400),
-        ([("prompt", None, b"a")] + [(f"f{i}", None, b"x") for i in range(200)], 400),  # many parts
-        ([("prompt", None, b"a" * 3_000_000)], 400),  # a huge field value (Starlette: part over 1 MB)
+        ([("prompt", None, b"a"), ("image", "a.png", png()), ("image", "b.png", png())], 422),  # two images
+        ([("prompt", None, b"a"), (None, None, b"nameless")], 422),
+        ([("prompt", None, b"a")] + [(f"f{i}", None, b"x") for i in range(200)], 422),  # many parts
+        ([("prompt", None, b"a" * 3_000_000)], 422),  # a huge field value (Starlette: part over 1 MB)
         ([("prompt", None, b"x"), ("guidance_scale", None, b"NaN")], 422),
         ([("prompt", None, b"x"), ("strength", None, b"inf")], 422),
         ([("prompt", None, b"x"), ("seed", None, b"9" * 5000)], 422),
@@ -347,8 +384,10 @@ def test_odd_multipart_is_a_4xx_never_a_500(
 ) -> None:
     body, headers = _multipart(parts)
     response = client.post("/v1/generate", content=body, headers=headers)
+    # A malformed form (too many files or parts, a nameless or oversized part) is invalid input
+    # like a repeated field: the v1 contract's 422 INVALID_INPUT, never Starlette's bare 400.
     assert response.status_code == status, response.text
-    assert "error_code" in response.json() or "detail" in response.json()
+    assert response.json()["error_code"] == "INVALID_INPUT"
     assert ctx.tasks.count_active() == 0
 
 
