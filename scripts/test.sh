@@ -8,4 +8,6 @@ bash scripts/setup.sh
 export RAY_AUTH_MODE=disabled
 ruff check .
 ruff format --check .
+# The app's bytecode once: with PYTHONDONTWRITEBYTECODE set every Ray worker would compile it again.
+python -m compileall -q serve_app deployments
 python -m pytest -q -p no:cacheprovider --durations=30 "$@"

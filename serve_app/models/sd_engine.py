@@ -64,15 +64,36 @@ def _model_source(model_id: str) -> str:
     return str(path) if path.is_dir() else model_id
 
 
-def _check_family(pipe: Any, model: GeneratorModel) -> None:
-    """Refuse a preset whose `family` does not match the loaded pipeline (e.g. sdxl weights as sd)."""
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+# The pipeline classes a model folder's model_index.json may name, per preset family.
+_FAMILY_CLASSES = {
+    "sd": ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline"),
+    "sdxl": ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"),
+}
 
-    expected = StableDiffusionXLPipeline if model.family == "sdxl" else StableDiffusionPipeline
-    if not isinstance(pipe, expected):
+
+def _pipeline_classes(model: GeneratorModel, source: str, kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    """(txt2img class, img2img class) of the preset's family, after checking that the model's
+    model_index.json names a pipeline of that family (e.g. sdxl weights given as sd are refused).
+
+    The concrete classes, not AutoPipeline: AutoPipeline imports every pipeline family diffusers
+    has (ControlNet, Kandinsky, ...), about 1.5 s of CPU in every Generator replica's start."""
+    from diffusers import (
+        DiffusionPipeline,
+        StableDiffusionImg2ImgPipeline,
+        StableDiffusionPipeline,
+        StableDiffusionXLImg2ImgPipeline,
+        StableDiffusionXLPipeline,
+    )
+
+    config_kwargs = {k: v for k, v in kwargs.items() if k in ("revision", "cache_dir", "token")}
+    class_name = DiffusionPipeline.load_config(source, **config_kwargs).get("_class_name")
+    if class_name not in _FAMILY_CLASSES[model.family]:
         raise ConfigurationError(
-            f"Generator model {model.model_id!r} loads as {type(pipe).__name__}, not a {model.family} pipeline."
+            f"Generator model {model.model_id!r} loads as {class_name}, not a {model.family} pipeline."
         )
+    if model.family == "sdxl":
+        return StableDiffusionXLPipeline, StableDiffusionXLImg2ImgPipeline
+    return StableDiffusionPipeline, StableDiffusionImg2ImgPipeline
 
 
 def encode_png(image: Image.Image) -> bytes:
@@ -142,8 +163,6 @@ class SDEngine:
         device: str = "auto",
         dtype: str = "auto",
     ) -> None:
-        from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
-
         self.model = model
         self.cache_dir = Path(cache_dir)
         self.device = resolve_device(device)
@@ -159,17 +178,17 @@ class SDEngine:
         source, kwargs = pipeline_source(model, ensure_tiny_sd, self.cache_dir)
         kwargs[_dtype_kwarg()] = self.dtype
         try:
-            self.txt2img = AutoPipelineForText2Image.from_pretrained(source, **kwargs)
+            txt2img_class, img2img_class = _pipeline_classes(model, source, kwargs)
+            self.txt2img = txt2img_class.from_pretrained(source, **kwargs)
         except (OSError, ValueError) as exc:
             raise ConfigurationError(f"Could not load generator model {model.model_id!r}: {exc}") from exc
-        _check_family(self.txt2img, model)
         self.txt2img.to(self.device)
         # 2. CUDA tuning: SDPA is diffusers' default processor; channels_last helps the UNet convs.
         if self.device.type == "cuda":
             self.txt2img.unet.to(memory_format=torch.channels_last)
         self.txt2img.set_progress_bar_config(disable=True)
         # 3. img2img shares every component with txt2img (no second copy of the weights).
-        self.img2img = AutoPipelineForImage2Image.from_pipe(self.txt2img)
+        self.img2img = img2img_class.from_pipe(self.txt2img)
         self.img2img.set_progress_bar_config(disable=True)
         logger.info(
             "loaded %s (%s) on %s/%s in %.1fs",
