@@ -28,6 +28,7 @@ from serve_app.api.auth import AUTH_SCHEMES
 from serve_app.api.cors import ConfiguredCors
 from serve_app.api.deps import IngressContext, current_context, set_context
 from serve_app.api.errors import install_error_handlers
+from serve_app.api.health import serve_replica_states
 from serve_app.api.limits import JsonBodyLimit
 from serve_app.config import AppArgs, Preset, get_settings, load_preset
 from serve_app.metrics import IngressMetrics
@@ -129,6 +130,7 @@ class Ingress:
                 images=images,
                 runner=runner,
                 probes={"task_runner": runner, **probes},
+                replica_states=serve_replica_states,
                 metrics=metrics,
                 shopping_provider=provider_name(parsed.shopping, settings),
                 version=VERSION,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +66,8 @@ class IngressContext:
     images: ImageStore
     runner: DeploymentHandle
     probes: dict[str, DeploymentHandle]
+    # () -> (application, deployment) -> replicas per state, from the Serve controller (/healthcheck).
+    replica_states: Callable[[], Awaitable[dict[tuple[str, str], dict[str, int]]]]
     metrics: IngressMetrics
     shopping_provider: str
     version: str

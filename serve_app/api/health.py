@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends
@@ -16,8 +17,46 @@ router = APIRouter(tags=["health"])
 
 PROBE_TIMEOUT_S = 5.0
 
+# (application, deployment) -> replica count per replica state ("RUNNING", "STARTING", ...).
+ReplicaStates = dict[tuple[str, str], dict[str, int]]
+ReadReplicaStates = Callable[[], Awaitable[ReplicaStates]]
 
-async def _probe(name: str, call: Any) -> tuple[str, str]:
+
+async def serve_replica_states() -> ReplicaStates:
+    """Each deployment's replicas by state, as the Serve controller sees them.
+
+    The controller runs every replica's `check_health` on its own schedule and replaces the ones
+    that fail or die, so a RUNNING replica is one that passed it. Asking the controller instead of
+    sending each deployment a request keeps /healthcheck quick and true under load: a request to a
+    busy Generator waits behind its batches (`max_ongoing_requests`), and a readiness probe that
+    times out there would take a working pod out of service exactly when it is busiest; and while
+    a deployment has no replica yet the answer is an immediate 503, not a 5 s wait."""
+
+    def read() -> ReplicaStates:
+        from ray import serve
+
+        status = serve.status()
+        return {
+            (app_name, name): {str(getattr(state, "value", state)): n for state, n in dep.replica_states.items()}
+            for app_name, app_status in status.applications.items()
+            for name, dep in app_status.deployments.items()
+        }
+
+    return await asyncio.to_thread(read)
+
+
+def readiness(handle: Any, states: ReplicaStates) -> str:
+    """ "ready" when the handle's deployment has a RUNNING replica; else why not."""
+    counts = states.get((handle.app_name, handle.deployment_name))
+    if counts is None:
+        return "not ready: not deployed"
+    if counts.get("RUNNING", 0) > 0:
+        return "ready"
+    waiting = ", ".join(f"{count} {state.lower()}" for state, count in sorted(counts.items()) if count) or "none"
+    return f"not ready: no running replica (replicas: {waiting})"
+
+
+async def _probe(name: str, call: Awaitable[Any]) -> tuple[str, str]:
     try:
         await asyncio.wait_for(call, timeout=PROBE_TIMEOUT_S)
         return name, "ready"
@@ -27,21 +66,30 @@ async def _probe(name: str, call: Any) -> tuple[str, str]:
         return name, f"not ready: {type(exc).__name__}: {exc}"[:300]
 
 
+async def _deployment_states(ctx: IngressContext) -> dict[str, str]:
+    try:
+        states = await asyncio.wait_for(ctx.replica_states(), timeout=PROBE_TIMEOUT_S)
+    except Exception as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"[:200]
+        return dict.fromkeys(ctx.probes, f"not ready: the Serve controller gave {reason}")
+    return {name: readiness(handle, states) for name, handle in ctx.probes.items()}
+
+
 @router.get(
     "/healthcheck",
     response_model=HealthResponse,
     responses={503: {"model": HealthResponse, "description": "Some dependency is not ready."}},
-    summary="200 when every deployment, the task store and storage are ready; 503 otherwise.",
+    summary="200 when every deployment has a running replica and the task store and storage answer; 503 otherwise.",
 )
 async def healthcheck(ctx: IngressContext = Depends(get_ctx)) -> JSONResponse:
     async def storage() -> None:
         await ctx.images.check()
 
-    probes = [_probe(name, handle.check_health.remote()) for name, handle in ctx.probes.items()]
-    probes += [_probe("storage", storage()), _probe("task_store", asyncio.to_thread(ctx.tasks.ping))]
-    results = dict(await asyncio.gather(*probes))
-    storage_state = results.pop("storage")
-    store_state = results.pop("task_store")
+    results, (_, storage_state), (_, store_state) = await asyncio.gather(
+        _deployment_states(ctx),
+        _probe("storage", storage()),
+        _probe("task_store", asyncio.to_thread(ctx.tasks.ping)),
+    )
     healthy = all(state == "ready" for state in [*results.values(), storage_state, store_state])
     body = HealthResponse(
         status="ok" if healthy else "degraded",
