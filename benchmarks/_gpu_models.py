@@ -259,8 +259,6 @@ def build_pipeline(arch: Arch, device: str, dtype: torch.dtype, seed: int = 0) -
     }
     meta = build_components(arch, "meta", ids)
     parts = {name: _materialize(module, device, dtype, seed + i) for i, (name, module) in enumerate(meta.items())}
-    if device.startswith("cuda"):
-        parts["unet"].to(memory_format=torch.channels_last)  # as SDEngine does on CUDA
     if arch.family == "sdxl":
         pipe = StableDiffusionXLPipeline(
             tokenizer=tokenizer,
@@ -279,6 +277,44 @@ def build_pipeline(arch: Arch, device: str, dtype: torch.dtype, seed: int = 0) -
         )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+# The preset tuning options the benchmark compares (serve_app.config.PipelineTuning), each on a
+# freshly built pipeline; `lora` adds a random rank-LORA_RANK adapter to the UNet's attention
+# projections, active at scale 1 (fused into the weights when the tuning says fuse_lora).
+TUNINGS: dict[str, tuple[dict[str, Any], bool]] = {
+    "default": ({}, False),  # the app's default: channels_last on CUDA, eager
+    "no_channels_last": ({"channels_last": False}, False),
+    "compile": ({"compile": "default"}, False),
+    "compile_max_autotune": ({"compile": "max-autotune-no-cudagraphs"}, False),
+    "cuda_graphs": ({"compile": "default", "cuda_graphs": True}, False),
+    "vae_slicing": ({"vae_slicing": True}, False),
+    "lora": ({}, True),
+    "lora_fused": ({"fuse_lora": True}, True),
+}
+LORA_RANK = 64
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+
+
+def tune_pipeline(pipe: Any, name: str, device: str) -> None:
+    """Apply tuning `name` (TUNINGS) to a freshly built pipeline, as SDEngine applies a preset's."""
+    from serve_app.config import PipelineTuning
+    from serve_app.models.tuning import apply_tuning
+
+    options, with_lora = TUNINGS[name]
+    tuning = PipelineTuning(**options)
+    if with_lora:
+        from peft import LoraConfig
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        config = LoraConfig(r=LORA_RANK, lora_alpha=LORA_RANK, target_modules=LORA_TARGETS, init_lora_weights=False)
+        pipe.unet.add_adapter(config, adapter_name="bench")
+        pipe.unet.to(device=pipe.unet.device, dtype=pipe.unet.dtype)
+        if tuning.fuse_lora:  # what SDEngine's fuse_lora does: merge W + s*BA once
+            for module in pipe.unet.modules():
+                if isinstance(module, BaseTunerLayer):
+                    module.merge(adapter_names=["bench"])
+    apply_tuning(pipe, tuning, torch.device(device))
 
 
 def count_flops(arch: Arch, height: int, width: int, guidance: float) -> dict[str, float]:
@@ -353,8 +389,7 @@ class PipelineServer:
         self.device = device
         self.run = run
         self.pipe = build_pipeline(ARCHS[arch_name], device, resolve_dtype(dtype, device))
-        if run.get("compile"):
-            self.pipe.unet = torch.compile(self.pipe.unet, mode=run.get("compile_mode") or None)
+        tune_pipeline(self.pipe, run.get("tuning") or "default", device)
         self._lock = asyncio.Lock()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:

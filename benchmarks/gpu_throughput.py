@@ -2,12 +2,16 @@
 
     python -m benchmarks.gpu_throughput --device cuda          # on a GPU: sd15 512²/30 steps, sdxl 1024²/20
     python -m benchmarks.gpu_throughput --smoke                # CPU: sd15-shaped, 64², 1 step, batch 1
+    python -m benchmarks.gpu_throughput --device cuda --models sd15 --batches 8 --no-serve \
+        --tunings default no_channels_last compile cuda_graphs vae_slicing lora lora_fused
 
 The pipelines are built from the released models' architecture configs (benchmarks/_gpu_models.py)
 with random weights: identical layers and FLOPs, no download. bfloat16 on CUDA, float32 on CPU;
 classifier-free guidance 7.5 (the UNet runs on a batch of 2 per image). Measured as a plain
 diffusers loop and through a Serve deployment with `@serve.batch` (N concurrent calls, batch N),
-at each batch size, with and without `torch.compile` of the UNet.
+at each batch size, under each of the preset tuning options named by `--tunings` (the app's
+`PipelineTuning`, applied by the same `apply_tuning` the engines use: channels_last, torch.compile,
+CUDA graphs, sliced VAE decode, a rank-64 LoRA unfused and fused).
 
 FLOP floor: FLOPs per image = UNet forward with the CFG batch x steps + VAE decode + text encoders,
 counted with torch.utils.flop_counter.FlopCounterMode on the meta device (matmuls, convolutions and
@@ -27,6 +31,7 @@ import torch
 
 from benchmarks._gpu_models import (
     ARCHS,
+    TUNINGS,
     PipelineServer,
     build_pipeline,
     count_flops,
@@ -34,6 +39,7 @@ from benchmarks._gpu_models import (
     resolve_dtype,
     run_pipeline,
     synchronize,
+    tune_pipeline,
 )
 from benchmarks.common import (
     BenchRun,
@@ -74,19 +80,22 @@ def parse_args() -> Any:
     parser.add_argument("--guidance", type=float, default=7.5, help="guidance scale (> 1: CFG)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
     parser.add_argument(
-        "--compile", choices=["off", "on", "both"], default=None, help="default: both on CUDA, else off"
+        "--tunings",
+        nargs="+",
+        choices=sorted(TUNINGS),
+        default=None,
+        help="preset tuning options to compare (default: default and compile on CUDA, default on CPU)",
     )
-    parser.add_argument("--compile-mode", default=None, help="torch.compile mode (default, max-autotune, ...)")
     parser.add_argument("--serve", action=argparse.BooleanOptionalAction, default=True, help="also through Serve")
     parser.add_argument("--peak-tflops", type=float, default=None, help="device peak (default: by device name)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads on CPU")
     args = parser.parse_args()
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.compile is None:
-        args.compile = "both" if args.device.startswith("cuda") else "off"
+    if args.tunings is None:
+        args.tunings = ["default", "compile"] if args.device.startswith("cuda") else ["default"]
     if args.smoke:
-        args.models, args.batches, args.iters, args.compile, args.serve = ["sd15"], [1], 1, "off", False
+        args.models, args.batches, args.iters, args.serve = ["sd15"], [1], 1, False
         if not args.device.startswith("cuda"):
             args.size, args.steps, args.threads = args.size or 64, args.steps or 1, 1
     return args
@@ -138,7 +147,7 @@ async def _serve_rounds(handle: Any, batch: int, iters: int) -> dict[str, Any]:
     }
 
 
-def time_serve(args: Any, arch_name: str, compiled: bool, size: int, steps: int) -> dict[int, dict[str, Any]]:
+def time_serve(args: Any, arch_name: str, tuning: str, size: int, steps: int) -> dict[int, dict[str, Any]]:
     """PipelineServer reconfigured to each batch size; N concurrent handle calls per round."""
     from ray import serve
 
@@ -146,8 +155,7 @@ def time_serve(args: Any, arch_name: str, compiled: bool, size: int, steps: int)
         "size": size,
         "steps": steps,
         "guidance": args.guidance,
-        "compile": compiled,
-        "compile_mode": args.compile_mode,
+        "tuning": tuning,
         "threads": args.threads,
     }
     resources = {"num_gpus": 1} if args.device.startswith("cuda") else {"num_cpus": 1}
@@ -166,7 +174,7 @@ def time_serve(args: Any, arch_name: str, compiled: bool, size: int, steps: int)
             results[batch] = asyncio.run(_serve_rounds(handle, batch, args.iters))
         except Exception as exc:  # e.g. out of memory at a large batch: record it, go on
             results[batch] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
-        print(f"  serve {arch_name} compile={compiled} batch {batch}: {results[batch]}", flush=True)
+        print(f"  serve {arch_name} {tuning} batch {batch}: {results[batch]}", flush=True)
     serve.delete("gpu_throughput")
     return results
 
@@ -187,29 +195,28 @@ def bench_model(args: Any, arch_name: str, peak: float | None) -> dict[str, Any]
         "runs": [],
     }
     print(f"{arch_name}: {size}x{size}, {steps} steps, {out['dtype']}, {per_image / 1e12:.2f} TFLOP/image", flush=True)
-    modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
-    started = time.perf_counter()
-    pipe = build_pipeline(arch, args.device, dtype)
-    out["build_s"] = time.perf_counter() - started
-    eager_unet = pipe.unet
-    for compiled in modes:
-        pipe.unet = torch.compile(eager_unet, mode=args.compile_mode) if compiled else eager_unet
+    out["build_s"] = {}
+    for tuning in args.tunings:  # a fresh pipeline each: channels_last, compile and LoRA change it
+        started = time.perf_counter()
+        pipe = build_pipeline(arch, args.device, dtype)
+        tune_pipeline(pipe, tuning, args.device)
+        out["build_s"][tuning] = time.perf_counter() - started
         for batch in args.batches:
             try:
                 result = time_plain(pipe, args, batch, size, steps)
             except torch.cuda.OutOfMemoryError as exc:
                 result = {"error": f"OutOfMemoryError: {str(exc)[:200]}"}
                 torch.cuda.empty_cache()
-            print(f"  plain {arch_name} compile={compiled} batch {batch}: {result}", flush=True)
-            out["runs"].append({"path": "plain", "compile": compiled, "batch": batch, **result})
-    del pipe, eager_unet
-    gc.collect()
-    if args.device.startswith("cuda"):
-        torch.cuda.empty_cache()
+            print(f"  plain {arch_name} {tuning} batch {batch}: {result}", flush=True)
+            out["runs"].append({"path": "plain", "tuning": tuning, "batch": batch, **result})
+        del pipe
+        gc.collect()
+        if args.device.startswith("cuda"):
+            torch.cuda.empty_cache()
     if args.serve:
-        for compiled in modes:
-            for batch, result in time_serve(args, arch_name, compiled, size, steps).items():
-                out["runs"].append({"path": "serve", "compile": compiled, "batch": batch, **result})
+        for tuning in args.tunings:
+            for batch, result in time_serve(args, arch_name, tuning, size, steps).items():
+                out["runs"].append({"path": "serve", "tuning": tuning, "batch": batch, **result})
     for entry in out["runs"]:
         ips = entry.get("images_per_s")
         entry["ms_per_image"] = 1e3 / ips if ips else None
@@ -225,7 +232,7 @@ def report(run: BenchRun, args: Any, models: dict[str, Any], peak: float | None,
         rows = [
             [
                 r["path"],
-                "yes" if r["compile"] else "no",
+                r["tuning"],
                 r["batch"],
                 r.get("images_per_s"),
                 r.get("ms_per_image"),
@@ -241,7 +248,7 @@ def report(run: BenchRun, args: Any, models: dict[str, Any], peak: float | None,
             f"{name}-shaped ({m['size']}x{m['size']}, {m['steps']} steps, CFG {args.guidance:g}, {m['dtype']}, "
             f"{args.device}): {m['flops_per_image'] / 1e12:.2f} TFLOP/image, floor "
             + (f"{floor * 1e3:.1f} ms/image at {peak:g} TFLOP/s" if floor else "n/a (no peak)"),
-            ["path", "compile", "batch", "images/s", "ms/image", "TFLOP/s", "% of floor", "warm-up s", "error"],
+            ["path", "tuning", "batch", "images/s", "ms/image", "TFLOP/s", "% of floor", "warm-up s", "error"],
             rows,
             run,
         )
@@ -261,7 +268,7 @@ def main() -> None:
     run.results |= {"device_name": name, "peak_tflops": peak, "peak_source": peak_why}
     run.notes.append(
         "Random weights with the released architectures (same FLOPs); images are noise. "
-        f"What ran: models {args.models}, batches {args.batches}, compile {args.compile}, serve {args.serve}, "
+        f"What ran: models {args.models}, batches {args.batches}, tunings {args.tunings}, serve {args.serve}, "
         f"size {args.size or 'per model'}, steps {args.steps or 'per model'}."
     )
     if not args.serve:

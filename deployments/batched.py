@@ -23,7 +23,7 @@ from typing import Any
 from ray import serve
 
 from serve_app.batching import parse_batch_knobs
-from serve_app.errors import AppError, GenerationFailed
+from serve_app.errors import AppError, ContentFiltered, GenerationFailed
 from serve_app.metrics import ModelMetrics
 from serve_app.protocol import GenerationOutput, GenerationProgress, GenerationSpec
 
@@ -158,7 +158,7 @@ class BatchedPipeline:
                     logger.info("generation ended for %d request(s): %s", len(group), error.message)
                 outputs = [copy.copy(error) for _ in group]  # one instance per caller
             for index, output in zip(indices, outputs, strict=True):
-                results[index] = output
+                results[index] = _screened(output)
         return [result if result is not None else GenerationFailed() for result in results]
 
     async def _run_group(self, group: list[PendingImage]) -> list[GenerationOutput]:
@@ -169,6 +169,14 @@ class BatchedPipeline:
         """Serve calls this periodically; a replica without a loaded model is unhealthy."""
         if getattr(self, "engine", None) is None:
             raise RuntimeError(f"{type(self).__name__}: model not loaded")
+
+
+def _screened(output: GenerationOutput | AppError) -> GenerationOutput | AppError:
+    """A flagged image (black, from the safety checker) is never delivered as done: its caller
+    gets CONTENT_FILTERED; the other images of the batch are unaffected."""
+    if isinstance(output, GenerationOutput) and output.safety == "flagged":
+        return ContentFiltered()
+    return output
 
 
 def _unwrap(outcome: GenerationOutput | BaseException) -> GenerationOutput:

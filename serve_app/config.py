@@ -44,8 +44,70 @@ class ModelSpec(BaseModel):
     revision: str | None = None
 
 
+class PipelineTuning(BaseModel):
+    """How a diffusers pipeline is loaded and run: memory and speed options of a preset's model.
+
+    Each is off (or automatic) by default, so the tiny preset and a laptop run the plain
+    pipeline; `benchmarks.gpu_throughput` reports what each one does on a GPU."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    variant: str | None = Field(
+        default=None,
+        description="Weight files variant to download, e.g. fp16 (half the bytes of the fp32 files; "
+        "the model repo must have them).",
+    )
+    vae: str | None = Field(
+        default=None,
+        description="Another AutoencoderKL to decode with (hub id or folder), e.g. "
+        "madebyollin/sdxl-vae-fp16-fix: SDXL's own VAE overflows to NaN (black images) in float16.",
+    )
+    vae_slicing: bool = Field(default=False, description="Decode a batch one image at a time (peak memory / batch).")
+    vae_tiling: bool = Field(default=False, description="Decode large images in overlapping tiles (bounded memory).")
+    safety_checker: bool = Field(
+        default=True,
+        description="Run the safety checker the weights ship with (SD 1.5); its verdict is a result field and a "
+        "flagged image fails with CONTENT_FILTERED. false: not loaded (saves ~1.2 GB), results say not_run.",
+    )
+    channels_last: bool | None = Field(
+        default=None, description="UNet in channels_last memory format; null: on CUDA only."
+    )
+    compile: Literal["off", "default", "max-autotune-no-cudagraphs"] = Field(
+        default="off",
+        description="torch.compile the UNet (a warm-up per batch shape on the first calls).",
+    )
+    compile_backend: str = Field(default="inductor", description="torch.compile backend.")
+    cuda_graphs: bool = Field(
+        default=False,
+        description="Replay the compiled UNet as CUDA graphs (torch.compile mode reduce-overhead / max-autotune); "
+        "needs compile and a CUDA device.",
+    )
+    fuse_lora: bool = Field(
+        default=False,
+        description="Merge the active LoRA into the base weights (no extra matmuls per step); a switch to "
+        "another adapter unmerges first. For presets where one adapter dominates the traffic.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> PipelineTuning:
+        if self.cuda_graphs and self.compile == "off":
+            raise ValueError("cuda_graphs needs compile (default or max-autotune-no-cudagraphs)")
+        if self.cuda_graphs and self.compile_backend != "inductor":
+            raise ValueError("cuda_graphs needs the inductor compile backend")
+        return self
+
+    def compile_mode(self) -> str | None:
+        """torch.compile's mode, None when the UNet is not compiled."""
+        if self.compile == "off":
+            return None
+        if self.cuda_graphs:
+            return "max-autotune" if self.compile == "max-autotune-no-cudagraphs" else "reduce-overhead"
+        return self.compile
+
+
 class GeneratorModel(ModelSpec):
     family: Literal["sd", "sdxl"] = Field(default="sd", description="Pipeline family.")
+    tuning: PipelineTuning = Field(default_factory=PipelineTuning)
 
 
 class ClassifierModel(ModelSpec):

@@ -177,6 +177,16 @@ class GenerationFailed(AppError):
     default_message = "Image generation failed."
 
 
+class ContentFiltered(AppError):
+    """The model's safety checker flagged the image it made (the pipeline blacked it out)."""
+
+    status_code = 422
+    default_code = "CONTENT_FILTERED"
+    default_message = (
+        "The safety checker flagged the generated image, so none is returned; change the prompt or the seed."
+    )
+
+
 class TaskCancelled(AppError):
     status_code = 409
     default_code = "CANCELLED"

@@ -220,6 +220,9 @@ class Flow:
             "images": [image.model_dump() for image in made],
             "output_format": request.output_format,
             "model_id": outputs[0].model_id,
+            # passed: the weights' safety checker saw every image; not_run: there is none (a flagged
+            # image never gets here: its task fails CONTENT_FILTERED)
+            "safety_checker": "passed" if all(o.safety == "passed" for o in outputs) else "not_run",
         }
 
 

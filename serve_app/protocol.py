@@ -403,6 +403,11 @@ class GenerationOutput(BaseModel):
     lora_scale: float | None = None
     batch_size: int = Field(default=1, description="How many images shared the pipeline call.")
     seconds: float = 0.0
+    safety: Literal["passed", "flagged", "not_run"] = Field(
+        default="not_run",
+        description="The pipeline's safety checker verdict; not_run when the weights have none or the preset "
+        "turned it off. A flagged image is black: the deployment answers CONTENT_FILTERED instead.",
+    )
 
 
 class GeneratedImage(BaseModel):

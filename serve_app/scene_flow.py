@@ -136,4 +136,5 @@ def backend_fields(image: BackendImage) -> dict[str, Any]:
         "cost_usd": image.cost_usd,
         "provider_request_id": image.provider_request_id,
         "backend_ignored": image.ignored or None,
+        "safety_checker": image.safety_checker,
     }

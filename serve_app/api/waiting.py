@@ -8,7 +8,7 @@ route waits on it for a bounded time.
   Idempotency-Key waits on it again. Without a key the 504 says `x-should-retry: false`, since a
   client's automatic retry would start a second task.
 - A task that failed answers its error code and message (CANCELLED 409, STAGE_UNAVAILABLE 503,
-  others 500), with `X-Task-Id`.
+  CONTENT_FILTERED 422, others 500), with `X-Task-Id`.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class _WaitTimeout(AppError):
         )
 
 
-_FAILED_STATUS = {"CANCELLED": 409, "STAGE_UNAVAILABLE": 503}
+_FAILED_STATUS = {"CANCELLED": 409, "STAGE_UNAVAILABLE": 503, "CONTENT_FILTERED": 422}
 
 
 async def respond_or_wait(

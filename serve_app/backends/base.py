@@ -56,6 +56,11 @@ class BackendImage(BaseModel):
     provider_request_id: str | None = Field(default=None, description="The provider's id for the job, if any.")
     attempts: int = Field(default=1, description="HTTP attempts made (retries of 429/503 included).")
     ignored: list[str] = Field(default_factory=list, description="Request fields this backend cannot honour.")
+    safety_checker: Literal["passed", "not_run"] = Field(
+        default="not_run",
+        description="passed: the local model's safety checker saw the image (a flagged one fails CONTENT_FILTERED); "
+        "not_run: the model has none, or a cloud provider moderated it on its side.",
+    )
 
 
 class BackendStatus(BaseModel):

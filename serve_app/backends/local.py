@@ -47,4 +47,5 @@ class LocalBackend(ImageBackend):
             seed=output.seed,
             seconds=round(seconds, 4),
             cost_usd=round(gpu_seconds * self.cfg.price_usd_per_gpu_second, 6),
+            safety_checker="passed" if output.safety == "passed" else "not_run",
         )

@@ -34,6 +34,7 @@ from serve_app.models.sd_engine import (
     pipeline_source,
 )
 from serve_app.models.tiny import ensure_tiny_ip2p
+from serve_app.models.tuning import apply_tuning, load_kwargs, verdicts
 from serve_app.protocol import GenerationOutput, GenerationSpec
 
 logger = logging.getLogger(__name__)
@@ -56,8 +57,10 @@ class EditEngine:
         self._lock = threading.Lock()
         started = time.perf_counter()
         source, kwargs = pipeline_source(model, ensure_tiny_ip2p, self.cache_dir)
-        kwargs[_dtype_kwarg()] = self.dtype
+        dtype_kwargs = {_dtype_kwarg(): self.dtype}
+        kwargs.update(dtype_kwargs)
         try:
+            kwargs.update(load_kwargs(model.tuning, dtype_kwargs))
             self.pipe = _pipeline_class(model.family).from_pretrained(source, **kwargs)
         except (OSError, ValueError, TypeError) as exc:
             raise ConfigurationError(f"Could not load editor model {model.model_id!r}: {exc}") from exc
@@ -67,8 +70,9 @@ class EditEngine:
                 "an InstructPix2Pix UNet takes 8 (noisy latents + the image's latents)."
             )
         self.pipe.to(self.device)
-        if self.device.type == "cuda":
-            self.pipe.unet.to(memory_format=torch.channels_last)
+        if model.tuning.fuse_lora:
+            raise ConfigurationError("The editor has no LoRA adapters: tuning.fuse_lora is for the generator.")
+        apply_tuning(self.pipe, model.tuning, self.device)
         self.pipe.set_progress_bar_config(disable=True)
         logger.info(
             "loaded editor %s on %s/%s in %.1fs", model.model_id, self.device, self.dtype, time.perf_counter() - started
@@ -107,7 +111,7 @@ class EditEngine:
         }
         with self._lock:
             started = time.perf_counter()
-            images = self.pipe(**call).images
+            result = self.pipe(**call)
             seconds = time.perf_counter() - started
         if steps.interrupted:
             raise TaskCancelled()
@@ -118,8 +122,9 @@ class EditEngine:
                 model_id=self.model.model_id,
                 batch_size=len(specs),
                 seconds=seconds,
+                safety=verdict,
             )
-            for spec, image in zip(specs, images, strict=True)
+            for spec, image, verdict in zip(specs, result.images, verdicts(self.pipe, result, len(specs)), strict=True)
         ]
 
     def info(self) -> dict[str, Any]:

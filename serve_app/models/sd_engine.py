@@ -27,6 +27,7 @@ from serve_app.errors import ConfigurationError, GenerationFailed, InvalidInput,
 from serve_app.images import decode_image
 from serve_app.models.device import log_gpu_share, resolve_device, resolve_dtype
 from serve_app.models.tiny import LORA_WEIGHT_NAME, ensure_tiny_lora, ensure_tiny_sd, parse_tiny_lora_path
+from serve_app.models.tuning import apply_tuning, has_safety_checker, load_kwargs, verdicts
 from serve_app.protocol import GenerationOutput, GenerationSpec
 
 logger = logging.getLogger(__name__)
@@ -176,16 +177,19 @@ class SDEngine:
         # 1. Base pipeline: `tiny` is built offline; anything else is a hub id or a local folder.
         started = time.perf_counter()
         source, kwargs = pipeline_source(model, ensure_tiny_sd, self.cache_dir)
-        kwargs[_dtype_kwarg()] = self.dtype
+        dtype_kwargs = {_dtype_kwarg(): self.dtype}
+        kwargs.update(dtype_kwargs)
         try:
             txt2img_class, img2img_class = _pipeline_classes(model, source, kwargs)
+            kwargs.update(load_kwargs(model.tuning, dtype_kwargs))
             self.txt2img = txt2img_class.from_pretrained(source, **kwargs)
         except (OSError, ValueError) as exc:
             raise ConfigurationError(f"Could not load generator model {model.model_id!r}: {exc}") from exc
         self.txt2img.to(self.device)
-        # 2. CUDA tuning: SDPA is diffusers' default processor; channels_last helps the UNet convs.
-        if self.device.type == "cuda":
-            self.txt2img.unet.to(memory_format=torch.channels_last)
+        # 2. The preset's tuning (channels_last on CUDA by default, VAE decode, torch.compile);
+        # SDPA is diffusers' default attention processor.
+        apply_tuning(self.txt2img, model.tuning, self.device)
+        self._fused: str | None = None  # the adapter merged into the base weights (tuning.fuse_lora)
         self.txt2img.set_progress_bar_config(disable=True)
         # 3. img2img shares every component with txt2img (no second copy of the weights).
         self.img2img = img2img_class.from_pipe(self.txt2img)
@@ -232,6 +236,7 @@ class SDEngine:
         with self._lock:
             if spec.name in self._adapters:
                 return
+            self._unfuse()  # a merged adapter's delta must come out before the adapter set changes
             started = time.perf_counter()
             try:
                 source, weight_name = self._lora_source(spec)
@@ -254,15 +259,25 @@ class SDEngine:
         with self._lock:
             if self._adapters.pop(name, None) is None:
                 return
+            self._unfuse()
             self.txt2img.delete_adapters(name)
             self._state = None
             logger.info("unloaded LoRA %s", name)
 
+    def _unfuse(self) -> None:
+        """Take a merged adapter back out of the base weights (before any adapter change)."""
+        if self._fused is not None:
+            self.txt2img.unfuse_lora()
+            self._fused = None
+
     def _activate(self, name: str | None, scale: float) -> None:
-        """Point the shared UNet/text encoder at one adapter and scale, or at none."""
+        """Point the shared UNet/text encoder at one adapter and scale, or at none. With
+        `tuning.fuse_lora` the adapter is merged into the base weights at its scale (unmerged
+        before the next change), so a run of calls with one adapter pays no LoRA matmuls."""
         wanted = (name, scale if name else 0.0)
         if wanted == self._state:
             return
+        self._unfuse()
         if name is None:
             if self._adapters:
                 self.txt2img.disable_lora()
@@ -271,6 +286,9 @@ class SDEngine:
                 raise ValueError(f"LoRA adapter {name!r} is not loaded; call load_adapter first.")
             self.txt2img.enable_lora()
             self.txt2img.set_adapters([name], [scale])
+            if self.model.tuning.fuse_lora:
+                self.txt2img.fuse_lora(adapter_names=[name])  # at the scale set_adapters gave it
+                self._fused = name
         self._state = wanted
 
     def set_tiling(self, on: bool) -> None:
@@ -342,12 +360,12 @@ class SDEngine:
             started = time.perf_counter()
             self._activate(first.lora_name, first.lora_scale)
             self.set_tiling(first.tileable)
-            images = pipe(**call).images
+            result = pipe(**call)
             seconds = time.perf_counter() - started
         if steps.interrupted:
             raise TaskCancelled()
 
-        # 5. PNG bytes out.
+        # 5. PNG bytes out, each with the safety checker's verdict.
         return [
             GenerationOutput(
                 image_png=encode_png(image),
@@ -357,8 +375,9 @@ class SDEngine:
                 lora_scale=spec.lora_scale if spec.lora_name else None,
                 batch_size=len(specs),
                 seconds=seconds,
+                safety=verdict,
             )
-            for spec, image in zip(specs, images, strict=True)
+            for spec, image, verdict in zip(specs, result.images, verdicts(pipe, result, len(specs)), strict=True)
         ]
 
     def info(self) -> dict[str, Any]:
@@ -369,4 +388,6 @@ class SDEngine:
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "adapters": self.adapters,
+            "safety_checker": has_safety_checker(self.txt2img),
+            "tuning": self.model.tuning.model_dump(exclude_defaults=True),
         }

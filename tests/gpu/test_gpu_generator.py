@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from serve_app.config import GeneratorModel, LoraSpec
+from serve_app.config import GeneratorModel, LoraSpec, PipelineTuning
 from serve_app.models.sd_engine import SDEngine
 from serve_app.protocol import GenerationSpec
 
@@ -55,3 +55,20 @@ def test_cuda_engine_uses_half_precision_and_channels_last(tmp_path: Path) -> No
 
 def _pixels(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32)
+
+
+def test_compiled_unet_with_cuda_graphs_and_fused_lora_keep_the_images(tmp_path: Path) -> None:
+    """The GPU-only tuning: torch.compile (inductor) with CUDA graphs, and a fused adapter, give the
+    eager images (up to fp16 rounding); a second batch shape records its own graph."""
+    eager = SDEngine(GeneratorModel(model_id="tiny"), tmp_path)
+    tuning = PipelineTuning(compile="default", cuda_graphs=True, fuse_lora=True)
+    tuned = SDEngine(GeneratorModel(model_id="tiny", tuning=tuning), tmp_path)
+    assert isinstance(tuned.txt2img.unet, torch._dynamo.eval_frame.OptimizedModule)
+    for engine in (eager, tuned):
+        engine.load_adapter(LoraSpec(name="a", path="tiny:1"))
+    for specs in ([_spec(3, "a")], [_spec(3, "a"), _spec(4, "a")], [_spec(5)]):
+        want = eager.generate(specs)
+        got = tuned.generate(specs)
+        for w, g in zip(want, got, strict=True):
+            diff = np.abs(_pixels(w.image_png) - _pixels(g.image_png)).mean()
+            assert diff < 2.0, diff

@@ -56,6 +56,7 @@ def test_desk_photo_upload_through_the_whole_graph(serve_app: ServeApp, client: 
     assert result["prompt"].startswith("cozywood style")
     assert "blurry" in result["negative_prompt"]
     assert result["model_id"] == "tiny"
+    assert result["safety_checker"] == "not_run"  # the tiny weights ship no safety checker
     assert set(result["timings"]) >= {"caption_and_classify", "generate", "store", "search"}
 
     # The photo the user sent is kept, and the generated image decodes to the requested size.

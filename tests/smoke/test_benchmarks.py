@@ -120,7 +120,7 @@ def _check_task_store(results: dict[str, Any]) -> None:
 def _check_gpu_throughput(results: dict[str, Any]) -> None:
     model = results["models"]["sd15"]
     assert model["flops_per_image"] > 0 and model["flops"]["unet_forward_cfg"] > 0
-    assert model["runs"] and model["runs"][0]["images_per_s"] > 0
+    assert model["runs"] and model["runs"][0]["images_per_s"] > 0 and model["runs"][0]["tuning"] == "default"
 
 
 def _check_backends(results: dict[str, Any]) -> None:
