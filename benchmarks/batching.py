@@ -31,6 +31,7 @@ from benchmarks.common import (
     new_run,
     print_table,
     quiet_libraries,
+    run_with_handle,
     start_serve,
     write_results,
 )
@@ -148,7 +149,7 @@ def through_serve(args: Any) -> tuple[dict[int, dict[str, Any]], float]:
             handle = serve.run(app, name="batching", route_prefix=None)  # user_config only: reconfigured in place
             if n == args.sizes[0]:
                 startup_s = time.perf_counter() - started
-            results[n] = asyncio.run(_serve_rounds(handle, args, n, seed=10_000 * n))
+            results[n] = run_with_handle(handle, lambda h, n=n: _serve_rounds(h, args, n, seed=10_000 * n))
             print(f"serve  batch {n:>2}: {results[n]['images_per_s']:.2f} images/s")
     return results, startup_s
 

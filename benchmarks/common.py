@@ -217,6 +217,8 @@ class BenchRun(BaseModel):
 def new_run(name: str, args: argparse.Namespace, device: str = "cpu") -> BenchRun:
     """A BenchRun for `name` with the parsed options as its settings."""
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    # Serve's request-path switches (scripts/serve_env.sh) change what is measured: keep them.
+    settings["ray_serve_env"] = {k: v for k, v in sorted(os.environ.items()) if k.startswith("RAY_SERVE_")}
     return BenchRun(
         benchmark=name,
         started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -418,6 +420,23 @@ def start_serve(port: int | None, **http: Any) -> None:
         http_options={"host": "127.0.0.1", "port": port or free_port(), **http},
         logging_config={"log_level": "WARNING", "enable_access_log": False},
     )
+
+
+def run_with_handle(handle: Any, work: Callable[[Any], Awaitable[Any]]) -> Any:
+    """`asyncio.run(work(h))`, with `h` a new handle to `handle`'s deployment made on that loop and
+    shut down before it closes. Under RAY_SERVE_THROUGHPUT_OPTIMIZED (scripts/serve_env.sh) a
+    handle's router runs on the loop that first used it, so the cached handle serve.run returns
+    cannot serve a second asyncio.run."""
+    from ray.serve.handle import DeploymentHandle
+
+    async def main() -> Any:
+        fresh = DeploymentHandle(handle.deployment_name, app_name=handle.app_name)
+        try:
+            return await work(fresh)
+        finally:
+            await fresh.shutdown_async()
+
+    return asyncio.run(main())
 
 
 # --- load generation -------------------------------------------------------------------------------

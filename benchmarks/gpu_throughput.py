@@ -50,6 +50,7 @@ from benchmarks.common import (
     new_run,
     print_table,
     quiet_libraries,
+    run_with_handle,
     start_serve,
     write_results,
 )
@@ -171,7 +172,7 @@ def time_serve(args: Any, arch_name: str, tuning: str, size: int, steps: int) ->
         ).bind(arch_name, args.device, args.dtype, run)
         try:
             handle = serve.run(app, name="gpu_throughput", route_prefix=None)
-            results[batch] = asyncio.run(_serve_rounds(handle, batch, args.iters))
+            results[batch] = run_with_handle(handle, lambda h, b=batch: _serve_rounds(h, b, args.iters))
         except Exception as exc:  # e.g. out of memory at a large batch: record it, go on
             results[batch] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
         print(f"  serve {arch_name} {tuning} batch {batch}: {results[batch]}", flush=True)

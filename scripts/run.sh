@@ -6,5 +6,7 @@ bash scripts/setup.sh
 # shellcheck disable=SC1091
 . .venv/bin/activate
 export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"   # Ray 2.60 turns token auth on by default
+# shellcheck disable=SC1091
+. scripts/serve_env.sh  # HAProxy ingress and Serve's throughput-optimized request path
 python -m serve_app.models.prebuild --config "${SERVE_CONFIG:-serve_config.yaml}"
 exec serve run "${SERVE_CONFIG:-serve_config.yaml}"

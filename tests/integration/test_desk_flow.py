@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import numpy as np
@@ -192,11 +194,10 @@ def test_interleaved_loras_get_their_own_adapter(client: httpx.Client) -> None:
 
 def test_multiplexed_batches_are_split_by_adapter(serve_app: ServeApp) -> None:
     """Ray issue 56633: a batch must never mix multiplexed model ids (fixed in the installed Ray)."""
-    from ray import serve
+    from ray.serve.handle import DeploymentHandle
 
     from serve_app.protocol import GenerationSpec
 
-    handle = serve.get_deployment_handle("Generator", app_name="main")
     order = ["cozy-wood", "neon-minimal", "", "cozy-wood", "neon-minimal", "", "cozy-wood", "neon-minimal"]
 
     def spec(lora: str) -> GenerationSpec:
@@ -211,8 +212,19 @@ def test_multiplexed_batches_are_split_by_adapter(serve_app: ServeApp) -> None:
             lora_scale=1.0,
         )
 
-    responses = [handle.options(multiplexed_model_id=lora).generate.remote(spec(lora)) for lora in order]
-    outputs = [response.result(timeout_s=120) for response in responses]
+    async def send_all() -> list[Any]:
+        # From an event loop: with RAY_SERVE_THROUGHPUT_OPTIMIZED (scripts/serve_env.sh) a handle's
+        # router runs on the caller's loop, so a plain synchronous driver cannot use one. Not the
+        # cached handle of serve.get_deployment_handle: serve.shutdown() would stop it on this loop
+        # after asyncio.run closed it.
+        handle = DeploymentHandle("Generator", app_name="main")
+        try:
+            responses = [handle.options(multiplexed_model_id=lora).generate.remote(spec(lora)) for lora in order]
+            return list(await asyncio.wait_for(asyncio.gather(*responses), timeout=120))
+        finally:
+            await handle.shutdown_async()
+
+    outputs = asyncio.run(send_all())
     assert [output.lora_name or "" for output in outputs] == order
     by_adapter: dict[str, set[bytes]] = {}
     for lora, output in zip(order, outputs, strict=True):

