@@ -36,6 +36,7 @@ EXPECTED: dict[str, set[str]] = {
     "peers": {"rates", "peer_startup_s", "app_startup_s"},
     "backends": {"providers"},
     "texture_cache": {"sizes"},
+    "scale_up": {"runs", "autoscaling_config", "startup_s"},
 }
 
 
@@ -79,6 +80,13 @@ def _check_serve_overhead(results: dict[str, Any]) -> None:
         assert results["latency"][route]["bare"]["n"] > 0
         assert results["latency"][route]["serve-tuned"]["n"] > 0
     assert {"per_hop", "per_hop_in_chain"} <= results["added"]["serve-tuned"].keys()
+
+
+def _check_scale_up(results: dict[str, Any]) -> None:
+    (run,) = results["runs"]
+    assert "error" not in run, run
+    assert 0 < run["starting_s"] <= run["running_s"] <= run["taking_traffic_s"]
+    assert results["autoscaling_config"]["max_replicas"] >= 2
 
 
 def _check_batching(results: dict[str, Any]) -> None:
