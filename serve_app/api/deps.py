@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ray.serve.handle import DeploymentHandle
 
@@ -56,6 +56,16 @@ class UploadBudget:
             self.used -= held
 
 
+class DeploymentView(NamedTuple):
+    """A deployment as the Serve controller reports it: its status and its replicas by state."""
+
+    status: str  # HEALTHY, UPDATING, UPSCALING, DOWNSCALING, UNHEALTHY, ...
+    replicas: dict[str, int]
+
+
+ReplicaStates = dict[tuple[str, str], DeploymentView]
+
+
 @dataclass
 class IngressContext:
     args: AppArgs
@@ -67,7 +77,7 @@ class IngressContext:
     runner: DeploymentHandle
     probes: dict[str, DeploymentHandle]
     # () -> (application, deployment) -> replicas per state, from the Serve controller (/healthcheck).
-    replica_states: Callable[[], Awaitable[dict[tuple[str, str], dict[str, int]]]]
+    replica_states: Callable[[], Awaitable[ReplicaStates]]
     metrics: IngressMetrics
     shopping_provider: str
     version: str

@@ -9,16 +9,16 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from serve_app.api.deps import IngressContext, get_ctx
+from serve_app.api.deps import DeploymentView, IngressContext, ReplicaStates, get_ctx
 from serve_app.backends import BackendRegistry, BackendStatus
 from serve_app.protocol import HealthResponse
 
 router = APIRouter(tags=["health"])
 
 PROBE_TIMEOUT_S = 5.0
+SCALED_TO_ZERO = "ready (scaled to zero: the first request starts a replica)"
 
 # (application, deployment) -> replica count per replica state ("RUNNING", "STARTING", ...).
-ReplicaStates = dict[tuple[str, str], dict[str, int]]
 ReadReplicaStates = Callable[[], Awaitable[ReplicaStates]]
 
 
@@ -37,7 +37,10 @@ async def serve_replica_states() -> ReplicaStates:
 
         status = serve.status()
         return {
-            (app_name, name): {str(getattr(state, "value", state)): n for state, n in dep.replica_states.items()}
+            (app_name, name): DeploymentView(
+                status=str(getattr(dep.status, "value", dep.status)),
+                replicas={str(getattr(state, "value", state)): n for state, n in dep.replica_states.items()},
+            )
             for app_name, app_status in status.applications.items()
             for name, dep in app_status.deployments.items()
         }
@@ -46,13 +49,21 @@ async def serve_replica_states() -> ReplicaStates:
 
 
 def readiness(handle: Any, states: ReplicaStates) -> str:
-    """ "ready" when the handle's deployment has a RUNNING replica; else why not."""
-    counts = states.get((handle.app_name, handle.deployment_name))
-    if counts is None:
+    """ "ready" when the handle's deployment has a RUNNING replica (or is autoscaled to zero and
+    healthy: the first request starts one); else why not."""
+    view = states.get((handle.app_name, handle.deployment_name))
+    if view is None:
         return "not ready: not deployed"
-    if counts.get("RUNNING", 0) > 0:
+    if view.replicas.get("RUNNING", 0) > 0:
         return "ready"
-    waiting = ", ".join(f"{count} {state.lower()}" for state, count in sorted(counts.items()) if count) or "none"
+    replicas = {state: n for state, n in view.replicas.items() if n}
+    waiting = ", ".join(f"{count} {state.lower()}" for state, count in sorted(replicas.items())) or "none"
+    # Autoscaled to zero on purpose (min_replicas 0): HEALTHY with no replica, then UPSCALING while the
+    # first request's replica starts. Requests queue for it meanwhile, so the app is not degraded.
+    if not replicas and view.status == "HEALTHY":
+        return SCALED_TO_ZERO
+    if view.status == "UPSCALING" and set(replicas) <= {"STARTING"}:
+        return f"ready (starting from zero: {waiting})"
     return f"not ready: no running replica (replicas: {waiting})"
 
 
@@ -90,7 +101,7 @@ async def healthcheck(ctx: IngressContext = Depends(get_ctx)) -> JSONResponse:
         _probe("storage", storage()),
         _probe("task_store", asyncio.to_thread(ctx.tasks.ping)),
     )
-    healthy = all(state == "ready" for state in [*results.values(), storage_state, store_state])
+    healthy = all(state.startswith("ready") for state in [*results.values(), storage_state, store_state])
     body = HealthResponse(
         status="ok" if healthy else "degraded",
         deployments=results,

@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from serve_app.api.deps import IngressContext, set_context
+from serve_app.api.deps import DeploymentView, IngressContext, ReplicaStates, set_context
 from serve_app.config import AppArgs, Settings, load_preset
 from serve_app.ingress import app
 from serve_app.storage.local import LocalImageStore
@@ -49,10 +49,10 @@ class FakeReplicaStates:
     """What the Serve controller reports: replicas per state of each (app, deployment)."""
 
     def __init__(self) -> None:
-        self.states: dict[tuple[str, str], dict[str, int]] = {("imagegen", "Generator"): {"RUNNING": 1}}
+        self.states: ReplicaStates = {("imagegen", "Generator"): DeploymentView("HEALTHY", {"RUNNING": 1})}
         self.error: Exception | None = None
 
-    async def __call__(self) -> dict[tuple[str, str], dict[str, int]]:
+    async def __call__(self) -> ReplicaStates:
         if self.error is not None:
             raise self.error
         return self.states
@@ -242,15 +242,28 @@ def test_files_route_serves_images_but_not_their_records(client: TestClient, ctx
 def test_healthcheck_reports_a_deployment_without_a_running_replica(client: TestClient, ctx: IngressContext) -> None:
     assert client.get("/healthcheck").status_code == 200
     states: FakeReplicaStates = ctx.replica_states  # type: ignore[assignment]
-    states.states[("imagegen", "Generator")] = {"STARTING": 1, "RUNNING": 0}
+    states.states[("imagegen", "Generator")] = DeploymentView("UPDATING", {"STARTING": 1, "RUNNING": 0})
     response = client.get("/healthcheck")
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "degraded"
     assert body["deployments"]["generator"] == "not ready: no running replica (replicas: 1 starting)"
     # One running replica of several is enough: the deployment serves (a rolling update, a lost node).
-    states.states[("imagegen", "Generator")] = {"RUNNING": 1, "STARTING": 1}
+    states.states[("imagegen", "Generator")] = DeploymentView("UPDATING", {"RUNNING": 1, "STARTING": 1})
     assert client.get("/healthcheck").status_code == 200
+    # Autoscaled to zero on purpose (min_replicas 0, the controller says HEALTHY): ready, and says so.
+    states.states[("imagegen", "Generator")] = DeploymentView("HEALTHY", {})
+    response = client.get("/healthcheck")
+    assert response.status_code == 200
+    assert response.json()["deployments"]["generator"].startswith("ready (scaled to zero")
+    # Its first replica starting from zero (UPSCALING): requests queue for it, the app is not degraded.
+    states.states[("imagegen", "Generator")] = DeploymentView("UPSCALING", {"STARTING": 1})
+    response = client.get("/healthcheck")
+    assert response.status_code == 200
+    assert response.json()["deployments"]["generator"] == "ready (starting from zero: 1 starting)"
+    # No replica and not healthy (every replica died, none replaced yet): not ready.
+    states.states[("imagegen", "Generator")] = DeploymentView("UNHEALTHY", {})
+    assert client.get("/healthcheck").status_code == 503
     del states.states[("imagegen", "Generator")]
     assert client.get("/healthcheck").json()["deployments"]["generator"] == "not ready: not deployed"
 
