@@ -53,8 +53,10 @@ def test_schemathesis_all_checks_find_nothing(serve_app: ServeApp, tmp_path: Pat
         # `DELETE /v1/tasks/{id}` cancels a task; it does not delete it: the cancelled task, its
         # result and its events stay readable (status failed, CANCELLED) until retention removes
         # them, as the README documents, so "deleted resource still available" does not apply.
+        # not_a_server_error: replaced by the same check that accepts the queue's documented 503
+        # QUEUE_FULL with Retry-After (load shedding); any other 5xx still fails.
         "--exclude-checks",
-        "positive_data_acceptance,use_after_free",
+        "positive_data_acceptance,use_after_free,not_a_server_error",
         "--max-examples",
         "80",
         "--seed",
