@@ -348,13 +348,17 @@ def image_form(
     examples: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A multipart form's schema from a model's properties: none null (a form leaves a field out;
-    a field that can only be null is not offered), plus the binary `image` part."""
+    a field that can only be null is not offered; an optional field may also be sent empty, which
+    reads as left out), plus the binary `image` part."""
     props: dict[str, Any] = {}
     for name, prop in properties.items():
         branch = non_null(prop)
         if branch.get("type") == "null":
             continue
-        props[name] = {**{k: v for k, v in branch.items() if k != "title"}, "description": prop.get("description", "")}
+        value = {k: v for k, v in branch.items() if k not in ("title", "description")}
+        if name not in required:  # an empty text field is read as left out (read_image_form): say so
+            value = {"anyOf": [value, {"type": "string", "maxLength": 0}]}
+        props[name] = {**value, "description": prop.get("description", "")}
     props["image"] = {"type": "string", "format": "binary", "description": "The image to edit (PNG, JPEG, WEBP...)."}
     form = {
         "title": title,
