@@ -126,7 +126,15 @@ async def info(ctx: IngressContext = Depends(get_ctx)) -> dict[str, Any]:
         "preset": preset.name,
         "description": preset.description,
         "models": {
-            "generator": {"model_id": preset.generator.model_id, "family": preset.generator.family},
+            "generator": {
+                "model_id": preset.generator.model_id,
+                "family": preset.generator.family,
+                "tuning": preset.generator.tuning.model_dump(exclude_defaults=True),
+            },
+            "editor": {
+                "model_id": preset.editor.model_id,
+                "tuning": preset.editor.tuning.model_dump(exclude_defaults=True),
+            },
             "captioner": {"model_id": preset.captioner.model_id},
             "desk_classifier": {
                 "model_id": preset.classifier.model_id,

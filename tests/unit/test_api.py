@@ -287,6 +287,7 @@ def test_info_lists_loras_and_limits(client: TestClient) -> None:
     body = client.get("/info").json()
     assert [lora["name"] for lora in body["loras"]] == ["cozy-wood", "neon-minimal", "pastel-studio"]
     assert body["limits"]["max_side"] == 512 and body["backends"]["webhooks"] == "disabled"
+    assert body["models"]["generator"]["tuning"] == {} and body["models"]["editor"]["tuning"] == {}  # tiny: none
 
 
 async def test_a_resolver_that_never_answers_stalls_nothing_else(
