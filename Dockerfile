@@ -38,7 +38,7 @@ COPY --chown=ray:users requirements/constraints.txt requirements/constraints.txt
 RUN torch_version="$(grep '^torch==' requirements/constraints.txt | cut -d= -f3)" \
  && pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==${torch_version}"
 
-# 2. The project, pinned by the constraints CI ran. Editable, because serve_app/config.py finds
+# 2. The project, pinned by the constraints CI ran. Editable, because serve_app/paths.py finds
 #    configs/ (presets, item vocabulary, prompts) beside the package, in this folder.
 COPY --chown=ray:users pyproject.toml README.md ./
 COPY --chown=ray:users serve_app serve_app

@@ -298,8 +298,8 @@ LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 def tune_pipeline(pipe: Any, name: str, device: str) -> None:
     """Apply tuning `name` (TUNINGS) to a freshly built pipeline, as SDEngine applies a preset's."""
-    from serve_app.config import PipelineTuning
     from serve_app.models.tuning import apply_tuning
+    from serve_app.presets import PipelineTuning
 
     options, with_lora = TUNINGS[name]
     tuning = PipelineTuning(**options)

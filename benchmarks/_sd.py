@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmarks.common import DEFAULT_CACHE_DIR
-from serve_app.protocol import GenerationSpec
+from serve_app.stages import GenerationSpec
 
 if TYPE_CHECKING:
     from serve_app.models.edit_engine import EditEngine
@@ -27,8 +27,8 @@ def make_engine(cache_dir: Path, threads: int, preset: str = "tiny") -> SDEngine
     """An SDEngine for `preset`'s generator on CPU (or its device), with `threads` torch threads."""
     import torch
 
-    from serve_app.config import load_preset
     from serve_app.models.sd_engine import SDEngine
+    from serve_app.presets import load_preset
 
     torch.set_num_threads(threads)
     spec = load_preset(preset)
@@ -39,8 +39,8 @@ def make_editor(cache_dir: Path, threads: int, preset: str = "tiny") -> EditEngi
     """An EditEngine (InstructPix2Pix) for `preset`'s editor, with `threads` torch threads."""
     import torch
 
-    from serve_app.config import load_preset
     from serve_app.models.edit_engine import EditEngine
+    from serve_app.presets import load_preset
 
     torch.set_num_threads(threads)
     spec = load_preset(preset)

@@ -21,7 +21,7 @@ from typing import Any
 
 from benchmarks.common import base_parser, latency_stats, new_run, print_table, write_results
 from serve_app.errors import AppError
-from serve_app.protocol import GenerationSpec
+from serve_app.stages import GenerationSpec
 from tests.stubs.fake_clock import FakeClock
 
 NAME = "backends"

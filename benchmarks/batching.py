@@ -127,7 +127,7 @@ def through_serve(args: Any) -> tuple[dict[int, dict[str, Any]], float]:
 
     from deployments.editor import Editor
     from deployments.generator import Generator
-    from serve_app.config import load_preset
+    from serve_app.presets import load_preset
 
     deployment = Editor if args.model == "editor" else Generator
 

@@ -45,7 +45,7 @@ from benchmarks.common import (
     stop_process,
     write_results,
 )
-from serve_app.config import load_preset
+from serve_app.presets import load_preset
 
 NAME = "cold_start"
 PRESETS = ("tiny", "sd15", "sdxl")

@@ -30,7 +30,7 @@ from benchmarks.common import (
     quiet_libraries,
     write_results,
 )
-from serve_app.config import LoraSpec, load_preset
+from serve_app.presets import LoraSpec, load_preset
 
 if TYPE_CHECKING:
     from serve_app.models.sd_engine import SDEngine

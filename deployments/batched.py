@@ -25,7 +25,7 @@ from ray import serve
 from serve_app.batching import parse_batch_knobs
 from serve_app.errors import AppError, ContentFiltered, GenerationFailed
 from serve_app.metrics import ModelMetrics
-from serve_app.protocol import GenerationOutput, GenerationProgress, GenerationSpec
+from serve_app.stages import GenerationOutput, GenerationProgress, GenerationSpec
 
 logger = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from PIL import Image
 from ray import serve
 
 from serve_app.batching import parse_batch_knobs
-from serve_app.config import Preset
 from serve_app.errors import ConfigurationError
 from serve_app.images import decode_image
 from serve_app.metrics import ModelMetrics
+from serve_app.presets import Preset
 
 logger = logging.getLogger(__name__)
 

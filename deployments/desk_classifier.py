@@ -16,10 +16,10 @@ from ray import serve
 
 from deployments.captioner import DEFAULT_BATCH_WAIT_TIMEOUT_S, DEFAULT_MAX_BATCH_SIZE
 from serve_app.batching import parse_batch_knobs
-from serve_app.config import Preset
 from serve_app.images import decode_image
 from serve_app.metrics import ModelMetrics
-from serve_app.protocol import Classification
+from serve_app.presets import Preset
+from serve_app.stages import Classification
 
 logger = logging.getLogger(__name__)
 

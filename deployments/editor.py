@@ -15,9 +15,9 @@ from typing import Any
 from ray import serve
 
 from deployments.batched import BatchedPipeline, GroupControl, PendingImage
-from serve_app.config import Preset
 from serve_app.metrics import ModelMetrics
-from serve_app.protocol import GenerationOutput
+from serve_app.presets import Preset
+from serve_app.stages import GenerationOutput
 
 
 @serve.deployment

@@ -34,10 +34,10 @@ from deployments.batched import (
     GroupControl,
     PendingImage,
 )
-from serve_app.config import Preset
 from serve_app.errors import InvalidInput
 from serve_app.metrics import GeneratorMetrics
-from serve_app.protocol import GenerationOutput
+from serve_app.presets import Preset
+from serve_app.stages import GenerationOutput
 
 if TYPE_CHECKING:
     from serve_app.models.sd_engine import SDEngine

@@ -11,10 +11,11 @@ from typing import Any
 
 from ray import serve
 
-from serve_app.config import ShoppingConfig, get_settings
 from serve_app.metrics import ShoppingMetrics
-from serve_app.protocol import DeskItem, ItemSearchResult
+from serve_app.settings import get_settings
+from serve_app.shopping.config import ShoppingConfig
 from serve_app.shopping.service import ShoppingService
+from serve_app.stages import DeskItem, ItemSearchResult
 
 
 @serve.deployment

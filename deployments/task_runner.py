@@ -23,30 +23,32 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from serve_app import article_flow, edit_flow, image_flow, scene_flow, texture_flow
-from serve_app.api.views import task_view
 from serve_app.article_flow import ArticleFlow
 from serve_app.backends import BackendRegistry
 from serve_app.backends.restoration import build_restorer
-from serve_app.config import AppArgs, get_settings, load_preset
+from serve_app.config import AppArgs
 from serve_app.edit_flow import EditFlow
 from serve_app.errors import AppError, TaskCancelled
 from serve_app.flow import DeskFlow, Flow, FlowError, OnStep
 from serve_app.image_flow import ImageFlow
 from serve_app.items import load_item_vocabulary
 from serve_app.metrics import TaskMetrics
-from serve_app.protocol import (
+from serve_app.presets import load_preset
+from serve_app.retention import RetentionSweeper
+from serve_app.scene_flow import SceneFlow
+from serve_app.settings import get_settings
+from serve_app.stages import (
     Classification,
     DeskItem,
     GenerationOutput,
     GenerationProgress,
     GenerationSpec,
     ItemSearchResult,
-    Stage,
 )
-from serve_app.retention import RetentionSweeper
-from serve_app.scene_flow import SceneFlow
 from serve_app.storage import start_store
 from serve_app.tasks import TaskRecord, open_task_store
+from serve_app.tasks.records import Stage
+from serve_app.tasks.views import task_view
 from serve_app.texture_flow import TextureFlow
 from serve_app.webhooks import WebhookSender, make_msg_id
 from serve_app.writing import build_writer

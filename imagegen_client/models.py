@@ -1,9 +1,9 @@
 """What the client returns: typed views of the server's JSON.
 
-They mirror `serve_app.protocol` loosely and on purpose: every model allows fields it does not
-declare (the server adds fields over time; they are kept, readable as attributes and in
-`model_dump()`), and statuses and stages are plain strings, so a newer server never breaks an
-older client.
+They mirror the server's models (`serve_app.tasks.views`, `serve_app.requests`) loosely and on
+purpose: every model allows fields it does not declare (the server adds fields over time; they
+are kept, readable as attributes and in `model_dump()`), and statuses and stages are plain
+strings, so a newer server never breaks an older client.
 """
 
 from __future__ import annotations

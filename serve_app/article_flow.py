@@ -17,11 +17,13 @@ from typing import Any
 from serve_app.backends import BackendImage, BackendRegistry, ChainFailed, ChainResult, variant_chain
 from serve_app.errors import AppError, GenerationFailed, TaskCancelled
 from serve_app.flow import CancelledFn, Flow, FlowOutcome, ProgressFn
-from serve_app.products import ArticlePayload
+from serve_app.products.articles.payload import ArticlePayload
 from serve_app.prompts import build_prompt, load_prompt_templates
-from serve_app.protocol import GeneratedImage, ResolvedGenerate, Stage, StageRetry
+from serve_app.requests import ResolvedGenerate
 from serve_app.scene_flow import backend_fields
+from serve_app.stages import GeneratedImage, StageRetry
 from serve_app.tasks import TaskRecord
+from serve_app.tasks.records import Stage
 
 KIND = "article"
 

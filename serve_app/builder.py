@@ -12,8 +12,9 @@ from deployments.editor import Editor
 from deployments.generator import Generator
 from deployments.shopping_search import ShoppingSearch
 from deployments.task_runner import TaskRunner
-from serve_app.config import AppArgs, load_preset
+from serve_app.config import AppArgs
 from serve_app.ingress import Ingress
+from serve_app.presets import load_preset
 
 
 def build_app(args: dict[str, Any] | AppArgs) -> Application:

@@ -24,10 +24,12 @@ from serve_app.backends import BackendImage, BackendRegistry, ChainFailed, varia
 from serve_app.backends.restoration import FaceRestorer
 from serve_app.errors import AppError, GenerationFailed, TaskCancelled
 from serve_app.flow import CancelledFn, Flow, FlowOutcome, ProgressFn
-from serve_app.products import EditPayload
-from serve_app.protocol import ResolvedGenerate, Stage, StageRetry
+from serve_app.products.edits.payload import EditPayload
+from serve_app.requests import ResolvedGenerate
 from serve_app.scene_flow import backend_fields
+from serve_app.stages import StageRetry
 from serve_app.tasks import TaskRecord
+from serve_app.tasks.records import Stage
 
 KIND = "edit"
 

@@ -20,12 +20,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from serve_app.config import RetryConfig
 from serve_app.errors import AppError, GenerationFailed, ServiceUnavailable, TaskCancelled
 from serve_app.items import ItemVocabulary, extract_items, fallback_items
 from serve_app.outputs import encode_output
 from serve_app.prompts import build_prompt
-from serve_app.protocol import (
+from serve_app.requests import ResolvedGenerate
+from serve_app.retry import RetryConfig, StageUnavailableError, call_with_retries
+from serve_app.stages import (
     Classification,
     DeskItem,
     GeneratedImage,
@@ -33,13 +34,11 @@ from serve_app.protocol import (
     GenerationSpec,
     ItemSearchResult,
     Offer,
-    ResolvedGenerate,
-    Stage,
     StageRetry,
 )
-from serve_app.retry import StageUnavailableError, call_with_retries
 from serve_app.storage.base import ImageStore, make_key, sidecar_key
 from serve_app.tasks import TaskRecord
+from serve_app.tasks.records import Stage
 from serve_app.writing import PromptWriter, TemplateWriter
 from serve_app.writing.glossary import has_hangul
 

@@ -15,9 +15,11 @@ from typing import Any
 from serve_app.errors import AppError, GenerationFailed, TaskCancelled
 from serve_app.flow import CancelledFn, Flow, FlowOutcome, ProgressFn
 from serve_app.prompts import BuiltPrompt, build_prompt, load_prompt_templates
-from serve_app.protocol import GenerationOutput, ResolvedGenerate, Stage, StageRetry
+from serve_app.requests import ResolvedGenerate
 from serve_app.retry import StageUnavailableError
+from serve_app.stages import GenerationOutput, StageRetry
 from serve_app.tasks import TaskRecord
+from serve_app.tasks.records import Stage
 
 logger = logging.getLogger(__name__)
 

@@ -30,9 +30,10 @@ from serve_app.api.deps import IngressContext, current_context, set_context
 from serve_app.api.errors import install_error_handlers
 from serve_app.api.health import serve_replica_states
 from serve_app.api.limits import JsonBodyLimit
-from serve_app.config import AppArgs, Preset, get_settings, load_preset
+from serve_app.config import AppArgs
 from serve_app.metrics import IngressMetrics
-from serve_app.protocol import GenerationLimits
+from serve_app.presets import GenerationLimits, Preset, load_preset
+from serve_app.settings import get_settings
 from serve_app.shopping.base import provider_name
 from serve_app.storage import start_store
 from serve_app.tasks import open_task_store

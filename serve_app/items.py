@@ -28,8 +28,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, Field, PrivateAttr
 
-from serve_app.config import load_yaml_config
-from serve_app.protocol import DeskItem
+from serve_app.paths import load_yaml_config
+from serve_app.stages import DeskItem
 
 DEFAULT_VOCABULARY_FILE = "desk_items.yaml"
 

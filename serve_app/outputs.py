@@ -6,7 +6,7 @@ import io
 
 from PIL import Image
 
-from serve_app.protocol import OutputFormat
+from serve_app.requests import OutputFormat
 
 DEFAULT_QUALITY = 90  # jpeg/webp quality when a request gives no output_compression
 

@@ -1,4 +1,4 @@
-"""Patterns shared by request models (protocol.py, products.py) and the OpenAPI document."""
+"""Patterns shared by request models (serve_app.requests, the products' payloads) and the OpenAPI document."""
 
 from __future__ import annotations
 

@@ -20,8 +20,8 @@ from functools import lru_cache
 
 from pydantic import BaseModel, Field
 
-from serve_app.config import load_yaml_config
-from serve_app.protocol import DeskItem
+from serve_app.paths import load_yaml_config
+from serve_app.stages import DeskItem
 
 DEFAULT_TEMPLATES_FILE = "prompts.yaml"
 TRIMMABLE_PARTS = ("caption", "items", "quality", "style", "subject")

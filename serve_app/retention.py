@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from serve_app.config import RetentionConfig
 from serve_app.errors import AppError
 from serve_app.metrics import TaskMetrics
 from serve_app.storage.base import ImageStore
 from serve_app.tasks import TaskStore
+from serve_app.tasks.config import RetentionConfig
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,21 @@ from collections.abc import Awaitable, Callable
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
-from serve_app.config import RetryConfig
-from serve_app.protocol import StageRetry
+from pydantic import BaseModel, Field
+
+from serve_app.stages import StageRetry
+
+
+class RetryConfig(BaseModel):
+    """Calls to model deployments that fail because a replica or node died are retried like this."""
+
+    max_attempts: int = Field(default=5, ge=1, le=20, description="Tries per stage call, the first included.")
+    base_delay_s: float = Field(default=0.5, gt=0, description="Delay after the first failure; doubles each time.")
+    max_delay_s: float = Field(default=8.0, gt=0, description="Longest delay between tries.")
+    attempt_timeout_s: float = Field(
+        default=600.0, gt=0, description="One try that takes longer (no replica can be placed) counts as failed."
+    )
+
 
 logger = logging.getLogger(__name__)
 

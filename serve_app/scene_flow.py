@@ -17,10 +17,12 @@ from typing import Any
 from serve_app.backends import BackendImage, BackendRegistry, ChainFailed, variant_chain
 from serve_app.errors import GenerationFailed, TaskCancelled
 from serve_app.flow import CancelledFn, Flow, FlowOutcome, ProgressFn
-from serve_app.products import ScenePayload
+from serve_app.products.scenes.payload import ScenePayload
 from serve_app.prompts import build_prompt, load_prompt_templates
-from serve_app.protocol import ResolvedGenerate, Stage, StageRetry
+from serve_app.requests import ResolvedGenerate
+from serve_app.stages import StageRetry
 from serve_app.tasks import TaskRecord
+from serve_app.tasks.records import Stage
 
 KIND = "scene"
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from serve_app.config import CONFIGS_DIR, REPO_ROOT
+from serve_app.paths import CONFIGS_DIR, REPO_ROOT
 
 
 def free_port() -> int:

@@ -17,10 +17,12 @@ from typing import Any, Protocol
 from serve_app.backends import BackendRegistry, ChainResult, variant_chain
 from serve_app.errors import AppError, GenerationFailed, TaskCancelled
 from serve_app.flow import CancelledFn, Flow, FlowOutcome, ProgressFn
-from serve_app.products import TextureItem, TexturePayload
-from serve_app.protocol import ResolvedGenerate, Stage, StageRetry
+from serve_app.products.textures.payload import TextureItem, TexturePayload
+from serve_app.requests import ResolvedGenerate
 from serve_app.scene_flow import backend_fields
+from serve_app.stages import StageRetry
 from serve_app.tasks import TaskRecord
+from serve_app.tasks.records import Stage
 
 KIND = "texture"
 

@@ -20,8 +20,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field
 
-from serve_app.config import CONFIGS_DIR
-from serve_app.products import Texture
+from serve_app.paths import CONFIGS_DIR
+from serve_app.products.textures.payload import Texture
 from serve_app.writing.glossary import has_hangul, load_glossary
 
 

@@ -30,8 +30,19 @@ import httpx
 from pydantic import BaseModel, Field
 
 from serve_app import net
-from serve_app.config import FetchPolicy, WebhookConfig
 from serve_app.errors import ConfigurationError, UnsafeURL
+from serve_app.net import FetchPolicy
+
+
+class WebhookConfig(BaseModel):
+    """Retries of one webhook: with the defaults, 2 s doubling to 5 min over 10 attempts, a receiver
+    may be down for at least 6.75 min (13.5 min nominal) and still get the result."""
+
+    max_attempts: int = Field(default=10, ge=1)
+    base_delay_s: float = Field(default=2.0, gt=0)
+    max_delay_s: float = Field(default=300.0, gt=0)
+    timeout_s: float = Field(default=10.0, gt=0)
+
 
 log = logging.getLogger(__name__)
 

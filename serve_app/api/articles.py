@@ -19,12 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from serve_app.api.auth import Caller, get_caller
 from serve_app.api.deps import IngressContext, get_ctx
 from serve_app.api.generate import TASK_ROUTE_ERRORS, accept_task, check_webhook, given, patch_settings
+from serve_app.api.schemas import TaskAccepted
 from serve_app.api.waiting import PREFER_DOC, preferences, respond_or_wait
 from serve_app.article_flow import KIND
-from serve_app.config import Preset
 from serve_app.errors import InvalidInput
-from serve_app.products import ArticlePayload, Placeholder
-from serve_app.protocol import GenerateRequest, GenerationLimits, LoraSelection, OptInt, TaskAccepted
+from serve_app.presets import GenerationLimits, Preset
+from serve_app.products.articles.payload import ArticlePayload, Placeholder
+from serve_app.requests import GenerateRequest, LoraSelection, OptInt
 
 router = APIRouter(prefix="/v1/articles", tags=["Article images"])
 

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from fastapi import Depends, Request
 
 from serve_app.api.deps import IngressContext, get_ctx
-from serve_app.config import KeyLimits
 from serve_app.errors import Forbidden
-from serve_app.protocol import ResolvedGenerate
+from serve_app.requests import ResolvedGenerate
 from serve_app.storage.base import sanitize_user_id
-from serve_app.tasks.keys import ApiKey
+from serve_app.tasks.keys import ApiKey, KeyLimits
 
 AUTH_SCHEMES = {
     "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer igs_<key_id>_<secret>"},

@@ -14,8 +14,8 @@ from __future__ import annotations
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from serve_app.api.config import CorsConfig
 from serve_app.api.deps import current_context
-from serve_app.config import CorsConfig
 
 
 class ConfiguredCors:

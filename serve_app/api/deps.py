@@ -11,10 +11,11 @@ from typing import Any, NamedTuple
 
 from ray.serve.handle import DeploymentHandle
 
-from serve_app.config import AppArgs, Preset, Settings
+from serve_app.config import AppArgs
 from serve_app.errors import QueueFull
 from serve_app.metrics import IngressMetrics
-from serve_app.protocol import GenerationLimits
+from serve_app.presets import GenerationLimits, Preset
+from serve_app.settings import Settings
 from serve_app.storage.base import ImageStore
 from serve_app.tasks import TaskStore
 

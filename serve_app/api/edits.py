@@ -25,20 +25,14 @@ from serve_app.api.errors import validation_error
 from serve_app.api.generate import TASK_ROUTE_ERRORS, accept_task, check_webhook, given, non_null, patch_settings
 from serve_app.api.openai_images import auto_size, image_form, read_image_form
 from serve_app.api.waiting import PREFER_DOC, respond_or_wait
-from serve_app.config import chain_entry
+from serve_app.backends.config import chain_entry
 from serve_app.edit_flow import KIND
 from serve_app.errors import InvalidInput
 from serve_app.images import decode_image
-from serve_app.products import EditPayload
-from serve_app.protocol import (
-    NON_BLANK_PATTERN,
-    GenerateRequest,
-    GenerationLimits,
-    OptFloat,
-    OptInt,
-    OutputFormat,
-    ResolvedGenerate,
-)
+from serve_app.patterns import NON_BLANK_PATTERN
+from serve_app.presets import GenerationLimits
+from serve_app.products.edits.payload import EditPayload
+from serve_app.requests import GenerateRequest, OptFloat, OptInt, OutputFormat, ResolvedGenerate
 
 router = APIRouter(prefix="/v1", tags=["Instruction edits"])
 

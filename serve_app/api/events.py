@@ -23,10 +23,11 @@ from pydantic import BaseModel, Field
 
 from serve_app.api.auth import Caller, get_caller
 from serve_app.api.deps import IngressContext, get_ctx
-from serve_app.api.views import task_view
-from serve_app.protocol import ErrorResponse, Stage, TaskStatus
+from serve_app.api.schemas import ErrorResponse
 from serve_app.tasks import TaskRecord
+from serve_app.tasks.records import Stage, TaskStatus
 from serve_app.tasks.store import QueueStats
+from serve_app.tasks.views import task_view
 
 router = APIRouter(prefix="/v1", tags=["desk makeover"])
 

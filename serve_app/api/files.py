@@ -9,9 +9,9 @@ from fastapi.responses import FileResponse
 
 from serve_app.api.auth import Caller, get_caller
 from serve_app.api.deps import IngressContext, get_ctx
+from serve_app.api.schemas import ErrorResponse
 from serve_app.errors import NotFound
 from serve_app.images import MEDIA_TYPES
-from serve_app.protocol import ErrorResponse
 from serve_app.shopping.catalog import CATALOG_IMAGES_DIR
 from serve_app.storage.local import LocalImageStore
 

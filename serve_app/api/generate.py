@@ -17,23 +17,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from serve_app.api.auth import Caller, get_caller
 from serve_app.api.deps import IngressContext, get_ctx
 from serve_app.api.errors import validation_error
-from serve_app.api.views import request_fingerprint, task_view
-from serve_app.config import Preset
+from serve_app.api.schemas import ErrorResponse, TaskAccepted
+from serve_app.api.views import request_fingerprint
 from serve_app.errors import ImageFetchFailed, InvalidInput, NotFound, PayloadTooLarge
 from serve_app.images import decode_image_and_format, stored_photo
 from serve_app.net import acheck_url, fetch_bytes
-from serve_app.protocol import (
-    NON_BLANK_PATTERN,
-    ErrorResponse,
-    GenerateRequest,
-    GenerationLimits,
-    ResolvedGenerate,
-    TaskAccepted,
-    TaskResult,
-)
+from serve_app.patterns import NON_BLANK_PATTERN
+from serve_app.presets import GenerationLimits, Preset
+from serve_app.requests import GenerateRequest, ResolvedGenerate
 from serve_app.storage.base import make_key
 from serve_app.tasks import TaskRecord
 from serve_app.tasks.store import Admission
+from serve_app.tasks.views import TaskResult, task_view
 
 router = APIRouter(prefix="/v1", tags=["desk makeover"])
 

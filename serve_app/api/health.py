@@ -10,8 +10,8 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from serve_app.api.deps import DeploymentView, IngressContext, ReplicaStates, get_ctx
+from serve_app.api.schemas import HealthResponse
 from serve_app.backends import BackendRegistry, BackendStatus
-from serve_app.protocol import HealthResponse
 
 router = APIRouter(tags=["health"])
 

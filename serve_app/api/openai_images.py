@@ -34,22 +34,14 @@ from serve_app.api.auth import Caller, get_caller
 from serve_app.api.deps import IngressContext, get_ctx
 from serve_app.api.errors import validation_error
 from serve_app.api.generate import accept_task, non_null, read_body, read_form
+from serve_app.api.schemas import TaskAccepted
 from serve_app.api.waiting import PREFER_DOC, respond_or_wait
-from serve_app.config import Preset
 from serve_app.errors import InvalidInput, NotFound, PayloadTooLarge
 from serve_app.image_flow import KIND
 from serve_app.images import decode_image
-from serve_app.protocol import (
-    NON_BLANK_PATTERN,
-    GenerateRequest,
-    GenerationLimits,
-    LoraSelection,
-    OptFloat,
-    OptInt,
-    OutputFormat,
-    ResolvedGenerate,
-    TaskAccepted,
-)
+from serve_app.patterns import NON_BLANK_PATTERN
+from serve_app.presets import GenerationLimits, Preset
+from serve_app.requests import GenerateRequest, LoraSelection, OptFloat, OptInt, OutputFormat, ResolvedGenerate
 
 router = APIRouter(prefix="/v1/images", tags=["OpenAI-compatible images"])
 

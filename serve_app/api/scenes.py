@@ -22,8 +22,9 @@ from serve_app.api.auth import Caller, get_caller
 from serve_app.api.deps import IngressContext, get_ctx
 from serve_app.api.generate import TASK_ROUTE_ERRORS, accept_task, check_webhook, given, patch_settings
 from serve_app.api.waiting import PREFER_DOC, respond_or_wait
-from serve_app.products import Scene, ScenePayload
-from serve_app.protocol import GenerateRequest, GenerationLimits, LoraSelection, OptInt, ResolvedGenerate
+from serve_app.presets import GenerationLimits
+from serve_app.products.scenes.payload import Scene, ScenePayload
+from serve_app.requests import GenerateRequest, LoraSelection, OptInt, ResolvedGenerate
 from serve_app.scene_flow import KIND
 
 router = APIRouter(prefix="/api/v1/images/generations", tags=["Scene images"])

@@ -25,8 +25,9 @@ from serve_app.api.generate import TASK_ROUTE_ERRORS, accept_task, check_webhook
 from serve_app.api.waiting import PREFER_DOC, respond_or_wait
 from serve_app.backends import BackendRegistry
 from serve_app.errors import InvalidInput
-from serve_app.products import Texture, TextureItem, TexturePayload
-from serve_app.protocol import GenerateRequest, GenerationLimits, OptFloat, OptInt, ResolvedGenerate
+from serve_app.presets import GenerationLimits
+from serve_app.products.textures.payload import Texture, TextureItem, TexturePayload
+from serve_app.requests import GenerateRequest, OptFloat, OptInt, ResolvedGenerate
 from serve_app.texture_flow import KIND, cached_entry
 from serve_app.textures import content_hash, derived_seed, texture_prompt
 

@@ -20,9 +20,10 @@ from fastapi.responses import JSONResponse
 
 from serve_app.api.auth import Caller
 from serve_app.api.deps import IngressContext
+from serve_app.api.schemas import TaskAccepted
 from serve_app.errors import AppError
-from serve_app.protocol import TaskAccepted, TaskStatus
 from serve_app.tasks import TaskRecord
+from serve_app.tasks.records import TaskStatus
 
 PREFER_DOC = (
     "RFC 7240: `respond-async` answers 202 with the task at once; `wait=N` waits at most N seconds "

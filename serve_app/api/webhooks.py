@@ -16,8 +16,8 @@ from pydantic import BaseModel, Field
 
 from serve_app.api.auth import Caller, get_caller
 from serve_app.api.deps import IngressContext, get_ctx
+from serve_app.api.schemas import ErrorResponse
 from serve_app.errors import InvalidInput
-from serve_app.protocol import ErrorResponse
 from serve_app.webhooks import make_msg_id
 
 router = APIRouter(prefix="/v1", tags=["webhooks"])

@@ -12,8 +12,8 @@ import importlib
 
 from serve_app.backends.base import BackendImage, BackendStatus, ImageBackend
 from serve_app.backends.chain import BackendAttempt, BackendChain, ChainFailed, ChainResult
+from serve_app.backends.config import CLOUD_BACKENDS, BackendsConfig, chain_entry
 from serve_app.backends.local import GenerateFn, LocalBackend
-from serve_app.config import CLOUD_BACKENDS, BackendsConfig, chain_entry
 
 __all__ = [
     "BackendAttempt",

@@ -24,7 +24,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from serve_app.errors import ConfigurationError
-from serve_app.protocol import GenerationSpec
+from serve_app.stages import GenerationSpec
 
 OnStep = Callable[[int, int], Awaitable[None]]
 

@@ -14,8 +14,8 @@ from pydantic import BaseModel, Field
 
 from serve_app.backends.base import BackendImage, ImageBackend, OnStep
 from serve_app.errors import AppError, TaskCancelled, UpstreamError
-from serve_app.protocol import GenerationSpec
 from serve_app.retry import StageUnavailableError
+from serve_app.stages import GenerationSpec
 
 logger = logging.getLogger(__name__)
 

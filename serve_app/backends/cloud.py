@@ -22,10 +22,10 @@ from serve_app.backends.base import (
     ignored_fields,
     to_png,
 )
+from serve_app.backends.config import CloudBackendConfig
 from serve_app.backends.http import Clock, ProviderHTTP, Sleep
-from serve_app.config import CloudBackendConfig
 from serve_app.errors import AppError
-from serve_app.protocol import GenerationSpec
+from serve_app.stages import GenerationSpec
 
 
 @dataclass

@@ -24,7 +24,7 @@ from serve_app.backends.cloud import CloudBackend, Made
 from serve_app.backends.http import bad_response, error_message
 from serve_app.backends.kling import nearest_aspect_ratio
 from serve_app.errors import AppError, UpstreamError
-from serve_app.protocol import GenerationSpec
+from serve_app.stages import GenerationSpec
 
 ASPECT_RATIOS = {
     "1:1": 1.0,

@@ -19,7 +19,7 @@ import httpx
 from serve_app.backends.cloud import CloudBackend, Made
 from serve_app.backends.http import Retryable
 from serve_app.errors import UpstreamError
-from serve_app.protocol import GenerationSpec
+from serve_app.stages import GenerationSpec
 
 
 def estimated_time(response: Any) -> float | None:

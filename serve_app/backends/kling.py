@@ -26,7 +26,7 @@ from serve_app.backends.base import BackendAuthFailed
 from serve_app.backends.cloud import CloudBackend, Made
 from serve_app.backends.http import bad_response
 from serve_app.errors import UpstreamError
-from serve_app.protocol import GenerationSpec
+from serve_app.stages import GenerationSpec
 
 ASPECT_RATIOS = {"16:9": 16 / 9, "9:16": 9 / 16, "1:1": 1.0, "4:3": 4 / 3, "3:4": 3 / 4, "3:2": 3 / 2, "2:3": 2 / 3}
 CREATE_PATH = "/v1/images/generations"

@@ -11,8 +11,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 from serve_app.backends.base import BackendImage, BackendStatus, ImageBackend, OnStep
-from serve_app.config import LocalBackendConfig
-from serve_app.protocol import GenerationOutput, GenerationSpec
+from serve_app.backends.config import LocalBackendConfig
+from serve_app.stages import GenerationOutput, GenerationSpec
 
 GenerateFn = Callable[[GenerationSpec, OnStep], Awaitable[GenerationOutput]]
 

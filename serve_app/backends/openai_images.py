@@ -21,7 +21,7 @@ from serve_app.backends.base import EditNotSupported
 from serve_app.backends.cloud import CloudBackend, Made
 from serve_app.backends.http import bad_response
 from serve_app.backends.kling import nearest_aspect_ratio
-from serve_app.protocol import GenerationSpec
+from serve_app.stages import GenerationSpec
 
 SIZES: dict[str, list[str]] = {
     "dall-e-3": ["1024x1024", "1792x1024", "1024x1792"],

@@ -26,7 +26,7 @@ from serve_app.backends.http import bad_response
 from serve_app.backends.kling import nearest_aspect_ratio
 from serve_app.backends.stability import ASPECT_RATIOS
 from serve_app.errors import UpstreamError
-from serve_app.protocol import GenerationSpec
+from serve_app.stages import GenerationSpec
 
 DONE = ("succeeded", "failed", "canceled")
 EDIT_HONOURED = (

@@ -16,8 +16,8 @@ import time
 from abc import ABC, abstractmethod
 
 from serve_app.backends.base import BackendImage, to_png
+from serve_app.backends.config import BackendsConfig, FaceRestorationConfig
 from serve_app.backends.replicate import ReplicateBackend
-from serve_app.config import BackendsConfig, FaceRestorationConfig
 
 
 class FaceRestorer(ABC):

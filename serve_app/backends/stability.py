@@ -25,7 +25,7 @@ from serve_app.backends.cloud import CloudBackend, Made
 from serve_app.backends.http import error_message
 from serve_app.backends.kling import nearest_aspect_ratio
 from serve_app.errors import AppError, UpstreamError
-from serve_app.protocol import GenerationSpec
+from serve_app.stages import GenerationSpec
 
 DEFAULT_EDIT_STRENGTH = 0.6  # image-to-image: 0 keeps the image, 1 ignores it
 

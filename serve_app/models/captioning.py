@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from serve_app.config import ModelSpec
 from serve_app.models.device import log_gpu_share, resolve_device, resolve_dtype
 from serve_app.models.tiny_vision import ensure_tiny_blip, model_source
+from serve_app.presets import ModelSpec
 
 logger = logging.getLogger(__name__)
 

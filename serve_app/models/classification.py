@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from serve_app.config import ClassifierModel
 from serve_app.errors import ConfigurationError
 from serve_app.models.device import log_gpu_share, resolve_device, resolve_dtype
 from serve_app.models.tiny_vision import ensure_tiny_clip, model_source
-from serve_app.protocol import Classification
+from serve_app.presets import ClassifierModel
+from serve_app.stages import Classification
 
 logger = logging.getLogger(__name__)
 

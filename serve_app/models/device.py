@@ -7,11 +7,13 @@ these helpers turn that into concrete torch values.
 from __future__ import annotations
 
 import logging
+import math
+import os
 
 import torch
 
-from serve_app.config import torch_threads
 from serve_app.errors import ConfigurationError
+from serve_app.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -110,3 +112,31 @@ def log_gpu_share(what: str, device: torch.device) -> None:
     total = torch.cuda.get_device_properties(index).total_memory
     fits, line = gpu_share_report(what, torch.cuda.memory_allocated(index), share, total)
     (logger.info if fits else logger.error)(line)
+
+
+def torch_threads() -> int:
+    """Threads a model replica should give torch: IMAGEGEN_TORCH_THREADS, else the CPUs Ray reserved
+    for the replica (num_cpus in serve_config.yaml, rounded up), else all cores.
+
+    Giving every replica all cores oversubscribes a small box: with two model replicas on 2 cores,
+    each running 2 OpenMP threads, a tiny denoising step took 4.9 s instead of 0.07 s (see
+    benchmarks/load_sweep). The reservation is what the operator budgeted for the replica.
+    """
+    configured = get_settings().imagegen_torch_threads
+    if configured:
+        return configured
+    reserved = _reserved_cpus()
+    if reserved:
+        return max(1, math.ceil(reserved))
+    return max(1, os.cpu_count() or 1)
+
+
+def _reserved_cpus() -> float | None:
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return None
+        return float(ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)) or None
+    except Exception:  # outside a Ray worker, or an older runtime context API
+        return None

@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 
-from serve_app.config import GeneratorModel
 from serve_app.errors import ConfigurationError, InvalidInput, TaskCancelled
 from serve_app.models.device import log_gpu_share, resolve_device, resolve_dtype
 from serve_app.models.sd_engine import (
@@ -35,7 +34,8 @@ from serve_app.models.sd_engine import (
 )
 from serve_app.models.tiny import ensure_tiny_ip2p
 from serve_app.models.tuning import apply_tuning, load_kwargs, verdicts
-from serve_app.protocol import GenerationOutput, GenerationSpec
+from serve_app.presets import GeneratorModel
+from serve_app.stages import GenerationOutput, GenerationSpec
 
 logger = logging.getLogger(__name__)
 

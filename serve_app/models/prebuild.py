@@ -21,7 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from serve_app.config import AppArgs, Preset, load_preset
+from serve_app.config import AppArgs
+from serve_app.presets import Preset, load_preset
 
 
 def prebuild(preset: Preset, cache_dir: Path) -> list[Path]:

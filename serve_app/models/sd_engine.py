@@ -22,13 +22,13 @@ from typing import Any
 import torch
 from PIL import Image
 
-from serve_app.config import GeneratorModel, LoraSpec
 from serve_app.errors import ConfigurationError, GenerationFailed, InvalidInput, TaskCancelled
 from serve_app.images import decode_image
 from serve_app.models.device import log_gpu_share, resolve_device, resolve_dtype
 from serve_app.models.tiny import LORA_WEIGHT_NAME, ensure_tiny_lora, ensure_tiny_sd, parse_tiny_lora_path
-from serve_app.models.tuning import apply_tuning, has_safety_checker, load_kwargs, verdicts
-from serve_app.protocol import GenerationOutput, GenerationSpec
+from serve_app.models.tuning import apply_tuning, has_safety_checker, load_kwargs, local_or_hub, verdicts
+from serve_app.presets import GeneratorModel, LoraSpec
+from serve_app.stages import GenerationOutput, GenerationSpec
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +57,6 @@ def _dtype_kwarg() -> str:
     except ImportError:
         return "torch_dtype"
     return "dtype"
-
-
-def _model_source(model_id: str) -> str:
-    """A local folder (with `~` expanded) when one exists, else the hub id as given."""
-    path = Path(model_id).expanduser()
-    return str(path) if path.is_dir() else model_id
 
 
 # The pipeline classes a model folder's model_index.json may name, per preset family.
@@ -147,7 +141,7 @@ def pipeline_source(
     model: GeneratorModel, tiny_builder: Callable[[Path], Path], cache_dir: Path
 ) -> tuple[str, dict[str, Any]]:
     """(folder or hub id, from_pretrained kwargs) for a preset model: `tiny` built offline by `tiny_builder`."""
-    source = str(tiny_builder(cache_dir)) if model.model_id == "tiny" else _model_source(model.model_id)
+    source = str(tiny_builder(cache_dir)) if model.model_id == "tiny" else local_or_hub(model.model_id)
     kwargs: dict[str, Any] = {}
     if model.revision:
         kwargs["revision"] = model.revision

@@ -216,7 +216,7 @@ def prebuild(cache_dir: Path, lora_seeds: Sequence[int]) -> list[Path]:
 
 
 def _preset_lora_seeds(preset_name: str) -> list[int]:
-    from serve_app.config import load_preset
+    from serve_app.presets import load_preset
 
     seeds = []
     for lora in load_preset(preset_name).loras:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from serve_app.models.cache import build_atomically
 
 if TYPE_CHECKING:
-    from serve_app.config import ModelSpec
+    from serve_app.presets import ModelSpec
 
 logger = logging.getLogger(__name__)
 

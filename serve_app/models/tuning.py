@@ -9,16 +9,23 @@ effect on a GPU.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from serve_app.config import PipelineTuning
 from serve_app.errors import ConfigurationError
+from serve_app.presets import PipelineTuning
 
 logger = logging.getLogger(__name__)
 
 Verdict = Literal["passed", "flagged", "not_run"]
+
+
+def local_or_hub(model_id: str) -> str:
+    """A local folder (with `~` expanded) when one exists, else the hub id as given."""
+    path = Path(model_id).expanduser()
+    return str(path) if path.is_dir() else model_id
 
 
 def load_kwargs(tuning: PipelineTuning, dtype_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -30,10 +37,8 @@ def load_kwargs(tuning: PipelineTuning, dtype_kwargs: dict[str, Any]) -> dict[st
     if tuning.vae:
         from diffusers import AutoencoderKL
 
-        from serve_app.models.sd_engine import _model_source
-
         try:
-            kwargs["vae"] = AutoencoderKL.from_pretrained(_model_source(tuning.vae), **dtype_kwargs)
+            kwargs["vae"] = AutoencoderKL.from_pretrained(local_or_hub(tuning.vae), **dtype_kwargs)
         except (OSError, ValueError) as exc:
             raise ConfigurationError(f"Could not load the VAE {tuning.vae!r}: {exc}") from exc
     if not tuning.safety_checker:

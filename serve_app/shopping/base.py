@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
-from serve_app.config import Settings, ShoppingConfig
-from serve_app.protocol import DeskItem, Offer
+from serve_app.settings import Settings
+from serve_app.shopping.config import ShoppingConfig
+from serve_app.stages import DeskItem, Offer
 
 Clock = Callable[[], float]
 """Monotonic seconds; injectable so tests can run time forward without waiting."""

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from serve_app.config import PACKAGE_DATA_DIR
 from serve_app.errors import ConfigurationError
-from serve_app.protocol import DeskItem, Offer
+from serve_app.paths import PACKAGE_DATA_DIR
 from serve_app.shopping.base import DEFAULT_MALL, format_price
+from serve_app.stages import DeskItem, Offer
 
 CATALOG_DIR = PACKAGE_DATA_DIR / "catalog"
 CATALOG_JSON = CATALOG_DIR / "catalog.json"

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-from serve_app.config import Settings, ShoppingConfig
 from serve_app.errors import ConfigurationError
+from serve_app.settings import Settings
 from serve_app.shopping.base import Clock, ShoppingProvider, Sleep, has_naver_credentials, provider_name
 from serve_app.shopping.catalog import CatalogProvider
+from serve_app.shopping.config import ShoppingConfig
 from serve_app.shopping.naver import NaverShoppingProvider
 
 

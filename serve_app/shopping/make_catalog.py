@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from PIL import Image, ImageDraw
 
-from serve_app.config import PACKAGE_DATA_DIR, load_yaml_config
+from serve_app.paths import PACKAGE_DATA_DIR, load_yaml_config
 
 CATALOG_DIR = PACKAGE_DATA_DIR / "catalog"
 IMAGE_SIZE = 96

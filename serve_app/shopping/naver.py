@@ -20,12 +20,12 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from serve_app.config import ShoppingConfig
 from serve_app.errors import AppError, ConfigurationError, UpstreamError
-from serve_app.protocol import DeskItem, Offer
 from serve_app.retry import parse_retry_after
 from serve_app.shopping.base import DEFAULT_MALL, SORT_ASC, Clock, Sleep, format_price, parse_price
+from serve_app.shopping.config import ShoppingConfig
 from serve_app.shopping.ratelimit import AsyncTokenBucket
+from serve_app.stages import DeskItem, Offer
 
 log = logging.getLogger(__name__)
 

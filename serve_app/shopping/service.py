@@ -14,13 +14,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from serve_app.config import Settings, ShoppingConfig
 from serve_app.errors import AppError
-from serve_app.protocol import DeskItem, ItemSearchResult, Offer
+from serve_app.settings import Settings
 from serve_app.shopping.base import SORT_ASC, Clock, ShoppingProvider, Sleep
 from serve_app.shopping.cache import CacheKey, TTLCache
 from serve_app.shopping.catalog import CatalogProvider
+from serve_app.shopping.config import ShoppingConfig
 from serve_app.shopping.factory import make_provider
+from serve_app.stages import DeskItem, ItemSearchResult, Offer
 
 log = logging.getLogger(__name__)
 

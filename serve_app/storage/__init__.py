@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from serve_app.config import CloudinaryStorageConfig, LocalStorageConfig, S3StorageConfig, Settings, StorageConfig
 from serve_app.errors import AppError, ConfigurationError
+from serve_app.settings import Settings
 from serve_app.storage.base import ImageStore, make_key, sanitize_user_id, sidecar_key, validate_key
+from serve_app.storage.config import CloudinaryStorageConfig, LocalStorageConfig, S3StorageConfig, StorageConfig
 from serve_app.storage.local import LocalImageStore
 from serve_app.storage.s3 import S3ImageStore, parse_s3_url
 

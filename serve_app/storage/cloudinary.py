@@ -26,9 +26,9 @@ from typing import Any
 
 import httpx
 
-from serve_app.config import CloudinaryStorageConfig
 from serve_app.errors import ConfigurationError, NotFound, StorageError
 from serve_app.storage.base import ImageStore, is_own_key
+from serve_app.storage.config import CloudinaryStorageConfig
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
-from serve_app.config import LocalStorageConfig
 from serve_app.errors import ConfigurationError, InvalidInput, NotFound, StorageError
 from serve_app.storage.base import ImageStore, is_own_key, validate_key
+from serve_app.storage.config import LocalStorageConfig
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,10 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from serve_app.config import S3StorageConfig, Settings
 from serve_app.errors import ConfigurationError, InvalidInput, NotFound, PayloadTooLarge, StorageError
+from serve_app.settings import Settings
 from serve_app.storage.base import ImageStore, is_own_key, validate_key
+from serve_app.storage.config import S3StorageConfig
 
 log = logging.getLogger(__name__)
 

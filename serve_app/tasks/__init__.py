@@ -6,8 +6,9 @@ the same SQL through `serve_app.tasks.db.Database`; `open_task_store` picks one 
 
 from __future__ import annotations
 
-from serve_app.config import Settings, TasksConfig
 from serve_app.errors import ConfigurationError
+from serve_app.settings import Settings
+from serve_app.tasks.config import TasksConfig
 from serve_app.tasks.db import Database, PostgresDatabase, SqliteDatabase
 from serve_app.tasks.outbox import WebhookOutbox
 from serve_app.tasks.queue import TaskQueue

@@ -17,10 +17,36 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, Field
 
-from serve_app.config import KeyLimits
 from serve_app.errors import InvalidInput, NotFound, Unauthorized
 from serve_app.storage.base import sanitize_user_id
 from serve_app.tasks.db import Database, Row
+
+
+class KeyLimits(BaseModel):
+    """What one API key may do; a key's own limits override `auth.default_limits` field by field."""
+
+    max_pixel_steps_per_image: int | None = Field(
+        default=None, ge=1, description="height x width x steps of one image; above it: 403 KEY_LIMIT_EXCEEDED."
+    )
+    requests_per_minute: int | None = Field(
+        default=None, ge=1, description="Generation requests accepted per rolling minute; above: 429 RATE_LIMITED."
+    )
+    max_in_flight: int | None = Field(
+        default=None, ge=1, description="Tasks queued or running at once; above: 429 TOO_MANY_TASKS."
+    )
+    max_cost_in_flight: int | None = Field(
+        default=None, ge=1, description="Sum of the costs of its queued and running tasks; above: 429."
+    )
+
+    def over(self, defaults: KeyLimits) -> KeyLimits:
+        """These limits, with the fields they leave unset taken from `defaults`."""
+        return KeyLimits.model_validate(
+            {
+                name: getattr(self, name) if getattr(self, name) is not None else getattr(defaults, name)
+                for name in KeyLimits.model_fields
+            }
+        )
+
 
 KEY_PREFIX = "igs_"
 _TOKEN_RE = re.compile(r"^igs_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")

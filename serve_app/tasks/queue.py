@@ -16,9 +16,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from serve_app.errors import WorkerLost
-from serve_app.protocol import Progress, Stage
 from serve_app.tasks.db import Database, Tx
-from serve_app.tasks.records import TaskRecord, dumps
+from serve_app.tasks.records import Progress, Stage, TaskRecord, dumps
 
 _QUEUED_PROGRESS = Progress(stage=Stage.queued).model_dump_json()
 

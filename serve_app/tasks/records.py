@@ -8,12 +8,36 @@ Lifecycle:  queued --claim--> processing --complete--> done
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from serve_app.protocol import Progress, TaskStatus
 from serve_app.tasks.db import Database, Row
+
+
+class TaskStatus(StrEnum):
+    queued = "queued"
+    processing = "processing"
+    done = "done"
+    failed = "failed"
+
+
+class Stage(StrEnum):
+    queued = "queued"
+    writing = "writing"  # the prompt writer (scenes, articles)
+    captioning = "captioning"
+    generating = "generating"
+    restoring = "restoring"  # face restoration after an instruction edit
+    searching = "searching"
+    storing = "storing"
+
+
+class Progress(BaseModel):
+    stage: Stage = Field(description="What the task is doing now.")
+    step: int | None = Field(default=None, description="Diffusion step done (while generating).")
+    total_steps: int | None = Field(default=None, description="Diffusion steps in all.")
+
 
 TABLES = [
     """CREATE TABLE IF NOT EXISTS tasks (

@@ -14,14 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from serve_app.config import KeyLimits
 from serve_app.errors import Conflict, NotFound, QueueFull, TaskCancelled, TooManyRequests
-from serve_app.protocol import Progress, Stage
 from serve_app.tasks.db import Database, Row, Tx
-from serve_app.tasks.keys import ApiKeyStore
+from serve_app.tasks.keys import ApiKeyStore, KeyLimits
 from serve_app.tasks.outbox import WebhookOutbox
 from serve_app.tasks.queue import TaskQueue
-from serve_app.tasks.records import ACTIVE, FINISHED, TaskRecord, create_schema, dumps, parse_keys
+from serve_app.tasks.records import ACTIVE, FINISHED, Progress, Stage, TaskRecord, create_schema, dumps, parse_keys
 
 
 def _same_request(row: Row, request_hash: str | None) -> TaskRecord:

@@ -3,8 +3,8 @@ deterministic templates otherwise. `build_writer` picks one from config."""
 
 from __future__ import annotations
 
-from serve_app.config import PromptWriterConfig
 from serve_app.writing.base import PromptWriter, Written
+from serve_app.writing.config import PromptWriterConfig
 from serve_app.writing.template import TemplateWriter
 
 __all__ = ["PromptWriter", "TemplateWriter", "Written", "build_writer"]

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 
 from pydantic import BaseModel, Field
 
-from serve_app.products import Scene
+from serve_app.products.scenes.payload import Scene
 
 
 class Written(BaseModel):

@@ -14,10 +14,10 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from serve_app.backends.config import CloudBackendConfig
 from serve_app.backends.http import ProviderHTTP, bad_response
-from serve_app.config import CloudBackendConfig
 from serve_app.errors import AppError, ConfigurationError, UpstreamError
-from serve_app.products import Scene
+from serve_app.products.scenes.payload import Scene
 from serve_app.writing.base import PromptWriter, Written
 from serve_app.writing.glossary import has_hangul, unwrap_alt
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, Field
 
-from serve_app.config import CONFIGS_DIR
+from serve_app.paths import CONFIGS_DIR
 
 HANGUL = re.compile(r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7a3]")
 _TOKEN = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]+|[A-Za-z0-9][A-Za-z0-9'\-]*|[^\s]")

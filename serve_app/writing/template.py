@@ -3,7 +3,7 @@ Korean translated word by word through the glossary (serve_app.writing.glossary)
 
 from __future__ import annotations
 
-from serve_app.products import Scene
+from serve_app.products.scenes.payload import Scene
 from serve_app.writing.base import PromptWriter, Written
 from serve_app.writing.glossary import Glossary, has_hangul, load_glossary, unwrap_alt
 

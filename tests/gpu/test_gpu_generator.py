@@ -15,9 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
-from serve_app.config import GeneratorModel, LoraSpec, PipelineTuning
 from serve_app.models.sd_engine import SDEngine
-from serve_app.protocol import GenerationSpec
+from serve_app.presets import GeneratorModel, LoraSpec, PipelineTuning
+from serve_app.stages import GenerationSpec
 
 pytestmark = [
     pytest.mark.gpu,

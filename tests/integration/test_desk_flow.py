@@ -196,7 +196,7 @@ def test_multiplexed_batches_are_split_by_adapter(serve_app: ServeApp) -> None:
     """Ray issue 56633: a batch must never mix multiplexed model ids (fixed in the installed Ray)."""
     from ray.serve.handle import DeploymentHandle
 
-    from serve_app.protocol import GenerationSpec
+    from serve_app.stages import GenerationSpec
 
     order = ["cozy-wood", "neon-minimal", "", "cozy-wood", "neon-minimal", "", "cozy-wood", "neon-minimal"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import uuid
 
-from serve_app.config import BackendsConfig
+from serve_app.backends.config import BackendsConfig
 from tests.stubs.provider_base import BackendCase, ProviderStub, Reply, StubRequest, make_png
 
 KEY = "test-gemini-key"

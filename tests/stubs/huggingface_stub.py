@@ -9,7 +9,7 @@ Hugging Face's `{"error": "..."}` bodies: 401 invalid credentials, 403 insuffici
 
 from __future__ import annotations
 
-from serve_app.config import BackendsConfig
+from serve_app.backends.config import BackendsConfig
 from tests.stubs.provider_base import BackendCase, ProviderStub, Reply, StubRequest, make_jpeg
 
 TOKEN = "hf_test_token"

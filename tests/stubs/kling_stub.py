@@ -19,7 +19,7 @@ import json
 import time
 import uuid
 
-from serve_app.config import BackendsConfig
+from serve_app.backends.config import BackendsConfig
 from tests.stubs.provider_base import BackendCase, ProviderStub, Reply, StubRequest, make_png
 
 ACCESS_KEY, SECRET_KEY = "test-access-key", "test-secret"

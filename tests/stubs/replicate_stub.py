@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from serve_app.config import BackendsConfig
+from serve_app.backends.config import BackendsConfig
 from tests.stubs.provider_base import BackendCase, ProviderStub, Reply, StubRequest, make_png
 
 TOKEN = "r8_test_token"

@@ -14,7 +14,7 @@ import uuid
 from email.parser import BytesParser
 from email.policy import default
 
-from serve_app.config import BackendsConfig
+from serve_app.backends.config import BackendsConfig
 from tests.stubs.provider_base import BackendCase, ProviderStub, Reply, StubRequest, make_png, multipart
 
 KEY = "sk-test-stability"

@@ -17,8 +17,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from serve_app.api.deps import DeploymentView, IngressContext, ReplicaStates, set_context
-from serve_app.config import AppArgs, Settings, load_preset
+from serve_app.config import AppArgs
 from serve_app.ingress import app
+from serve_app.presets import load_preset
+from serve_app.settings import Settings
 from serve_app.storage.local import LocalImageStore
 from serve_app.tasks import SqliteDatabase, TaskStore
 
@@ -299,8 +301,7 @@ async def test_a_resolver_that_never_answers_stalls_nothing_else(
 
     import httpx
 
-    from serve_app import net
-    from serve_app.config import FetchPolicy
+    from serve_app.net import FetchPolicy, guard
 
     release, lock, entered = threading.Event(), threading.Lock(), [0]
 
@@ -310,7 +311,7 @@ async def test_a_resolver_that_never_answers_stalls_nothing_else(
         release.wait(60)  # bounded, so no thread outlives the test run by much
         raise OSError("resolver gave up")
 
-    monkeypatch.setattr(net, "default_resolver", stuck_resolver)
+    monkeypatch.setattr(guard, "default_resolver", stuck_resolver)
     ctx.args = ctx.args.model_copy(update={"fetch": FetchPolicy(dns_timeout_s=1.0, dns_max_concurrency=4)})
     transport = httpx.ASGITransport(app=app)
     try:

@@ -16,8 +16,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from serve_app.api.deps import IngressContext, set_context
-from serve_app.config import AppArgs, KeyLimits
+from serve_app.config import AppArgs
 from serve_app.ingress import app
+from serve_app.tasks.keys import KeyLimits
 from tests.unit.test_api import make_context, png
 
 

@@ -21,7 +21,7 @@ from PIL import Image
 from serve_app.backends.base import BackendAuthFailed, BackendNotConfigured
 from serve_app.backends.cloud import CloudBackend
 from serve_app.errors import UpstreamError
-from serve_app.protocol import GenerationSpec
+from serve_app.stages import GenerationSpec
 from tests.stubs.fake_clock import FakeClock
 from tests.stubs.provider_base import BackendCase
 

@@ -7,7 +7,7 @@ import pytest
 from serve_app.backends.base import BackendAuthFailed
 from serve_app.backends.gemini import GeminiBackend
 from serve_app.errors import UpstreamError
-from serve_app.protocol import GenerationSpec
+from serve_app.stages import GenerationSpec
 from tests.stubs.fake_clock import FakeClock
 from tests.stubs.gemini_stub import CASE, KEY, GeminiStub
 

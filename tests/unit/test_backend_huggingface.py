@@ -6,7 +6,7 @@ import pytest
 
 from serve_app.backends.huggingface import HuggingFaceBackend
 from serve_app.errors import UpstreamError
-from serve_app.protocol import GenerationSpec
+from serve_app.stages import GenerationSpec
 from tests.stubs.fake_clock import FakeClock
 from tests.stubs.huggingface_stub import CASE, TOKEN, HuggingFaceStub
 

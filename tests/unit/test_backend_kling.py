@@ -11,7 +11,7 @@ import pytest
 from serve_app.backends.base import BackendAuthFailed
 from serve_app.backends.kling import KlingBackend, kling_jwt, nearest_aspect_ratio
 from serve_app.errors import UpstreamError
-from serve_app.protocol import GenerationSpec
+from serve_app.stages import GenerationSpec
 from tests.stubs.fake_clock import FakeClock
 from tests.stubs.kling_stub import ACCESS_KEY, CASE, SECRET_KEY, KlingStub, check_jwt
 from tests.stubs.provider_base import Reply

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from serve_app.backends.openai_images import OpenAIImagesBackend, openai_size
-from serve_app.protocol import GenerationSpec
+from serve_app.stages import GenerationSpec
 from tests.stubs.fake_clock import FakeClock
 from tests.stubs.openai_stub import CASE, KEY, OpenAIStub
 

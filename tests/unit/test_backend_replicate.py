@@ -10,7 +10,7 @@ import pytest
 
 from serve_app.backends.replicate import ReplicateBackend
 from serve_app.errors import UpstreamError
-from serve_app.protocol import GenerationSpec
+from serve_app.stages import GenerationSpec
 from tests.stubs.fake_clock import FakeClock
 from tests.stubs.replicate_stub import CASE, TOKEN, ReplicateStub
 

@@ -6,7 +6,7 @@ import pytest
 
 from serve_app.backends.stability import StabilityBackend
 from serve_app.errors import UpstreamError
-from serve_app.protocol import GenerationSpec
+from serve_app.stages import GenerationSpec
 from tests.stubs.fake_clock import FakeClock
 from tests.stubs.stability_stub import CASE, KEY, StabilityStub
 

@@ -34,8 +34,8 @@ from imagegen_client.cli import ProgressDisplay
 from imagegen_client.retry import parse_retry_after
 from serve_app.api import events as events_module
 from serve_app.api.deps import IngressContext, set_context
-from serve_app.config import Settings
 from serve_app.ingress import app
+from serve_app.settings import Settings
 from serve_app.tasks import TaskStore
 from tests.unit.test_api import make_context
 

@@ -9,9 +9,11 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from serve_app.config import AppArgs, LocalStorageConfig, Preset, S3StorageConfig, load_preset
+from serve_app.config import AppArgs
 from serve_app.errors import ConfigurationError
-from serve_app.protocol import GenerateRequest
+from serve_app.presets import Preset, load_preset
+from serve_app.requests import GenerateRequest
+from serve_app.storage.config import LocalStorageConfig, S3StorageConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -95,8 +97,8 @@ def test_a_deployment_the_graph_lacks_is_refused() -> None:
 
 
 def test_cluster_profile_keeps_no_state_on_a_node() -> None:
-    from serve_app.config import Settings
     from serve_app.errors import ConfigurationError
+    from serve_app.settings import Settings
     from serve_app.tasks import open_database
 
     config = yaml.safe_load((REPO / "serve_config.cluster.yaml").read_text())

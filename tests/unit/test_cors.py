@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
+from serve_app.api.config import CorsConfig
 from serve_app.api.deps import IngressContext, set_context
-from serve_app.config import CorsConfig
 from serve_app.ingress import app
 from tests.unit.test_api import make_context
 

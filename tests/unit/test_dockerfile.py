@@ -9,7 +9,7 @@ import sys
 from fnmatch import fnmatch
 from pathlib import Path
 
-from serve_app.config import CONFIGS_DIR, REPO_ROOT
+from serve_app.paths import CONFIGS_DIR, REPO_ROOT
 from tests.unit.test_kuberay import pinned
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,7 +89,7 @@ def test_it_copies_what_the_app_reads_and_the_context_carries_it() -> None:
     sources = copied_sources()
     for source in sources:
         assert (REPO / source).exists(), f"COPY {source}: no such file"
-    # serve_app/config.py reads configs/ beside the package (why the install is editable), and every
+    # serve_app/paths.py reads configs/ beside the package (why the install is editable), and every
     # serve profile is what an operator deploys with.
     needed = {str(CONFIGS_DIR.relative_to(REPO_ROOT)), "serve_app", "deployments", "pyproject.toml"}
     needed |= {path.name for path in REPO.glob("serve_config*.yaml")}
@@ -111,7 +111,7 @@ def test_the_build_context_leaves_local_state_out() -> None:
         "serve_app/__pycache__/x.pyc",
     ):
         assert not in_build_context(path), f"{path} would be sent to the Docker daemon"
-    assert in_build_context("serve_app/config.py") and in_build_context("configs/presets/sd15.yaml")
+    assert in_build_context("serve_app/paths.py") and in_build_context("configs/presets/sd15.yaml")
 
 
 def test_the_image_serves_with_the_request_path_settings_run_sh_uses() -> None:

@@ -23,12 +23,13 @@ from pydantic import ValidationError
 from serve_app.api.deps import IngressContext, set_context
 from serve_app.backends import BackendRegistry
 from serve_app.backends.base import BackendImage, EditNotSupported
+from serve_app.backends.config import BackendsConfig, FaceRestorationConfig
 from serve_app.backends.restoration import FaceRestorer, ReplicateFaceRestorer, build_restorer
-from serve_app.config import BackendsConfig, FaceRestorationConfig, load_preset
 from serve_app.edit_flow import EditFlow
 from serve_app.errors import UpstreamError
 from serve_app.ingress import app
-from serve_app.protocol import GenerationSpec
+from serve_app.presets import load_preset
+from serve_app.stages import GenerationSpec
 from tests.stubs.openai_stub import KEY as OPENAI_KEY
 from tests.stubs.openai_stub import OpenAIStub
 from tests.stubs.provider_base import multipart
@@ -160,7 +161,7 @@ def test_a_failing_editor_falls_back_to_the_cloud_edit_and_says_why(
 def test_an_ab_test_on_edits_sends_its_callers_to_their_arm_and_records_it(
     client: TestClient, ctx: IngressContext, stages: PaintingStages
 ) -> None:
-    from serve_app.products import Variant
+    from serve_app.backends.config import Variant
 
     ctx.args.backends.experiments["edit"] = [Variant(name="cloud-first", percent=100, chain=["openai:gpt-image-1"])]
     body = _edit(client, user_id="u1").json()

@@ -12,22 +12,17 @@ import pytest
 import ray.exceptions
 from PIL import Image
 
-from serve_app.config import LocalStorageConfig, RetryConfig, load_preset
 from serve_app.errors import AppError, GenerationFailed, StorageError, TaskCancelled
 from serve_app.flow import DeskFlow, FlowOutcome, OnStep
 from serve_app.items import load_item_vocabulary
-from serve_app.protocol import (
-    Classification,
-    DeskItem,
-    GenerateRequest,
-    GenerationOutput,
-    GenerationSpec,
-    ItemSearchResult,
-    Offer,
-    Stage,
-)
+from serve_app.presets import load_preset
+from serve_app.requests import GenerateRequest
+from serve_app.retry import RetryConfig
+from serve_app.stages import Classification, DeskItem, GenerationOutput, GenerationSpec, ItemSearchResult, Offer
+from serve_app.storage.config import LocalStorageConfig
 from serve_app.storage.local import LocalImageStore
 from serve_app.tasks import TaskRecord
+from serve_app.tasks.records import Stage
 
 OFFER = Offer(title="마우스 A", price="9900원", mall="네이버", category3="마우스", link="https://example.com/a")
 

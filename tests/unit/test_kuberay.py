@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from serve_app.config import Settings
+from serve_app.settings import Settings
 from tests.unit.test_config import check_serve_config
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serve_app.config import GeneratorModel, LoraSpec
 from serve_app.errors import GenerationFailed
 from serve_app.models.sd_engine import SDEngine
 from serve_app.models.tiny import LORA_WEIGHT_NAME, ensure_tiny_lora
-from serve_app.protocol import GenerationOutput, GenerationSpec
+from serve_app.presets import GeneratorModel, LoraSpec
+from serve_app.stages import GenerationOutput, GenerationSpec
 
 SEEDS = (1, 2, 3)  # the tiny preset's adapters: tiny:1, tiny:2, tiny:3
 

@@ -29,9 +29,10 @@ from serve_app.metrics import (
     TaskMetrics,
     error_code_of,
 )
-from serve_app.protocol import Classification, GenerationOutput, GenerationSpec, Stage
+from serve_app.stages import Classification, GenerationOutput, GenerationSpec
 from serve_app.storage.base import ImageStore
 from serve_app.tasks import SqliteDatabase, TaskStore
+from serve_app.tasks.records import Stage
 
 RESERVED_TAGS = {"deployment", "replica", "application", "route"}  # Serve adds these itself
 PER_REQUEST_TAGS = {"task_id", "user_id", "key_id", "request_id", "prompt", "url"}
@@ -380,9 +381,9 @@ async def test_generator_records_batches_pipeline_calls_lora_cache_and_failures(
 
 
 async def test_shopping_provider_errors_are_counted_by_provider(recorded: Recorded) -> None:
-    from serve_app.config import ShoppingConfig
-    from serve_app.protocol import DeskItem
+    from serve_app.shopping.config import ShoppingConfig
     from serve_app.shopping.service import ShoppingService
+    from serve_app.stages import DeskItem
 
     class Failing:
         def __init__(self, name: str, error: Exception) -> None:
@@ -449,9 +450,9 @@ async def test_storage_errors_reach_the_owners_hook(recorded: Recorded) -> None:
 
 
 async def test_webhook_attempts_carry_a_bounded_error_code() -> None:
-    from serve_app.config import FetchPolicy, WebhookConfig
+    from serve_app.net import FetchPolicy
     from serve_app.testing import free_port
-    from serve_app.webhooks import WebhookSender
+    from serve_app.webhooks import WebhookConfig, WebhookSender
 
     policy = FetchPolicy(allow_hosts=["127.0.0.1"], timeout_s=2.0)
     sender = WebhookSender(WebhookConfig(timeout_s=2.0), "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQ=", policy)

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from serve_app import net
-from serve_app.config import FetchPolicy
 from serve_app.errors import ImageFetchFailed, PayloadTooLarge, UnsafeURL
+from serve_app.net import FetchPolicy
 from tests.support.http_server import StaticServer
 
 PUBLIC_IP = "93.184.216.34"

@@ -24,7 +24,8 @@ from serve_app.api.deps import IngressContext, set_context
 from serve_app.flow import Flow, OnStep
 from serve_app.image_flow import ImageFlow
 from serve_app.ingress import app
-from serve_app.protocol import GenerationOutput, GenerationSpec, Stage
+from serve_app.stages import GenerationOutput, GenerationSpec
+from serve_app.tasks.records import Stage
 from tests.unit.test_api import _multipart, make_context, png
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from serve_app.config import load_preset
 from serve_app.models.prebuild import compile_app, prebuild
+from serve_app.presets import load_preset
 
 
 def test_prebuild_builds_every_tiny_model_of_the_preset(tiny_cache_dir: Path) -> None:

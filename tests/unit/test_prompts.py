@@ -12,7 +12,7 @@ from serve_app.prompts import (
     load_prompt_templates,
     merge_negatives,
 )
-from serve_app.protocol import DeskItem
+from serve_app.stages import DeskItem
 
 SEED_NEGATIVES = [
     "blurry",

@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from serve_app.api.deps import set_context
-from serve_app.config import load_preset
 from serve_app.errors import AppError
 from serve_app.ingress import app
-from serve_app.protocol import HARD_MAX_SIDE, GenerateRequest
+from serve_app.presets import load_preset
+from serve_app.requests import HARD_MAX_SIDE, GenerateRequest
 from tests.unit.test_api import _multipart, make_context
 
 PRESET = load_preset("tiny")

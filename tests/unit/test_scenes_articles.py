@@ -25,12 +25,12 @@ from PIL import Image
 from serve_app.api.deps import IngressContext, set_context
 from serve_app.article_flow import ArticleFlow
 from serve_app.backends import BackendImage, BackendRegistry, BackendStatus, ImageBackend
+from serve_app.backends.config import Variant
 from serve_app.errors import UpstreamError
 from serve_app.image_flow import ImageFlow
 from serve_app.ingress import app
-from serve_app.products import Variant
-from serve_app.protocol import GenerationSpec
 from serve_app.scene_flow import SceneFlow
+from serve_app.stages import GenerationSpec
 from serve_app.texture_flow import TextureFlow
 from serve_app.writing.glossary import has_hangul
 from tests.unit.test_api import make_context
@@ -440,7 +440,7 @@ def test_an_ab_test_splits_callers_stickily_and_records_the_variant(
 
 
 def test_variants_split_by_their_percents() -> None:
-    from serve_app.config import BackendsConfig
+    from serve_app.backends.config import BackendsConfig
 
     cfg = BackendsConfig.model_validate(
         {
@@ -471,7 +471,7 @@ def test_variants_split_by_their_percents() -> None:
 def test_bad_experiments_are_refused_at_load(variants: list[dict[str, Any]], needle: str) -> None:
     from pydantic import ValidationError
 
-    from serve_app.config import BackendsConfig
+    from serve_app.backends.config import BackendsConfig
 
     with pytest.raises(ValidationError, match=needle):
         BackendsConfig.model_validate({"experiments": {"article": variants}})

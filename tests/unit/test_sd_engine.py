@@ -18,12 +18,12 @@ import pytest
 import torch
 from PIL import Image
 
-from serve_app.config import GeneratorModel
 from serve_app.errors import ConfigurationError, GenerationFailed, InvalidImage, InvalidInput, TaskCancelled
 from serve_app.metrics import GeneratorMetrics
 from serve_app.models.device import configure_torch_threads, resolve_device, resolve_dtype
 from serve_app.models.sd_engine import SDEngine, group_specs
-from serve_app.protocol import GenerationOutput, GenerationSpec
+from serve_app.presets import GeneratorModel
+from serve_app.stages import GenerationOutput, GenerationSpec
 
 STEPS = 4
 SIZE = 64
@@ -88,7 +88,7 @@ def test_resolve_device_and_dtype() -> None:
 
 
 def test_configure_torch_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    from serve_app.config import get_settings
+    from serve_app.settings import get_settings
 
     before = torch.get_num_threads()
     monkeypatch.setenv("IMAGEGEN_TORCH_THREADS", "1")

@@ -9,14 +9,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from serve_app.config import Settings, ShoppingConfig, load_yaml_config
 from serve_app.errors import ConfigurationError
-from serve_app.protocol import DeskItem, Offer
+from serve_app.paths import load_yaml_config
+from serve_app.settings import Settings
 from serve_app.shopping import make_catalog
 from serve_app.shopping.base import ShoppingProvider
 from serve_app.shopping.catalog import CATALOG_IMAGES_DIR, CATALOG_JSON, CatalogProvider
+from serve_app.shopping.config import ShoppingConfig
 from serve_app.shopping.factory import make_provider
 from serve_app.shopping.naver import NaverShoppingProvider
+from serve_app.stages import DeskItem, Offer
 
 BASE = "http://host:8000/static"
 VOCABULARY = [

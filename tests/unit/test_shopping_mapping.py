@@ -6,8 +6,8 @@ from email.utils import formatdate
 
 import pytest
 
-from serve_app.config import ShoppingConfig
 from serve_app.shopping.base import format_price, parse_price
+from serve_app.shopping.config import ShoppingConfig
 from serve_app.shopping.naver import (
     NaverShoppingProvider,
     clean_title,

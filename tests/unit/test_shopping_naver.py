@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from serve_app.config import ShoppingConfig
 from serve_app.errors import ConfigurationError, UpstreamError
-from serve_app.protocol import DeskItem
+from serve_app.shopping.config import ShoppingConfig
 from serve_app.shopping.naver import NaverShoppingProvider
+from serve_app.stages import DeskItem
 from tests.stubs.fake_clock import FakeClock
 from tests.stubs.naver_stub import NaverStub
 

@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
-from serve_app.config import ShoppingConfig, get_settings
 from serve_app.errors import ConfigurationError, UpstreamError
-from serve_app.protocol import DeskItem, ItemSearchResult, Offer
+from serve_app.settings import get_settings
 from serve_app.shopping.catalog import CatalogProvider
+from serve_app.shopping.config import ShoppingConfig
 from serve_app.shopping.naver import NaverShoppingProvider
 from serve_app.shopping.service import ShoppingService
+from serve_app.stages import DeskItem, ItemSearchResult, Offer
 from tests.stubs.fake_clock import FakeClock
 from tests.stubs.naver_stub import NaverStub
 
@@ -137,7 +138,7 @@ async def test_fallback_to_catalog_when_primary_fails() -> None:
 
 
 async def test_from_config_defaults_to_the_catalog_without_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    from serve_app.config import Settings
+    from serve_app.settings import Settings
 
     service = ShoppingService.from_config(ShoppingConfig(), Settings(), BASE)
     assert service.provider.name == "catalog" and service.fallback is None

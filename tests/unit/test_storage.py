@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from serve_app import net
-from serve_app.config import CloudinaryStorageConfig, FetchPolicy, LocalStorageConfig, S3StorageConfig, Settings
 from serve_app.errors import ConfigurationError, InvalidInput, NotFound, PayloadTooLarge, StorageError
+from serve_app.net import FetchPolicy
+from serve_app.settings import Settings
 from serve_app.storage import (
     LocalImageStore,
     S3ImageStore,
@@ -25,6 +26,7 @@ from serve_app.storage import (
 )
 from serve_app.storage.base import ImageStore
 from serve_app.storage.cloudinary import CloudinaryImageStore, signature
+from serve_app.storage.config import CloudinaryStorageConfig, LocalStorageConfig, S3StorageConfig
 from tests.stubs.cloudinary_stub import API_KEY as CLOUDINARY_KEY
 from tests.stubs.cloudinary_stub import API_SECRET as CLOUDINARY_SECRET
 from tests.stubs.cloudinary_stub import CLOUD, CloudinaryStub

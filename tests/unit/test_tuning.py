@@ -23,12 +23,12 @@ from PIL import Image
 from pydantic import ValidationError
 
 from deployments.batched import BatchedPipeline, PendingImage
-from serve_app.config import GeneratorModel, LoraSpec, PipelineTuning
 from serve_app.errors import ConfigurationError, ContentFiltered
 from serve_app.models.edit_engine import EditEngine
 from serve_app.models.sd_engine import SDEngine
 from serve_app.models.tiny import ensure_tiny_sd
-from serve_app.protocol import GenerationOutput, GenerationSpec
+from serve_app.presets import GeneratorModel, LoraSpec, PipelineTuning
+from serve_app.stages import GenerationOutput, GenerationSpec
 
 ATOL = 2 / 255 + 1e-6
 

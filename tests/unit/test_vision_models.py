@@ -10,13 +10,13 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from serve_app.config import ClassifierModel, ModelSpec, load_preset
 from serve_app.errors import ConfigurationError
 from serve_app.models import tiny_vision
 from serve_app.models.cache import BUILD_VERSION, COMPLETE_MARKER, build_atomically
 from serve_app.models.captioning import CaptionEngine
 from serve_app.models.classification import DeskClassifierEngine
 from serve_app.models.tiny_vision import ensure_tiny_blip, ensure_tiny_clip
+from serve_app.presets import ClassifierModel, ModelSpec, load_preset
 
 TINY = ModelSpec(model_id="tiny")
 

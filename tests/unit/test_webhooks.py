@@ -10,9 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from serve_app.config import FetchPolicy, WebhookConfig
 from serve_app.errors import ConfigurationError
+from serve_app.net import FetchPolicy
 from serve_app.webhooks import (
+    WebhookConfig,
     WebhookSender,
     WebhookVerificationError,
     make_msg_id,

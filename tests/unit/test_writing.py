@@ -9,11 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from serve_app.config import PromptWriterConfig
 from serve_app.errors import ConfigurationError, UpstreamError
-from serve_app.products import Scene
+from serve_app.products.scenes.payload import Scene
 from serve_app.writing import TemplateWriter, build_writer
 from serve_app.writing.chat import ChatWriter, FallbackWriter
+from serve_app.writing.config import PromptWriterConfig
 from serve_app.writing.glossary import has_hangul, load_glossary, unwrap_alt
 from tests.stubs.chat_stub import KEY, ChatStub
 from tests.stubs.fake_clock import FakeClock
