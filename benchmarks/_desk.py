@@ -8,8 +8,6 @@ from dataclasses import dataclass
 
 import httpx
 
-from serve_app.testing import desk_photo  # noqa: F401 - re-exported for the benchmark scripts
-
 PROMPT = "a cozy desk with a mouse and a keyboard"
 FINAL = ("done", "failed")
 

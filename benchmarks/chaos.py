@@ -44,25 +44,23 @@ from typing import Any
 
 import httpx
 
-from benchmarks._desk import PROMPT, desk_photo, form_fields
+from benchmarks._desk import PROMPT, form_fields
 from benchmarks.common import (
     DEFAULT_CACHE_DIR,
     REPO_ROOT,
     BenchRun,
     base_parser,
-    bench_app_config,
     deploy_and_wait,
     fmt,
-    free_port,
     latency_stats,
     local_ray,
     new_run,
-    preset_file,
     print_table,
     quiet_libraries,
     short_tmpdir,
     write_results,
 )
+from benchmarks.harness import desk_photo, free_port, local_app_config, preset_file
 
 NAME = "chaos"
 APP = "imagegen"
@@ -729,7 +727,7 @@ async def phase_webhook(client: Client, args: Any, db_path: Path) -> dict[str, A
 def chaos_config(args: Any, port: int, data_dir: Path, preset: str, seaweed: Any) -> dict[str, Any]:
     """serve_config.yaml with the benchmark's overrides: S3 on SeaweedFS, a small queue, short leases."""
     cache = args.model_cache_dir.expanduser().resolve()
-    config = bench_app_config(port, data_dir, args.config, preset=preset, model_cache_dir=cache)
+    config = local_app_config(port, data_dir, args.config, preset=preset, model_cache_dir=cache)
     app = config["applications"][0]
     app["name"] = APP
     app["args"].update(

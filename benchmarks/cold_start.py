@@ -27,24 +27,22 @@ from typing import Any
 import httpx
 import yaml
 
-from benchmarks._desk import desk_photo, form_fields, submit_and_wait
+from benchmarks._desk import form_fields, submit_and_wait
 from benchmarks.common import (
     DEFAULT_CACHE_DIR,
     REPO_ROOT,
     BenchRun,
     base_parser,
-    bench_app_config,
     bench_env,
-    free_port,
     kill_pids,
     new_run,
     pids_mentioning,
-    preset_file,
     print_table,
     short_tmpdir,
     stop_process,
     write_results,
 )
+from benchmarks.harness import desk_photo, free_port, local_app_config, preset_file
 from serve_app.presets import load_preset
 
 NAME = "cold_start"
@@ -101,7 +99,7 @@ def one_start(args: Any, preset: str, mode: str) -> dict[str, Any]:
     preset_path = str(preset_file(root, preset, threshold))
     use_cache = args.model_cache_dir is not None and mode != "cold"  # cold always starts from an empty cache
     cache = args.model_cache_dir.expanduser().resolve() if use_cache else None
-    config = bench_app_config(
+    config = local_app_config(
         port,
         data_dir,
         args.config,

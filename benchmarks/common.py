@@ -29,14 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from serve_app.testing import (  # noqa: F401 - re-exported for the benchmark scripts
-    deploy_config,
-    free_port,
-    load_serve_config,
-    preset_file,
-    wait_http_ok,
-)
-from serve_app.testing import local_app_config as bench_app_config  # noqa: F401
+from benchmarks.harness import deploy_config, free_port, wait_http_ok
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent

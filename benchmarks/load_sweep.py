@@ -25,25 +25,23 @@ from typing import Any
 
 import httpx
 
-from benchmarks._desk import TaskOutcome, desk_photo, form_fields, submit_and_wait
+from benchmarks._desk import TaskOutcome, form_fields, submit_and_wait
 from benchmarks.common import (
     DEFAULT_CACHE_DIR,
     REPO_ROOT,
     BenchRun,
     base_parser,
-    bench_app_config,
     deploy_and_wait,
-    free_port,
     latency_stats,
     local_ray,
     new_run,
     percentile,
-    preset_file,
     print_table,
     quiet_libraries,
     short_tmpdir,
     write_results,
 )
+from benchmarks.harness import desk_photo, free_port, local_app_config, preset_file
 
 NAME = "load_sweep"
 
@@ -195,7 +193,7 @@ def main() -> None:
             threshold = None if args.desk_threshold < 0 else args.desk_threshold
             preset = str(preset_file(root, args.preset, threshold))
             cache = args.model_cache_dir.expanduser().resolve()
-            config = bench_app_config(port, data_dir, args.config, preset=preset, model_cache_dir=cache)
+            config = local_app_config(port, data_dir, args.config, preset=preset, model_cache_dir=cache)
             with local_ray("igb-lsr-", env=env):
                 url = deploy_and_wait(config, port, run)
                 run.results["target"] = f"in-process {args.config.name}, preset {args.preset}"

@@ -20,7 +20,8 @@ from pathlib import Path
 from locust import HttpUser, TaskSet, constant, task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # locust puts only benchmarks/ on the path
-from benchmarks._desk import FINAL, desk_photo, form_fields  # noqa: E402
+from benchmarks._desk import FINAL, form_fields
+from benchmarks.harness import desk_photo
 
 STEPS = int(os.environ.get("BENCH_STEPS", "8"))
 SIZE = int(os.environ.get("BENCH_SIZE", "64"))

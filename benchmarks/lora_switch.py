@@ -21,15 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmarks._sd import make_engine, make_spec, model_cache_dir
-from benchmarks.common import (
-    BenchRun,
-    base_parser,
-    latency_stats,
-    new_run,
-    print_table,
-    quiet_libraries,
-    write_results,
-)
+from benchmarks.common import BenchRun, base_parser, latency_stats, new_run, print_table, quiet_libraries, write_results
 from serve_app.presets import LoraSpec, load_preset
 
 if TYPE_CHECKING:

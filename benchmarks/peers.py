@@ -35,19 +35,16 @@ from benchmarks.common import (
     REPO_ROOT,
     BenchRun,
     base_parser,
-    bench_app_config,
     deploy_and_wait,
-    free_port,
     latency_stats,
     local_ray,
     new_run,
-    preset_file,
     print_table,
     quiet_libraries,
     short_tmpdir,
-    wait_http_ok,
     write_results,
 )
+from benchmarks.harness import free_port, local_app_config, preset_file, wait_http_ok
 
 NAME = "peers"
 PROMPT = "a cozy wooden desk with a monitor, a keyboard and a plant"
@@ -180,7 +177,7 @@ def measure(args: Any, run: BenchRun) -> list[dict[str, Any]]:
             data_dir = root / "data"
             data_dir.mkdir()
             preset = str(preset_file(root, "tiny"))
-            config = bench_app_config(
+            config = local_app_config(
                 port, data_dir, REPO_ROOT / "serve_config.yaml", preset=preset, model_cache_dir=cache
             )
 

@@ -24,7 +24,6 @@ from benchmarks.common import (
     BenchRun,
     base_parser,
     deploy_and_wait,
-    free_port,
     local_ray,
     new_run,
     print_table,
@@ -32,7 +31,7 @@ from benchmarks.common import (
     short_tmpdir,
     write_results,
 )
-from serve_app.testing import local_app_config
+from benchmarks.harness import free_port, local_app_config
 
 NAME = "scale_up"
 APP, DEPLOYMENT = "imagegen", "Generator"  # serve_config.yaml's application

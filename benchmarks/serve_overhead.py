@@ -28,16 +28,15 @@ from benchmarks.common import (
     base_parser,
     bench_env,
     closed_loop,
-    free_port,
     latency_stats,
     local_ray,
     new_run,
     print_table,
     start_serve,
     stop_process,
-    wait_http_ok,
     write_results,
 )
+from benchmarks.harness import free_port, wait_http_ok
 
 NAME = "serve_overhead"
 ROUTES = ("noop", "hop", "model", "chain")

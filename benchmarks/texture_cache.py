@@ -36,19 +36,18 @@ def _textures(count: int, salt: int) -> list[dict[str, str]]:
 def _measure(requests: int, sizes: list[int]) -> dict[str, Any]:
     from fastapi.testclient import TestClient
 
+    from benchmarks.harness import PaintingStages, WorkerRunner, in_process_context
     from serve_app.api.deps import set_context
     from serve_app.backends import BackendRegistry
+    from serve_app.flows.kit import FlowDeps
     from serve_app.ingress import app
-    from serve_app.texture_flow import TextureFlow
-    from tests.unit.test_api import make_context
-    from tests.unit.test_openai_images import FlowRunner, PaintingStages
+    from serve_app.products.textures.flow import TextureFlow
 
     root = Path(tempfile.mkdtemp(prefix="igb-tc-", dir="/tmp"))
-    ctx = make_context(root, {"max_active": 64}, openai={"poll_s": 0.005})
-    stages = PaintingStages()
+    ctx = in_process_context(root, None, tasks={"max_active": 64}, openai={"poll_s": 0.005})
     registry = BackendRegistry(ctx.args.backends, "painter")
-    flows = {"texture": TextureFlow(stages, ctx.images, backends=registry, cache=ctx.tasks)}  # type: ignore[arg-type]
-    ctx.runner = FlowRunner(ctx, stages, flows)  # type: ignore[assignment]
+    deps = FlowDeps(PaintingStages(), ctx.images, backends=registry)  # type: ignore[arg-type]
+    ctx.runner = WorkerRunner(ctx, {"texture": TextureFlow(deps, cache=ctx.tasks)})  # type: ignore[assignment]
     results: dict[str, Any] = {}
     try:
         with TestClient(app) as client:

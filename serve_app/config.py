@@ -1,84 +1,64 @@
-"""The `args:` of serve_config.yaml (`AppArgs`), passed to `serve_app.builder:build_app`.
+"""`AppArgs`: the `args:` of serve_config.yaml, passed to `serve_app.builder:build_app`.
 
-Each section's model lives beside the code it configures; this module only puts them together.
-Replica counts, CPU/GPU shares and autoscaling are not here: they live only in serve_config.yaml.
-Secrets are not here either: they come from the environment (`serve_app.settings`).
+The sections the whole app shares are `serve_app.args.CoreArgs`; each registered product adds its
+own (`scenes:`, `articles:`, ...), so a new product's settings need no line here. The checks that
+join the two (a backend chain names a product's chain; an edit chain can edit) are here too.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any, Self
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, create_model, model_validator
 
-from serve_app.api.config import AdmissionConfig, AuthConfig, CorsConfig, OpenAICompatConfig
-from serve_app.backends.config import BackendsConfig
-from serve_app.net import FetchPolicy
-from serve_app.presets import GenerationLimits, Preset
-from serve_app.products.articles.config import ArticlesConfig
-from serve_app.products.edits.config import EditsConfig
-from serve_app.products.scenes.config import ScenesConfig
-from serve_app.products.textures.config import TexturesConfig
-from serve_app.retry import RetryConfig
-from serve_app.shopping.config import ShoppingConfig
-from serve_app.storage.config import LocalStorageConfig, S3StorageConfig, StorageConfig
-from serve_app.tasks.config import RetentionConfig, TasksConfig
-from serve_app.webhooks import WebhookConfig
-from serve_app.writing.config import PromptWriterConfig
+from serve_app.args import CoreArgs
+from serve_app.backends.config import EDIT_BACKENDS, chain_entry
+from serve_app.products.registry import PRODUCTS
+
+CHAINS = tuple(chain for product in PRODUCTS for chain in product.chains)
+EDIT_CHAINS = tuple(chain for product in PRODUCTS for chain in product.edit_chains)
 
 
-class AppArgs(BaseModel):
-    """The `args:` of serve_config.yaml, passed to `serve_app.builder:build_app`."""
-
-    preset: str = Field(default="tiny", description="Preset name under configs/presets or a YAML path.")
-    data_dir: str = Field(default="./var", description="Task DB, local images, model cache.")
-    public_base_url: str = Field(
-        default="http://127.0.0.1:8000", description="How clients reach the ingress (local files, catalog images)."
-    )
-    model_cache_dir: str | None = Field(default=None, description="Tiny models; <data_dir>/models.")
-    storage: StorageConfig = Field(default_factory=LocalStorageConfig, discriminator="kind")
-    tasks: TasksConfig = Field(default_factory=TasksConfig)
-    webhooks: WebhookConfig = Field(default_factory=WebhookConfig)
-    fetch: FetchPolicy = Field(default_factory=FetchPolicy)
-    shopping: ShoppingConfig = Field(default_factory=ShoppingConfig)
-    retention: RetentionConfig = Field(default_factory=RetentionConfig)
-    retries: RetryConfig = Field(default_factory=RetryConfig)
-    admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
-    auth: AuthConfig = Field(default_factory=AuthConfig)
-    cors: CorsConfig = Field(default_factory=CorsConfig)
-    openai: OpenAICompatConfig = Field(default_factory=OpenAICompatConfig)
-    backends: BackendsConfig = Field(default_factory=BackendsConfig)
-    prompt_writer: PromptWriterConfig = Field(default_factory=PromptWriterConfig)
-    scenes: ScenesConfig = Field(default_factory=ScenesConfig)
-    articles: ArticlesConfig = Field(default_factory=ArticlesConfig)
-    textures: TexturesConfig = Field(default_factory=TexturesConfig)
-    edits: EditsConfig = Field(default_factory=EditsConfig)
-    limits: GenerationLimits | None = Field(default=None, description="Override the preset's limits.")
-
+class _ProductArgs(CoreArgs):
     @model_validator(mode="after")
-    def _keys_keep_images_private(self) -> AppArgs:
-        if self.auth.enabled and isinstance(self.storage, S3StorageConfig) and self.storage.url_mode == "public":
-            raise ValueError(
-                "auth.enabled with storage.url_mode 'public' would show every key's images to anyone holding "
-                "a URL; use url_mode 'presigned' (time-limited URLs handed only to the task's key)."
-            )
+    def _chains_are_products(self) -> Self:
+        """Every backends.chains / backends.experiments entry names a product's chain, every
+        product's chain exists (the local Generator by default), and an edit chain can edit."""
+        backends = self.backends
+        for section, named in (("chains", backends.chains), ("experiments", backends.experiments)):
+            for product in named:
+                if product not in CHAINS:
+                    raise ValueError(f"backends.{section}: unknown product {product!r} (known: {', '.join(CHAINS)})")
+        for chain in CHAINS:
+            backends.chains.setdefault(chain, ["local"])
+        for product in EDIT_CHAINS:
+            edit_chains = [(f"backends.chains.{product}", backends.chains[product])] + [
+                (f"backends.experiments.{product}.{v.name}", v.chain) for v in backends.experiments.get(product, [])
+            ]
+            for where, chain in edit_chains:
+                cannot = [entry for entry in chain if chain_entry(entry)[0] not in EDIT_BACKENDS]
+                if cannot:
+                    raise ValueError(
+                        f"{where}: {cannot} cannot edit an image (edit backends: {', '.join(EDIT_BACKENDS)})"
+                    )
         return self
 
-    def resolved(self) -> AppArgs:
-        """Absolute paths, so every replica agrees wherever its working directory is."""
-        data_dir = Path(self.data_dir).expanduser().resolve()
-        tasks = self.tasks.model_copy(
-            update={"db_path": str(Path(self.tasks.db_path or data_dir / "tasks.db").expanduser().resolve())}
-        )
-        storage = self.storage
-        if isinstance(storage, LocalStorageConfig):
-            root = Path(storage.root or data_dir / "images").expanduser().resolve()
-            base = storage.public_base_url or self.public_base_url
-            storage = storage.model_copy(update={"root": str(root), "public_base_url": base.rstrip("/")})
-        cache = Path(self.model_cache_dir or data_dir / "models").expanduser().resolve()
-        return self.model_copy(
-            update={"data_dir": str(data_dir), "tasks": tasks, "storage": storage, "model_cache_dir": str(cache)}
-        )
 
-    def effective_limits(self, preset: Preset) -> GenerationLimits:
-        return self.limits or preset.limits
+def _product_sections() -> dict[str, Any]:
+    return {
+        product.config.key: (
+            product.config.model,
+            Field(default_factory=product.config.model, description=f"The {product.kind} product's settings."),
+        )
+        for product in PRODUCTS
+        if product.config is not None
+    }
+
+
+AppArgs = create_model(  # type: ignore[call-overload]
+    "AppArgs",
+    __base__=_ProductArgs,
+    __module__=__name__,
+    __doc__="The `args:` of serve_config.yaml: the shared sections and each registered product's own.",
+    **_product_sections(),
+)

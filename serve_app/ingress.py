@@ -11,28 +11,18 @@ from fastapi.openapi.utils import get_openapi
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from serve_app.api import (
-    articles,
-    edits,
-    events,
-    files,
-    generate,
-    health,
-    openai_images,
-    page,
-    scenes,
-    textures,
-    webhooks,
-)
+from serve_app.api import events, files, health, page, tasks, webhooks
 from serve_app.api.auth import AUTH_SCHEMES
 from serve_app.api.cors import ConfiguredCors
 from serve_app.api.deps import IngressContext, current_context, set_context
 from serve_app.api.errors import install_error_handlers
 from serve_app.api.health import serve_replica_states
 from serve_app.api.limits import JsonBodyLimit
-from serve_app.config import AppArgs
+from serve_app.args import CoreArgs
 from serve_app.metrics import IngressMetrics
 from serve_app.presets import GenerationLimits, Preset, load_preset
+from serve_app.products.base import SchemaContext
+from serve_app.products.registry import PRODUCTS
 from serve_app.settings import get_settings
 from serve_app.shopping.base import provider_name
 from serve_app.storage import start_store
@@ -48,17 +38,10 @@ app = FastAPI(
     version=VERSION,
     description="Desk makeover on Ray Serve: caption, desk check, SD + LoRA img2img, shopping offers.",
 )
-app.include_router(generate.router)
-app.include_router(health.router)
-app.include_router(files.router)
-app.include_router(events.router)
-app.include_router(openai_images.router)
-app.include_router(page.router)
-app.include_router(webhooks.router)
-app.include_router(scenes.router)
-app.include_router(articles.router)
-app.include_router(textures.router)
-app.include_router(edits.router)
+for shared in (tasks, health, files, events, page, webhooks):
+    app.include_router(shared.router)
+for product in PRODUCTS:
+    app.include_router(product.router)
 app.add_middleware(ConfiguredCors)  # CORS per the replica's `cors:` args; off until origins are listed
 app.add_middleware(JsonBodyLimit)  # JSON bodies FastAPI parses are bounded (admission.max_json_body_bytes)
 
@@ -73,30 +56,24 @@ install_error_handlers(app, on_error=_count_rejection)
 
 
 def _openapi() -> dict[str, Any]:
-    """FastAPI's schema plus the models of bodies the routes parse themselves."""
+    """FastAPI's schema plus the models of bodies the routes parse themselves (each product's
+    request schemas, with this server's preset and limits)."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         ctx = current_context()
         if ctx is not None:
-            webhooks = bool(ctx.settings.imagegen_webhook_secret)
-            s3_inputs = bool(getattr(ctx.args.storage, "input_prefixes", None))
-            components.update(generate.request_schemas(ctx.preset, ctx.limits, webhooks=webhooks, s3_inputs=s3_inputs))
+            doc = SchemaContext(
+                preset=ctx.preset,
+                limits=ctx.limits,
+                webhooks=bool(ctx.settings.imagegen_webhook_secret),
+                s3_inputs=bool(getattr(ctx.args.storage, "input_prefixes", None)),
+                args=ctx.args,
+            )
         else:  # no running replica (tests, docs builds): the preset-independent schema
-            defaults = GenerationLimits()
-            components.update(generate.request_schemas(load_preset("tiny"), defaults, webhooks=True, s3_inputs=True))
-        preset, limits = (ctx.preset, ctx.limits) if ctx is not None else (load_preset("tiny"), GenerationLimits())
-        aliases = ctx.args.openai.model_aliases if ctx is not None else []
-        components.update(openai_images.request_schemas(preset, limits, aliases))
-        webhooks = ctx is None or bool(ctx.settings.imagegen_webhook_secret)
-        components.update(scenes.request_schemas(limits, webhooks=webhooks))
-        max_placeholders = ctx.args.articles.max_placeholders if ctx is not None else 16
-        components.update(
-            articles.request_schemas(preset, limits, webhooks=webhooks, max_placeholders=max_placeholders)
-        )
-        max_textures = ctx.args.textures.max_textures if ctx is not None else 8
-        components.update(textures.request_schemas(limits, webhooks=webhooks, max_textures=max_textures))
-        components.update(edits.request_schemas(limits, webhooks=webhooks))
+            doc = SchemaContext(preset=load_preset("tiny"), limits=GenerationLimits(), webhooks=True, s3_inputs=True)
+        for product in PRODUCTS:
+            components.update(product.schemas(doc))
         if ctx is not None and ctx.args.auth.enabled:  # documented only where it is required
             schema["components"]["securitySchemes"] = AUTH_SCHEMES
             for path, operations in schema.get("paths", {}).items():
@@ -114,7 +91,7 @@ app.openapi = _openapi  # type: ignore[method-assign]
 @serve.ingress(app)
 class Ingress:
     async def __init__(
-        self, args: AppArgs, preset: Preset, runner: DeploymentHandle, probes: dict[str, DeploymentHandle]
+        self, args: CoreArgs, preset: Preset, runner: DeploymentHandle, probes: dict[str, DeploymentHandle]
     ) -> None:
         parsed = args
         settings = get_settings()

@@ -1,8 +1,7 @@
-"""Desk makeover prompt builder: caption + detected items + user text + LoRA trigger words.
-
-The wording comes from configs/prompts.yaml (the seed's intent: a realistic photo that
-aesthetically matches and complements the desk's tone, lighting, colour and style, plus its fixed
-negatives). Parts are joined with ", " in this order:
+"""The prompt builder every product's flow uses: caption + detected items + user text + LoRA
+trigger words, worded by the product's own `prompts.yaml` (the desk's says what the source spec
+asks: a realistic photo that aesthetically matches and complements the desk's tone, lighting,
+colour and style, plus its fixed negatives). Parts are joined with ", " in this order:
 
     trigger words, user text, subject, items, style, quality, caption
 
@@ -17,13 +16,13 @@ from __future__ import annotations
 import math
 import re
 from functools import lru_cache
+from pathlib import Path
 
+import yaml
 from pydantic import BaseModel, Field
 
-from serve_app.paths import load_yaml_config
 from serve_app.stages import DeskItem
 
-DEFAULT_TEMPLATES_FILE = "prompts.yaml"
 TRIMMABLE_PARTS = ("caption", "items", "quality", "style", "subject")
 
 # CLIP's pre-tokenizer splits text into letter runs, single digits and punctuation runs.
@@ -32,7 +31,7 @@ _SPLIT_NEGATIVES = re.compile(r"[,;\n]+")
 
 
 class PromptTemplates(BaseModel):
-    """The `desk` section of configs/prompts.yaml."""
+    """A product's `prompts.yaml`."""
 
     subject: str = Field(default="a realistic photo of a desk setup", description="What the image is.")
     style: str = Field(
@@ -56,10 +55,10 @@ class BuiltPrompt(BaseModel):
     trimmed: list[str] = Field(default_factory=list, description="Parts shortened or dropped for the budget.")
 
 
-@lru_cache(maxsize=4)
-def load_prompt_templates(name: str = DEFAULT_TEMPLATES_FILE, section: str = "desk") -> PromptTemplates:
-    """Templates from configs/<name>, parsed once per process."""
-    return PromptTemplates.model_validate(load_yaml_config(name)[section])
+@lru_cache(maxsize=16)
+def load_prompt_templates(path: Path) -> PromptTemplates:
+    """A product's templates (its folder's prompts.yaml), parsed once per process."""
+    return PromptTemplates.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
 
 
 def estimate_clip_tokens(text: str) -> int:
@@ -102,11 +101,11 @@ def build_prompt(
     items: list[DeskItem],
     user_prompt: str,
     trigger_words: list[str],
-    templates: PromptTemplates | None = None,
+    templates: PromptTemplates,
     user_negative: str | None = None,
 ) -> BuiltPrompt:
     """The generator's prompt and negative prompt, within the token budget (see module doc)."""
-    t = templates or load_prompt_templates()
+    t = templates
     # 1. Parts; trimmable ones are lists of pieces so they can shrink one piece at a time.
     item_names = _unique([item.english for item in items])
     caption_words = " ".join((caption or "").split()).rstrip(".").split()

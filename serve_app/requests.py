@@ -14,7 +14,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from serve_app.errors import BadRequest, InvalidInput
 from serve_app.presets import GenerationLimits, Preset
-from serve_app.products.payloads import ProductPayload
 from serve_app.stages import GenerationSpec
 
 HARD_MAX_SIDE = 8192  # SPEC: sizes of 8192 or above are always refused
@@ -200,8 +199,10 @@ class ResolvedGenerate(BaseModel):
     initial_image_url: str | None = None
     webhook_url: str | None = None
     user_id: str = "anonymous"
-    product: ProductPayload | None = Field(
-        default=None, description="The scene or the article placeholders, for the products that have one."
+    product: Any = Field(
+        default=None,
+        description="The product's own payload model (scene, placeholders, textures, edit), for the products "
+        "that have one; read back from the task store as its JSON, which the product's flow parses.",
     )
 
     @property

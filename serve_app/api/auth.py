@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Annotated
 
 from fastapi import Depends, Request
 
-from serve_app.api.deps import IngressContext, get_ctx
+from serve_app.api.deps import Ctx
 from serve_app.errors import Forbidden
 from serve_app.requests import ResolvedGenerate
 from serve_app.storage.base import sanitize_user_id
@@ -67,9 +68,12 @@ def presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
-async def get_caller(request: Request, ctx: IngressContext = Depends(get_ctx)) -> Caller:
+async def get_caller(request: Request, ctx: Ctx) -> Caller:
     """Depends() of every route that reads or makes tasks or their files: 401 without a live key."""
     if not ctx.args.auth.enabled:
         return Caller()
     key = await asyncio.to_thread(ctx.tasks.keys.authenticate, presented_key(request))
     return Caller(key=key, limits=key.limits.over(ctx.args.auth.default_limits))
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]

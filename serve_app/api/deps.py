@@ -1,4 +1,5 @@
-"""What the routes share inside one ingress replica (one replica = one process, so a module global)."""
+"""What the routes share inside one ingress replica (one replica = one process, so a module global),
+and the dependencies routes declare, once each, as `Annotated` aliases (`Ctx`, `IdempotencyKey`)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple, TypeVar
 
+from fastapi import Depends, Header
+from pydantic import BaseModel
 from ray.serve.handle import DeploymentHandle
 
-from serve_app.config import AppArgs
+from serve_app.args import CoreArgs
 from serve_app.errors import QueueFull
 from serve_app.metrics import IngressMetrics
 from serve_app.presets import GenerationLimits, Preset
@@ -67,9 +70,12 @@ class DeploymentView(NamedTuple):
 ReplicaStates = dict[tuple[str, str], DeploymentView]
 
 
+C = TypeVar("C", bound=BaseModel)
+
+
 @dataclass
 class IngressContext:
-    args: AppArgs
+    args: CoreArgs
     preset: Preset
     limits: GenerationLimits
     settings: Settings
@@ -87,6 +93,10 @@ class IngressContext:
 
     def __post_init__(self) -> None:
         self.uploads = UploadBudget(self.args.admission.upload_bytes_in_flight, self.args.tasks.retry_after_s)
+
+    def config(self, cls: type[C]) -> C:
+        """A product's own section of the args (`scenes:`, `edits:` ...), by its model."""
+        return self.args.product_config(cls)
 
     def dispatch(self, task_id: str) -> None:
         """Push a task to the runner without holding the client; the runner's sweeper is the backstop."""
@@ -118,3 +128,7 @@ def get_ctx() -> IngressContext:
     if _context is None:
         raise RuntimeError("the ingress is not initialised")
     return _context
+
+
+Ctx = Annotated[IngressContext, Depends(get_ctx)]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]

@@ -17,12 +17,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Header
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from serve_app.api.auth import Caller, get_caller
-from serve_app.api.deps import IngressContext, get_ctx
+from serve_app.api.auth import CallerDep
+from serve_app.api.deps import Ctx, IngressContext
 from serve_app.api.schemas import ErrorResponse
 from serve_app.tasks import TaskRecord
 from serve_app.tasks.records import Stage, TaskStatus
@@ -118,8 +118,8 @@ async def _stream(
 )
 async def events(
     task_id: str,
-    ctx: IngressContext = Depends(get_ctx),
-    caller: Caller = Depends(get_caller),
+    ctx: Ctx,
+    caller: CallerDep,
     last_event_id: str | None = Header(default=None, alias="Last-Event-ID", max_length=40),
 ) -> StreamingResponse:
     await asyncio.to_thread(ctx.tasks.owned, task_id, caller.key_id)  # 404 now, not inside the stream

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from serve_app.api.auth import Caller, get_caller
-from serve_app.api.deps import IngressContext, get_ctx
+from serve_app.api.auth import CallerDep
+from serve_app.api.deps import Ctx
 from serve_app.api.schemas import ErrorResponse
 from serve_app.errors import NotFound
 from serve_app.images import MEDIA_TYPES
@@ -26,9 +26,7 @@ router = APIRouter(tags=["files"])
         404: {"model": ErrorResponse, "description": "No such image (or another key's)."},
     },
 )
-async def local_file(
-    key: str, ctx: IngressContext = Depends(get_ctx), caller: Caller = Depends(get_caller)
-) -> FileResponse:
+async def local_file(key: str, ctx: Ctx, caller: CallerDep) -> FileResponse:
     if not isinstance(ctx.images, LocalImageStore):
         raise NotFound("Files are not served by this server (storage is not local).")
     ext = key.rsplit(".", 1)[-1].lower() if "." in key else ""

@@ -6,14 +6,23 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from serve_app.api.deps import DeploymentView, IngressContext, ReplicaStates, get_ctx
+from serve_app.api.deps import Ctx, DeploymentView, IngressContext, ReplicaStates
 from serve_app.api.schemas import HealthResponse
 from serve_app.backends import BackendRegistry, BackendStatus
+from serve_app.products.registry import PRODUCTS
 
 router = APIRouter(tags=["health"])
+
+TASK_ENDPOINTS = (
+    "GET /v1/result/{task_id}",
+    "DELETE /v1/tasks/{task_id}",
+    "POST /v1/tasks/{task_id}/cancel",
+    "GET /v1/tasks/{task_id}/events (Server-Sent Events)",
+    "POST /v1/tasks/{task_id}/webhook (deliver a finished task's webhook again)",
+)
 
 PROBE_TIMEOUT_S = 5.0
 SCALED_TO_ZERO = "ready (scaled to zero: the first request starts a replica)"
@@ -92,7 +101,7 @@ async def _deployment_states(ctx: IngressContext) -> dict[str, str]:
     responses={503: {"model": HealthResponse, "description": "Some dependency is not ready."}},
     summary="200 when every deployment has a running replica and the task store and storage answer; 503 otherwise.",
 )
-async def healthcheck(ctx: IngressContext = Depends(get_ctx)) -> JSONResponse:
+async def healthcheck(ctx: Ctx) -> JSONResponse:
     async def storage() -> None:
         await ctx.images.check()
 
@@ -118,7 +127,7 @@ def image_backend_statuses(ctx: IngressContext) -> list[BackendStatus]:
 
 
 @router.get("/info", summary="Version, preset, model ids, defaults and limits, LoRAs, backends.")
-async def info(ctx: IngressContext = Depends(get_ctx)) -> dict[str, Any]:
+async def info(ctx: Ctx) -> dict[str, Any]:
     preset = ctx.preset
     return {
         "version": ctx.version,
@@ -171,9 +180,11 @@ async def info(ctx: IngressContext = Depends(get_ctx)) -> dict[str, Any]:
                 "fallback_to_template": ctx.args.prompt_writer.fallback_to_template,
             },
         },
-        "scenes": ctx.args.scenes.model_dump(),
-        "articles": ctx.args.articles.model_dump(),
-        "textures": ctx.args.textures.model_dump(),
+        **{  # each product's own settings
+            product.config.key: ctx.config(product.config.model).model_dump()
+            for product in PRODUCTS
+            if product.config is not None and product.config.in_info
+        },
         "queue": {
             "max_active_tasks": ctx.args.tasks.max_active,
             "max_active_cost": ctx.args.admission.max_active_cost,
@@ -191,22 +202,8 @@ async def info(ctx: IngressContext = Depends(get_ctx)) -> dict[str, Any]:
         "retries": ctx.args.retries.model_dump(),
         "s3_input_prefixes": getattr(ctx.args.storage, "input_prefixes", None),
         "endpoints": [
-            "POST /v1/generate",
-            "GET /v1/result/{task_id}",
-            "DELETE /v1/tasks/{task_id}",
-            "POST /v1/tasks/{task_id}/cancel",
-            "GET /v1/tasks/{task_id}/events (Server-Sent Events)",
-            "POST /v1/tasks/{task_id}/webhook (deliver a finished task's webhook again)",
-            *(
-                ["POST /v1/images/generations (OpenAI-compatible)", "POST /v1/images/edits (OpenAI-compatible)"]
-                if ctx.args.openai.enabled
-                else []
-            ),
-            "POST /api/v1/images/generations/external (scene image, cloud chain)",
-            "POST /api/v1/images/generations/internal (scene image, in-cluster Generator)",
-            "POST /v1/articles/images (one image per article placeholder)",
-            "POST /v1/edits (instruction edit of an uploaded image: InstructPix2Pix or a cloud edit API)",
-            "POST /v1/textures (fabric textures; a content-addressed cache; seamless tiling)",
+            *(line for product in PRODUCTS for line in product.endpoints(ctx.args)),
+            *TASK_ENDPOINTS,
             "GET / (web page)",
             "GET /healthcheck",
             "GET /info",

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Annotated
 
+from fastapi import Header
 from fastapi.responses import JSONResponse
 
 from serve_app.api.auth import Caller
@@ -29,6 +31,7 @@ PREFER_DOC = (
     "RFC 7240: `respond-async` answers 202 with the task at once; `wait=N` waits at most N seconds "
     "(and at most the route's bound) before the 504."
 )
+PreferHeader = Annotated[str | None, Header(alias="Prefer", description=PREFER_DOC)]
 
 
 def preferences(header: str | None) -> tuple[bool, float | None]:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from serve_app.api.auth import Caller, get_caller
-from serve_app.api.deps import IngressContext, get_ctx
+from serve_app.api.auth import CallerDep
+from serve_app.api.deps import Ctx
 from serve_app.api.schemas import ErrorResponse
 from serve_app.errors import InvalidInput
 from serve_app.webhooks import make_msg_id
@@ -49,9 +49,7 @@ class WebhookReplay(BaseModel):
     responses=_ERRORS,
     summary="Deliver a finished task's signed webhook again (same webhook-id), through the outbox.",
 )
-async def replay_webhook(
-    task_id: str, ctx: IngressContext = Depends(get_ctx), caller: Caller = Depends(get_caller)
-) -> WebhookReplay:
+async def replay_webhook(task_id: str, ctx: Ctx, caller: CallerDep) -> WebhookReplay:
     if not ctx.settings.imagegen_webhook_secret:
         raise InvalidInput("Webhooks are not enabled on this server.", error_code="WEBHOOKS_DISABLED")
     record = await asyncio.to_thread(ctx.tasks.outbox.replay, task_id, caller.key_id)

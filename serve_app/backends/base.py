@@ -62,6 +62,18 @@ class BackendImage(BaseModel):
         "not_run: the model has none, or a cloud provider moderated it on its side.",
     )
 
+    def result_fields(self) -> dict[str, object]:
+        """What a task's result says of the backend that made this image."""
+        return {
+            "backend": self.backend,
+            "backend_model": self.model,
+            "backend_seconds": self.seconds,
+            "cost_usd": self.cost_usd,
+            "provider_request_id": self.provider_request_id,
+            "backend_ignored": self.ignored or None,
+            "safety_checker": self.safety_checker,
+        }
+
 
 class BackendStatus(BaseModel):
     """What /info says of a backend."""

@@ -11,7 +11,6 @@ CLOUD_BACKENDS = ("huggingface", "openai", "stability", "replicate", "kling", "g
 
 BACKEND_NAMES = ("local", *CLOUD_BACKENDS)
 
-PRODUCTS = ("scene_internal", "scene_external", "article", "texture", "edit")
 
 EDIT_BACKENDS = (
     "local",
@@ -151,9 +150,9 @@ class BackendsConfig(BaseModel):
 
     @model_validator(mode="after")
     def _chains_name_backends(self) -> BackendsConfig:
+        """Every chain and A/B arm names known backends (which products there are, and which chains
+        must edit, `serve_app.config.AppArgs` checks)."""
         for product, chain in self.chains.items():
-            if product not in PRODUCTS:
-                raise ValueError(f"backends.chains: unknown product {product!r} (known: {', '.join(PRODUCTS)})")
             unknown = [
                 entry
                 for entry in chain
@@ -163,18 +162,7 @@ class BackendsConfig(BaseModel):
                 raise ValueError(
                     f"backends.chains.{product}: {unknown or 'an empty chain'} (backends: {', '.join(BACKEND_NAMES)})"
                 )
-        for product in PRODUCTS:
-            self.chains.setdefault(product, ["local"])
-        edit_chains = [("backends.chains.edit", self.chains["edit"])] + [
-            (f"backends.experiments.edit.{v.name}", v.chain) for v in self.experiments.get("edit", [])
-        ]
-        for where, chain in edit_chains:
-            cannot = [entry for entry in chain if chain_entry(entry)[0] not in EDIT_BACKENDS]
-            if cannot:
-                raise ValueError(f"{where}: {cannot} cannot edit an image (edit backends: {', '.join(EDIT_BACKENDS)})")
         for product, variants in self.experiments.items():
-            if product not in PRODUCTS:
-                raise ValueError(f"backends.experiments: unknown product {product!r} (known: {', '.join(PRODUCTS)})")
             if abs(sum(v.percent for v in variants) - 100) > 1e-6 or len({v.name for v in variants}) != len(variants):
                 raise ValueError(
                     f"backends.experiments.{product}: variants need distinct names and percents summing to 100"

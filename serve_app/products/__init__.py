@@ -1,0 +1,1 @@
+"""The products the app serves, one folder each; `registry.py` lists them."""

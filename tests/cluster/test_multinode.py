@@ -24,7 +24,7 @@ import httpx
 import pytest
 import yaml
 
-from serve_app.testing import deploy_config, free_port, load_serve_config, wait_http_ok
+from benchmarks.harness import deploy_config, free_port, load_serve_config, wait_http_ok
 from tests.support.postgres import PostgresServer
 from tests.support.seaweed import SeaweedServer
 

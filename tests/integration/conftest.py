@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from serve_app.testing import deploy_config, free_port, load_serve_config, preset_file, wait_http_ok
+from benchmarks.harness import deploy_config, free_port, load_serve_config, preset_file, wait_http_ok
 from tests.stubs.naver_stub import NaverStub
 from tests.stubs.provider_base import BackendCase, ProviderStub
 from tests.support.seaweed import SeaweedServer

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from serve_app.testing import desk_photo
+from benchmarks.harness import desk_photo
 from tests.integration.conftest import WEBHOOK_SECRET, ServeApp, wait_for_task, wait_until
 from tests.support.replicas import frozen, kill_9, pid_alive, wait_replaced
 from tests.support.webhook_receiver import DROPPED, WebhookReceiver

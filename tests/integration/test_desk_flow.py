@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serve_app.testing import desk_photo
+from benchmarks.harness import desk_photo
 from tests.integration.conftest import ServeApp, wait_for_task
 
 pytestmark = pytest.mark.integration

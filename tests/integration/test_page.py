@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from serve_app.testing import desk_photo
+from benchmarks.harness import desk_photo
 from tests.integration.conftest import ServeApp
 
 pytestmark = pytest.mark.integration

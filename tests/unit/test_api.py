@@ -10,93 +10,15 @@ import asyncio
 import io
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from serve_app.api.deps import DeploymentView, IngressContext, ReplicaStates, set_context
-from serve_app.config import AppArgs
+from serve_app.api.deps import DeploymentView, IngressContext, set_context
 from serve_app.ingress import app
 from serve_app.presets import load_preset
-from serve_app.settings import Settings
-from serve_app.storage.local import LocalImageStore
-from serve_app.tasks import SqliteDatabase, TaskStore
-
-
-class FakeMethod:
-    def __init__(self, fail: bool = False) -> None:
-        self.calls: list[tuple[Any, ...]] = []
-        self.fail = fail
-
-    def remote(self, *args: Any) -> Any:
-        self.calls.append(args)
-
-        async def answer() -> None:
-            if self.fail:
-                raise RuntimeError("not ready")
-
-        return answer()
-
-
-class FakeHandle:
-    def __init__(self, fail: bool = False, deployment_name: str = "Generator") -> None:
-        self.run = FakeMethod()
-        self.check_health = FakeMethod(fail)
-        self.app_name, self.deployment_name = "imagegen", deployment_name
-
-
-class FakeReplicaStates:
-    """What the Serve controller reports: replicas per state of each (app, deployment)."""
-
-    def __init__(self) -> None:
-        self.states: ReplicaStates = {("imagegen", "Generator"): DeploymentView("HEALTHY", {"RUNNING": 1})}
-        self.error: Exception | None = None
-
-    async def __call__(self) -> ReplicaStates:
-        if self.error is not None:
-            raise self.error
-        return self.states
-
-
-class FakeMetrics:
-    def __init__(self) -> None:
-        self.rejections: list[tuple[int, str]] = []
-        self.submits = 0
-
-    def submitted(self, kind: str) -> None:
-        self.submits += 1
-
-    def rejected(self, status: int, error_code: str) -> None:
-        self.rejections.append((status, error_code))
-
-
-def make_context(data_dir: Path, tasks: dict[str, Any], **more_args: Any) -> IngressContext:
-    """The ingress's context with a real SQLite task store and local storage under `data_dir`, a
-    fake runner and probes; installed as the app's context (undo with `set_context(None)`).
-    `more_args` are further serve-config args (auth, admission, ...)."""
-    config = {"data_dir": str(data_dir), "tasks": tasks, "public_base_url": "http://t", **more_args}
-    args = AppArgs.model_validate(config).resolved()
-    preset = load_preset("tiny")
-    images = LocalImageStore(args.storage)  # type: ignore[arg-type]
-    asyncio.run(images.start())
-    context = IngressContext(
-        args=args,
-        preset=preset,
-        limits=preset.limits,
-        settings=Settings(imagegen_webhook_secret=None),
-        tasks=TaskStore(SqliteDatabase(args.tasks.db_path or "")),
-        images=images,
-        runner=FakeHandle(),  # type: ignore[arg-type]
-        probes={"generator": FakeHandle()},  # type: ignore[dict-item]
-        replica_states=FakeReplicaStates(),
-        metrics=FakeMetrics(),  # type: ignore[arg-type]
-        shopping_provider="catalog",
-        version="test",
-    )
-    set_context(context)
-    return context
+from tests.support.ingress import FakeHandle, FakeReplicaStates, make_context, multipart, png
 
 
 @pytest.fixture
@@ -108,12 +30,6 @@ def ctx(tmp_path: Path) -> Iterator[IngressContext]:
 @pytest.fixture
 def client(ctx: IngressContext) -> TestClient:
     return TestClient(app)
-
-
-def png(width: int = 40, height: int = 30) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), (10, 20, 30)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def test_empty_prompt_is_400_in_the_seed_shape(client: TestClient, ctx: IngressContext) -> None:
@@ -367,18 +283,6 @@ def test_hostile_json_is_a_422_never_a_500(client: TestClient, ctx: IngressConte
     assert ctx.tasks.count_active() == 0, "a refused submit changes nothing"
 
 
-def _multipart(parts: list[tuple[str, str | None, bytes]], boundary: str = "b0undary") -> tuple[bytes, dict[str, str]]:
-    """A multipart body built by hand (name None: a part without a name)."""
-    chunks = []
-    for name, filename, data in parts:
-        disposition = "form-data" + (f'; name="{name}"' if name is not None else "")
-        if filename is not None:
-            disposition += f'; filename="{filename}"'
-        chunks.append(f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n")
-    body = b"".join(chunks) + f"--{boundary}--\r\n".encode()
-    return body, {"content-type": f"multipart/form-data; boundary={boundary}"}
-
-
 @pytest.mark.parametrize(
     ("parts", "status"),
     [
@@ -397,7 +301,7 @@ def _multipart(parts: list[tuple[str, str | None, bytes]], boundary: str = "b0un
 def test_odd_multipart_is_a_4xx_never_a_500(
     client: TestClient, ctx: IngressContext, parts: list[tuple[str, str | None, bytes]], status: int
 ) -> None:
-    body, headers = _multipart(parts)
+    body, headers = multipart(parts)
     response = client.post("/v1/generate", content=body, headers=headers)
     # A malformed form (too many files or parts, a nameless or oversized part) is invalid input
     # like a repeated field: the v1 contract's 422 INVALID_INPUT, never Starlette's bare 400.
@@ -407,7 +311,7 @@ def test_odd_multipart_is_a_4xx_never_a_500(
 
 
 def test_a_form_field_that_is_not_utf8_is_stored_as_valid_unicode(client: TestClient, ctx: IngressContext) -> None:
-    body, headers = _multipart([("prompt", None, b"\xff\xfe desk")])
+    body, headers = multipart([("prompt", None, b"\xff\xfe desk")])
     response = client.post("/v1/generate", content=body, headers=headers)
     assert response.status_code == 202, response.text
     prompt = ctx.tasks.require(response.json()["task_id"]).request["prompt"]
@@ -436,17 +340,18 @@ def test_openapi_declares_prompt_required_and_a_missing_prompt_is_the_seeds_400(
 
 
 def test_request_schema_follows_the_servers_preset_and_backends() -> None:
-    from serve_app.api.generate import request_schemas
+    from serve_app.products.base import SchemaContext
+    from serve_app.products.desk.route import request_schemas
 
     preset = load_preset("tiny")
     bare = preset.model_copy(update={"loras": []})
-    schemas = request_schemas(bare, preset.limits, webhooks=False, s3_inputs=False)
+    schemas = request_schemas(SchemaContext(bare, preset.limits, webhooks=False, s3_inputs=False))
     request, form = schemas["GenerateRequest"], schemas["GenerateForm"]
     assert request["properties"]["lora"]["type"] == "null" and "lora" not in form["properties"]
     assert request["properties"]["webhook_url"]["type"] == "null" and "webhook_url" not in form["properties"]
     url = next(b for b in request["properties"]["initial_image_url"]["anyOf"] if b.get("type") == "string")
     assert url["pattern"] == "^https?://"
-    full = request_schemas(preset, preset.limits, webhooks=True, s3_inputs=True)
+    full = request_schemas(SchemaContext(preset, preset.limits, webhooks=True, s3_inputs=True))
     assert full["LoraSelection"]["properties"]["name"]["enum"] == [spec.name for spec in preset.loras]
     assert full["GenerateForm"]["properties"]["height"] == {
         "type": "integer",

@@ -19,7 +19,7 @@ from serve_app.api.deps import IngressContext, set_context
 from serve_app.config import AppArgs
 from serve_app.ingress import app
 from serve_app.tasks.keys import KeyLimits
-from tests.unit.test_api import make_context, png
+from tests.support.ingress import make_context, png
 
 
 def _files(ctx: IngressContext) -> list[Path]:

@@ -37,7 +37,7 @@ from serve_app.api.deps import IngressContext, set_context
 from serve_app.ingress import app
 from serve_app.settings import Settings
 from serve_app.tasks import TaskStore
-from tests.unit.test_api import make_context
+from tests.support.ingress import make_context
 
 SECRET = "whsec_" + "dGVzdC13ZWJob29rLXNlY3JldC0xMjM0NTY3ODkw"
 

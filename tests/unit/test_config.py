@@ -14,6 +14,7 @@ from serve_app.errors import ConfigurationError
 from serve_app.presets import Preset, load_preset
 from serve_app.requests import GenerateRequest
 from serve_app.storage.config import LocalStorageConfig, S3StorageConfig
+from tests.support.configs import check_serve_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,37 +49,6 @@ def test_preset_rejects_duplicate_loras_and_huge_limits() -> None:
     data["limits"]["max_side"] = 8192
     with pytest.raises(ValidationError):
         Preset.model_validate(data)
-
-
-def check_serve_config(config: dict[str, Any]) -> None:
-    """What any serve config of this app must satisfy, however it is deployed (`serve deploy`, a
-    KubeRay RayService): Ray's own schema; our args and their preset; the deployments it configures
-    are exactly those of the app graph those args build (Serve refuses settings for a deployment the
-    graph lacks, and resources live only in the config); batches within concurrency; a Generator
-    that can scale (or, in the one-GPU profile, exactly one that fits)."""
-    from ray.serve._private.build_app import build_app as build_graph
-    from ray.serve.schema import ServeDeploySchema
-
-    from serve_app.builder import build_app
-
-    schema = ServeDeploySchema.model_validate(config)
-    assert schema.applications, "no applications"
-    for app, raw in zip(schema.applications, config["applications"], strict=True):
-        assert app.import_path == "serve_app.builder:build_app"
-        args = AppArgs.model_validate(app.args)
-        load_preset(args.preset)
-        graph = build_graph(build_app(args), name=app.name)
-        configured = {d.name for d in app.deployments}
-        assert configured == {d.name for d in graph.deployments}, f"{app.name}: deployments differ from the graph"
-        for deployment in raw["deployments"]:
-            batch = deployment.get("user_config", {}).get("max_batch_size")
-            if batch:
-                assert deployment["max_ongoing_requests"] >= batch, f"{deployment['name']} would cap its batches"
-        generator = next(d for d in raw["deployments"] if d["name"] == "Generator")
-        if "autoscaling_config" in generator:
-            assert generator["autoscaling_config"]["max_replicas"] > generator["autoscaling_config"]["min_replicas"]
-        else:
-            assert generator["num_replicas"] == 1 and generator["ray_actor_options"].get("num_gpus", 0) < 1
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from serve_app.api.config import CorsConfig
 from serve_app.api.deps import IngressContext, set_context
 from serve_app.ingress import app
-from tests.unit.test_api import make_context
+from tests.support.ingress import make_context
 
 APP_ORIGIN = "https://app.example.com"
 TASKS = {"max_active": 1, "retry_after_s": 7}

@@ -10,7 +10,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from serve_app.paths import CONFIGS_DIR, REPO_ROOT
-from tests.unit.test_kuberay import pinned
+from tests.support.configs import pinned
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"

@@ -20,23 +20,24 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from pydantic import ValidationError
 
+from benchmarks.harness import PaintingStages, WorkerRunner
 from serve_app.api.deps import IngressContext, set_context
 from serve_app.backends import BackendRegistry
 from serve_app.backends.base import BackendImage, EditNotSupported
 from serve_app.backends.config import BackendsConfig, FaceRestorationConfig
 from serve_app.backends.restoration import FaceRestorer, ReplicateFaceRestorer, build_restorer
-from serve_app.edit_flow import EditFlow
 from serve_app.errors import UpstreamError
+from serve_app.flows.kit import FlowDeps
 from serve_app.ingress import app
 from serve_app.presets import load_preset
+from serve_app.products.edits.flow import EditFlow
 from serve_app.stages import GenerationSpec
 from tests.stubs.openai_stub import KEY as OPENAI_KEY
 from tests.stubs.openai_stub import OpenAIStub
 from tests.stubs.provider_base import multipart
 from tests.stubs.replicate_stub import ReplicateStub
-from tests.unit.test_api import make_context
-from tests.unit.test_openai_images import FlowRunner, PaintingStages
-from tests.unit.test_scenes_articles import ScriptedBackend, _result
+from tests.support.ingress import make_context
+from tests.support.stages import ScriptedBackend, wait_result
 
 
 def _png(width: int = 96, height: int = 64, color: tuple[int, int, int] = (200, 100, 50)) -> bytes:
@@ -96,8 +97,8 @@ def restorer() -> ScriptedRestorer:
 def client(
     ctx: IngressContext, stages: PaintingStages, registry: BackendRegistry, restorer: ScriptedRestorer
 ) -> Iterator[TestClient]:
-    flows = {"edit": EditFlow(stages, ctx.images, backends=registry, restorer=restorer)}  # type: ignore[arg-type]
-    ctx.runner = FlowRunner(ctx, stages, flows)  # type: ignore[assignment]
+    deps = FlowDeps(stages, ctx.images, backends=registry)  # type: ignore[arg-type]
+    ctx.runner = WorkerRunner(ctx, {"edit": EditFlow(deps, restorer=restorer)})  # type: ignore[assignment]
     with TestClient(app) as running:
         yield running
 
@@ -122,7 +123,7 @@ def test_an_edit_runs_on_the_editor_with_the_image_and_the_instruction(
     assert (body["width"], body["height"]) == (spec.width, spec.height) and spec.width > spec.height  # 3:2 kept
     image = client.get(body["url"].removeprefix("http://t"))
     assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
-    result = _result(client, body["task_id"])
+    result = wait_result(client, body["task_id"])
     assert result["image_guidance_scale"] == 1.5 and result["cost_usd"] >= 0
 
 
@@ -130,7 +131,7 @@ def test_a_korean_instruction_reaches_the_editor_in_english(client: TestClient, 
     body = _edit(client, instruction="조명을 따뜻하게").json()
     assert body["instruction"] == "조명을 따뜻하게"
     assert body["edit_prompt"] == stages.specs[0].prompt and "warm" in body["edit_prompt"]
-    result = _result(client, body["task_id"])
+    result = wait_result(client, body["task_id"])
     assert result["translations"]["instruction"]["source"] == "조명을 따뜻하게"
 
 
@@ -144,7 +145,7 @@ def test_one_step_is_a_valid_edit(client: TestClient, stages: PaintingStages) ->
 def test_rewrite_asks_the_prompt_writer_for_the_edit_prompt(client: TestClient, stages: PaintingStages) -> None:
     body = _edit(client, instruction="  make   the desk   brighter.  ", rewrite="true").json()
     assert body["edit_prompt"] == stages.specs[0].prompt == "make the desk brighter"
-    assert _result(client, body["task_id"])["writer"] == "template"
+    assert wait_result(client, body["task_id"])["writer"] == "template"
 
 
 def test_a_failing_editor_falls_back_to_the_cloud_edit_and_says_why(
@@ -166,7 +167,7 @@ def test_an_ab_test_on_edits_sends_its_callers_to_their_arm_and_records_it(
     ctx.args.backends.experiments["edit"] = [Variant(name="cloud-first", percent=100, chain=["openai:gpt-image-1"])]
     body = _edit(client, user_id="u1").json()
     assert body["variant"] == "cloud-first" and body["backend"] == "openai" and stages.specs == []
-    assert _result(client, body["task_id"])["variant"] == "cloud-first"
+    assert wait_result(client, body["task_id"])["variant"] == "cloud-first"
     assert _edit(client, user_id="u1", backend="local").json()["backend"] == "local"  # asked for: no arm
 
 
@@ -184,7 +185,7 @@ def test_local_only_does_not_fall_back(client: TestClient, stages: PaintingStage
     stages.fail_with = RuntimeError("boom")
     response = _edit(client, backend="local")
     assert response.status_code == 500 and response.json()["error_code"] == "GENERATION_FAILED"
-    result = _result(client, response.headers["x-task-id"])
+    result = wait_result(client, response.headers["x-task-id"])
     assert [entry["backend"] for entry in result["backends_failed"]] == ["local"]
     assert registry._cloud["openai:gpt-image-1"].specs == []  # type: ignore[attr-defined]
 
@@ -196,7 +197,7 @@ def test_every_backend_failing_fails_the_task_with_each_reason(
     registry._cloud["openai:gpt-image-1"].error = UpstreamError("busy", error_code="RATE_LIMITED")  # type: ignore[attr-defined]
     response = _edit(client)
     assert response.status_code == 500
-    result = _result(client, response.headers["x-task-id"])
+    result = wait_result(client, response.headers["x-task-id"])
     assert [(e["backend"], e["error_code"]) for e in result["backends_failed"]] == [
         ("local", "GENERATION_FAILED"),
         ("openai", "RATE_LIMITED"),
@@ -212,7 +213,7 @@ def test_restore_faces_runs_the_restorer_on_the_edit(
     assert len(restorer.seen) == 1 and body["seed"] == 3
     stored = Image.open(io.BytesIO(client.get(body["url"].removeprefix("http://t")).content))
     assert stored.size == (40, 40)
-    result = _result(client, body["task_id"])
+    result = wait_result(client, body["task_id"])
     assert result["cost_usd"] >= 0.002 and "restore" in result["timings"]
 
 
@@ -336,9 +337,11 @@ def test_the_openapi_document_has_the_edit_form_and_its_answers(client: TestClie
 
 
 def test_an_edit_chain_of_backends_that_cannot_edit_is_refused() -> None:
+    from serve_app.config import AppArgs
+
     with pytest.raises(ValidationError, match="cannot edit an image"):
-        BackendsConfig.model_validate({"chains": {"edit": ["local", "kling"]}})
-    BackendsConfig.model_validate({"chains": {"edit": ["replicate:timbrooks/instruct-pix2pix:abc", "local"]}})
+        AppArgs.model_validate({"backends": {"chains": {"edit": ["local", "kling"]}}})
+    AppArgs.model_validate({"backends": {"chains": {"edit": ["replicate:timbrooks/instruct-pix2pix:abc", "local"]}}})
 
 
 # -- the tiny InstructPix2Pix engine -----------------------------------------------------------------

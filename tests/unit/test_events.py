@@ -16,7 +16,7 @@ from serve_app.api import events as events_module
 from serve_app.api.deps import IngressContext, set_context
 from serve_app.ingress import app
 from serve_app.tasks import TaskStore
-from tests.unit.test_api import make_context
+from tests.support.ingress import make_context
 
 
 @pytest.fixture

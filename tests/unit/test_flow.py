@@ -13,9 +13,10 @@ import ray.exceptions
 from PIL import Image
 
 from serve_app.errors import AppError, GenerationFailed, StorageError, TaskCancelled
-from serve_app.flow import DeskFlow, FlowOutcome, OnStep
+from serve_app.flows.kit import FlowDeps, FlowOutcome, OnStep
 from serve_app.items import load_item_vocabulary
 from serve_app.presets import load_preset
+from serve_app.products.desk.flow import DeskFlow
 from serve_app.requests import GenerateRequest
 from serve_app.retry import RetryConfig
 from serve_app.stages import Classification, DeskItem, GenerationOutput, GenerationSpec, ItemSearchResult, Offer
@@ -118,7 +119,7 @@ async def _run(
         return False
 
     steps: list[tuple[int, int | None]] = []
-    flow = DeskFlow(stages, store, load_item_vocabulary(), retries=FAST_RETRIES)
+    flow = DeskFlow(FlowDeps(stages, store, retries=FAST_RETRIES), load_item_vocabulary())
     outcome: FlowOutcome = await flow.run(_record(key, **request), progress, cancelled)
     if outcome.result.get("processed_image_url"):
         assert steps == [(1, 2), (2, 2)], "the generator's progress reaches the task"
@@ -234,7 +235,7 @@ async def test_cancel_between_stages(tmp_path: Path) -> None:
     async def cancelled() -> bool:
         return True
 
-    flow = DeskFlow(stages, store, load_item_vocabulary())
+    flow = DeskFlow(FlowDeps(stages, store), load_item_vocabulary())
     await store.put("u/20260101/p.png", b"p")
     with pytest.raises(AppError, match="cancelled"):
         await flow.run(_record("u/20260101/p.png"), progress, cancelled)
@@ -264,7 +265,7 @@ async def test_n_images_in_one_batch_each_seed_stored_in_the_asked_format(tmp_pa
     async def cancelled() -> bool:
         return False
 
-    flow = DeskFlow(stages, store, load_item_vocabulary(), retries=FAST_RETRIES)
+    flow = DeskFlow(FlowDeps(stages, store, retries=FAST_RETRIES), load_item_vocabulary())
     record = _record(None, n=3, output_format="jpeg", output_compression=70)
     outcome = await flow.run(record, progress, cancelled)
     result = outcome.result

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from serve_app.settings import Settings
-from tests.unit.test_config import check_serve_config
+from tests.support.configs import check_serve_config, pinned
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = REPO / "deploy" / "kuberay" / "rayservice.yaml"
@@ -26,13 +26,6 @@ MANIFEST = REPO / "deploy" / "kuberay" / "rayservice.yaml"
 NOT_SECRET = {"IMAGEGEN_TORCH_THREADS"}
 SECRET_ENV = {name.upper() for name in Settings.model_fields} - NOT_SECRET
 SECRET_LOOKING = re.compile(r"SECRET|PASSWORD|TOKEN|DSN|_KEY|CREDENTIAL", re.IGNORECASE)
-
-
-def pinned(package: str) -> str:
-    for line in (REPO / "requirements" / "constraints.txt").read_text().splitlines():
-        if line.startswith(f"{package}=="):
-            return line.split("==", 1)[1].strip()
-    raise AssertionError(f"{package} is not pinned in requirements/constraints.txt")
 
 
 @pytest.fixture(scope="module")

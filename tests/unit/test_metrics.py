@@ -19,7 +19,7 @@ from PIL import Image
 
 import serve_app.metrics as app_metrics
 from serve_app.errors import GenerationFailed, InvalidInput, NotFound, StorageError, TaskCancelled, UpstreamError
-from serve_app.flow import FlowOutcome
+from serve_app.flows.kit import FlowOutcome
 from serve_app.metrics import (
     METRICS,
     GeneratorMetrics,
@@ -31,8 +31,12 @@ from serve_app.metrics import (
 )
 from serve_app.stages import Classification, GenerationOutput, GenerationSpec
 from serve_app.storage.base import ImageStore
+from serve_app.storage.config import LocalStorageConfig
+from serve_app.storage.local import LocalImageStore
 from serve_app.tasks import SqliteDatabase, TaskStore
+from serve_app.tasks.config import TasksConfig
 from serve_app.tasks.records import Stage
+from serve_app.tasks.worker import TaskWorker
 
 RESERVED_TAGS = {"deployment", "replica", "application", "route"}  # Serve adds these itself
 PER_REQUEST_TAGS = {"task_id", "user_id", "key_id", "request_id", "prompt", "url"}
@@ -203,8 +207,6 @@ def test_task_metrics_tags(recorded: Recorded) -> None:
 
 
 async def test_the_runner_records_queue_wait_and_stage_timings(recorded: Recorded, tmp_path: Path) -> None:
-    from deployments.task_runner import TaskRunner
-
     clock = SimpleNamespace(now=1_000.0)
     store = TaskStore(SqliteDatabase(tmp_path / "tasks.db"), clock=lambda: clock.now)
     store.create("t1", kind="desk", request={"prompt": "a desk"})
@@ -217,10 +219,9 @@ async def test_the_runner_records_queue_wait_and_stage_timings(recorded: Recorde
             await progress(Stage.generating)
             return FlowOutcome(result={"timings": {"generate": 0.75, "search": 0.1}})
 
-    runner = object.__new__(TaskRunner.func_or_class)
-    runner.tasks, runner.flows, runner.metrics = store, {"desk": Flow()}, TaskMetrics()
-    runner._running, runner._stopping = {}, {}
-    assert await runner._run_claimed(record) == "done"
+    images = LocalImageStore(LocalStorageConfig(root=str(tmp_path / "images")))
+    worker = TaskWorker(tasks=store, images=images, flows={"desk": Flow()}, cfg=TasksConfig())
+    assert await worker.run_claimed(record) == "done"
 
     assert recorded.of("imagegen_queue_wait_seconds") == [(2.5, {"kind": "desk", "attempt": "first"})]
     assert sorted((tags["stage"], value) for value, tags in recorded.of("imagegen_stage_duration_seconds")) == [
@@ -450,8 +451,8 @@ async def test_storage_errors_reach_the_owners_hook(recorded: Recorded) -> None:
 
 
 async def test_webhook_attempts_carry_a_bounded_error_code() -> None:
+    from benchmarks.harness import free_port
     from serve_app.net import FetchPolicy
-    from serve_app.testing import free_port
     from serve_app.webhooks import WebhookConfig, WebhookSender
 
     policy = FetchPolicy(allow_hosts=["127.0.0.1"], timeout_s=2.0)

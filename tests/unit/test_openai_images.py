@@ -20,72 +20,12 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from benchmarks.harness import PaintingStages, WorkerRunner
 from serve_app.api.deps import IngressContext, set_context
-from serve_app.flow import Flow, OnStep
-from serve_app.image_flow import ImageFlow
+from serve_app.flows.kit import FlowDeps
 from serve_app.ingress import app
-from serve_app.stages import GenerationOutput, GenerationSpec
-from serve_app.tasks.records import Stage
-from tests.unit.test_api import _multipart, make_context, png
-
-
-class PaintingStages:
-    """The flow's stages with a Generator that paints a solid image of the asked size per spec."""
-
-    def __init__(self) -> None:
-        self.specs: list[GenerationSpec] = []
-        self.fail_with: Exception | None = None
-
-    async def generate(self, spec: GenerationSpec, on_step: OnStep) -> GenerationOutput:
-        self.specs.append(spec)
-        if self.fail_with is not None:
-            raise self.fail_with
-        for step in range(1, spec.num_inference_steps + 1):
-            await on_step(step, spec.num_inference_steps)
-        buffer = io.BytesIO()
-        Image.new("RGB", (spec.width, spec.height), (spec.seed % 256, 80, 160)).save(buffer, format="PNG")
-        return GenerationOutput(image_png=buffer.getvalue(), seed=spec.seed, model_id="painter")
-
-
-class FlowRunner:
-    """Stands in for the TaskRunner handle: `run.remote(task_id)` claims the task and runs the
-    real ImageFlow to its end state (or leaves it queued when `hold` is set)."""
-
-    def __init__(self, ctx: IngressContext, stages: PaintingStages, flows: dict[str, Flow] | None = None) -> None:
-        self.ctx, self.stages, self.hold = ctx, stages, False
-        self.run = self
-        self.progress: list[tuple[str, int | None]] = []
-        self.flows = flows or {"image": ImageFlow(stages, ctx.images)}  # type: ignore[arg-type]
-
-    def remote(self, task_id: str) -> Any:
-        return self._run(task_id)
-
-    async def _run(self, task_id: str) -> None:
-        if self.hold:
-            return
-        queue = self.ctx.tasks.queue
-        record = await asyncio.to_thread(queue.claim, task_id, "test-worker", 30.0)
-        assert record is not None and record.kind in self.flows
-
-        async def progress(stage: Stage, step: int | None = None, total: int | None = None) -> None:
-            self.progress.append((stage.value, step))
-
-        async def cancelled() -> bool:
-            return False
-
-        try:
-            outcome = await self.flows[record.kind].run(record, progress, cancelled)
-        except Exception as exc:
-            await asyncio.to_thread(
-                queue.fail,
-                task_id,
-                exc.error_code,  # type: ignore[attr-defined]
-                exc.message,  # type: ignore[attr-defined]
-                lease=record.lease_owner or "",
-                result=getattr(exc, "partial", None),
-            )
-            return
-        await asyncio.to_thread(queue.complete, task_id, record.lease_owner or "", outcome.result, outcome.object_keys)
+from serve_app.products.images.flow import ImageFlow
+from tests.support.ingress import make_context, multipart, png
 
 
 @pytest.fixture
@@ -101,13 +41,13 @@ def stages() -> PaintingStages:
 
 
 @pytest.fixture
-def runner(ctx: IngressContext, stages: PaintingStages) -> FlowRunner:
-    ctx.runner = FlowRunner(ctx, stages)  # type: ignore[assignment]
+def runner(ctx: IngressContext, stages: PaintingStages) -> WorkerRunner:
+    ctx.runner = WorkerRunner(ctx, {"image": ImageFlow(FlowDeps(stages, ctx.images))})  # type: ignore[arg-type,assignment]
     return ctx.runner  # type: ignore[return-value]
 
 
 @pytest.fixture
-def client(ctx: IngressContext, runner: FlowRunner) -> TestClient:
+def client(ctx: IngressContext, runner: WorkerRunner) -> TestClient:
     return TestClient(app)
 
 
@@ -207,7 +147,7 @@ def test_a_failed_task_is_a_500_in_openais_shape(
 
 
 def test_past_the_wait_a_504_names_the_task_and_the_same_key_waits_again(
-    client: TestClient, ctx: IngressContext, runner: FlowRunner
+    client: TestClient, ctx: IngressContext, runner: WorkerRunner
 ) -> None:
     ctx.args.openai.max_wait_s = 0.1
     runner.hold = True  # the task stays queued
@@ -261,7 +201,7 @@ def test_bad_edits_are_400_and_record_nothing(
     if files:
         response = client.post("/v1/images/edits", files=files, data=data)
     else:  # a multipart body with text fields only
-        body, headers = _multipart([(name, None, value.encode()) for name, value in data.items()])
+        body, headers = multipart([(name, None, value.encode()) for name, value in data.items()])
         response = client.post("/v1/images/edits", content=body, headers=headers)
     assert response.status_code == 400, response.text
     if param is not None:
@@ -301,7 +241,7 @@ def test_the_openapi_document_has_both_routes(client: TestClient) -> None:
 
 
 def test_prefer_respond_async_answers_202_with_the_task(
-    client: TestClient, ctx: IngressContext, runner: FlowRunner
+    client: TestClient, ctx: IngressContext, runner: WorkerRunner
 ) -> None:
     runner.hold = True
     response = client.post(
@@ -313,7 +253,7 @@ def test_prefer_respond_async_answers_202_with_the_task(
     assert response.headers["Location"] == f"/v1/result/{task_id}" and ctx.tasks.require(task_id).status == "queued"
 
 
-def test_prefer_wait_shortens_the_wait(client: TestClient, ctx: IngressContext, runner: FlowRunner) -> None:
+def test_prefer_wait_shortens_the_wait(client: TestClient, ctx: IngressContext, runner: WorkerRunner) -> None:
     runner.hold = True
     response = client.post("/v1/images/generations", json={"prompt": "a desk"}, headers={"Prefer": "wait=0"})
     assert response.status_code == 504 and response.json()["error"]["code"] == "TIMEOUT"

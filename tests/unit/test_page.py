@@ -14,7 +14,7 @@ from PIL import Image
 from serve_app.api.deps import IngressContext, set_context
 from serve_app.api.page import PAGE_DIR, shipped_files
 from serve_app.ingress import app
-from tests.unit.test_api import make_context
+from tests.support.ingress import make_context
 
 
 @pytest.fixture

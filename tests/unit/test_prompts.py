@@ -1,10 +1,11 @@
-"""Desk prompt builder: order, negatives, token budget (configs/prompts.yaml)."""
+"""The prompt builder with the desk product's templates: order, negatives, token budget."""
 
 from __future__ import annotations
 
 import pytest
 
 from serve_app.items import extract_items
+from serve_app.products.desk.flow import PROMPTS as DESK
 from serve_app.prompts import (
     PromptTemplates,
     build_prompt,
@@ -44,8 +45,8 @@ def negatives(text: str) -> list[str]:
 
 
 def test_templates_express_the_seed_intent() -> None:
-    t = load_prompt_templates()
-    assert load_prompt_templates() is t
+    t = load_prompt_templates(DESK)
+    assert load_prompt_templates(DESK) is t
     assert "realistic" in t.subject
     for word in ("aesthetically", "match", "complement", "tone", "lighting", "colour", "style"):
         assert word in t.style
@@ -54,8 +55,10 @@ def test_templates_express_the_seed_intent() -> None:
 
 
 def test_prompt_contains_every_part_in_order(items: list[DeskItem]) -> None:
-    built = build_prompt(CAPTION, items, "minimal wooden desk setup", ["cozywood style"])
-    t = load_prompt_templates()
+    built = build_prompt(
+        CAPTION, items, "minimal wooden desk setup", ["cozywood style"], templates=load_prompt_templates(DESK)
+    )
+    t = load_prompt_templates(DESK)
     prompt = built.prompt
     assert prompt.startswith("cozywood style, minimal wooden desk setup, ")
     positions = [prompt.index(part) for part in (t.subject, "with desk, monitor, keyboard, mouse", t.style, CAPTION)]
@@ -65,34 +68,47 @@ def test_prompt_contains_every_part_in_order(items: list[DeskItem]) -> None:
 
 
 def test_trigger_words_first_and_deduplicated() -> None:
-    built = build_prompt("", [], "a desk", ["neonmin style", "glow", "neonmin style"])
+    built = build_prompt(
+        "", [], "a desk", ["neonmin style", "glow", "neonmin style"], templates=load_prompt_templates(DESK)
+    )
     assert built.prompt.startswith("neonmin style, glow, a desk, ")
     assert built.prompt.count("neonmin style") == 1
 
 
 def test_without_caption_items_or_trigger_words() -> None:
-    built = build_prompt("", [], "a cozy desk", [])
-    t = load_prompt_templates()
+    built = build_prompt("", [], "a cozy desk", [], templates=load_prompt_templates(DESK))
+    t = load_prompt_templates(DESK)
     assert built.prompt == f"a cozy desk, {t.subject}, {t.style}, {t.quality}"
 
 
 def test_negatives_always_include_seed_negatives() -> None:
-    built = build_prompt("", [], "a desk", [])
+    built = build_prompt("", [], "a desk", [], templates=load_prompt_templates(DESK))
     assert negatives(built.negative_prompt) == SEED_NEGATIVES
 
 
 def test_user_negatives_merged_without_duplicates() -> None:
-    built = build_prompt("", [], "a desk", [], user_negative="People, cartoon,  blurry ,watermark; text\nwatermark")
+    built = build_prompt(
+        "",
+        [],
+        "a desk",
+        [],
+        user_negative="People, cartoon,  blurry ,watermark; text\nwatermark",
+        templates=load_prompt_templates(DESK),
+    )
     assert negatives(built.negative_prompt) == [*SEED_NEGATIVES, "watermark", "text"]
     assert merge_negatives(["a", "b"], None) == "a, b"
     assert merge_negatives(["a"], " , ,") == "a"
 
 
 def test_budget_trims_caption_then_items_but_keeps_user_text_and_triggers(items: list[DeskItem]) -> None:
-    t = load_prompt_templates()
+    t = load_prompt_templates(DESK)
     user = "a minimalist walnut desk with a large window, soft morning sunlight, green plants and a cozy rug"
     built = build_prompt(
-        CAPTION + " next to a window with curtains and a bookshelf full of books", items, user, ["cozywood style"]
+        CAPTION + " next to a window with curtains and a bookshelf full of books",
+        items,
+        user,
+        ["cozywood style"],
+        templates=load_prompt_templates(DESK),
     )
     assert built.prompt.startswith(f"cozywood style, {user}, ")
     assert built.estimated_tokens <= t.max_tokens
@@ -115,9 +131,9 @@ def test_items_trimmed_from_the_end() -> None:
 
 def test_user_text_and_triggers_never_dropped_even_over_budget() -> None:
     user = " ".join(["wooden desk"] * 60)
-    built = build_prompt(CAPTION, [], user, ["cozywood style"])
+    built = build_prompt(CAPTION, [], user, ["cozywood style"], templates=load_prompt_templates(DESK))
     assert built.prompt == f"cozywood style, {user}"
-    assert built.estimated_tokens > load_prompt_templates().max_tokens
+    assert built.estimated_tokens > load_prompt_templates(DESK).max_tokens
     assert set(built.trimmed) == {"caption", "quality", "style", "subject"}
 
 

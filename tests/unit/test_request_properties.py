@@ -19,7 +19,7 @@ from serve_app.errors import AppError
 from serve_app.ingress import app
 from serve_app.presets import load_preset
 from serve_app.requests import HARD_MAX_SIDE, GenerateRequest
-from tests.unit.test_api import _multipart, make_context
+from tests.support.ingress import make_context, multipart
 
 PRESET = load_preset("tiny")
 FIELDS = [
@@ -80,7 +80,7 @@ def test_any_json_body_is_answered_without_a_500(client: TestClient, body: dict[
 @given(fields=st.dictionaries(st.sampled_from(FIELDS), st.text(max_size=30) | st.from_regex(r"-?\d{1,6}(\.\d+)?")))
 def test_any_multipart_form_is_answered_without_a_500(client: TestClient, fields: dict[str, str]) -> None:
     parts = [(name, None, value.encode("utf-8", "surrogatepass")) for name, value in fields.items()]
-    body, headers = _multipart(parts)
+    body, headers = multipart(parts)
     response = client.post("/v1/generate", content=body, headers=headers)
     _check_answer(response.status_code, response.json())
 

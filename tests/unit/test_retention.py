@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from serve_app.errors import NotFound
-from serve_app.retention import RetentionSweeper
 from serve_app.settings import Settings
 from serve_app.storage import LocalImageStore, S3ImageStore
 from serve_app.storage.base import ImageStore
 from serve_app.storage.config import LocalStorageConfig, S3StorageConfig
 from serve_app.tasks import PostgresDatabase, SqliteDatabase, TaskStore
 from serve_app.tasks.config import RetentionConfig
+from serve_app.tasks.retention import RetentionSweeper
 from tests.support.postgres import PostgresServer
 from tests.support.seaweed import SeaweedServer
 

@@ -12,29 +12,27 @@ integration tests; here a chain's cloud member is a scripted backend, so the cha
 
 from __future__ import annotations
 
-import io
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 
+from benchmarks.harness import PaintingStages, WorkerRunner
 from serve_app.api.deps import IngressContext, set_context
-from serve_app.article_flow import ArticleFlow
-from serve_app.backends import BackendImage, BackendRegistry, BackendStatus, ImageBackend
+from serve_app.backends import BackendRegistry
 from serve_app.backends.config import Variant
 from serve_app.errors import UpstreamError
-from serve_app.image_flow import ImageFlow
+from serve_app.flows.kit import FlowDeps
 from serve_app.ingress import app
-from serve_app.scene_flow import SceneFlow
-from serve_app.stages import GenerationSpec
-from serve_app.texture_flow import TextureFlow
+from serve_app.products.articles.flow import ArticleFlow
+from serve_app.products.images.flow import ImageFlow
+from serve_app.products.scenes.flow import SceneFlow
+from serve_app.products.textures.flow import TextureFlow
 from serve_app.writing.glossary import has_hangul
-from tests.unit.test_api import make_context
-from tests.unit.test_openai_images import FlowRunner, PaintingStages
+from tests.support.ingress import make_context
+from tests.support.stages import ScriptedBackend, wait_result
 
 SCENE: dict[str, Any] = {
     "script_metadata": {
@@ -51,28 +49,6 @@ SCENE: dict[str, Any] = {
         {"type": "dialogue", "character": "민지", "text": "오랜만이야!", "emotion": "기쁨"},
     ],
 }
-
-
-class ScriptedBackend(ImageBackend):
-    """A cloud member of a chain that fails with `error` or paints a 32x32 image."""
-
-    kind = "cloud"
-
-    def __init__(self, name: str, error: Exception | None = None) -> None:
-        self.name = name
-        self.error = error
-        self.specs: list[GenerationSpec] = []
-
-    def status(self) -> BackendStatus:
-        return BackendStatus(name=self.name, kind="cloud", model="scripted", configured=True)
-
-    async def generate(self, spec: GenerationSpec, on_step: Any = None) -> BackendImage:
-        self.specs.append(spec)
-        if self.error is not None:
-            raise self.error
-        out = io.BytesIO()
-        Image.new("RGB", (32, 32), (10, 200, 10)).save(out, format="PNG")
-        return BackendImage(image_png=out.getvalue(), backend=self.name, model="scripted", seconds=0.5, cost_usd=0.01)
 
 
 @pytest.fixture
@@ -104,31 +80,22 @@ def registry(ctx: IngressContext) -> BackendRegistry:
 
 
 @pytest.fixture
-def runner(ctx: IngressContext, stages: PaintingStages, registry: BackendRegistry) -> FlowRunner:
+def runner(ctx: IngressContext, stages: PaintingStages, registry: BackendRegistry) -> WorkerRunner:
+    deps = FlowDeps(stages, ctx.images, backends=registry, task_store=ctx.tasks)  # type: ignore[arg-type]
     flows = {
-        "image": ImageFlow(stages, ctx.images),  # type: ignore[arg-type]
-        "scene": SceneFlow(stages, ctx.images, backends=registry),  # type: ignore[arg-type]
-        "article": ArticleFlow(stages, ctx.images, backends=registry),  # type: ignore[arg-type]
-        "texture": TextureFlow(stages, ctx.images, backends=registry, cache=ctx.tasks),  # type: ignore[arg-type]
+        "image": ImageFlow(deps),
+        "scene": SceneFlow(deps),
+        "article": ArticleFlow(deps),
+        "texture": TextureFlow(deps, cache=ctx.tasks),
     }
-    ctx.runner = FlowRunner(ctx, stages, flows)  # type: ignore[assignment]
+    ctx.runner = WorkerRunner(ctx, flows)  # type: ignore[assignment]
     return ctx.runner  # type: ignore[return-value]
 
 
 @pytest.fixture
-def client(ctx: IngressContext, runner: FlowRunner) -> Iterator[TestClient]:
+def client(ctx: IngressContext, runner: WorkerRunner) -> Iterator[TestClient]:
     with TestClient(app) as running:  # one event loop for the whole test: 202 answers' tasks run on in it
         yield running
-
-
-def _result(client: TestClient, task_id: str) -> dict[str, Any]:
-    """The task's result once it has ended (a 202 answer returns before the runner is done)."""
-    for _ in range(500):
-        body = client.get(f"/v1/result/{task_id}").json()
-        if body["status"] in ("done", "failed"):
-            return body
-        time.sleep(0.02)
-    raise AssertionError(f"task {task_id} did not end: {body}")
 
 
 # -- scenes ------------------------------------------------------------------------------------------
@@ -185,12 +152,12 @@ def test_every_backend_failing_fails_the_scene_with_the_chain_in_the_result(
     response = client.post("/api/v1/images/generations/external", json=SCENE)
     assert response.status_code == 500
     assert response.json()["error_code"] == "GENERATION_FAILED"
-    result = _result(client, response.headers["x-task-id"])
+    result = wait_result(client, response.headers["x-task-id"])
     assert result["status"] == "failed"
     assert [entry["backend"] for entry in result["backends_failed"]] == ["kling", "local"]
 
 
-def test_scene_respond_async_answers_202(client: TestClient, runner: FlowRunner) -> None:
+def test_scene_respond_async_answers_202(client: TestClient, runner: WorkerRunner) -> None:
     runner.hold = True
     response = client.post("/api/v1/images/generations/internal", json=SCENE, headers={"Prefer": "respond-async"})
     assert response.status_code == 202 and response.json()["status"] == "queued"
@@ -233,7 +200,7 @@ ARTICLE = {
 def test_article_placeholders_come_back_in_order_each_on_its_own(client: TestClient, stages: PaintingStages) -> None:
     response = client.post("/v1/articles/images", json=ARTICLE)
     assert response.status_code == 202, response.text
-    result = _result(client, response.json()["task_id"])
+    result = wait_result(client, response.json()["task_id"])
     assert result["status"] == "done"
     entries = result["placeholders"]
     assert [entry["index"] for entry in entries] == [3, 1, 2]
@@ -269,7 +236,7 @@ def test_no_placeholder_made_fails_the_task_but_keeps_each_reason(
     stages.fail_with = RuntimeError("out of memory")
     registry._cloud["huggingface"].error = UpstreamError("loading", error_code="UPSTREAM_ERROR")  # type: ignore[attr-defined]
     response = client.post("/v1/articles/images", json=ARTICLE)
-    result = _result(client, response.json()["task_id"])
+    result = wait_result(client, response.json()["task_id"])
     assert result["status"] == "failed" and result["error_code"] == "GENERATION_FAILED"
     assert [p["error_code"] for p in result["placeholders"]] == [
         "GENERATION_FAILED",
@@ -305,7 +272,7 @@ def test_a_korean_prompt_is_translated_before_generation(client: TestClient, sta
     assert response.status_code == 200, response.text
     assert not has_hangul(stages.specs[-1].prompt)
     assert "cozy wood desk, warm sunlight" in stages.specs[-1].prompt
-    result = _result(client, response.headers["x-task-id"])
+    result = wait_result(client, response.headers["x-task-id"])
     assert result["translations"]["prompt"] == {
         "source": "아늑한 나무 책상, 따뜻한 햇살",
         "english": "cozy wood desk, warm sunlight",
@@ -432,7 +399,7 @@ def test_an_ab_test_splits_callers_stickily_and_records_the_variant(
         for arm, user in users.items():
             for _ in range(2):  # the same caller lands in the same arm every time
                 done = client.post("/v1/articles/images", json={**body, "user_id": user}, headers={"Prefer": "wait=10"})
-                task = _result(client, done.json()["task_id"])
+                task = wait_result(client, done.json()["task_id"])
                 assert task["variant"] == arm
                 assert task["placeholders"][0]["backend"] == {"generator": "local", "cloud": "huggingface"}[arm]
     finally:

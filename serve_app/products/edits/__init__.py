@@ -1,0 +1,1 @@
+"""Instruction edits of an uploaded image (source spec enhancement-api-options.md)."""

@@ -1,0 +1,1 @@
+"""Fabric textures with a content-addressed cache (source spec texture-generator-upgrade.md)."""

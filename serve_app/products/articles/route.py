@@ -12,19 +12,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.api.auth import Caller, get_caller
-from serve_app.api.deps import IngressContext, get_ctx
-from serve_app.api.generate import TASK_ROUTE_ERRORS, accept_task, check_webhook, given, patch_settings
+from serve_app.api.auth import CallerDep
+from serve_app.api.deps import Ctx, IdempotencyKey
+from serve_app.api.intake import TASK_ROUTE_ERRORS, accept_task, check_webhook, given, patch_settings
 from serve_app.api.schemas import TaskAccepted
-from serve_app.api.waiting import PREFER_DOC, preferences, respond_or_wait
-from serve_app.article_flow import KIND
+from serve_app.api.waiting import PreferHeader, preferences, respond_or_wait
 from serve_app.errors import InvalidInput
-from serve_app.presets import GenerationLimits, Preset
+from serve_app.products.articles.config import ArticlesConfig
+from serve_app.products.articles.flow import KIND
 from serve_app.products.articles.payload import ArticlePayload, Placeholder
+from serve_app.products.base import SchemaContext
+from serve_app.products.scenes.config import ScenesConfig  # articles wait as long as scenes (scenes.max_wait_s)
 from serve_app.requests import GenerateRequest, LoraSelection, OptInt
 
 router = APIRouter(prefix="/v1/articles", tags=["Article images"])
@@ -72,15 +74,14 @@ class ArticleImagesResponse(BaseModel):
     cost_usd: float
 
 
-def request_schemas(
-    preset: Preset, limits: GenerationLimits, *, webhooks: bool, max_placeholders: int
-) -> dict[str, dict[str, Any]]:
+def request_schemas(doc: SchemaContext) -> dict[str, dict[str, Any]]:
     """ArticleImagesRequest's schema with this server's ranges and LoRAs; the rules JSON Schema
     cannot state (distinct indexes, the cost of all placeholders together) are in its description."""
+    preset, limits, max_placeholders = doc.preset, doc.limits, doc.config(ArticlesConfig).max_placeholders
     schema = ArticleImagesRequest.model_json_schema(ref_template="#/components/schemas/{model}")
     nested = schema.pop("$defs", {})
     props = schema["properties"]
-    patch_settings(props, limits, webhooks=webhooks)
+    patch_settings(props, limits, webhooks=doc.webhooks)
     props["placeholders"]["maxItems"] = max_placeholders
     lora_names = [spec.name for spec in preset.loras]
     if not lora_names:
@@ -116,12 +117,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 )
 async def article_images(
     body: ArticleImagesRequest,
-    ctx: IngressContext = Depends(get_ctx),
-    caller: Caller = Depends(get_caller),
-    idempotency_key: str | None = Header(default=None, alias="Idempotency-Key", max_length=200),
-    prefer: str | None = Header(default=None, alias="Prefer", description=PREFER_DOC),
+    ctx: Ctx,
+    caller: CallerDep,
+    idempotency_key: IdempotencyKey = None,
+    prefer: PreferHeader = None,
 ) -> JSONResponse:
-    cfg = ctx.args.articles
+    cfg = ctx.config(ArticlesConfig)
     count = len(body.placeholders)
     if count > cfg.max_placeholders:
         raise InvalidInput(f"placeholders: at most {cfg.max_placeholders} per request, got {count}.")
@@ -160,7 +161,8 @@ async def article_images(
         return JSONResponse(
             TaskAccepted(task_id=record.task_id, status=record.status).model_dump(mode="json"), 202, headers
         )
-    waited = await respond_or_wait(ctx, caller, record, f"wait={wait}", idempotency_key, ctx.args.scenes.max_wait_s)
+    max_wait_s = ctx.config(ScenesConfig).max_wait_s
+    waited = await respond_or_wait(ctx, caller, record, f"wait={wait}", idempotency_key, max_wait_s)
     assert not isinstance(waited, JSONResponse)
     result = waited.result or {}
     answer = ArticleImagesResponse(

@@ -26,26 +26,24 @@ import asyncio
 import base64
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from serve_app.api.auth import Caller, get_caller
-from serve_app.api.deps import IngressContext, get_ctx
+from serve_app.api.auth import Caller, CallerDep
+from serve_app.api.deps import Ctx, IdempotencyKey, IngressContext
 from serve_app.api.errors import validation_error
-from serve_app.api.generate import accept_task, non_null, read_body, read_form
+from serve_app.api.intake import accept_task, auto_size, image_form, non_null, read_image_form, refuse
 from serve_app.api.schemas import TaskAccepted
-from serve_app.api.waiting import PREFER_DOC, respond_or_wait
-from serve_app.errors import InvalidInput, NotFound, PayloadTooLarge
-from serve_app.image_flow import KIND
+from serve_app.api.waiting import PreferHeader, respond_or_wait
+from serve_app.errors import NotFound
 from serve_app.images import decode_image
 from serve_app.patterns import NON_BLANK_PATTERN
-from serve_app.presets import GenerationLimits, Preset
+from serve_app.products.base import SchemaContext
+from serve_app.products.images.flow import KIND
 from serve_app.requests import GenerateRequest, LoraSelection, OptFloat, OptInt, OutputFormat, ResolvedGenerate
 
 router = APIRouter(prefix="/v1/images", tags=["OpenAI-compatible images"])
-
-_FORM_OVERHEAD = 64 * 1024
 
 
 class OpenAIErrorBody(BaseModel):
@@ -158,12 +156,6 @@ class ImagesResponse(BaseModel):
     size: str = Field(description="WIDTHxHEIGHT of the images.")
 
 
-def _refuse(message: str, param: str) -> InvalidInput:
-    error = InvalidInput(message)
-    error.param = param
-    return error
-
-
 def _to_generate(
     params: _ImageParams, ctx: IngressContext, caller: Caller, *, image_size: tuple[int, int] | None = None
 ) -> GenerateRequest:
@@ -173,7 +165,7 @@ def _to_generate(
     if model and model != ctx.preset.name and model not in ctx.args.openai.model_aliases:
         if ctx.preset.lora(model) is None:
             served = [ctx.preset.name, *(spec.name for spec in ctx.preset.loras)]
-            error = _refuse(f"model: {model!r} is not served here; use one of {', '.join(served)}.", "model")
+            error = refuse(f"model: {model!r} is not served here; use one of {', '.join(served)}.", "model")
             error.error_code = "MODEL_NOT_FOUND"
             raise error
         lora = LoraSelection(name=model)
@@ -203,19 +195,6 @@ def _to_generate(
         return GenerateRequest.model_validate({k: v for k, v in fields.items() if v is not None})
     except ValidationError as exc:
         raise validation_error(list(exc.errors())) from exc
-
-
-def auto_size(image_size: tuple[int, int], ctx: IngressContext) -> tuple[int, int]:
-    """An edit's size when none is asked for: the image's aspect ratio at the preset's default
-    area, both sides multiples of 8 within the limits."""
-    defaults, limits = ctx.preset.defaults, ctx.limits
-    width, height = image_size
-    scale = (defaults.width * defaults.height / (width * height)) ** 0.5
-
-    def side(value: float) -> int:
-        return max(limits.min_side, min(limits.max_side, int(round(value * scale / 8)) * 8))
-
-    return side(width), side(height)
 
 
 async def _answer(
@@ -271,10 +250,10 @@ def _check_enabled(ctx: IngressContext) -> None:
 )
 async def generations(
     body: ImageGenerationRequest,
-    ctx: IngressContext = Depends(get_ctx),
-    caller: Caller = Depends(get_caller),
-    idempotency_key: str | None = Header(default=None, alias="Idempotency-Key", max_length=200),
-    prefer: str | None = Header(default=None, alias="Prefer", description=PREFER_DOC),
+    ctx: Ctx,
+    caller: CallerDep,
+    idempotency_key: IdempotencyKey = None,
+    prefer: PreferHeader = None,
 ) -> JSONResponse:
     _check_enabled(ctx)
     req = _to_generate(body, ctx, caller)
@@ -288,10 +267,12 @@ _EDIT_BODY = {
 }
 
 
-def request_schemas(preset: Preset, limits: GenerationLimits, aliases: list[str]) -> dict[str, dict[str, Any]]:
-    """Both routes' request schemas with this server's ranges (as `generate.request_schemas` does
-    for /v1/generate): sizes as the exact list of sides the preset takes, `n`, steps, guidance and
+def request_schemas(doc: SchemaContext) -> dict[str, dict[str, Any]]:
+    """Both routes' request schemas with this server's ranges (as the desk route's do for
+    /v1/generate): sizes as the exact list of sides the preset takes, `n`, steps, guidance and
     prompt lengths from its limits, `model` as the names it serves. The edit is a multipart form."""
+    preset, limits = doc.preset, doc.limits
+    aliases = doc.args.openai.model_aliases if doc.args is not None else []
     sides = "|".join(str(side) for side in range(-(-limits.min_side // 8) * 8, limits.max_side + 1, 8))
     models = [preset.name, *(spec.name for spec in preset.loras), *aliases]
 
@@ -332,37 +313,6 @@ def _form(schema: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def image_form(
-    title: str,
-    properties: dict[str, Any],
-    required: list[str],
-    description: str,
-    examples: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """A multipart form's schema from a model's properties: none null (a form leaves a field out;
-    a field that can only be null is not offered; an optional field may also be sent empty, which
-    reads as left out), plus the binary `image` part."""
-    props: dict[str, Any] = {}
-    for name, prop in properties.items():
-        branch = non_null(prop)
-        if branch.get("type") == "null":
-            continue
-        value = {k: v for k, v in branch.items() if k not in ("title", "description")}
-        if name not in required:  # an empty text field is read as left out (read_image_form): say so
-            value = {"anyOf": [value, {"type": "string", "maxLength": 0}]}
-        props[name] = {**value, "description": prop.get("description", "")}
-    props["image"] = {"type": "string", "format": "binary", "description": "The image to edit (PNG, JPEG, WEBP...)."}
-    form = {
-        "title": title,
-        "type": "object",
-        "required": required,
-        "properties": props,
-        "additionalProperties": False,
-        "description": description,
-    }
-    return {**form, "examples": examples} if examples else form
-
-
 @router.post(
     "/edits",
     response_model=ImagesResponse,
@@ -373,10 +323,10 @@ def image_form(
 )
 async def edits(
     request: Request,
-    ctx: IngressContext = Depends(get_ctx),
-    caller: Caller = Depends(get_caller),
-    idempotency_key: str | None = Header(default=None, alias="Idempotency-Key", max_length=200),
-    prefer: str | None = Header(default=None, alias="Prefer", description=PREFER_DOC),
+    ctx: Ctx,
+    caller: CallerDep,
+    idempotency_key: IdempotencyKey = None,
+    prefer: PreferHeader = None,
 ) -> JSONResponse:
     _check_enabled(ctx)
     with ctx.uploads.hold() as take:
@@ -395,38 +345,3 @@ async def _parse_edit(request: Request, ctx: IngressContext, take: Any) -> tuple
         return ImageEditForm.model_validate(fields), image
     except ValidationError as exc:
         raise validation_error(list(exc.errors())) from exc
-
-
-async def read_image_form(
-    request: Request, ctx: IngressContext, take: Any, refused: dict[str, str] | None = None
-) -> tuple[dict[str, str], bytes]:
-    """A multipart form with one image in the file part `image` (or `image[]`): its text fields
-    (each at most once; empty ones left out) and the image's bytes, read within the upload limit.
-    File parts named in `refused` are refused with their reason."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "multipart/form-data":
-        raise InvalidInput("Send multipart/form-data with the image in the file part `image`.")
-    limit = ctx.limits.max_upload_bytes + _FORM_OVERHEAD
-    request._body = await read_body(request, limit, take)  # type: ignore[attr-defined]
-    form = await read_form(request, max_files=4, max_fields=32)
-    fields: dict[str, str] = {}
-    images: list[bytes] = []
-    for key, value in form.multi_items():
-        if isinstance(value, str):
-            if key in fields:
-                raise _refuse(f"{key}: given more than once.", key)
-            if value != "":
-                fields[key] = value
-        elif key in ("image", "image[]"):
-            images.append(await value.read())
-        elif refused is not None and key in refused:
-            raise _refuse(f"{key}: not supported{'; ' + refused[key] if refused[key] else ''}.", key)
-        else:
-            raise _refuse(f"{key}: unexpected file part (the image goes in `image`).", key)
-    if not images:
-        raise _refuse("image: required (a PNG, JPEG or WEBP file part).", "image")
-    if len(images) > 1:
-        raise _refuse("image: one image per request.", "image")
-    if len(images[0]) > ctx.limits.max_upload_bytes:
-        raise PayloadTooLarge(f"Uploaded image exceeds {ctx.limits.max_upload_bytes} bytes.")
-    return fields, images[0]

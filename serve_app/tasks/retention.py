@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from serve_app.errors import AppError
 from serve_app.metrics import TaskMetrics
 from serve_app.storage.base import ImageStore
-from serve_app.tasks import TaskStore
 from serve_app.tasks.config import RetentionConfig
+from serve_app.tasks.store import TaskStore
 
 logger = logging.getLogger(__name__)
 

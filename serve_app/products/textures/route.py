@@ -1,7 +1,7 @@
 """Texture images (seed texture-generator-upgrade.md): `POST /v1/textures`.
 
 Each texture (product type, material, colour, optional pattern and finish) is resolved here into
-its prompt (configs/textures.yaml), its seed (derived from the parameters unless given) and its
+its prompt (prompts.yaml beside this module), its seed (derived from the parameters unless given) and its
 content hash, and looked up in the content-addressed cache. When the cache has every texture, the
 answer comes at once, each marked `cache_hit: true`, and nothing is generated. Otherwise the
 request becomes a task of kind `texture` that makes the missing ones (batched through the
@@ -15,21 +15,22 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.api.auth import Caller, get_caller
-from serve_app.api.deps import IngressContext, get_ctx
-from serve_app.api.generate import TASK_ROUTE_ERRORS, accept_task, check_webhook, given, patch_settings
-from serve_app.api.waiting import PREFER_DOC, respond_or_wait
+from serve_app.api.auth import Caller, CallerDep
+from serve_app.api.deps import Ctx, IdempotencyKey, IngressContext
+from serve_app.api.intake import TASK_ROUTE_ERRORS, accept_task, check_webhook, given, patch_settings
+from serve_app.api.waiting import PreferHeader, respond_or_wait
 from serve_app.backends import BackendRegistry
 from serve_app.errors import InvalidInput
-from serve_app.presets import GenerationLimits
+from serve_app.products.base import SchemaContext
+from serve_app.products.textures.config import TexturesConfig
+from serve_app.products.textures.flow import KIND, cached_entry
 from serve_app.products.textures.payload import Texture, TextureItem, TexturePayload
+from serve_app.products.textures.prompts import content_hash, derived_seed, texture_prompt
 from serve_app.requests import GenerateRequest, OptFloat, OptInt, ResolvedGenerate
-from serve_app.texture_flow import KIND, cached_entry
-from serve_app.textures import content_hash, derived_seed, texture_prompt
 
 router = APIRouter(prefix="/v1", tags=["Texture images"])
 
@@ -89,11 +90,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def request_schemas(limits: GenerationLimits, *, webhooks: bool, max_textures: int) -> dict[str, dict[str, Any]]:
+def request_schemas(doc: SchemaContext) -> dict[str, dict[str, Any]]:
+    limits, max_textures = doc.limits, doc.config(TexturesConfig).max_textures
     schema = TexturesRequest.model_json_schema(ref_template="#/components/schemas/{model}")
     nested = schema.pop("$defs", {})
     props = schema["properties"]
-    patch_settings(props, limits, webhooks=webhooks)
+    patch_settings(props, limits, webhooks=doc.webhooks)
     props["textures"]["maxItems"] = max_textures
     for field in ("guidance_scale",):
         props[field]["anyOf"][0].update(minimum=0, maximum=limits.max_guidance_scale)
@@ -109,8 +111,9 @@ def resolve_textures(
 ) -> ResolvedGenerate:
     """Every texture's prompt, seed and content hash, with the preset's defaults checked."""
     count = len(body.textures)
-    if count > ctx.args.textures.max_textures:
-        raise InvalidInput(f"textures: at most {ctx.args.textures.max_textures} per request, got {count}.")
+    max_textures = ctx.config(TexturesConfig).max_textures
+    if count > max_textures:
+        raise InvalidInput(f"textures: at most {max_textures} per request, got {count}.")
     req = GenerateRequest(
         prompt=f"textures: {count}",
         num_inference_steps=body.num_inference_steps,
@@ -179,10 +182,10 @@ async def _with_cache(ctx: IngressContext, resolved: ResolvedGenerate) -> Resolv
 )
 async def textures(
     body: TexturesRequest,
-    ctx: IngressContext = Depends(get_ctx),
-    caller: Caller = Depends(get_caller),
-    idempotency_key: str | None = Header(default=None, alias="Idempotency-Key", max_length=200),
-    prefer: str | None = Header(default=None, alias="Prefer", description=PREFER_DOC),
+    ctx: Ctx,
+    caller: CallerDep,
+    idempotency_key: IdempotencyKey = None,
+    prefer: PreferHeader = None,
 ) -> JSONResponse:
     registry = BackendRegistry(ctx.args.backends, ctx.preset.generator.model_id)
     resolved = await _with_cache(ctx, resolve_textures(ctx, caller, body, registry))
@@ -200,7 +203,7 @@ async def textures(
     record, _ = await accept_task(
         ctx, caller, kind=KIND, req=body, resolved=resolved, upload=None, idempotency_key=idempotency_key
     )
-    waited = await respond_or_wait(ctx, caller, record, prefer, idempotency_key, ctx.args.textures.max_wait_s)
+    waited = await respond_or_wait(ctx, caller, record, prefer, idempotency_key, ctx.config(TexturesConfig).max_wait_s)
     if isinstance(waited, JSONResponse):
         return waited
     result = waited.result or {}

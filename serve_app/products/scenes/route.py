@@ -14,18 +14,19 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.api.auth import Caller, get_caller
-from serve_app.api.deps import IngressContext, get_ctx
-from serve_app.api.generate import TASK_ROUTE_ERRORS, accept_task, check_webhook, given, patch_settings
-from serve_app.api.waiting import PREFER_DOC, respond_or_wait
-from serve_app.presets import GenerationLimits
+from serve_app.api.auth import Caller, CallerDep
+from serve_app.api.deps import Ctx, IdempotencyKey, IngressContext
+from serve_app.api.intake import TASK_ROUTE_ERRORS, accept_task, check_webhook, given, patch_settings
+from serve_app.api.waiting import PreferHeader, respond_or_wait
+from serve_app.products.base import SchemaContext
+from serve_app.products.scenes.config import ScenesConfig
+from serve_app.products.scenes.flow import KIND
 from serve_app.products.scenes.payload import Scene, ScenePayload
 from serve_app.requests import GenerateRequest, LoraSelection, OptInt, ResolvedGenerate
-from serve_app.scene_flow import KIND
 
 router = APIRouter(prefix="/api/v1/images/generations", tags=["Scene images"])
 
@@ -97,12 +98,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def request_schemas(limits: GenerationLimits, *, webhooks: bool) -> dict[str, dict[str, Any]]:
+def request_schemas(doc: SchemaContext) -> dict[str, dict[str, Any]]:
     """SceneRequest's schema with this server's ranges; a rule JSON Schema cannot state (a
     dialogue's character is one of the script's characters) is in its description."""
+    limits = doc.limits
     schema = SceneRequest.model_json_schema(ref_template="#/components/schemas/{model}")
     nested = schema.pop("$defs", {})
-    patch_settings(schema["properties"], limits, webhooks=webhooks)
+    patch_settings(schema["properties"], limits, webhooks=doc.webhooks)
     schema["description"] = (
         "The seed's scene. Every dialogue audio names its character, one of script_metadata.characters "
         "(422 otherwise). height x width x num_inference_steps must be at most "
@@ -116,7 +118,7 @@ def resolve_scene(
 ) -> ResolvedGenerate:
     """The scene as a task's settings: the preset's defaults checked as /v1/generate checks them,
     the style LoRA of `scenes.lora`, and the seed of the script."""
-    lora = ctx.args.scenes.lora
+    lora = ctx.config(ScenesConfig).lora
     req = GenerateRequest(
         prompt=f"scene {body.scene_id} of script {body.script_metadata.script_id}",
         num_inference_steps=body.num_inference_steps,
@@ -152,7 +154,7 @@ async def _scene(
         upload=None,
         idempotency_key=idempotency_key,
     )
-    waited = await respond_or_wait(ctx, caller, record, prefer, idempotency_key, ctx.args.scenes.max_wait_s)
+    waited = await respond_or_wait(ctx, caller, record, prefer, idempotency_key, ctx.config(ScenesConfig).max_wait_s)
     if isinstance(waited, JSONResponse):
         return waited
     result = waited.result or {}
@@ -185,10 +187,10 @@ class _Fingerprint(BaseModel):
 )
 async def external(
     body: SceneRequest,
-    ctx: IngressContext = Depends(get_ctx),
-    caller: Caller = Depends(get_caller),
-    idempotency_key: str | None = Header(default=None, alias="Idempotency-Key", max_length=200),
-    prefer: str | None = Header(default=None, alias="Prefer", description=PREFER_DOC),
+    ctx: Ctx,
+    caller: CallerDep,
+    idempotency_key: IdempotencyKey = None,
+    prefer: PreferHeader = None,
 ) -> JSONResponse:
     return await _scene(ctx, caller, body, "scene_external", idempotency_key, prefer)
 
@@ -202,9 +204,9 @@ async def external(
 )
 async def internal(
     body: SceneRequest,
-    ctx: IngressContext = Depends(get_ctx),
-    caller: Caller = Depends(get_caller),
-    idempotency_key: str | None = Header(default=None, alias="Idempotency-Key", max_length=200),
-    prefer: str | None = Header(default=None, alias="Prefer", description=PREFER_DOC),
+    ctx: Ctx,
+    caller: CallerDep,
+    idempotency_key: IdempotencyKey = None,
+    prefer: PreferHeader = None,
 ) -> JSONResponse:
     return await _scene(ctx, caller, body, "scene_internal", idempotency_key, prefer)

@@ -1,23 +1,40 @@
-"""Run this app in-process the way `serve run serve_config.yaml` does, for tests and benchmarks.
+"""Run this app the way `serve run serve_config.yaml` does, or its ingress in-process, for the
+benchmarks and the tests (which may import it; it imports nothing of tests/).
 
-One place for what the integration tests and the benchmarks both need: a free port, the serve
-config with local overrides, a preset copy with another desk threshold, the deploy itself
-(serve_start + deploy_apps of the YAML's schema), a readiness wait, and a synthetic desk photo.
+For a Serve app: a free port, the serve config with local overrides, a preset copy with another
+desk threshold, the deploy itself (serve_start + deploy_apps of the YAML's schema), a readiness
+wait, and a synthetic desk photo. In-process (FastAPI's TestClient, no Ray): the ingress's
+context over a real SQLite task store and local storage (`in_process_context`), a runner handle
+that runs tasks with a real TaskWorker (`WorkerRunner`), and a Generator stand-in that paints
+(`PaintingStages`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import io
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
+from PIL import Image
 
+from serve_app.api.deps import IngressContext, ReplicaStates, set_context
+from serve_app.config import AppArgs
+from serve_app.flows.kit import Flow, OnStep
+from serve_app.metrics import IngressMetrics
 from serve_app.paths import CONFIGS_DIR, REPO_ROOT
+from serve_app.presets import load_preset
+from serve_app.settings import Settings
+from serve_app.stages import GenerationOutput, GenerationSpec
+from serve_app.storage.local import LocalImageStore
+from serve_app.tasks import SqliteDatabase, TaskStore
+from serve_app.tasks.worker import TaskWorker
 
 
 def free_port() -> int:
@@ -116,3 +133,74 @@ def desk_photo(width: int = 96, height: int = 80, seed: int = 0) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(noisy).save(buffer, format="JPEG")
     return buffer.getvalue()
+
+
+# --- the ingress in-process ----------------------------------------------------------------------
+
+
+def in_process_context(data_dir: Path, runner: Any, **parts: Any) -> IngressContext:
+    """The ingress's context with a real SQLite task store and local storage under `data_dir` and
+    `runner` as its TaskRunner handle, installed as the app's context (undo with
+    `set_context(None)`). `parts` are the context's other fields (probes, replica_states,
+    metrics, settings) and, for the rest, serve-config args (tasks, auth, admission, ...)."""
+    fields = {name: parts.pop(name) for name in ("probes", "replica_states", "metrics", "settings") if name in parts}
+    config = {"data_dir": str(data_dir), "public_base_url": "http://t", **parts}
+    args = AppArgs.model_validate(config).resolved()
+    preset = load_preset("tiny")
+    images = LocalImageStore(args.storage)  # type: ignore[arg-type]
+    asyncio.run(images.start())
+    context = IngressContext(
+        args=args,
+        preset=preset,
+        limits=preset.limits,
+        settings=fields.get("settings") or Settings(imagegen_webhook_secret=None),
+        tasks=TaskStore(SqliteDatabase(args.tasks.db_path or "")),
+        images=images,
+        runner=runner,
+        probes=fields.get("probes", {}),
+        replica_states=fields.get("replica_states") or _no_replicas,
+        metrics=fields.get("metrics") or IngressMetrics(),
+        shopping_provider="catalog",
+        version="test",
+    )
+    set_context(context)
+    return context
+
+
+async def _no_replicas() -> ReplicaStates:
+    return {}
+
+
+class PaintingStages:
+    """The flow's stages with a Generator that paints a solid image of the asked size per spec."""
+
+    def __init__(self) -> None:
+        self.specs: list[GenerationSpec] = []
+        self.fail_with: Exception | None = None
+
+    async def generate(self, spec: GenerationSpec, on_step: OnStep) -> GenerationOutput:
+        self.specs.append(spec)
+        if self.fail_with is not None:
+            raise self.fail_with
+        for step in range(1, spec.num_inference_steps + 1):
+            await on_step(step, spec.num_inference_steps)
+        buffer = io.BytesIO()
+        Image.new("RGB", (spec.width, spec.height), (spec.seed % 256, 80, 160)).save(buffer, format="PNG")
+        return GenerationOutput(image_png=buffer.getvalue(), seed=spec.seed, model_id="painter")
+
+
+class WorkerRunner:
+    """Stands in for the TaskRunner handle: `run.remote(task_id)` runs the task with a real
+    TaskWorker and `flows` to its end state (or leaves it queued while `hold` is set)."""
+
+    def __init__(self, ctx: IngressContext, flows: Mapping[str, Flow[Any]]) -> None:
+        self.worker = TaskWorker(tasks=ctx.tasks, images=ctx.images, flows=flows, cfg=ctx.args.tasks)
+        self.hold = False
+        self.run = self
+
+    def remote(self, task_id: str) -> Any:
+        return self._run(task_id)
+
+    async def _run(self, task_id: str) -> None:
+        if not self.hold:
+            await self.worker.run(task_id)

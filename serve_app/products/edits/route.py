@@ -15,22 +15,32 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from serve_app.api.auth import Caller, get_caller
-from serve_app.api.deps import IngressContext, get_ctx
+from serve_app.api.auth import Caller, CallerDep
+from serve_app.api.deps import Ctx, IdempotencyKey, IngressContext
 from serve_app.api.errors import validation_error
-from serve_app.api.generate import TASK_ROUTE_ERRORS, accept_task, check_webhook, given, non_null, patch_settings
-from serve_app.api.openai_images import auto_size, image_form, read_image_form
-from serve_app.api.waiting import PREFER_DOC, respond_or_wait
+from serve_app.api.intake import (
+    TASK_ROUTE_ERRORS,
+    accept_task,
+    auto_size,
+    check_webhook,
+    given,
+    image_form,
+    non_null,
+    patch_settings,
+    read_image_form,
+)
+from serve_app.api.waiting import PreferHeader, respond_or_wait
 from serve_app.backends.config import chain_entry
-from serve_app.edit_flow import KIND
 from serve_app.errors import InvalidInput
 from serve_app.images import decode_image
 from serve_app.patterns import NON_BLANK_PATTERN
-from serve_app.presets import GenerationLimits
+from serve_app.products.base import SchemaContext
+from serve_app.products.edits.config import EditsConfig
+from serve_app.products.edits.flow import KIND
 from serve_app.products.edits.payload import EditPayload
 from serve_app.requests import GenerateRequest, OptFloat, OptInt, OutputFormat, ResolvedGenerate
 
@@ -114,11 +124,12 @@ _BODY = {
 }
 
 
-def request_schemas(limits: GenerationLimits, *, webhooks: bool) -> dict[str, dict[str, Any]]:
+def request_schemas(doc: SchemaContext) -> dict[str, dict[str, Any]]:
     """The multipart form with this server's ranges; no field is null (a form leaves one out)."""
+    limits = doc.limits
     schema = EditForm.model_json_schema(ref_template="#/components/schemas/{model}")
     props = schema["properties"]
-    patch_settings(props, limits, webhooks=webhooks)
+    patch_settings(props, limits, webhooks=doc.webhooks)
     props["instruction"].update(minLength=1, maxLength=limits.max_prompt_chars, pattern=NON_BLANK_PATTERN)
     non_null(props["negative_prompt"]).update(maxLength=limits.max_prompt_chars)
     non_null(props["guidance_scale"]).update(minimum=0, maximum=limits.max_guidance_scale)
@@ -170,19 +181,20 @@ def resolve_edit(ctx: IngressContext, caller: Caller, form: EditForm, image_size
     except ValidationError as exc:
         raise validation_error(list(exc.errors())) from exc
     # Not an img2img (no strength): InstructPix2Pix runs every step on the image's latents.
+    cfg = ctx.config(EditsConfig)
     resolved = caller.own(req.resolve(ctx.preset, ctx.limits), form.user_id is not None)
     image_guidance = form.image_guidance_scale
     if image_guidance is None:
-        image_guidance = ctx.args.edits.image_guidance_scale
+        image_guidance = cfg.image_guidance_scale
     elif not 1.0 <= image_guidance <= 5.0:
         raise InvalidInput("image_guidance_scale: between 1 and 5.")
-    if form.restore_faces and ctx.args.edits.face_restoration.provider == "off":
+    if form.restore_faces and cfg.face_restoration.provider == "off":
         raise InvalidInput("restore_faces: face restoration is off on this server (edits.face_restoration).")
     chain = _chain(ctx, form.backend)
     payload = EditPayload(
         instruction=form.instruction,
         image_guidance_scale=image_guidance,
-        rewrite=ctx.args.edits.rewrite if form.rewrite is None else form.rewrite,
+        rewrite=cfg.rewrite if form.rewrite is None else form.rewrite,
         restore_faces=bool(form.restore_faces),
         chain=chain,
         variant=None if chain else ctx.args.backends.variant_for("edit", caller.scope(resolved.user_id)),
@@ -200,10 +212,10 @@ def resolve_edit(ctx: IngressContext, caller: Caller, form: EditForm, image_size
 )
 async def edits(
     request: Request,
-    ctx: IngressContext = Depends(get_ctx),
-    caller: Caller = Depends(get_caller),
-    idempotency_key: str | None = Header(default=None, alias="Idempotency-Key", max_length=200),
-    prefer: str | None = Header(default=None, alias="Prefer", description=PREFER_DOC),
+    ctx: Ctx,
+    caller: CallerDep,
+    idempotency_key: IdempotencyKey = None,
+    prefer: PreferHeader = None,
 ) -> JSONResponse:
     with ctx.uploads.hold() as take:
         fields, upload = await read_image_form(request, ctx, take)
@@ -217,7 +229,7 @@ async def edits(
         record, _ = await accept_task(
             ctx, caller, kind=KIND, req=form, resolved=resolved, upload=upload, idempotency_key=idempotency_key
         )
-    waited = await respond_or_wait(ctx, caller, record, prefer, idempotency_key, ctx.args.edits.max_wait_s)
+    waited = await respond_or_wait(ctx, caller, record, prefer, idempotency_key, ctx.config(EditsConfig).max_wait_s)
     if isinstance(waited, JSONResponse):
         return waited
     result = waited.result or {}

@@ -1,7 +1,7 @@
 """Texture prompts and their content address (seed texture-generator-upgrade.md).
 
 A texture is a product type, a material and a colour, optionally a pattern and a finish. Its
-prompt and negative prompt come from configs/textures.yaml, deterministically (Korean words go
+prompt and negative prompt come from this product's prompts.yaml, deterministically (Korean words go
 through the glossary), so identical parameters give an identical prompt, an identical seed (derived
 from the parameters when none is given) and therefore one content hash: the key of the texture
 cache. The hash also covers everything else that shapes the image (size, steps, guidance, tiling,
@@ -15,12 +15,12 @@ import hashlib
 import json
 import re
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, Field
 
-from serve_app.paths import CONFIGS_DIR
 from serve_app.products.textures.payload import Texture
 from serve_app.writing.glossary import has_hangul, load_glossary
 
@@ -35,7 +35,7 @@ class TextureTemplates(BaseModel):
 
 @lru_cache(maxsize=2)
 def load_texture_templates(path: str | None = None) -> TextureTemplates:
-    file = CONFIGS_DIR / "textures.yaml" if path is None else path
+    file = Path(__file__).with_name("prompts.yaml") if path is None else path
     with open(file, encoding="utf-8") as handle:
         return TextureTemplates.model_validate(yaml.safe_load(handle))
 
@@ -57,7 +57,7 @@ def _english(text: str | None, dropped: list[str]) -> str:
 
 
 def texture_prompt(texture: Texture, *, tileable: bool, templates: TextureTemplates | None = None) -> TexturePrompt:
-    """The macro-photo fabric prompt of configs/textures.yaml for `texture`."""
+    """The macro-photo fabric prompt of prompts.yaml for `texture`."""
     templates = templates or load_texture_templates()
     canonical = texture.canonical()
     dropped: list[str] = []
