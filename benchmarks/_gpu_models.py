@@ -21,17 +21,8 @@ PROMPT = "a cozy wooden desk with a monitor, a keyboard and a plant, soft light,
 NEGATIVE = "blurry, low quality, deformed"
 CLIP_VOCAB = 49408  # the released text encoders' vocabulary (>= the tiny tokenizer's)
 
-# unet/config.json of stable-diffusion-v1-5 (defaults of UNet2DConditionModel left out).
-SD15_UNET: dict[str, Any] = {
-    "sample_size": 64,
-    "in_channels": 4,
-    "out_channels": 4,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-    "block_out_channels": [320, 640, 1280, 1280],
-    "layers_per_block": 2,
-    "cross_attention_dim": 768,
-    "attention_head_dim": 8,
+# What the two UNets' unet/config.json files share (defaults of UNet2DConditionModel left out).
+_UNET_BOTH: dict[str, Any] = {
     "act_fn": "silu",
     "norm_num_groups": 32,
     "norm_eps": 1e-5,
@@ -41,8 +32,22 @@ SD15_UNET: dict[str, Any] = {
     "mid_block_scale_factor": 1,
     "center_input_sample": False,
 }
+# unet/config.json of stable-diffusion-v1-5.
+SD15_UNET: dict[str, Any] = {
+    **_UNET_BOTH,
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    "block_out_channels": [320, 640, 1280, 1280],
+    "layers_per_block": 2,
+    "cross_attention_dim": 768,
+    "attention_head_dim": 8,
+}
 # unet/config.json of stable-diffusion-xl-base-1.0.
 SDXL_UNET: dict[str, Any] = {
+    **_UNET_BOTH,
     "sample_size": 128,
     "in_channels": 4,
     "out_channels": 4,
@@ -58,14 +63,6 @@ SDXL_UNET: dict[str, Any] = {
     "addition_embed_type_num_heads": 64,
     "addition_time_embed_dim": 256,
     "projection_class_embeddings_input_dim": 2816,
-    "act_fn": "silu",
-    "norm_num_groups": 32,
-    "norm_eps": 1e-5,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "downsample_padding": 1,
-    "mid_block_scale_factor": 1,
-    "center_input_sample": False,
 }
 # vae/config.json (SD 1.5; SDXL's differs in sample_size, scaling_factor and force_upcast).
 SD_VAE: dict[str, Any] = {

@@ -14,18 +14,19 @@ also records the error code it ended with, which must be the contract's.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 import time
 from typing import Any
 
+import serve_app.backends.providers  # noqa: F401 - registers every backend
 from benchmarks.common import base_parser, latency_stats, new_run, print_table, write_results
+from serve_app.backends.registry import REGISTERED
 from serve_app.errors import AppError
 from serve_app.stages import GenerationSpec
-from tests.stubs.fake_clock import FakeClock
+from testbed.stubs.fake_clock import FakeClock
+from testbed.stubs.provider_base import backend_case
 
 NAME = "backends"
-PROVIDERS = ("huggingface", "openai", "stability", "replicate", "kling", "gemini")
 # path -> (stub rule, times, the outcome the contract expects)
 PATHS: dict[str, tuple[str | None, int | None, str]] = {
     "ok": (None, None, "ok"),
@@ -63,8 +64,8 @@ async def _one(backend: Any, stub: Any, rule: str | None, times: int | None) -> 
 
 async def _run(repeats: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    for name in PROVIDERS:
-        case = importlib.import_module(f"tests.stubs.{name}_stub").CASE
+    for name in REGISTERED:
+        case = backend_case(name)
         os.environ.update(case.env)
         with case.stub() as stub:
             clock = FakeClock()

@@ -26,14 +26,12 @@ from benchmarks._sd import make_edit_spec, make_editor, make_engine, make_spec, 
 from benchmarks.common import (
     BenchRun,
     base_parser,
+    bench_run,
     latency_stats,
     local_ray,
-    new_run,
     print_table,
-    quiet_libraries,
     run_with_handle,
     start_serve,
-    write_results,
 )
 
 NAME = "batching"
@@ -203,18 +201,15 @@ def report(run: BenchRun, args: Any, plain: dict[int, dict[str, Any]], served: d
 
 def main() -> None:
     args = parse_args()
-    quiet_libraries()
-    started = time.perf_counter()
-    run = new_run(NAME if args.model == "generator" else "edit_batching", args)
-    run.notes.append("Latency of a request = time until its batch finishes; the tiny model's images are noise.")
-    plain = plain_loop(args)
-    served: dict[int, dict[str, Any]] = {}
-    if args.skip_serve:
-        run.skipped["serve"] = "--skip-serve"
-    else:
-        served, run.results["serve_startup_s"] = through_serve(args)
-    report(run, args, plain, served)
-    write_results(run, args.out, started)
+    with bench_run(NAME if args.model == "generator" else "edit_batching", args) as run:
+        run.notes.append("Latency of a request = time until its batch finishes; the tiny model's images are noise.")
+        plain = plain_loop(args)
+        served: dict[int, dict[str, Any]] = {}
+        if args.skip_serve:
+            run.skipped["serve"] = "--skip-serve"
+        else:
+            served, run.results["serve_startup_s"] = through_serve(args)
+        report(run, args, plain, served)
 
 
 if __name__ == "__main__":

@@ -50,17 +50,15 @@ from benchmarks.common import (
     REPO_ROOT,
     BenchRun,
     base_parser,
+    bench_run,
     deploy_and_wait,
     fmt,
     latency_stats,
     local_ray,
-    new_run,
     print_table,
-    quiet_libraries,
     short_tmpdir,
-    write_results,
 )
-from benchmarks.harness import desk_photo, free_port, local_app_config, preset_file
+from testbed.harness import desk_photo, free_port, local_app_config, preset_file
 
 NAME = "chaos"
 APP = "imagegen"
@@ -365,7 +363,7 @@ async def arrivals(
 
 def replica_processes(app: str = APP, known: dict[str, tuple[str, int]] | None = None) -> dict[str, tuple[str, int]]:
     """Every live replica of `app`: actor name -> (deployment, pid); pids in `known` are not asked again."""
-    from tests.support.replicas import replica_names, replica_pid
+    from testbed.replicas import replica_names, replica_pid
 
     known = known or {}
     found = {}
@@ -518,7 +516,7 @@ async def phase_overload(client: Client, args: Any) -> dict[str, Any]:
 
 async def phase_kill(client: Client, args: Any, kind: str, rate: float) -> dict[str, Any]:
     """Desk tasks arrive at `rate`; halfway, every replica of `kind` gets SIGKILL."""
-    from tests.support.replicas import kill_9, replaced
+    from testbed.replicas import kill_9, replaced
 
     offsets = arrival_offsets(rate, math.inf, args.kill_tasks, f"{args.seed}-kill-{kind}")
     deadline = time.perf_counter() + (offsets[-1] if offsets else 0.0) + args.settle_s  # moved to kill + settle
@@ -660,7 +658,7 @@ def webhook_states(db_path: Path, task_ids: Sequence[str]) -> dict[str, dict[str
 
 async def phase_webhook(client: Client, args: Any, db_path: Path) -> dict[str, Any]:
     """Tasks end while their webhook receiver is down (port closed); it comes back; deliveries."""
-    from tests.support.webhook_receiver import WebhookReceiver
+    from testbed.webhook_receiver import WebhookReceiver
 
     port = free_port()
     url = f"http://127.0.0.1:{port}/hook"
@@ -951,42 +949,39 @@ def report(run: BenchRun, args: Any) -> None:
 
 def main() -> None:
     args = parse_args()
-    quiet_libraries()
-    started = time.perf_counter()
-    run = new_run(NAME, args)
-    root = short_tmpdir("igb-ch-")
-    from tests.support.seaweed import SeaweedServer
+    with bench_run(NAME, args) as run:
+        root = short_tmpdir("igb-ch-")
+        from testbed.seaweed import SeaweedServer
 
-    seaweed = SeaweedServer(root / "seaweed")
-    try:
-        seaweed.start()
-        port = free_port()
-        data_dir = root / "data"
-        data_dir.mkdir()
-        preset = str(preset_file(root, "tiny", desk_threshold=0.0))
-        config = chaos_config(args, port, data_dir, preset, seaweed)
-        run.results["config"] = copy.deepcopy(config["applications"][0]["args"])
-        run.results["config"]["deployments"] = config["applications"][0]["deployments"]
-        env = {
-            "IMAGEGEN_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "AWS_ACCESS_KEY_ID": seaweed.access_key,
-            "AWS_SECRET_ACCESS_KEY": seaweed.secret_key,
-        }
-        if args.torch_threads:
-            env["IMAGEGEN_TORCH_THREADS"] = str(args.torch_threads)
-        with local_ray("igb-chr-", env=env):
-            url = deploy_and_wait(config, port, run)
-            asyncio.run(run_phases(url, args, run, seaweed, data_dir / "tasks.db"))
-    finally:
-        seaweed.stop()
-        shutil.rmtree(root, ignore_errors=True)
-    run.notes.append(
-        f"In-process server, S3 on SeaweedFS, desk threshold 0 (every photo a desk); "
-        f"IMAGEGEN_TORCH_THREADS={os.environ.get('IMAGEGEN_TORCH_THREADS', 'unset')}; load generator on the "
-        "same machine. 'fallback' = done with the shopping offers only (generation_skipped)."
-    )
-    report(run, args)
-    write_results(run, args.out, started)
+        seaweed = SeaweedServer(root / "seaweed")
+        try:
+            seaweed.start()
+            port = free_port()
+            data_dir = root / "data"
+            data_dir.mkdir()
+            preset = str(preset_file(root, "tiny", desk_threshold=0.0))
+            config = chaos_config(args, port, data_dir, preset, seaweed)
+            run.results["config"] = copy.deepcopy(config["applications"][0]["args"])
+            run.results["config"]["deployments"] = config["applications"][0]["deployments"]
+            env = {
+                "IMAGEGEN_WEBHOOK_SECRET": WEBHOOK_SECRET,
+                "AWS_ACCESS_KEY_ID": seaweed.access_key,
+                "AWS_SECRET_ACCESS_KEY": seaweed.secret_key,
+            }
+            if args.torch_threads:
+                env["IMAGEGEN_TORCH_THREADS"] = str(args.torch_threads)
+            with local_ray("igb-chr-", env=env):
+                url = deploy_and_wait(config, port, run)
+                asyncio.run(run_phases(url, args, run, seaweed, data_dir / "tasks.db"))
+        finally:
+            seaweed.stop()
+            shutil.rmtree(root, ignore_errors=True)
+        run.notes.append(
+            f"In-process server, S3 on SeaweedFS, desk threshold 0 (every photo a desk); "
+            f"IMAGEGEN_TORCH_THREADS={os.environ.get('IMAGEGEN_TORCH_THREADS', 'unset')}; load generator on the "
+            "same machine. 'fallback' = done with the shopping offers only (generation_skipped)."
+        )
+        report(run, args)
 
 
 if __name__ == "__main__":

@@ -34,16 +34,15 @@ from benchmarks.common import (
     BenchRun,
     base_parser,
     bench_env,
+    bench_run,
     kill_pids,
-    new_run,
     pids_mentioning,
     print_table,
     short_tmpdir,
     stop_process,
-    write_results,
 )
-from benchmarks.harness import desk_photo, free_port, local_app_config, preset_file
 from serve_app.presets import load_preset
+from testbed.harness import desk_photo, free_port, local_app_config, preset_file
 
 NAME = "cold_start"
 PRESETS = ("tiny", "sd15", "sdxl")
@@ -219,24 +218,24 @@ def report(run: BenchRun, runs: list[dict[str, Any]]) -> None:
 
 def main() -> None:
     args = parse_args()
-    started = time.perf_counter()
-    run = new_run(NAME, args)
-    run.notes.append("`serve run` always starts Ray's dashboard; the in-process starts of the other benchmarks do not.")
-    runs: list[dict[str, Any]] = []
-    for preset in args.presets:
-        reason = why_not_runnable(preset)
-        if reason:
-            run.skipped[preset] = reason
-            continue
-        for mode in args.modes:
-            for attempt in range(args.repeats):
-                print(f"starting {preset} ({mode}, run {attempt + 1}/{args.repeats})...", flush=True)
-                result = one_start(args, preset, mode)
-                print(f"  { ({k: v for k, v in result.items() if k != 'log_tail'}) }", flush=True)
-                runs.append(result)
-    run.results["runs"] = runs
-    report(run, runs)
-    write_results(run, args.out, started)
+    with bench_run(NAME, args, quiet=False) as run:
+        run.notes.append(
+            "`serve run` always starts Ray's dashboard; the in-process starts of the other benchmarks do not."
+        )
+        runs: list[dict[str, Any]] = []
+        for preset in args.presets:
+            reason = why_not_runnable(preset)
+            if reason:
+                run.skipped[preset] = reason
+                continue
+            for mode in args.modes:
+                for attempt in range(args.repeats):
+                    print(f"starting {preset} ({mode}, run {attempt + 1}/{args.repeats})...", flush=True)
+                    result = one_start(args, preset, mode)
+                    print(f"  { ({k: v for k, v in result.items() if k != 'log_tail'}) }", flush=True)
+                    runs.append(result)
+        run.results["runs"] = runs
+        report(run, runs)
     if any("error" in r for r in runs):
         sys.exit(1)
 

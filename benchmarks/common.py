@@ -29,7 +29,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from benchmarks.harness import deploy_config, free_port, wait_http_ok
+from testbed.harness import deploy_config, free_port, wait_http_ok
+from testbed.processes import kill_orphaned_haproxy
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -250,6 +251,19 @@ def write_results(run: BenchRun, out_dir: Path | str, started: float | None = No
     return path
 
 
+@contextlib.contextmanager
+def bench_run(name: str, args: argparse.Namespace, device: str = "cpu", *, quiet: bool = True) -> Iterator[BenchRun]:
+    """The BenchRun of a benchmark's main(): `quiet` silences the model libraries first
+    (quiet_libraries), the run is timed from here, and written to `args.out` (write_results) when the
+    block ends without an error."""
+    if quiet:
+        quiet_libraries()
+    started = time.perf_counter()
+    run = new_run(name, args, device)
+    yield run
+    write_results(run, args.out, started)
+
+
 def fmt(value: Any) -> str:
     """A table cell: floats with 3 significant-ish digits, None/nan as '-'."""
     if value is None:
@@ -389,6 +403,7 @@ def local_ray(prefix: str = "igb-", num_cpus: int | None = None, env: dict[str, 
         with contextlib.suppress(Exception):
             ray.shutdown()
         kill_pids(pids_mentioning(str(root)))
+        kill_orphaned_haproxy()
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -44,15 +44,13 @@ from benchmarks._gpu_models import (
 from benchmarks.common import (
     BenchRun,
     base_parser,
+    bench_run,
     device_name,
     latency_stats,
     local_ray,
-    new_run,
     print_table,
-    quiet_libraries,
     run_with_handle,
     start_serve,
-    write_results,
 )
 
 NAME = "gpu_throughput"
@@ -258,34 +256,31 @@ def report(run: BenchRun, args: Any, models: dict[str, Any], peak: float | None,
 
 def main() -> None:
     args = parse_args()
-    quiet_libraries()
-    started = time.perf_counter()
-    run = new_run(NAME, args, device=args.device)
-    if args.device == "cpu":
-        torch.set_num_threads(args.threads)
-        torch.set_flush_denormal(True)  # random weights: denormals would make CPU kernels crawl
-    name = device_name(args.device)
-    peak, peak_why = peak_for(args.device, name, args.peak_tflops)
-    run.results |= {"device_name": name, "peak_tflops": peak, "peak_source": peak_why}
-    run.notes.append(
-        "Random weights with the released architectures (same FLOPs); images are noise. "
-        f"What ran: models {args.models}, batches {args.batches}, tunings {args.tunings}, serve {args.serve}, "
-        f"size {args.size or 'per model'}, steps {args.steps or 'per model'}."
-    )
-    if not args.serve:
-        run.skipped["serve"] = "--no-serve" if not args.smoke else "--smoke"
-    models: dict[str, Any] = {}
-    if args.serve:
-        with local_ray("igb-gpu-", env={"OMP_NUM_THREADS": str(args.threads)}):
-            start_serve(None)
+    with bench_run(NAME, args, device=args.device) as run:
+        if args.device == "cpu":
+            torch.set_num_threads(args.threads)
+            torch.set_flush_denormal(True)  # random weights: denormals would make CPU kernels crawl
+        name = device_name(args.device)
+        peak, peak_why = peak_for(args.device, name, args.peak_tflops)
+        run.results |= {"device_name": name, "peak_tflops": peak, "peak_source": peak_why}
+        run.notes.append(
+            "Random weights with the released architectures (same FLOPs); images are noise. "
+            f"What ran: models {args.models}, batches {args.batches}, tunings {args.tunings}, serve {args.serve}, "
+            f"size {args.size or 'per model'}, steps {args.steps or 'per model'}."
+        )
+        if not args.serve:
+            run.skipped["serve"] = "--no-serve" if not args.smoke else "--smoke"
+        models: dict[str, Any] = {}
+        if args.serve:
+            with local_ray("igb-gpu-", env={"OMP_NUM_THREADS": str(args.threads)}):
+                start_serve(None)
+                for arch_name in args.models:
+                    models[arch_name] = bench_model(args, arch_name, peak)
+        else:
             for arch_name in args.models:
                 models[arch_name] = bench_model(args, arch_name, peak)
-    else:
-        for arch_name in args.models:
-            models[arch_name] = bench_model(args, arch_name, peak)
-    run.results["models"] = models
-    report(run, args, models, peak, peak_why)
-    write_results(run, args.out, started)
+        run.results["models"] = models
+        report(run, args, models, peak, peak_why)
 
 
 if __name__ == "__main__":

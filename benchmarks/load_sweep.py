@@ -31,17 +31,15 @@ from benchmarks.common import (
     REPO_ROOT,
     BenchRun,
     base_parser,
+    bench_run,
     deploy_and_wait,
     latency_stats,
     local_ray,
-    new_run,
     percentile,
     print_table,
-    quiet_libraries,
     short_tmpdir,
-    write_results,
 )
-from benchmarks.harness import desk_photo, free_port, local_app_config, preset_file
+from testbed.harness import desk_photo, free_port, local_app_config, preset_file
 
 NAME = "load_sweep"
 
@@ -177,35 +175,32 @@ def report(run: BenchRun, args: Any, results: list[dict[str, Any]]) -> None:
 
 def main() -> None:
     args = parse_args()
-    quiet_libraries()
-    started = time.perf_counter()
-    run = new_run(NAME, args)
-    if args.url:
-        run.results["target"] = args.url
-        results = asyncio.run(sweep(args.url.rstrip("/"), args))
-    else:
-        root = short_tmpdir("igb-ls-")
-        env = {"IMAGEGEN_TORCH_THREADS": str(args.torch_threads)} if args.torch_threads else {}
-        try:
-            port = free_port()
-            data_dir = root / "data"
-            data_dir.mkdir()
-            threshold = None if args.desk_threshold < 0 else args.desk_threshold
-            preset = str(preset_file(root, args.preset, threshold))
-            cache = args.model_cache_dir.expanduser().resolve()
-            config = local_app_config(port, data_dir, args.config, preset=preset, model_cache_dir=cache)
-            with local_ray("igb-lsr-", env=env):
-                url = deploy_and_wait(config, port, run)
-                run.results["target"] = f"in-process {args.config.name}, preset {args.preset}"
-                results = asyncio.run(sweep(url, args))
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
-        run.notes.append(
-            f"In-process server; IMAGEGEN_TORCH_THREADS={os.environ.get('IMAGEGEN_TORCH_THREADS', 'unset')}; "
-            f"desk threshold {args.desk_threshold:g}; load generator on the same machine."
-        )
-    report(run, args, results)
-    write_results(run, args.out, started)
+    with bench_run(NAME, args) as run:
+        if args.url:
+            run.results["target"] = args.url
+            results = asyncio.run(sweep(args.url.rstrip("/"), args))
+        else:
+            root = short_tmpdir("igb-ls-")
+            env = {"IMAGEGEN_TORCH_THREADS": str(args.torch_threads)} if args.torch_threads else {}
+            try:
+                port = free_port()
+                data_dir = root / "data"
+                data_dir.mkdir()
+                threshold = None if args.desk_threshold < 0 else args.desk_threshold
+                preset = str(preset_file(root, args.preset, threshold))
+                cache = args.model_cache_dir.expanduser().resolve()
+                config = local_app_config(port, data_dir, args.config, preset=preset, model_cache_dir=cache)
+                with local_ray("igb-lsr-", env=env):
+                    url = deploy_and_wait(config, port, run)
+                    run.results["target"] = f"in-process {args.config.name}, preset {args.preset}"
+                    results = asyncio.run(sweep(url, args))
+            finally:
+                shutil.rmtree(root, ignore_errors=True)
+            run.notes.append(
+                f"In-process server; IMAGEGEN_TORCH_THREADS={os.environ.get('IMAGEGEN_TORCH_THREADS', 'unset')}; "
+                f"desk threshold {args.desk_threshold:g}; load generator on the same machine."
+            )
+        report(run, args, results)
 
 
 if __name__ == "__main__":

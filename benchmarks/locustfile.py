@@ -21,7 +21,7 @@ from locust import HttpUser, TaskSet, constant, task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # locust puts only benchmarks/ on the path
 from benchmarks._desk import FINAL, form_fields
-from benchmarks.harness import desk_photo
+from testbed.harness import desk_photo
 
 STEPS = int(os.environ.get("BENCH_STEPS", "8"))
 SIZE = int(os.environ.get("BENCH_SIZE", "64"))

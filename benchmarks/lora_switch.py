@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmarks._sd import make_engine, make_spec, model_cache_dir
-from benchmarks.common import BenchRun, base_parser, latency_stats, new_run, print_table, quiet_libraries, write_results
+from benchmarks.common import BenchRun, base_parser, bench_run, latency_stats, print_table
 from serve_app.presets import LoraSpec, load_preset
 
 if TYPE_CHECKING:
@@ -207,20 +207,17 @@ def report(run: BenchRun, args: Any, switch: dict[str, Any], mixes: list[dict[st
 
 def main() -> None:
     args = parse_args()
-    quiet_libraries()
-    started = time.perf_counter()
-    run = new_run(NAME, args)
-    cache = model_cache_dir(args.cache_dir)
-    engine = make_engine(cache, args.threads)
-    loras = adapters(cache)
-    max_resident = args.max_resident or load_preset("tiny").max_loras_per_replica
-    run.results["max_resident"] = max_resident
-    switch = switch_scenarios(engine, loras, args)
-    mixes = [mixed_traffic(engine, loras, m, max_resident, args) for m in args.mixes]
-    if max(args.mixes) > max_resident:  # the same traffic with every adapter resident
-        mixes.append(mixed_traffic(engine, loras, max(args.mixes), max(args.mixes), args))
-    report(run, args, switch, mixes)
-    write_results(run, args.out, started)
+    with bench_run(NAME, args) as run:
+        cache = model_cache_dir(args.cache_dir)
+        engine = make_engine(cache, args.threads)
+        loras = adapters(cache)
+        max_resident = args.max_resident or load_preset("tiny").max_loras_per_replica
+        run.results["max_resident"] = max_resident
+        switch = switch_scenarios(engine, loras, args)
+        mixes = [mixed_traffic(engine, loras, m, max_resident, args) for m in args.mixes]
+        if max(args.mixes) > max_resident:  # the same traffic with every adapter resident
+            mixes.append(mixed_traffic(engine, loras, max(args.mixes), max(args.mixes), args))
+        report(run, args, switch, mixes)
 
 
 if __name__ == "__main__":

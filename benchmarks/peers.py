@@ -35,16 +35,14 @@ from benchmarks.common import (
     REPO_ROOT,
     BenchRun,
     base_parser,
+    bench_run,
     deploy_and_wait,
     latency_stats,
     local_ray,
-    new_run,
     print_table,
-    quiet_libraries,
     short_tmpdir,
-    write_results,
 )
-from benchmarks.harness import free_port, local_app_config, preset_file, wait_http_ok
+from testbed.harness import free_port, local_app_config, preset_file, wait_http_ok
 
 NAME = "peers"
 PROMPT = "a cozy wooden desk with a monitor, a keyboard and a plant"
@@ -234,13 +232,10 @@ def report(run: BenchRun, args: Any, results: list[dict[str, Any]]) -> None:
 
 def main() -> None:
     args = parse_args()
-    quiet_libraries()
-    started = time.perf_counter()
-    run = new_run(NAME, args)
-    os.environ.setdefault("IMAGEGEN_TORCH_THREADS", str(args.torch_threads))
-    results = measure(args, run)
-    report(run, args, results)
-    write_results(run, args.out, started)
+    with bench_run(NAME, args) as run:
+        os.environ.setdefault("IMAGEGEN_TORCH_THREADS", str(args.torch_threads))
+        results = measure(args, run)
+        report(run, args, results)
 
 
 if __name__ == "__main__":

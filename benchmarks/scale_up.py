@@ -21,17 +21,14 @@ from typing import Any
 import httpx
 
 from benchmarks.common import (
-    BenchRun,
     base_parser,
+    bench_run,
     deploy_and_wait,
     local_ray,
-    new_run,
     print_table,
-    quiet_libraries,
     short_tmpdir,
-    write_results,
 )
-from benchmarks.harness import free_port, local_app_config
+from testbed.harness import free_port, local_app_config
 
 NAME = "scale_up"
 APP, DEPLOYMENT = "imagegen", "Generator"  # serve_config.yaml's application
@@ -117,38 +114,36 @@ def one_scale_up(client: httpx.Client, args: Any) -> dict[str, Any]:
 
 def main() -> None:
     args = parse_args()
-    quiet_libraries()
-    started = time.perf_counter()
-    run: BenchRun = new_run(NAME, args)
-    root = short_tmpdir("igb-su-")
-    try:
-        port = free_port()
-        data_dir = root / "data"
-        data_dir.mkdir()
-        config = local_app_config(port, data_dir)
-        generator = next(d for d in config["applications"][0]["deployments"] if d["name"] == DEPLOYMENT)
-        run.results["autoscaling_config"] = generator["autoscaling_config"]
-        with local_ray("igb-sur-"):
-            url = deploy_and_wait(config, port, run)
-            with httpx.Client(base_url=url, timeout=30) as client:
-                runs = []
-                for i in range(args.repeats):
-                    runs.append(one_scale_up(client, args))
-                    print(f"scale-up {i + 1}/{args.repeats}: {runs[-1]}", flush=True)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    run.results["runs"] = runs
-    rows = [
-        [i + 1, r.get("starting_s"), r.get("running_s"), r.get("taking_traffic_s"), r.get("error", "")[:50]]
-        for i, r in enumerate(runs)
-    ]
-    print_table(
-        f"Generator scale-up 1 -> 2 ({args.tasks} tasks of {args.steps} steps at {args.size}², seconds from the burst)",
-        ["run", "2nd replica starting", "RUNNING", "taking traffic", "error"],
-        rows,
-        run,
-    )
-    write_results(run, args.out, started)
+    with bench_run(NAME, args) as run:
+        root = short_tmpdir("igb-su-")
+        try:
+            port = free_port()
+            data_dir = root / "data"
+            data_dir.mkdir()
+            config = local_app_config(port, data_dir)
+            generator = next(d for d in config["applications"][0]["deployments"] if d["name"] == DEPLOYMENT)
+            run.results["autoscaling_config"] = generator["autoscaling_config"]
+            with local_ray("igb-sur-"):
+                url = deploy_and_wait(config, port, run)
+                with httpx.Client(base_url=url, timeout=30) as client:
+                    runs = []
+                    for i in range(args.repeats):
+                        runs.append(one_scale_up(client, args))
+                        print(f"scale-up {i + 1}/{args.repeats}: {runs[-1]}", flush=True)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        run.results["runs"] = runs
+        rows = [
+            [i + 1, r.get("starting_s"), r.get("running_s"), r.get("taking_traffic_s"), r.get("error", "")[:50]]
+            for i, r in enumerate(runs)
+        ]
+        print_table(
+            f"Generator scale-up 1 -> 2 ({args.tasks} tasks of {args.steps} steps at {args.size}², "
+            "seconds from the burst)",
+            ["run", "2nd replica starting", "RUNNING", "taking traffic", "error"],
+            rows,
+            run,
+        )
 
 
 if __name__ == "__main__":

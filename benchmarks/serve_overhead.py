@@ -27,16 +27,15 @@ from benchmarks.common import (
     LoadOutcome,
     base_parser,
     bench_env,
+    bench_run,
     closed_loop,
     latency_stats,
     local_ray,
-    new_run,
     print_table,
     start_serve,
     stop_process,
-    write_results,
 )
-from benchmarks.harness import free_port, wait_http_ok
+from testbed.harness import free_port, wait_http_ok
 
 NAME = "serve_overhead"
 ROUTES = ("noop", "hop", "model", "chain")
@@ -162,45 +161,43 @@ def report(run: BenchRun, args: Any, measured: dict[str, Any]) -> None:
 
 def main() -> None:
     args = parse_args()
-    started = time.perf_counter()
-    run = new_run(NAME, args)
-    run.notes += [
-        "Load generator, bare server and Serve share the same machine; latencies include the client's own time.",
-        "Added latency is a difference of percentiles, not a percentile of differences.",
-        "serve-default: Serve defaults (max_ongoing_requests=5, access logs on) and a nested chain. "
-        f"serve-tuned: max_ongoing_requests={args.tuned_max_ongoing}, access logs off, chain composed by "
-        "passing DeploymentResponses unawaited. Both reuse handles bound at construction; the proxy "
-        "(shared, access log off, keep-alive on) is the same for both.",
-    ]
-    bare_port, serve_port = free_port(), free_port()
-    env = bench_env(OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "uvicorn", "benchmarks._bare_server:app", "--host", "127.0.0.1"]
-    cmd += ["--port", str(bare_port), "--log-level", "warning", "--no-access-log"]
-    bare = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env)
-    try:
-        with local_ray("igb-ovh-"):
-            from ray import serve
-            from ray.serve import RunTarget
+    with bench_run(NAME, args, quiet=False) as run:
+        run.notes += [
+            "Load generator, bare server and Serve share the same machine; latencies include the client's own time.",
+            "Added latency is a difference of percentiles, not a percentile of differences.",
+            "serve-default: Serve defaults (max_ongoing_requests=5, access logs on) and a nested chain. "
+            f"serve-tuned: max_ongoing_requests={args.tuned_max_ongoing}, access logs off, chain composed by "
+            "passing DeploymentResponses unawaited. Both reuse handles bound at construction; the proxy "
+            "(shared, access log off, keep-alive on) is the same for both.",
+        ]
+        bare_port, serve_port = free_port(), free_port()
+        env = bench_env(OMP_NUM_THREADS="1")
+        cmd = [sys.executable, "-m", "uvicorn", "benchmarks._bare_server:app", "--host", "127.0.0.1"]
+        cmd += ["--port", str(bare_port), "--log-level", "warning", "--no-access-log"]
+        bare = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env)
+        try:
+            with local_ray("igb-ovh-"):
+                from ray import serve
+                from ray.serve import RunTarget
 
-            from benchmarks._overhead_apps import build_app
+                from benchmarks._overhead_apps import build_app
 
-            start_serve(serve_port)
-            t0 = time.perf_counter()
-            apps = [
-                RunTarget(target=build_app(v, args.tuned_max_ongoing), name=v, route_prefix=f"/{v}")
-                for v in args.variants
-            ]
-            serve.run_many(apps)
-            run.results["startup_s"] = time.perf_counter() - t0
-            print(f"serve apps {args.variants} ready in {run.results['startup_s']:.1f}s")
-            wait_http_ok(f"http://127.0.0.1:{bare_port}/noop", 60, bare)
-            bases = {"bare": f"http://127.0.0.1:{bare_port}"}
-            bases.update({f"serve-{v}": f"http://127.0.0.1:{serve_port}/{v}" for v in args.variants})
-            measured = asyncio.run(measure(args, bases))
-    finally:
-        stop_process(bare)
-    report(run, args, measured)
-    write_results(run, args.out, started)
+                start_serve(serve_port)
+                t0 = time.perf_counter()
+                apps = [
+                    RunTarget(target=build_app(v, args.tuned_max_ongoing), name=v, route_prefix=f"/{v}")
+                    for v in args.variants
+                ]
+                serve.run_many(apps)
+                run.results["startup_s"] = time.perf_counter() - t0
+                print(f"serve apps {args.variants} ready in {run.results['startup_s']:.1f}s")
+                wait_http_ok(f"http://127.0.0.1:{bare_port}/noop", 60, bare)
+                bases = {"bare": f"http://127.0.0.1:{bare_port}"}
+                bases.update({f"serve-{v}": f"http://127.0.0.1:{serve_port}/{v}" for v in args.variants})
+                measured = asyncio.run(measure(args, bases))
+        finally:
+            stop_process(bare)
+        report(run, args, measured)
 
 
 if __name__ == "__main__":

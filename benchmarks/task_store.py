@@ -96,7 +96,7 @@ def main() -> None:
                     return SqliteDatabase(path)
 
             else:
-                from tests.support.postgres import PostgresServer, PostgresUnavailable
+                from testbed.postgres import PostgresServer, PostgresUnavailable
 
                 try:
                     server = PostgresServer().start()

@@ -36,12 +36,12 @@ def _textures(count: int, salt: int) -> list[dict[str, str]]:
 def _measure(requests: int, sizes: list[int]) -> dict[str, Any]:
     from fastapi.testclient import TestClient
 
-    from benchmarks.harness import PaintingStages, WorkerRunner, in_process_context
     from serve_app.api.deps import set_context
     from serve_app.backends import BackendRegistry
     from serve_app.flows.kit import FlowDeps
     from serve_app.ingress import app
     from serve_app.products.textures.flow import TextureFlow
+    from testbed.harness import PaintingStages, WorkerRunner, in_process_context
 
     root = Path(tempfile.mkdtemp(prefix="igb-tc-", dir="/tmp"))
     ctx = in_process_context(root, None, tasks={"max_active": 64}, openai={"poll_s": 0.005})

@@ -22,10 +22,10 @@ from typing import Any
 
 from ray import serve
 
-from serve_app.batching import parse_batch_knobs
+from serve_app.batching import ModelReplica
 from serve_app.errors import AppError, ContentFiltered, GenerationFailed
 from serve_app.metrics import ModelMetrics
-from serve_app.stages import GenerationOutput, GenerationProgress, GenerationSpec
+from serve_app.stages import GenerationOutput, GenerationProgress, GenerationSpec, group_specs
 
 logger = logging.getLogger(__name__)
 
@@ -81,22 +81,13 @@ def _error_for(exc: BaseException) -> AppError:
     return GenerationFailed(f"Image generation failed: {exc}")
 
 
-class BatchedPipeline:
+class BatchedPipeline(ModelReplica):
     """The Serve side of a batched diffusion model; subclasses load the model and run a group."""
 
+    batched = "_generate_batch"
     metrics: ModelMetrics
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     batch_wait_timeout_s: float = DEFAULT_BATCH_WAIT_TIMEOUT_S
-
-    def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Live knobs: max_batch_size, batch_wait_timeout_s."""
-        size, wait = parse_batch_knobs(user_config)
-        if size is not None:
-            self._generate_batch.set_max_batch_size(size)
-            self.max_batch_size = size
-        if wait is not None:
-            self._generate_batch.set_batch_wait_timeout_s(wait)
-            self.batch_wait_timeout_s = wait
 
     async def generate_stream(self, spec: GenerationSpec) -> AsyncIterator[GenerationProgress | GenerationOutput]:
         """Progress events while the image is made, then the image. Call through
@@ -145,7 +136,7 @@ class BatchedPipeline:
         self.metrics.batch(len(batch))
         specs = [pending.spec for pending in batch]
         results: list[GenerationOutput | AppError | None] = [None] * len(batch)
-        for indices in _group_indices(specs):
+        for indices in group_specs(specs):
             group = [batch[i] for i in indices]
             try:
                 outputs: Sequence[GenerationOutput | AppError] = await self._run_group(group)
@@ -165,11 +156,6 @@ class BatchedPipeline:
         """One pipeline call for a group of specs sharing a group_key."""
         raise NotImplementedError
 
-    async def check_health(self) -> None:
-        """Serve calls this periodically; a replica without a loaded model is unhealthy."""
-        if getattr(self, "engine", None) is None:
-            raise RuntimeError(f"{type(self).__name__}: model not loaded")
-
 
 def _screened(output: GenerationOutput | AppError) -> GenerationOutput | AppError:
     """A flagged image (black, from the safety checker) is never delivered as done: its caller
@@ -183,9 +169,3 @@ def _unwrap(outcome: GenerationOutput | BaseException) -> GenerationOutput:
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome
-
-
-def _group_indices(specs: Sequence[GenerationSpec]) -> list[list[int]]:
-    from serve_app.models.sd_engine import group_specs
-
-    return group_specs(specs)

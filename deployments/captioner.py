@@ -14,7 +14,7 @@ from typing import Any
 from PIL import Image
 from ray import serve
 
-from serve_app.batching import parse_batch_knobs
+from serve_app.batching import ModelReplica
 from serve_app.errors import ConfigurationError
 from serve_app.images import decode_image
 from serve_app.metrics import ModelMetrics
@@ -27,8 +27,10 @@ DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.02
 
 
 @serve.deployment
-class Captioner:
+class Captioner(ModelReplica):
     """Captions desk photos with the preset's captioner (BLIP; tiny offline model for `tiny`)."""
+
+    batched = "_caption_batch"
 
     def __init__(self, preset: Preset, model_cache_dir: str) -> None:
         from serve_app.models.captioning import CaptionEngine
@@ -46,13 +48,7 @@ class Captioner:
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Live knobs: max_batch_size, batch_wait_timeout_s, max_new_tokens."""
-        size, wait = parse_batch_knobs(user_config)
-        if size is not None:
-            self._caption_batch.set_max_batch_size(size)
-            self.max_batch_size = size
-        if wait is not None:
-            self._caption_batch.set_batch_wait_timeout_s(wait)
-            self.batch_wait_timeout_s = wait
+        super().reconfigure(user_config)
         tokens = user_config.get("max_new_tokens")
         if tokens is not None:
             if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
@@ -69,11 +65,6 @@ class Captioner:
     async def _caption_batch(self, images: list[Image.Image]) -> list[str]:
         with self.metrics.batch_call(len(images)):
             return await asyncio.to_thread(self.engine.caption, images, self.max_new_tokens)
-
-    async def check_health(self) -> None:
-        """Serve calls this periodically; a replica without a loaded model is unhealthy."""
-        if getattr(self, "engine", None) is None:
-            raise RuntimeError("caption model not loaded")
 
     def info(self) -> dict[str, Any]:
         return {

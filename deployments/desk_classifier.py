@@ -15,7 +15,7 @@ from PIL import Image
 from ray import serve
 
 from deployments.captioner import DEFAULT_BATCH_WAIT_TIMEOUT_S, DEFAULT_MAX_BATCH_SIZE
-from serve_app.batching import parse_batch_knobs
+from serve_app.batching import ModelReplica
 from serve_app.images import decode_image
 from serve_app.metrics import ModelMetrics
 from serve_app.presets import Preset
@@ -25,8 +25,10 @@ logger = logging.getLogger(__name__)
 
 
 @serve.deployment
-class DeskClassifier:
+class DeskClassifier(ModelReplica):
     """Scores desk photos against the preset's desk / other label prompts."""
+
+    batched = "_classify_batch"
 
     def __init__(self, preset: Preset, model_cache_dir: str) -> None:
         from serve_app.models.classification import DeskClassifierEngine
@@ -41,16 +43,6 @@ class DeskClassifier:
         self.batch_wait_timeout_s = DEFAULT_BATCH_WAIT_TIMEOUT_S
         self.metrics = ModelMetrics("classifier")
 
-    def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Live knobs: max_batch_size, batch_wait_timeout_s."""
-        size, wait = parse_batch_knobs(user_config)
-        if size is not None:
-            self._classify_batch.set_max_batch_size(size)
-            self.max_batch_size = size
-        if wait is not None:
-            self._classify_batch.set_batch_wait_timeout_s(wait)
-            self.batch_wait_timeout_s = wait
-
     async def classify(self, image_png: bytes) -> Classification:
         """Classify one image. Decoding happens per request, so one bad image fails only its caller."""
         limits = self.preset.limits
@@ -61,11 +53,6 @@ class DeskClassifier:
     async def _classify_batch(self, images: list[Image.Image]) -> list[Classification]:
         with self.metrics.batch_call(len(images)):
             return await asyncio.to_thread(self.engine.classify, images)
-
-    async def check_health(self) -> None:
-        """Serve calls this periodically; a replica without a loaded model is unhealthy."""
-        if getattr(self, "engine", None) is None:
-            raise RuntimeError("desk classifier model not loaded")
 
     def info(self) -> dict[str, Any]:
         return {

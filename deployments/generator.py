@@ -83,6 +83,7 @@ class Generator(BatchedPipeline):
         from serve_app.models.sd_engine import SDEngine
 
         self.preset = preset
+        self.adapters = {spec.name: spec for spec in preset.loras}  # the multiplexer's model ids
         configure_torch_threads()
         self.engine = SDEngine(
             self.preset.generator, Path(model_cache_dir), device=self.preset.device, dtype=self.preset.dtype
@@ -103,9 +104,10 @@ class Generator(BatchedPipeline):
         self.get_adapter = serve.multiplexed(max_num_models_per_replica=self.preset.max_loras_per_replica)(load_lora)
 
     async def _load_adapter(self, name: str) -> LoadedAdapter:
-        """Load LoRA `name` from the preset's registry into the engine (called by the multiplexer)."""
-        spec = self.preset.lora(name)
-        if spec is None:
+        """Load LoRA `name` (the multiplexed model id: a name the ingress resolved in the preset)
+        into the engine; called by the multiplexer on a miss."""
+        spec = self.adapters.get(name)
+        if spec is None:  # a caller that skipped the ingress (a handle call with another id)
             raise InvalidInput(f"Unknown LoRA adapter {name!r}.")
         self._lora_loads += 1
         started = time.perf_counter()

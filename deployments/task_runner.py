@@ -29,15 +29,9 @@ from serve_app.writing import build_writer
 
 @serve.deployment
 class TaskRunner:
-    async def __init__(
-        self,
-        args: CoreArgs,
-        captioner: DeploymentHandle,
-        classifier: DeploymentHandle,
-        generator: DeploymentHandle,
-        shopping: DeploymentHandle,
-        editor: DeploymentHandle,
-    ) -> None:
+    async def __init__(self, args: CoreArgs, stages: dict[str, DeploymentHandle]) -> None:
+        """`stages`: the model deployments' handles by HandleStages field (captioner, classifier,
+        generator, shopping, editor)."""
         settings = get_settings()
         tasks = await asyncio.to_thread(open_task_store, args.tasks, settings)
         images = await start_store(args.storage, settings)
@@ -45,7 +39,7 @@ class TaskRunner:
         images.on_error = metrics.storage_failed
         preset = load_preset(args.preset)
         deps = FlowDeps(
-            stages=HandleStages(captioner, classifier, generator, shopping, editor),
+            stages=HandleStages(**stages),
             images=images,
             backends=BackendRegistry(args.backends, preset.generator.model_id, preset.editor.model_id),
             writer=build_writer(args.prompt_writer),

@@ -50,7 +50,7 @@ class ApiError(ImagegenError):
                 message = str(body.get("message") or message)
             elif "error_code" in body:
                 code, message = str(body["error_code"]), str(body.get("message") or message)
-            elif "detail" in body:  # the seed's `{"detail": ...}` 400s
+            elif "detail" in body:  # the source spec's `{"detail": ...}` 400s
                 code = "BAD_REQUEST" if status == 400 else code
                 message = str(body["detail"])
         return cls(status, code, message, retry_after=retry_after, body=body)

@@ -1,4 +1,5 @@
-"""Batching knobs shared by the batched deployments (user_config, applied live in reconfigure)."""
+"""What every batched model deployment shares: its batching knobs (user_config, applied live in
+`reconfigure`) and its health check."""
 
 from __future__ import annotations
 
@@ -16,3 +17,28 @@ def parse_batch_knobs(user_config: dict[str, Any]) -> tuple[int | None, float | 
     if wait is not None and (isinstance(wait, bool) or not isinstance(wait, int | float) or wait < 0):
         raise ConfigurationError(f"user_config.batch_wait_timeout_s must be a number >= 0, got {wait!r}.")
     return size, (float(wait) if wait is not None else None)
+
+
+class ModelReplica:
+    """Mixed into a model deployment whose `@serve.batch` method is named by `batched`: applies
+    max_batch_size and batch_wait_timeout_s live, and is unhealthy until its model is loaded."""
+
+    batched: str  # the name of the deployment's @serve.batch method
+    max_batch_size: int
+    batch_wait_timeout_s: float
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Live knobs: max_batch_size, batch_wait_timeout_s."""
+        size, wait = parse_batch_knobs(user_config)
+        method = getattr(self, self.batched)
+        if size is not None:
+            method.set_max_batch_size(size)
+            self.max_batch_size = size
+        if wait is not None:
+            method.set_batch_wait_timeout_s(wait)
+            self.batch_wait_timeout_s = wait
+
+    async def check_health(self) -> None:
+        """Serve calls this periodically; a replica without a loaded model is unhealthy."""
+        if getattr(self, "engine", None) is None:
+            raise RuntimeError(f"{type(self).__name__}: model not loaded")

@@ -33,12 +33,14 @@ def build_app(args: dict[str, Any] | AppArgs) -> Application:
     generator = Generator.bind(preset, cache_dir)
     shopping = ShoppingSearch.bind(parsed.shopping, f"{parsed.public_base_url}/static")
     editor = Editor.bind(preset, cache_dir)
-    runner = TaskRunner.bind(parsed, captioner, classifier, generator, shopping, editor)
-    probes = {
+    stages = {
         "captioner": captioner,
-        "desk_classifier": classifier,
+        "classifier": classifier,
         "generator": generator,
         "shopping": shopping,
         "editor": editor,
     }
+    runner = TaskRunner.bind(parsed, stages)
+    # /healthcheck reports each model deployment by the names it has always used
+    probes = {"desk_classifier" if name == "classifier" else name: handle for name, handle in stages.items()}
     return Ingress.bind(parsed, preset, runner, probes)

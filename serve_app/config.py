@@ -12,7 +12,7 @@ from typing import Any, Self
 from pydantic import Field, create_model, model_validator
 
 from serve_app.args import CoreArgs
-from serve_app.backends.config import EDIT_BACKENDS, chain_entry
+from serve_app.backends.config import chain_entry, edit_backends
 from serve_app.products.registry import PRODUCTS
 
 CHAINS = tuple(chain for product in PRODUCTS for chain in product.chains)
@@ -35,12 +35,11 @@ class _ProductArgs(CoreArgs):
             edit_chains = [(f"backends.chains.{product}", backends.chains[product])] + [
                 (f"backends.experiments.{product}.{v.name}", v.chain) for v in backends.experiments.get(product, [])
             ]
+            editors = edit_backends()
             for where, chain in edit_chains:
-                cannot = [entry for entry in chain if chain_entry(entry)[0] not in EDIT_BACKENDS]
+                cannot = [entry for entry in chain if chain_entry(entry)[0] not in editors]
                 if cannot:
-                    raise ValueError(
-                        f"{where}: {cannot} cannot edit an image (edit backends: {', '.join(EDIT_BACKENDS)})"
-                    )
+                    raise ValueError(f"{where}: {cannot} cannot edit an image (edit backends: {', '.join(editors)})")
         return self
 
 

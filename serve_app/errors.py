@@ -47,7 +47,7 @@ def _rebuild(cls: type[AppError], message: str, error_code: str, headers: dict[s
 
 
 class BadRequest(AppError):
-    """400 in the seed's FastAPI shape: `{"detail": ...}` (used for an empty prompt)."""
+    """400 in the source spec's FastAPI shape: `{"detail": ...}` (used for an empty prompt)."""
 
     status_code = 400
     default_code = "BAD_REQUEST"

@@ -29,7 +29,7 @@ from serve_app.config import AppArgs
 from serve_app.errors import AppError
 from serve_app.settings import get_settings
 from serve_app.tasks import TaskStore, open_task_store
-from serve_app.tasks.keys import KeyLimits
+from serve_app.tasks.api_keys import KeyLimits
 
 
 def _app_args(config_path: str, app_name: str | None) -> AppArgs:

@@ -48,7 +48,7 @@ class LoraSelection(BaseModel):
 
 def _prompt_is_required(schema: dict[str, Any]) -> None:
     """The documented contract: `prompt` is required. The model still defaults it to "" so that a
-    missing prompt gets the seed's `400 {"detail": "Prompt must not be empty."}`, not a 422."""
+    missing prompt gets the source spec's `400 {"detail": "Prompt must not be empty."}`, not a 422."""
     required = schema.setdefault("required", [])
     if "prompt" not in required:
         required.insert(0, "prompt")
@@ -103,14 +103,28 @@ class GenerateRequest(BaseModel):
 
     def resolve(self, preset: Preset, limits: GenerationLimits, *, has_image: bool = False) -> ResolvedGenerate:
         """Fill defaults from the preset, check every preset-dependent range, look the LoRA up,
-        pick a seed when none was given. Raises the seed's errors, naming the parameter."""
-        defaults = preset.defaults
+        pick a seed when none was given. Raises the source spec's errors, naming the parameter."""
         if not self.prompt or not self.prompt.strip():
             raise BadRequest("Prompt must not be empty.")
         if len(self.prompt) > limits.max_prompt_chars:
             raise InvalidInput(f"Prompt must be at most {limits.max_prompt_chars} characters.")
         if self.negative_prompt is not None and len(self.negative_prompt) > limits.max_prompt_chars:
             raise InvalidInput(f"Negative prompt must be at most {limits.max_prompt_chars} characters.")
+        return self.resolve_settings(preset, limits, has_image=has_image)
+
+    def resolve_settings(
+        self,
+        preset: Preset,
+        limits: GenerationLimits,
+        *,
+        has_image: bool = False,
+        count: int | None = None,
+        counted: str = "n",
+    ) -> ResolvedGenerate:
+        """`resolve` without the prompt: for the products that write their prompts themselves
+        (scenes, article placeholders, textures). `count` images (one per placeholder or texture,
+        `counted` in the cost's error) instead of the request's `n`."""
+        defaults = preset.defaults
         steps = self.num_inference_steps if self.num_inference_steps is not None else defaults.num_inference_steps
         guidance = self.guidance_scale if self.guidance_scale is not None else defaults.guidance_scale
         height = self.height if self.height is not None else defaults.height
@@ -133,16 +147,11 @@ class GenerateRequest(BaseModel):
             raise InvalidInput("Strength must be in (0, 1].")
         if has_image and int(steps * strength) < 1:
             raise InvalidInput("num_inference_steps * strength must be at least 1 for an image edit.")
-        n = self.n if self.n is not None else 1
-        if not 1 <= n <= limits.max_images:
-            raise InvalidInput(f"n must be between 1 and {limits.max_images}.")
-        cost, cost_limit = height * width * steps * n, limits.request_cost_limit()
-        if cost > cost_limit:
-            raise InvalidInput(
-                f"height x width x num_inference_steps x n is {cost}; one request may ask for at most "
-                f"{cost_limit} on this server (fewer images or steps, or a smaller image).",
-                error_code="COST_TOO_HIGH",
-            )
+        n = count if count is not None else self.n if self.n is not None else 1
+        if count is None:
+            if not 1 <= n <= limits.max_images:
+                raise InvalidInput(f"n must be between 1 and {limits.max_images}.")
+            _check_cost(height * width * steps * n, limits, "n", " (fewer images or steps, or a smaller image)")
         lora: ResolvedLora | None = None
         if self.lora is not None:
             spec = preset.lora(self.lora.name)
@@ -151,6 +160,8 @@ class GenerateRequest(BaseModel):
                 raise InvalidInput(f"Unknown LoRA {self.lora.name!r}. Available: {known}.")
             scale = self.lora.scale if self.lora.scale is not None else spec.default_scale
             lora = ResolvedLora(name=spec.name, scale=scale, trigger_words=list(spec.trigger_words))
+        if count is not None:
+            _check_cost(height * width * steps * n, limits, counted, "")
         return ResolvedGenerate(
             prompt=self.prompt,
             negative_prompt=self.negative_prompt,
@@ -167,6 +178,16 @@ class GenerateRequest(BaseModel):
             initial_image_url=self.initial_image_url,
             webhook_url=self.webhook_url,
             user_id=self.user_id,
+        )
+
+
+def _check_cost(cost: int, limits: GenerationLimits, counted: str, hint: str) -> None:
+    limit = limits.request_cost_limit()
+    if cost > limit:
+        raise InvalidInput(
+            f"height x width x num_inference_steps x {counted} is {cost}; one request may ask for at most "
+            f"{limit} on this server{hint}.",
+            error_code="COST_TOO_HIGH",
         )
 
 

@@ -6,6 +6,7 @@ a `GenerationOutput`; the captioner, classifier and shopping search answer with 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -18,6 +19,7 @@ class DeskItem(BaseModel):
 
 
 class Offer(BaseModel):
+    # "the seed" here is the source spec: this text is in the OpenAPI document, kept as published
     """One shopping offer, in the seed's schema."""
 
     title: str = Field(description="Product title with HTML removed.")
@@ -86,6 +88,15 @@ class GenerationSpec(BaseModel):
             self.lora_scale if self.lora_name else None,
             self.tileable,
         )
+
+
+def group_specs(specs: Sequence[GenerationSpec]) -> list[list[int]]:
+    """Indices of `specs` grouped by `group_key()` (one pipeline call each), groups and members in
+    first-seen order."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for index, spec in enumerate(specs):
+        groups.setdefault(spec.group_key(), []).append(index)
+    return list(groups.values())
 
 
 class GenerationProgress(BaseModel):

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.postgres import PostgresServer, PostgresUnavailable
+from testbed.postgres import PostgresServer, PostgresUnavailable
 
 
 @pytest.fixture(scope="session")

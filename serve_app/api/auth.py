@@ -17,7 +17,7 @@ from serve_app.api.deps import Ctx
 from serve_app.errors import Forbidden
 from serve_app.requests import ResolvedGenerate
 from serve_app.storage.base import sanitize_user_id
-from serve_app.tasks.keys import ApiKey, KeyLimits
+from serve_app.tasks.api_keys import ApiKey, KeyLimits
 
 AUTH_SCHEMES = {
     "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer igs_<key_id>_<secret>"},

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from serve_app.tasks.keys import KeyLimits
+from serve_app.tasks.api_keys import KeyLimits
 
 
 class AdmissionConfig(BaseModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import APIRouter
@@ -26,9 +26,6 @@ TASK_ENDPOINTS = (
 
 PROBE_TIMEOUT_S = 5.0
 SCALED_TO_ZERO = "ready (scaled to zero: the first request starts a replica)"
-
-# (application, deployment) -> replica count per replica state ("RUNNING", "STARTING", ...).
-ReadReplicaStates = Callable[[], Awaitable[ReplicaStates]]
 
 
 async def serve_replica_states() -> ReplicaStates:

@@ -8,19 +8,23 @@ import asyncio
 import json
 import uuid
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Request
-from pydantic import BaseModel
+from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serve_app.api.auth import Caller
-from serve_app.api.deps import IngressContext
+from serve_app.api.auth import Caller, CallerDep
+from serve_app.api.deps import Ctx, IdempotencyKey, IngressContext
+from serve_app.api.errors import validation_error
 from serve_app.api.schemas import ErrorResponse
 from serve_app.api.views import request_fingerprint
+from serve_app.api.waiting import PreferHeader, respond_or_wait
 from serve_app.errors import ImageFetchFailed, InvalidInput, NotFound, PayloadTooLarge
-from serve_app.images import decode_image_and_format, stored_photo
+from serve_app.images import decode_image, decode_image_and_format, stored_photo
 from serve_app.net import acheck_url, fetch_bytes
 from serve_app.presets import GenerationLimits
 from serve_app.requests import ResolvedGenerate
@@ -28,6 +32,7 @@ from serve_app.storage.base import make_key
 from serve_app.tasks import TaskRecord
 from serve_app.tasks.store import Admission
 
+M = TypeVar("M", bound=BaseModel)
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the text fields around an upload
 
 
@@ -46,6 +51,25 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 #: What every task-making JSON route can answer besides its own: keys, idempotency, size, shedding.
 TASK_ROUTE_ERRORS = {code: ERRORS[code] for code in (401, 403, 409, 413, 422, 429, 503)}
+
+
+def answered(model: type[BaseModel], errors: dict[int | str, dict[str, Any]]) -> dict[str, Any]:
+    """A route's `@router.post` options when it answers with `model` (fields left out when null)
+    and documents `errors`."""
+    return {"response_model": model, "response_model_exclude_none": True, "responses": errors}
+
+
+def waiting_route_errors(invalid: str, failed: str, wait_setting: str) -> dict[int | str, dict[str, Any]]:
+    """The answers a route that waits for its task documents besides TASK_ROUTE_ERRORS: the 202
+    of `Prefer: respond-async`, its own 422 and 500, the shed 503 and the 504 past the wait."""
+    return {
+        **TASK_ROUTE_ERRORS,
+        202: {"description": "With Prefer: respond-async: the task id; poll GET /v1/result/{task_id}."},
+        422: {"description": invalid},
+        500: {"description": failed},
+        503: {"description": "Queue full; retry after Retry-After seconds."},
+        504: {"description": f"Not done within {wait_setting}: the task goes on (X-Task-Id)."},
+    }
 
 
 def given(**fields: Any) -> dict[str, Any]:
@@ -192,6 +216,20 @@ async def read_image_form(
     return fields, images[0]
 
 
+async def image_request(
+    request: Request, ctx: IngressContext, take: Any, model: type[M], refused: dict[str, str] | None = None
+) -> tuple[M, bytes, tuple[int, int]]:
+    """A multipart image request: its form fields validated into `model`, the image's bytes, and
+    its size once decoded within the limits (INVALID_IMAGE otherwise)."""
+    fields, upload = await read_image_form(request, ctx, take, refused)
+    try:
+        form = model.model_validate(fields)
+    except ValidationError as exc:
+        raise validation_error(list(exc.errors())) from exc
+    image = await asyncio.to_thread(decode_image, upload, ctx.limits.max_image_pixels, ctx.limits.max_upload_bytes)
+    return form, upload, image.size
+
+
 def refuse(message: str, param: str) -> InvalidInput:
     error = InvalidInput(message)
     error.param = param
@@ -317,3 +355,44 @@ async def accept_task(
         ctx.metrics.submitted(kind)
         ctx.dispatch(task_id)
     return record, created
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What a task-making route is given besides its body: the replica's context, the caller,
+    and the Idempotency-Key and Prefer headers; it records the task and waits for it."""
+
+    ctx: IngressContext
+    caller: Caller
+    idempotency_key: str | None
+    prefer: str | None
+
+    async def accept(
+        self, kind: str, req: BaseModel, resolved: ResolvedGenerate, upload: bytes | None = None
+    ) -> TaskRecord:
+        """The webhook check, then `accept_task` (idempotency, admission, the photo, the insert)."""
+        await check_webhook(self.ctx, resolved)
+        record, _ = await accept_task(
+            self.ctx,
+            self.caller,
+            kind=kind,
+            req=req,
+            resolved=resolved,
+            upload=upload,
+            idempotency_key=self.idempotency_key,
+        )
+        return record
+
+    async def wait(self, record: TaskRecord, max_wait_s: float, prefer: str | None = None) -> TaskRecord | JSONResponse:
+        """The finished task, or the 202 the client preferred (serve_app.api.waiting)."""
+        prefer = self.prefer if prefer is None else prefer
+        return await respond_or_wait(self.ctx, self.caller, record, prefer, self.idempotency_key, max_wait_s)
+
+
+async def submission(
+    ctx: Ctx, caller: CallerDep, idempotency_key: IdempotencyKey = None, prefer: PreferHeader = None
+) -> Submission:
+    return Submission(ctx, caller, idempotency_key, prefer)
+
+
+SubmissionDep = Annotated[Submission, Depends(submission)]

@@ -15,7 +15,12 @@ from serve_app.tasks.views import TaskResult, task_view
 router = APIRouter(prefix="/v1", tags=["desk makeover"])
 
 _READ_ERRORS = {code: ERRORS[code] for code in (401, 404)}
-_CANCEL_ERRORS = {code: ERRORS[code] for code in (401, 404, 409)}
+_CANCEL = {  # both cancel routes answer the same
+    "status_code": 202,
+    "response_model": TaskResult,
+    "response_model_exclude_none": True,
+    "responses": {code: ERRORS[code] for code in (401, 404, 409)},
+}
 
 
 @router.get(
@@ -37,10 +42,7 @@ async def _cancel(task_id: str, ctx: IngressContext, caller: Caller) -> TaskResu
 
 @router.delete(
     "/tasks/{task_id}",
-    status_code=202,
-    response_model=TaskResult,
-    response_model_exclude_none=True,
-    responses=_CANCEL_ERRORS,
+    **_CANCEL,
     summary="Cancel a task: a queued task fails CANCELLED at once, a running one at its next step.",
 )
 async def cancel(task_id: str, ctx: Ctx, caller: CallerDep) -> TaskResult:
@@ -49,10 +51,7 @@ async def cancel(task_id: str, ctx: Ctx, caller: CallerDep) -> TaskResult:
 
 @router.post(
     "/tasks/{task_id}/cancel",
-    status_code=202,
-    response_model=TaskResult,
-    response_model_exclude_none=True,
-    responses=_CANCEL_ERRORS,
+    **_CANCEL,
     summary="Same as DELETE /v1/tasks/{task_id}.",
 )
 async def cancel_post(task_id: str, ctx: Ctx, caller: CallerDep) -> TaskResult:

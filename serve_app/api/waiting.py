@@ -1,5 +1,5 @@
 """Routes that answer with the finished result instead of a task id (the OpenAI-compatible images
-API, the seed's synchronous scene call): the task is recorded and run like any other, and the
+API, the source spec's synchronous scene call): the task is recorded and run like any other, and the
 route waits on it for a bounded time.
 
 - `Prefer: respond-async` (RFC 7240): 202 with the task id at once, as /v1/generate answers.

@@ -8,12 +8,11 @@ the flow's retrying call to the Generator deployment.
 
 from __future__ import annotations
 
-import importlib
-
 from serve_app.backends.base import BackendImage, BackendStatus, ImageBackend
 from serve_app.backends.chain import BackendAttempt, BackendChain, ChainFailed, ChainResult
-from serve_app.backends.config import CLOUD_BACKENDS, BackendsConfig, chain_entry
+from serve_app.backends.config import BackendsConfig, chain_entry
 from serve_app.backends.local import GenerateFn, LocalBackend
+from serve_app.backends.registry import REGISTERED
 
 __all__ = [
     "BackendAttempt",
@@ -28,23 +27,13 @@ __all__ = [
     "variant_chain",
 ]
 
-#: backend name -> (module, class) of its client
-CLOUD_CLASSES: dict[str, tuple[str, str]] = {
-    "huggingface": ("serve_app.backends.huggingface", "HuggingFaceBackend"),
-    "openai": ("serve_app.backends.openai_images", "OpenAIImagesBackend"),
-    "stability": ("serve_app.backends.stability", "StabilityBackend"),
-    "replicate": ("serve_app.backends.replicate", "ReplicateBackend"),
-    "kling": ("serve_app.backends.kling", "KlingBackend"),
-    "gemini": ("serve_app.backends.gemini", "GeminiBackend"),
-}
-
 
 def cloud_backend(name: str, cfg: BackendsConfig, model: str | None = None) -> ImageBackend:
-    module, cls = CLOUD_CLASSES[name]
+    """A registered cloud backend's client, with its configured settings (and another model)."""
     provider = cfg.cloud(name)
     if model:
         provider = provider.model_copy(update={"model": model})
-    return getattr(importlib.import_module(module), cls)(provider)
+    return REGISTERED[name].cls(provider)  # type: ignore[no-any-return]
 
 
 class BackendRegistry:
@@ -82,7 +71,7 @@ class BackendRegistry:
 
     def statuses(self) -> list[BackendStatus]:
         local = LocalBackend(_unused, self.cfg.local, self.local_model_id).status()
-        return [local, *(self.cloud(name).status() for name in CLOUD_BACKENDS)]
+        return [local, *(self.cloud(name).status() for name in REGISTERED)]
 
     async def aclose(self) -> None:
         for backend in self._cloud.values():

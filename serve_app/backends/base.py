@@ -16,7 +16,6 @@ Errors, all `AppError`s so a task that ends in one records its code:
 from __future__ import annotations
 
 import io
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Literal
@@ -103,14 +102,6 @@ class ImageBackend(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
-
-
-def env_key(var: str | None, provider: str) -> str:
-    """The API key in environment variable `var`; BackendNotConfigured naming it when unset or blank."""
-    value = os.environ.get(var or "", "").strip()
-    if not var or not value:
-        raise BackendNotConfigured(f"The {provider} image backend needs its API key in ${var or '?'}; it is not set.")
-    return value
 
 
 def to_png(data: bytes, provider: str) -> tuple[bytes, int, int]:

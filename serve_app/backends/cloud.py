@@ -4,6 +4,7 @@ timing and cost. A provider module subclasses `CloudBackend` and implements `_ma
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from abc import abstractmethod
@@ -22,8 +23,8 @@ from serve_app.backends.base import (
     ignored_fields,
     to_png,
 )
-from serve_app.backends.config import CloudBackendConfig
 from serve_app.backends.http import Clock, ProviderHTTP, Sleep
+from serve_app.backends.provider import CloudBackendConfig
 from serve_app.errors import AppError
 from serve_app.stages import GenerationSpec
 
@@ -146,3 +147,23 @@ class CloudBackend(ImageBackend):
     @abstractmethod
     async def _make(self, spec: GenerationSpec) -> Made:
         """Ask the provider for one image; raise AppErrors as serve_app.backends.base says."""
+
+
+#: The aspect ratios most providers offer (Stability's list; Replicate's models take the same).
+COMMON_ASPECT_RATIOS = {
+    "21:9": 21 / 9,
+    "16:9": 16 / 9,
+    "3:2": 3 / 2,
+    "5:4": 5 / 4,
+    "1:1": 1.0,
+    "4:5": 4 / 5,
+    "2:3": 2 / 3,
+    "9:16": 9 / 16,
+    "9:21": 9 / 21,
+}
+
+
+def nearest_aspect_ratio(width: int, height: int, choices: Mapping[str, float]) -> str:
+    """The provider's aspect ratio closest to width:height (on a log scale, so 2:1 and 1:2 are as far from 1:1)."""
+    wanted = math.log(width / height)
+    return min(choices, key=lambda name: abs(math.log(choices[name]) - wanted))

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-CLOUD_BACKENDS = ("huggingface", "openai", "stability", "replicate", "kling", "gemini")
+import serve_app.backends.providers  # noqa: F401 - registers every cloud backend
+from serve_app.backends.provider import CloudBackendConfig
+from serve_app.backends.registry import REGISTERED
 
-BACKEND_NAMES = ("local", *CLOUD_BACKENDS)
+
+def backend_names() -> tuple[str, ...]:
+    """Every backend a chain may name: the in-cluster Generator (local) and each registered one."""
+    return ("local", *REGISTERED)
 
 
-EDIT_BACKENDS = (
-    "local",
-    "openai",
-    "replicate",
-    "stability",
-)  # the backends that can edit a given image by an instruction
+def edit_backends() -> tuple[str, ...]:
+    """The backends that can edit a given image by an instruction (what an edit chain may name)."""
+    return ("local", *(name for name, reg in REGISTERED.items() if reg.edits))
 
 
 def chain_entry(entry: str) -> tuple[str, str | None]:
@@ -39,34 +41,6 @@ class Variant(BaseModel):
     chain: list[str] = Field(min_length=1, description="Backends tried in order (entries as in backends.chains).")
 
 
-class CloudBackendConfig(BaseModel):
-    """One cloud image provider: where it is, which model, its key's variable, limits and price.
-
-    Keys are never in YAML: `api_key_env` names the environment variable that holds one."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    base_url: str = Field(description="The provider's API root; a stub's URL in tests.")
-    model: str = Field(description="The provider's model id.")
-    api_key_env: str = Field(description="Environment variable holding the API key (KLING: the access key).")
-    secret_key_env: str | None = Field(default=None, description="KLING only: the secret key's variable.")
-    timeout_s: float = Field(default=60.0, gt=0, le=600, description="One HTTP request.")
-    max_retries: int = Field(default=3, ge=0, le=10, description="Retries of 429/502/503/504, on top of the try.")
-    backoff_base_s: float = Field(default=1.0, gt=0, description="First retry delay; doubles each time.")
-    backoff_max_s: float = Field(default=30.0, gt=0, description="Longest exponential delay.")
-    max_retry_wait_s: float = Field(
-        default=60.0, gt=0, description="Longest single wait, even when Retry-After asks for more."
-    )
-    rate_limit_per_minute: float = Field(default=60.0, gt=0, description="Client-side limit, per replica.")
-    price_usd_per_image: float = Field(default=0.0, ge=0, description="What one image costs at the provider.")
-    poll_interval_s: float = Field(default=2.0, gt=0, le=60, description="Replicate/KLING: task polling period.")
-    max_poll_s: float = Field(default=300.0, gt=0, description="Replicate/KLING: give up (and cancel) after this.")
-    options: dict[str, str | int | float | bool] = Field(
-        default_factory=dict,
-        description="Provider-specific request fields (OpenAI quality, Stability output_format, KLING aspect...).",
-    )
-
-
 class LocalBackendConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -75,62 +49,19 @@ class LocalBackendConfig(BaseModel):
     )
 
 
-def cloud_config(base_url: str, model: str, key: str, rate: float, price: float, **extra: object) -> CloudBackendConfig:
-    return CloudBackendConfig.model_validate(
-        {
-            "base_url": base_url,
-            "model": model,
-            "api_key_env": key,
-            "rate_limit_per_minute": rate,
-            "price_usd_per_image": price,
-            **extra,
-        }
-    )
-
-
 class BackendsConfig(BaseModel):
     """Every image backend, and the fallback chain each product tries in order.
 
-    Defaults: the seeds' rate limits (Hugging Face about 10 a minute, DALL-E 3 five a minute) and
+    Defaults: the source specs' rate limits (Hugging Face about 10 a minute, DALL-E 3 five a minute) and
     the providers' list prices; the in-cluster Generator costs GPU-seconds x its price."""
 
     model_config = ConfigDict(extra="forbid")
 
     local: LocalBackendConfig = Field(default_factory=LocalBackendConfig)
-    huggingface: CloudBackendConfig = Field(
-        default_factory=lambda: cloud_config(
-            "https://router.huggingface.co/hf-inference",
-            "stabilityai/stable-diffusion-xl-base-1.0",
-            "HF_TOKEN",
-            10,
-            0.0,
-        )
-    )
-    openai: CloudBackendConfig = Field(
-        default_factory=lambda: cloud_config("https://api.openai.com/v1", "dall-e-3", "OPENAI_API_KEY", 5, 0.04)
-    )
-    stability: CloudBackendConfig = Field(
-        default_factory=lambda: cloud_config("https://api.stability.ai", "core", "STABILITY_API_KEY", 900, 0.03)
-    )
-    replicate: CloudBackendConfig = Field(
-        default_factory=lambda: cloud_config(
-            "https://api.replicate.com/v1", "black-forest-labs/flux-schnell", "REPLICATE_API_TOKEN", 600, 0.003
-        )
-    )
-    kling: CloudBackendConfig = Field(
-        default_factory=lambda: cloud_config(
-            "https://api-singapore.klingai.com",
-            "kling-v1",
-            "KLING_ACCESS_KEY",
-            60,
-            0.0035,
-            secret_key_env="KLING_SECRET_KEY",
-        )
-    )
-    gemini: CloudBackendConfig = Field(
-        default_factory=lambda: cloud_config(
-            "https://generativelanguage.googleapis.com", "gemini-2.5-flash-image", "GEMINI_API_KEY", 10, 0.039
-        )
+    providers: dict[str, CloudBackendConfig] = Field(
+        default_factory=lambda: {name: reg.defaults for name, reg in REGISTERED.items()},
+        description="Each registered cloud backend's settings; in YAML each is its own section "
+        "(backends.openai: ...), over the defaults its module registers.",
     )
     chains: dict[str, list[str]] = Field(
         default_factory=lambda: {
@@ -148,6 +79,26 @@ class BackendsConfig(BaseModel):
         "(API key, else user id) always lands in the same variant.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _provider_sections(cls, data: Any) -> Any:
+        """`backends.<name>:` sections of the registered cloud backends, each over its defaults."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        providers = {name: dict(sections) for name, sections in (data.pop("providers", None) or {}).items()}
+        for name in list(data):
+            if name in REGISTERED:
+                providers[name] = {**providers.get(name, {}), **data.pop(name)}
+        data["providers"] = {
+            name: {**reg.defaults.model_dump(exclude_unset=True), **providers.get(name, {})}
+            for name, reg in REGISTERED.items()
+        }
+        unknown = sorted(set(providers) - set(REGISTERED))
+        if unknown:
+            raise ValueError(f"backends: unknown image backends {unknown} (known: {', '.join(REGISTERED)})")
+        return data
+
     @model_validator(mode="after")
     def _chains_name_backends(self) -> BackendsConfig:
         """Every chain and A/B arm names known backends (which products there are, and which chains
@@ -156,11 +107,11 @@ class BackendsConfig(BaseModel):
             unknown = [
                 entry
                 for entry in chain
-                if chain_entry(entry)[0] not in BACKEND_NAMES or (entry.startswith("local:") and entry != "local")
+                if chain_entry(entry)[0] not in backend_names() or (entry.startswith("local:") and entry != "local")
             ]
             if unknown or not chain:
                 raise ValueError(
-                    f"backends.chains.{product}: {unknown or 'an empty chain'} (backends: {', '.join(BACKEND_NAMES)})"
+                    f"backends.chains.{product}: {unknown or 'an empty chain'} (backends: {', '.join(backend_names())})"
                 )
         for product, variants in self.experiments.items():
             if abs(sum(v.percent for v in variants) - 100) > 1e-6 or len({v.name for v in variants}) != len(variants):
@@ -168,7 +119,7 @@ class BackendsConfig(BaseModel):
                     f"backends.experiments.{product}: variants need distinct names and percents summing to 100"
                 )
             for variant in variants:
-                bad = [e for e in variant.chain if chain_entry(e)[0] not in BACKEND_NAMES or e.startswith("local:")]
+                bad = [e for e in variant.chain if chain_entry(e)[0] not in backend_names() or e.startswith("local:")]
                 if bad:
                     raise ValueError(f"backends.experiments.{product}.{variant.name}: unknown backends {bad}")
         return self
@@ -188,12 +139,13 @@ class BackendsConfig(BaseModel):
         return variants[-1]
 
     def cloud(self, name: str) -> CloudBackendConfig:
-        return getattr(self, name)
+        """A registered cloud backend's settings."""
+        return self.providers[name]
 
 
 class FaceRestorationConfig(BaseModel):
     """Face restoration after an edit: GFPGAN through Replicate (no local option: see
-    serve_app.backends.restoration). Replicate's URL, key and retries come from backends.replicate."""
+    serve_app.backends.restoration). Replicate's URL, key and retries come from backends.replicate (its section)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import httpx
 
 from serve_app.backends.base import BackendAuthFailed
-from serve_app.backends.config import CloudBackendConfig
+from serve_app.backends.provider import CloudBackendConfig
 from serve_app.errors import AppError, UpstreamError
 from serve_app.retry import parse_retry_after
 from serve_app.shopping.ratelimit import AsyncTokenBucket

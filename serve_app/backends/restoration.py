@@ -1,4 +1,4 @@
-"""Face restoration, the optional stage after an instruction edit (seed enhancement-api-options.md:
+"""Face restoration, the optional stage after an instruction edit (source spec enhancement-api-options.md:
 InstructPix2Pix + GFPGAN).
 
 Offered through a cloud backend only: GFPGAN on Replicate (`tencentarc/gfpgan`, inputs `img` as a
@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 
 from serve_app.backends.base import BackendImage, to_png
 from serve_app.backends.config import BackendsConfig, FaceRestorationConfig
-from serve_app.backends.replicate import ReplicateBackend
+from serve_app.backends.providers.replicate import ReplicateBackend
 
 
 class FaceRestorer(ABC):
@@ -70,5 +70,5 @@ def build_restorer(cfg: FaceRestorationConfig, backends: BackendsConfig) -> Face
     (URL, key variable, retries, polling) with the restoration model."""
     if cfg.provider == "off":
         return None
-    client_cfg = backends.replicate.model_copy(update={"model": cfg.model, "options": {}})
+    client_cfg = backends.cloud("replicate").model_copy(update={"model": cfg.model, "options": {}})
     return ReplicateFaceRestorer(ReplicateBackend(client_cfg), cfg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from ray.serve.handle import DeploymentHandle
 
@@ -18,37 +19,30 @@ from serve_app.stages import (
 )
 
 
+@dataclass(frozen=True)
 class HandleStages:
-    """The flow's stages as calls to the other deployments."""
+    """The flow's stages as calls to the other deployments (the handles the builder binds)."""
 
-    def __init__(
-        self,
-        captioner: DeploymentHandle,
-        classifier: DeploymentHandle,
-        generator: DeploymentHandle,
-        shopping: DeploymentHandle,
-        editor: DeploymentHandle,
-    ) -> None:
-        self._captioner = captioner
-        self._classifier = classifier
-        self._generator = generator
-        self._shopping = shopping
-        self._editor = editor
+    captioner: DeploymentHandle
+    classifier: DeploymentHandle
+    generator: DeploymentHandle
+    shopping: DeploymentHandle
+    editor: DeploymentHandle
 
     async def caption(self, image_png: bytes) -> str:
-        return await self._captioner.caption.remote(image_png)
+        return await self.captioner.caption.remote(image_png)
 
     async def classify(self, image_png: bytes) -> Classification:
-        return await self._classifier.classify.remote(image_png)
+        return await self.classifier.classify.remote(image_png)
 
     async def generate(self, spec: GenerationSpec, on_step: OnStep) -> GenerationOutput:
         """Stream the Generator's progress into `on_step` (the Editor's, for an instruction edit);
         cancelling this coroutine cancels the call."""
         if spec.is_edit:
-            handle = self._editor.options(stream=True)
+            handle = self.editor.options(stream=True)
         else:
             # The LoRA name is the multiplexed model id: Serve routes to replicas that have it resident.
-            handle = self._generator.options(stream=True, multiplexed_model_id=spec.multiplexed_model_id)
+            handle = self.generator.options(stream=True, multiplexed_model_id=spec.multiplexed_model_id)
         stream = handle.generate_stream.remote(spec)
         output: GenerationOutput | None = None
         try:
@@ -65,4 +59,4 @@ class HandleStages:
         return output
 
     async def search(self, items: list[DeskItem]) -> dict[str, ItemSearchResult]:
-        return await self._shopping.search.remote(items)
+        return await self.shopping.search.remote(items)

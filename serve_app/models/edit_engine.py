@@ -18,8 +18,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from serve_app.errors import ConfigurationError, InvalidInput, TaskCancelled
 from serve_app.models.device import log_gpu_share, resolve_device, resolve_dtype
 from serve_app.models.sd_engine import (
@@ -29,11 +27,12 @@ from serve_app.models.sd_engine import (
     _dtype_kwarg,
     check_group,
     decode_init_image,
-    encode_png,
+    outputs,
     pipeline_source,
+    seeded_call,
 )
 from serve_app.models.tiny import ensure_tiny_ip2p
-from serve_app.models.tuning import apply_tuning, load_kwargs, verdicts
+from serve_app.models.tuning import apply_tuning, load_kwargs
 from serve_app.presets import GeneratorModel
 from serve_app.stages import GenerationOutput, GenerationSpec
 
@@ -96,17 +95,11 @@ class EditEngine:
             raise InvalidInput("An edit needs the source image and image_guidance_scale.")
         if should_stop is not None and should_stop():
             raise TaskCancelled()
-        gen_device = "cpu" if self.device.type == "mps" else self.device
         steps = StepCallback(first.num_inference_steps, on_step, should_stop)
-        call: dict[str, Any] = {
-            "prompt": [spec.prompt for spec in specs],
-            "negative_prompt": [spec.negative_prompt for spec in specs],
+        call = {
+            **seeded_call(specs, self.device),
             "image": [decode_init_image(spec.init_image_png or b"", first.width, first.height) for spec in specs],
-            "num_inference_steps": first.num_inference_steps,
-            "guidance_scale": first.guidance_scale,
             "image_guidance_scale": first.image_guidance_scale,
-            "generator": [torch.Generator(gen_device).manual_seed(spec.seed) for spec in specs],
-            "output_type": "pil",
             "callback_on_step_end": steps,
         }
         with self._lock:
@@ -115,17 +108,7 @@ class EditEngine:
             seconds = time.perf_counter() - started
         if steps.interrupted:
             raise TaskCancelled()
-        return [
-            GenerationOutput(
-                image_png=encode_png(image),
-                seed=spec.seed,
-                model_id=self.model.model_id,
-                batch_size=len(specs),
-                seconds=seconds,
-                safety=verdict,
-            )
-            for spec, image, verdict in zip(specs, result.images, verdicts(self.pipe, result, len(specs)), strict=True)
-        ]
+        return outputs(specs, self.pipe, result, self.model.model_id, seconds)
 
     def info(self) -> dict[str, Any]:
         return {

@@ -42,14 +42,6 @@ ShouldStop = Callable[[], bool]
 PNG_COMPRESS_LEVEL = 3  # fast to write; a 1024x1024 PNG at level 6 costs ~3x the time for ~5% less
 
 
-def group_specs(specs: Sequence[GenerationSpec]) -> list[list[int]]:
-    """Indices of `specs` grouped by `group_key()`, groups and members in first-seen order."""
-    groups: dict[tuple[Any, ...], list[int]] = {}
-    for index, spec in enumerate(specs):
-        groups.setdefault(spec.group_key(), []).append(index)
-    return list(groups.values())
-
-
 def _dtype_kwarg() -> str:
     """`dtype` on diffusers that deprecated `torch_dtype` (0.42+), `torch_dtype` before."""
     try:
@@ -128,6 +120,43 @@ class StepCallback:
             self.interrupted = True
             pipe._interrupt = True
         return callback_kwargs
+
+
+def seeded_call(specs: Sequence[GenerationSpec], device: torch.device) -> dict[str, Any]:
+    """A diffusers call's shared inputs for specs of one group: their prompts, the group's steps
+    and guidance, and one seeded generator per image (CPU generators on MPS), so a seed gives the
+    same image alone or in a batch."""
+    first = specs[0]
+    gen_device = "cpu" if device.type == "mps" else device
+    return {
+        "prompt": [spec.prompt for spec in specs],
+        "negative_prompt": [spec.negative_prompt for spec in specs],
+        "num_inference_steps": first.num_inference_steps,
+        "guidance_scale": first.guidance_scale,
+        "generator": [torch.Generator(gen_device).manual_seed(spec.seed) for spec in specs],
+        "output_type": "pil",
+    }
+
+
+def outputs(
+    specs: Sequence[GenerationSpec], pipe: Any, result: Any, model_id: str, seconds: float
+) -> list[GenerationOutput]:
+    """One GenerationOutput per spec: its PNG, seed, adapter, the batch's size and time, and the
+    safety checker's verdict."""
+    verdict_of = verdicts(pipe, result, len(specs))
+    return [
+        GenerationOutput(
+            image_png=encode_png(image),
+            seed=spec.seed,
+            model_id=model_id,
+            lora_name=spec.lora_name,
+            lora_scale=spec.lora_scale if spec.lora_name else None,
+            batch_size=len(specs),
+            seconds=seconds,
+            safety=verdict,
+        )
+        for spec, image, verdict in zip(specs, result.images, verdict_of, strict=True)
+    ]
 
 
 def check_group(specs: Sequence[GenerationSpec]) -> None:
@@ -328,15 +357,7 @@ class SDEngine:
             raise TaskCancelled()
 
         # 2. Inputs: prompts, per-image generators (CPU generators on MPS), img2img sources.
-        gen_device = "cpu" if self.device.type == "mps" else self.device
-        call: dict[str, Any] = {
-            "prompt": [spec.prompt for spec in specs],
-            "negative_prompt": [spec.negative_prompt for spec in specs],
-            "num_inference_steps": first.num_inference_steps,
-            "guidance_scale": first.guidance_scale,
-            "generator": [torch.Generator(gen_device).manual_seed(spec.seed) for spec in specs],
-            "output_type": "pil",
-        }
+        call = seeded_call(specs, self.device)
         if is_img2img:
             call["image"] = [decode_init_image(spec.init_image_png or b"", first.width, first.height) for spec in specs]
             call["strength"] = first.strength
@@ -360,19 +381,7 @@ class SDEngine:
             raise TaskCancelled()
 
         # 5. PNG bytes out, each with the safety checker's verdict.
-        return [
-            GenerationOutput(
-                image_png=encode_png(image),
-                seed=spec.seed,
-                model_id=self.model.model_id,
-                lora_name=spec.lora_name,
-                lora_scale=spec.lora_scale if spec.lora_name else None,
-                batch_size=len(specs),
-                seconds=seconds,
-                safety=verdict,
-            )
-            for spec, image, verdict in zip(specs, result.images, verdicts(pipe, result, len(specs)), strict=True)
-        ]
+        return outputs(specs, pipe, result, self.model.model_id, seconds)
 
     def info(self) -> dict[str, Any]:
         """What the replica serves, for GET /info and health pages."""

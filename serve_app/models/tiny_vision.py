@@ -27,6 +27,16 @@ TINY_CLIP_DIR = "tiny-clip"
 SEED = 0
 IMAGE_SIZE = 32
 HIDDEN = 32
+#: The vision tower both tiny models share: 2 layers of HIDDEN, 8-pixel patches.
+VISION = {
+    "hidden_size": HIDDEN,
+    "intermediate_size": 2 * HIDDEN,
+    "projection_dim": HIDDEN,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "image_size": IMAGE_SIZE,
+    "patch_size": 8,
+}
 
 # WordPiece vocabulary of the tiny BLIP: caption-style English and desk words, plus every letter
 # and digit (also as "##" continuations) so any word tokenizes without [UNK].
@@ -83,16 +93,7 @@ def _build_tiny_blip(folder: Path) -> None:
             "sep_token_id": tokenizer.sep_token_id,
             "pad_token_id": tokenizer.pad_token_id,
         },
-        vision_config={
-            "hidden_size": HIDDEN,
-            "intermediate_size": 2 * HIDDEN,
-            "projection_dim": HIDDEN,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": IMAGE_SIZE,
-            "patch_size": 8,
-            "initializer_range": 0.02,
-        },
+        vision_config={**VISION, "initializer_range": 0.02},
         projection_dim=HIDDEN,
         image_text_hidden_size=HIDDEN,
     )
@@ -147,15 +148,7 @@ def _build_tiny_clip(folder: Path) -> None:
             "eos_token_id": tokenizer.eos_token_id,
             "pad_token_id": tokenizer.pad_token_id,
         },
-        vision_config={
-            "hidden_size": HIDDEN,
-            "intermediate_size": 2 * HIDDEN,
-            "projection_dim": HIDDEN,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": IMAGE_SIZE,
-            "patch_size": 8,
-        },
+        vision_config=VISION,
         projection_dim=HIDDEN,
     )
     _save_seeded(CLIPModel, config, processor, folder)

@@ -1,6 +1,6 @@
 """The shopping provider interface and helpers shared by the providers (the factory is `factory.py`).
 
-A provider turns one detected desk item into offers in the seed's schema (`Offer`), cheapest
+A provider turns one detected desk item into offers in the source spec's schema (`Offer`), cheapest
 first. Two exist: the Naver Shopping search API and an offline catalog shipped with the package
 (the default when no Naver credentials are set, so the app runs with no keys and no network).
 """
@@ -49,7 +49,7 @@ def parse_price(value: object) -> int | None:
 
 
 def format_price(amount: int) -> str:
-    """The seed's price format: `21990원`."""
+    """The source spec's price format: `21990원`."""
     return f"{amount}원"
 
 

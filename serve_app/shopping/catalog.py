@@ -25,7 +25,7 @@ CATALOG_IMAGES_DIR = CATALOG_DIR / "images"
 
 
 class CatalogProduct(BaseModel):
-    """One row of catalog.json (written by `make_catalog.py`)."""
+    """One row of catalog.json (written by scripts/make_catalog.py)."""
 
     id: str
     title: str
@@ -63,7 +63,7 @@ class CatalogProvider:
         self.categories = {p.category3 for p in self.products}
 
     def to_offer(self, product: CatalogProduct) -> Offer:
-        """The product in the seed's offer schema, image as a URL the ingress serves."""
+        """The product in the source spec's offer schema, image as a URL the ingress serves."""
         image = f"{self.image_base_url}/catalog/images/{product.image}" if product.image else ""
         return Offer(
             title=product.title,

@@ -1,4 +1,4 @@
-"""Naver Shopping search API client (`GET /v1/search/shop.json`) mapped to the seed's offer schema.
+"""Naver Shopping search API client (`GET /v1/search/shop.json`) mapped to the source spec's offer schema.
 
 Wire format: https://developers.naver.com/docs/serviceapi/search/shopping/shopping.md
 Requests carry `X-Naver-Client-Id` / `X-Naver-Client-Secret`; `sort=asc` orders by lowest price.

@@ -1,4 +1,4 @@
-"""Images on Cloudinary (seed image-generation-storage-guide.md), through its REST APIs.
+"""Images on Cloudinary (source spec image-generation-storage-guide.md), through its REST APIs.
 
 - Upload (signed): `POST {api}/v1_1/{cloud}/{image|raw}/upload`, multipart `file` with
   `public_id`, `overwrite`, `timestamp`, `api_key` and `signature` = SHA-1 hex of the signed
@@ -11,7 +11,7 @@
 - Delete: signed `POST .../{type}/destroy` (`{"result": "ok" | "not found"}`).
 - Sweep: the Admin API lists `upload` resources by prefix (basic auth, `next_cursor` pages); only
   this app's keys (`is_own_key`) older than the cutoff are destroyed.
-Errors keep the storage contract's codes: S3_UPLOAD_FAILED for an upload (the seed's message),
+Errors keep the storage contract's codes: S3_UPLOAD_FAILED for an upload (the source spec's message),
 S3_DOWNLOAD_FAILED, STORAGE_DELETE_FAILED, S3_UNAVAILABLE, NotFound for a missing object.
 """
 
@@ -32,7 +32,7 @@ from serve_app.storage.config import CloudinaryStorageConfig
 
 log = logging.getLogger(__name__)
 
-UPLOAD_FAILED = "Failed to upload image to S3."  # the seed's message: clients match on it whatever the store
+UPLOAD_FAILED = "Failed to upload image to S3."  # the source spec's message: clients match on it whatever the store
 
 
 def signature(params: dict[str, Any], secret: str) -> str:

@@ -36,7 +36,7 @@ class S3StorageConfig(BaseModel):
 
 
 class CloudinaryStorageConfig(BaseModel):
-    """Cloudinary (seed image-generation-storage-guide.md): signed uploads, CDN delivery URLs.
+    """Cloudinary (source spec image-generation-storage-guide.md): signed uploads, CDN delivery URLs.
 
     The API key and secret are never in YAML: `api_key_env` / `api_secret_env` name the variables."""
 

@@ -1,7 +1,7 @@
 """Images in any S3-compatible store (AWS S3, SeaweedFS, MinIO, R2) through boto3.
 
 boto3 is blocking, so every call runs in a worker thread; one client is shared (boto3 clients are
-thread-safe). Errors map to the seed's codes: put -> StorageError S3_UPLOAD_FAILED ("Failed to upload
+thread-safe). Errors map to the source spec's codes: put -> StorageError S3_UPLOAD_FAILED ("Failed to upload
 image to S3."), get -> StorageError S3_DOWNLOAD_FAILED, a missing key -> NotFound, an unreachable
 store -> StorageError S3_UNAVAILABLE. Object keys are `config.prefix` + the store key.
 """

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from serve_app.errors import Conflict, NotFound, QueueFull, TaskCancelled, TooManyRequests
+from serve_app.tasks.api_keys import ApiKeyStore, KeyLimits
 from serve_app.tasks.db import Database, Row, Tx
-from serve_app.tasks.keys import ApiKeyStore, KeyLimits
 from serve_app.tasks.outbox import WebhookOutbox
 from serve_app.tasks.queue import TaskQueue
 from serve_app.tasks.records import ACTIVE, FINISHED, Progress, Stage, TaskRecord, create_schema, dumps, parse_keys

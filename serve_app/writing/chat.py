@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from serve_app.backends.config import CloudBackendConfig
 from serve_app.backends.http import ProviderHTTP, bad_response
+from serve_app.backends.provider import CloudBackendConfig
 from serve_app.errors import AppError, ConfigurationError, UpstreamError
 from serve_app.products.scenes.payload import Scene
 from serve_app.writing.base import PromptWriter, Written

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.backends.config import CloudBackendConfig, cloud_config
+from serve_app.backends.provider import CloudBackendConfig, cloud_config
 
 
 class PromptWriterConfig(BaseModel):

@@ -28,7 +28,7 @@ def has_hangul(text: str) -> bool:
 
 
 def unwrap_alt(alt: str) -> str:
-    """The description inside the seed's `[이미지 설명: ...]` wrapper, or the text as it is."""
+    """The description inside the source spec's `[이미지 설명: ...]` wrapper, or the text as it is."""
     match = _BRACKETED.match(alt)
     return match.group(1) if match else alt.strip()
 

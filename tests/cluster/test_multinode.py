@@ -24,9 +24,10 @@ import httpx
 import pytest
 import yaml
 
-from benchmarks.harness import deploy_config, free_port, load_serve_config, wait_http_ok
-from tests.support.postgres import PostgresServer
-from tests.support.seaweed import SeaweedServer
+from testbed.harness import deploy_config, free_port, load_serve_config, wait_http_ok
+from testbed.postgres import PostgresServer
+from testbed.processes import kill_orphaned_haproxy
+from testbed.seaweed import SeaweedServer
 
 pytestmark = pytest.mark.integration
 
@@ -177,6 +178,7 @@ def test_a_lost_worker_node_costs_a_retry_not_a_task(
         finally:
             ray.shutdown()
             cluster.shutdown()
+            kill_orphaned_haproxy()
             seaweed.stop()
             for key in ("IMAGEGEN_TASKS_DSN",):
                 os.environ.pop(key, None)

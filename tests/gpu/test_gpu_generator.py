@@ -18,6 +18,7 @@ from PIL import Image
 from serve_app.models.sd_engine import SDEngine
 from serve_app.presets import GeneratorModel, LoraSpec, PipelineTuning
 from serve_app.stages import GenerationSpec
+from tests.support.specs import txt2img
 
 pytestmark = [
     pytest.mark.gpu,
@@ -29,9 +30,7 @@ pytestmark = [
 
 
 def _spec(seed: int, lora: str | None = None) -> GenerationSpec:
-    return GenerationSpec(
-        prompt="a desk", num_inference_steps=4, guidance_scale=7.5, height=64, width=64, seed=seed, lora_name=lora
-    )
+    return txt2img(seed=seed, lora_name=lora)
 
 
 def test_cuda_engine_uses_half_precision_and_channels_last(tmp_path: Path) -> None:

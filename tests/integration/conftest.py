@@ -23,10 +23,11 @@ from typing import Any
 import httpx
 import pytest
 
-from benchmarks.harness import deploy_config, free_port, load_serve_config, preset_file, wait_http_ok
-from tests.stubs.naver_stub import NaverStub
-from tests.stubs.provider_base import BackendCase, ProviderStub
-from tests.support.seaweed import SeaweedServer
+from testbed.harness import deploy_config, free_port, load_serve_config, preset_file, wait_http_ok
+from testbed.processes import kill_orphaned_haproxy
+from testbed.seaweed import SeaweedServer
+from testbed.stubs.naver_stub import NaverStub
+from testbed.stubs.provider_base import BackendCase, ProviderStub
 
 WEBHOOK_SECRET = "whsec_" + "dGVzdC13ZWJob29rLXNlY3JldC0xMjM0NTY3ODkw"  # base64("test-webhook-secret-1234567890")
 NAVER_ID, NAVER_SECRET = "test-client-id", "test-client-secret"
@@ -49,9 +50,9 @@ class ServeApp:
 
 
 def _provider_cases() -> dict[str, BackendCase]:
-    from tests.stubs.huggingface_stub import CASE as HUGGINGFACE
-    from tests.stubs.kling_stub import CASE as KLING
-    from tests.stubs.openai_stub import CASE as OPENAI
+    from testbed.stubs.huggingface_stub import CASE as HUGGINGFACE
+    from testbed.stubs.kling_stub import CASE as KLING
+    from testbed.stubs.openai_stub import CASE as OPENAI
 
     return {"kling": KLING, "huggingface": HUGGINGFACE, "openai": OPENAI}
 
@@ -200,6 +201,7 @@ def serve_app() -> Iterator[ServeApp]:
             serve.shutdown()
         finally:
             ray.shutdown()
+            kill_orphaned_haproxy()
             naver.stop()
             for stub in providers.values():
                 stub.stop()

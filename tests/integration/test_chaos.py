@@ -19,10 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
-from benchmarks.harness import desk_photo
+from testbed.harness import desk_photo
+from testbed.replicas import frozen, kill_9, pid_alive, wait_replaced
+from testbed.webhook_receiver import DROPPED, WebhookReceiver
 from tests.integration.conftest import WEBHOOK_SECRET, ServeApp, wait_for_task, wait_until
-from tests.support.replicas import frozen, kill_9, pid_alive, wait_replaced
-from tests.support.webhook_receiver import DROPPED, WebhookReceiver
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from imagegen_client import ApiError, ImagegenClient, TaskEvent, verify_webhook
+from testbed.webhook_receiver import WebhookReceiver
 from tests.integration.conftest import WEBHOOK_SECRET, ServeApp
-from tests.support.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.harness import desk_photo
+from testbed.harness import desk_photo
 from tests.integration.conftest import ServeApp, wait_for_task
 
 pytestmark = pytest.mark.integration
@@ -196,21 +196,9 @@ def test_multiplexed_batches_are_split_by_adapter(serve_app: ServeApp) -> None:
     """Ray issue 56633: a batch must never mix multiplexed model ids (fixed in the installed Ray)."""
     from ray.serve.handle import DeploymentHandle
 
-    from serve_app.stages import GenerationSpec
+    from tests.support.specs import txt2img
 
     order = ["cozy-wood", "neon-minimal", "", "cozy-wood", "neon-minimal", "", "cozy-wood", "neon-minimal"]
-
-    def spec(lora: str) -> GenerationSpec:
-        return GenerationSpec(
-            prompt="a desk",
-            num_inference_steps=2,
-            guidance_scale=7.5,
-            height=64,
-            width=64,
-            seed=1,
-            lora_name=lora or None,
-            lora_scale=1.0,
-        )
 
     async def send_all() -> list[Any]:
         # From an event loop: with RAY_SERVE_THROUGHPUT_OPTIMIZED (scripts/serve_env.sh) a handle's
@@ -219,7 +207,8 @@ def test_multiplexed_batches_are_split_by_adapter(serve_app: ServeApp) -> None:
         # after asyncio.run closed it.
         handle = DeploymentHandle("Generator", app_name="main")
         try:
-            responses = [handle.options(multiplexed_model_id=lora).generate.remote(spec(lora)) for lora in order]
+            specs = [txt2img(num_inference_steps=2, lora_name=lora or None) for lora in order]
+            responses = [handle.options(multiplexed_model_id=s.multiplexed_model_id).generate.remote(s) for s in specs]
             return list(await asyncio.wait_for(asyncio.gather(*responses), timeout=120))
         finally:
             await handle.shutdown_async()

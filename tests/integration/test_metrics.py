@@ -13,7 +13,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from benchmarks.harness import desk_photo, free_port
+from testbed.harness import desk_photo, free_port
 from tests.integration.conftest import ServeApp, wait_for_task
 from tests.support.prometheus import (
     EVENT_ONLY,

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.harness import desk_photo
+from testbed.harness import desk_photo
 from tests.integration.conftest import ServeApp
 
 pytestmark = pytest.mark.integration

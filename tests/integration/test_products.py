@@ -6,28 +6,14 @@ Hugging Face for articles on the S3 app, OpenAI's edits API for cloud edits).
 from __future__ import annotations
 
 import io
-from typing import Any
 
 import httpx
 from PIL import Image
 
 from tests.integration.conftest import ServeApp, wait_for_task
+from tests.support.bodies import scene_body
 
-SCENE: dict[str, Any] = {
-    "script_metadata": {
-        "title": "비 오는 날의 카페",
-        "script_id": 501,
-        "characters": [
-            {"name": "민지", "gender": 1, "description": "긴 머리의 여자 학생"},
-            {"name": "준호", "gender": 0, "description": "안경을 쓴 남자"},
-        ],
-    },
-    "scene_id": 1,
-    "audios": [
-        {"type": "narration", "text": "비 오는 저녁, 따뜻한 카페 창가"},
-        {"type": "dialogue", "character": "민지", "text": "오랜만이야!", "emotion": "기쁨"},
-    ],
-}
+SCENE = scene_body(501)
 FAST = {"num_inference_steps": 2}
 
 
@@ -37,7 +23,7 @@ def _png(client: httpx.Client, url: str) -> Image.Image:
     return Image.open(io.BytesIO(response.content))
 
 
-def test_external_scene_is_made_by_kling_and_answers_the_seeds_shape(serve_app: ServeApp) -> None:
+def test_external_scene_is_made_by_kling_and_answers_the_source_specs_shape(serve_app: ServeApp) -> None:
     kling = serve_app.providers["kling"]
     before = len(kling.requests)
     with serve_app.client(timeout=90) as client:
@@ -181,7 +167,7 @@ def test_a_cloud_edit_sends_the_image_to_openais_edits_api(serve_app: ServeApp) 
         assert _png(client, body["url"]).format == "PNG"
     sent = [r for r in openai.requests[before:] if r.path == "/v1/images/edits"]
     assert len(sent) == 1
-    from tests.stubs.provider_base import multipart
+    from testbed.stubs.provider_base import multipart
 
     fields, files = multipart(sent[0])
     assert fields["prompt"] == "make the desk white" and fields["model"] == "gpt-image-1"

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from testbed.webhook_receiver import WebhookReceiver
 from tests.integration.conftest import WEBHOOK_SECRET, ServeApp, wait_for_task
-from tests.support.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.integration
 

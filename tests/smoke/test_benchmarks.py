@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from testbed.processes import kill_orphaned_haproxy
+
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +44,7 @@ EXPECTED: dict[str, set[str]] = {
 
 def run_smoke(name: str, out: Path, timeout_s: float = 240) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    kill_orphaned_haproxy()  # an earlier Serve app's, holding HAProxy's fixed stats ports
     env.update(RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1")
     proc = subprocess.run(
         [sys.executable, "-m", f"benchmarks.{name}", "--smoke", "--out", str(out)],

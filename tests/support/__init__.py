@@ -1,1 +1,2 @@
-"""Test helpers: a SeaweedFS S3 server, a webhook receiver and a static HTTP server, all on 127.0.0.1."""
+"""Test helpers: the ingress app in-process, request bodies and specs, stand-ins for backends and the
+Generator, a static HTTP server, and Prometheus scrapes (what benchmarks share too is in testbed/)."""

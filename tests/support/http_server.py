@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any
+
+from testbed.local_server import LocalServer, QuietHandler
 
 
 @dataclass
@@ -34,7 +33,7 @@ class SeenRequest:
     body: bytes
 
 
-class StaticServer:
+class StaticServer(LocalServer):
     """Answers registered paths; 404 for the rest. Records every request in `.requests`."""
 
     def __init__(self) -> None:
@@ -43,7 +42,7 @@ class StaticServer:
         self._release = threading.Event()
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
@@ -72,14 +71,7 @@ class StaticServer:
             do_POST = _serve  # noqa: N815
             do_HEAD = _serve  # noqa: N815
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self._thread: threading.Thread | None = None
+        super().__init__(Handler, name="static-server")
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -101,26 +93,6 @@ class StaticServer:
     def redirect(self, path: str, location: str, status: int = 302) -> str:
         return self.add(path, status=status, headers={"Location": location})
 
-    def start(self) -> StaticServer:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._server.serve_forever, args=(0.05,), name="static-server", daemon=True
-            )
-            self._thread.start()
-        return self
-
     def stop(self) -> None:
-        self._release.set()
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._server.server_close()
-
-    def __enter__(self) -> StaticServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        self._release.set()  # stalled answers end first, or shutting down would wait for them
+        super().stop()

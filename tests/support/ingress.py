@@ -1,17 +1,19 @@
 """The ingress app in-process, for unit tests: fakes of what the Serve graph gives it (handles, the
 controller's replica states, metrics), and request bodies. `make_context` installs the context;
-undo with `set_context(None)`."""
+undo with `set_context(None)`, or use `ingress_context`, which does both."""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from benchmarks.harness import in_process_context
-from serve_app.api.deps import DeploymentView, IngressContext, ReplicaStates
+from serve_app.api.deps import DeploymentView, IngressContext, ReplicaStates, set_context
+from testbed.harness import in_process_context
 
 
 class FakeMethod:
@@ -62,7 +64,7 @@ class FakeMetrics:
 
 
 def make_context(data_dir: Path, tasks: dict[str, Any], **more_args: Any) -> IngressContext:
-    """The ingress's context (benchmarks.harness.in_process_context) with a fake runner, probes and
+    """The ingress's context (testbed.harness.in_process_context) with a fake runner, probes and
     metrics; installed as the app's context (undo with `set_context(None)`). `more_args` are
     further serve-config args (auth, admission, ...)."""
     return in_process_context(
@@ -74,6 +76,16 @@ def make_context(data_dir: Path, tasks: dict[str, Any], **more_args: Any) -> Ing
         tasks=tasks,
         **more_args,
     )
+
+
+@contextmanager
+def ingress_context(data_dir: Path, tasks: dict[str, Any], **more_args: Any) -> Iterator[IngressContext]:
+    """`make_context` for a with-block (a fixture's yield): the app's context is unset on leaving it,
+    so no test sees another's."""
+    try:
+        yield make_context(data_dir, tasks, **more_args)
+    finally:
+        set_context(None)  # type: ignore[arg-type]
 
 
 def png(width: int = 40, height: int = 30) -> bytes:

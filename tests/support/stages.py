@@ -1,8 +1,10 @@
-"""Stand-ins for cloud backends in a chain, and waiting for a task run in-process (the Generator's
-stand-in and the runner handle are benchmarks.harness's `PaintingStages` and `WorkerRunner`)."""
+"""Stand-ins for cloud backends in a chain, the Generator deployment's object without Serve, and
+waiting for a task run in-process (the Generator's stand-in and the runner handle are
+testbed.harness's `PaintingStages` and `WorkerRunner`)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 from typing import Any
@@ -11,6 +13,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from serve_app.backends import BackendImage, BackendStatus, ImageBackend
+from serve_app.metrics import GeneratorMetrics
 from serve_app.stages import GenerationSpec
 
 
@@ -34,6 +37,30 @@ class ScriptedBackend(ImageBackend):
         out = io.BytesIO()
         Image.new("RGB", (32, 32), (10, 200, 10)).save(out, format="PNG")
         return BackendImage(image_png=out.getvalue(), backend=self.name, model="scripted", seconds=0.5, cost_usd=0.01)
+
+
+def bare_generator(engine: Any, **attrs: Any) -> Any:
+    """The Generator deployment's object over `engine`, made without its __init__ (no model load, no
+    replica): what its batching reads is set, and `attrs` over that."""
+    from deployments.generator import Generator
+
+    gen = object.__new__(Generator.func_or_class)
+    gen.engine = engine
+    gen._run_lock = asyncio.Lock()
+    gen.metrics = GeneratorMetrics()
+    gen._lora_loads = 0
+    for name, value in attrs.items():
+        setattr(gen, name, value)
+    return gen
+
+
+async def run_batch(gen: Any, specs: list[GenerationSpec]) -> list[Any]:
+    """The Generator's batch method on `specs`, unwrapped from @serve.batch (which needs a replica): an
+    output or the exception, one a spec."""
+    from deployments.generator import PendingImage
+
+    loop = asyncio.get_running_loop()
+    return await type(gen)._generate_batch.__wrapped__(gen, [PendingImage(spec, loop) for spec in specs])
 
 
 def wait_result(client: TestClient, task_id: str) -> dict[str, Any]:

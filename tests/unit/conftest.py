@@ -1,4 +1,5 @@
-"""Fixtures shared by the unit tests that build and run the tiny models."""
+"""Fixtures shared by the unit tests: the tiny models' cache and torch threads, the Naver stub, a fake
+clock, and the painting Generator stand-in of the in-process flows."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.stubs.fake_clock import FakeClock
-from tests.stubs.naver_stub import NaverStub
+from testbed.harness import PaintingStages
+from testbed.stubs.fake_clock import FakeClock
+from testbed.stubs.naver_stub import NaverStub
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -38,3 +40,9 @@ def stub() -> Iterator[NaverStub]:
 def clock() -> FakeClock:
     """A fake clock whose sleep advances time at once (backoffs cost no wall time)."""
     return FakeClock()
+
+
+@pytest.fixture
+def stages() -> PaintingStages:
+    """The Generator's stand-in for in-process flows: paints one PNG per spec and records the specs."""
+    return PaintingStages()

@@ -15,16 +15,16 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from serve_app.api.deps import DeploymentView, IngressContext, set_context
+from serve_app.api.deps import DeploymentView, IngressContext
 from serve_app.ingress import app
 from serve_app.presets import load_preset
-from tests.support.ingress import FakeHandle, FakeReplicaStates, make_context, multipart, png
+from tests.support.ingress import FakeHandle, FakeReplicaStates, ingress_context, multipart, png
 
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> Iterator[IngressContext]:
-    yield make_context(tmp_path, {"max_active": 3, "retry_after_s": 9})
-    set_context(None)  # type: ignore[arg-type]
+    with ingress_context(tmp_path, {"max_active": 3, "retry_after_s": 9}) as context:
+        yield context
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def client(ctx: IngressContext) -> TestClient:
     return TestClient(app)
 
 
-def test_empty_prompt_is_400_in_the_seed_shape(client: TestClient, ctx: IngressContext) -> None:
+def test_empty_prompt_is_400_in_the_source_specs_shape(client: TestClient, ctx: IngressContext) -> None:
     response = client.post("/v1/generate", json={"prompt": ""})
     assert response.status_code == 400 and response.json() == {"detail": "Prompt must not be empty."}
     assert ctx.metrics.rejections == [(400, "BAD_REQUEST")]  # type: ignore[attr-defined]
@@ -332,7 +332,7 @@ def test_405_carries_allow(client: TestClient) -> None:
     assert response.json()["error_code"] == "METHOD_NOT_ALLOWED"
 
 
-def test_openapi_declares_prompt_required_and_a_missing_prompt_is_the_seeds_400(client: TestClient) -> None:
+def test_openapi_declares_prompt_required_and_a_missing_prompt_is_the_source_specs_400(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()["components"]["schemas"]["GenerateRequest"]
     assert schema["required"] == ["prompt"]
     response = client.post("/v1/generate", json={"seed": 1})

@@ -15,11 +15,11 @@ import yaml
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from serve_app.api.deps import IngressContext, set_context
+from serve_app.api.deps import IngressContext
 from serve_app.config import AppArgs
 from serve_app.ingress import app
-from serve_app.tasks.keys import KeyLimits
-from tests.support.ingress import make_context, png
+from serve_app.tasks.api_keys import KeyLimits
+from tests.support.ingress import ingress_context, png
 
 
 def _files(ctx: IngressContext) -> list[Path]:
@@ -43,13 +43,9 @@ def bmp(width: int = 48, height: int = 32) -> bytes:
 
 @pytest.fixture
 def keyed(tmp_path: Path) -> Iterator[IngressContext]:
-    ctx = make_context(
-        tmp_path,
-        {"max_active": 50, "retry_after_s": 9},
-        auth={"enabled": True, "default_limits": {"requests_per_minute": 100, "max_in_flight": 20}},
-    )
-    yield ctx
-    set_context(None)  # type: ignore[arg-type]
+    auth = {"enabled": True, "default_limits": {"requests_per_minute": 100, "max_in_flight": 20}}
+    with ingress_context(tmp_path, {"max_active": 50, "retry_after_s": 9}, auth=auth) as ctx:
+        yield ctx
     app.openapi_schema = None
 
 
@@ -233,13 +229,9 @@ def test_keys_cli_creates_lists_and_revokes(tmp_path: Path) -> None:
 
 @pytest.fixture
 def open_ctx(tmp_path: Path) -> Iterator[IngressContext]:
-    ctx = make_context(
-        tmp_path,
-        {"max_active": 50, "retry_after_s": 7},
-        admission={"max_active_cost": 64 * 64 * 20 * 2, "upload_bytes_in_flight": 200_000},
-    )
-    yield ctx
-    set_context(None)  # type: ignore[arg-type]
+    admission = {"max_active_cost": 64 * 64 * 20 * 2, "upload_bytes_in_flight": 200_000}
+    with ingress_context(tmp_path, {"max_active": 50, "retry_after_s": 7}, admission=admission) as ctx:
+        yield ctx
 
 
 def test_one_request_over_the_replica_cost_limit_is_422(open_ctx: IngressContext) -> None:

@@ -1,6 +1,6 @@
 """One contract for every cloud image backend, each run against its provider's local stub server.
 
-Each provider module in tests/stubs/ exposes `CASE = BackendCase(...)`: its stub, its backend
+Each provider module in testbed/stubs/ exposes `CASE = BackendCase(...)`: its stub, its backend
 class and the environment its key lives in. What must hold for all of them: a PNG with who made
 it, how long and what it cost; a missing key is BACKEND_NOT_CONFIGURED before any request; a
 rejected key is BACKEND_AUTH_FAILED and not retried; 429 and 503 are retried with backoff that
@@ -11,7 +11,6 @@ rate limiter run on a fake clock, so nothing here waits.
 
 from __future__ import annotations
 
-import importlib
 import io
 from collections.abc import Iterator
 
@@ -20,32 +19,29 @@ from PIL import Image
 
 from serve_app.backends.base import BackendAuthFailed, BackendNotConfigured
 from serve_app.backends.cloud import CloudBackend
-from serve_app.errors import UpstreamError
+from serve_app.backends.config import BackendsConfig  # noqa: F401 - imports (registers) every backend
+from serve_app.backends.registry import REGISTERED
+from serve_app.errors import AppError, UpstreamError
 from serve_app.stages import GenerationSpec
-from tests.stubs.fake_clock import FakeClock
-from tests.stubs.provider_base import BackendCase
-
-PROVIDERS = ("huggingface", "openai", "stability", "replicate", "kling", "gemini")
+from testbed.stubs.fake_clock import FakeClock
+from testbed.stubs.provider_base import BackendCase, backend_case
 
 
-def _case(name: str) -> BackendCase:
-    return importlib.import_module(f"tests.stubs.{name}_stub").CASE
+def test_every_registered_backend_has_a_stub_that_speaks_its_wire_format() -> None:
+    assert len(REGISTERED) >= 6
+    for name in REGISTERED:
+        assert backend_case(name).name == name
 
 
-@pytest.fixture(params=PROVIDERS)
+@pytest.fixture(params=sorted(REGISTERED))
 def case(request: pytest.FixtureRequest) -> BackendCase:
-    return _case(request.param)
+    return backend_case(request.param)
 
 
 @pytest.fixture
 def stub(case: BackendCase) -> Iterator:
     with case.stub() as running:
         yield running
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 def _backend(case: BackendCase, stub, clock: FakeClock, **overrides) -> CloudBackend:
@@ -57,6 +53,14 @@ def _spec(**kw) -> GenerationSpec:
     base = {"prompt": "a cozy wooden desk, morning light", "negative_prompt": "blurry, text"}
     base |= {"num_inference_steps": 20, "guidance_scale": 7.0}
     return GenerationSpec(**{**base, "height": 512, "width": 512, "seed": 7, **kw})
+
+
+async def _raised(backend: CloudBackend, error: type[AppError], error_code: str) -> AppError:
+    """What generating with `backend` raised, checked to be an `error` with `error_code`."""
+    with pytest.raises(error) as caught:
+        await backend.generate(_spec())
+    assert caught.value.error_code == error_code
+    return caught.value
 
 
 @pytest.fixture
@@ -84,9 +88,7 @@ async def test_missing_key_is_a_configuration_error_before_any_request(case, stu
     backend = _backend(case, stub, clock)
     status = backend.status()
     assert not status.configured and case.key_var in (status.reason or "")
-    with pytest.raises(BackendNotConfigured) as caught:
-        await backend.generate(_spec())
-    assert caught.value.error_code == "BACKEND_NOT_CONFIGURED" and case.key_var in caught.value.message
+    assert case.key_var in (await _raised(backend, BackendNotConfigured, "BACKEND_NOT_CONFIGURED")).message
     assert stub.requests == []
 
 
@@ -98,11 +100,8 @@ async def test_status_is_configured_with_the_key(case, stub, clock, keyed) -> No
 @pytest.mark.parametrize("mode", ["unauthorized", "forbidden"])
 async def test_rejected_key_is_not_retried(case, stub, clock, keyed, mode: str) -> None:
     stub.add_rule(mode, times=None)
-    backend = _backend(case, stub, clock)
-    with pytest.raises(BackendAuthFailed) as caught:
-        await backend.generate(_spec())
-    assert caught.value.error_code == "BACKEND_AUTH_FAILED"
-    assert case.key_var in caught.value.message
+    error = await _raised(_backend(case, stub, clock), BackendAuthFailed, "BACKEND_AUTH_FAILED")
+    assert case.key_var in error.message
     assert len(stub.requests) == 1
 
 
@@ -118,35 +117,25 @@ async def test_429_and_503_are_retried_honouring_retry_after(case, stub, clock, 
 
 async def test_retries_are_bounded(case, stub, clock, keyed) -> None:
     stub.add_rule("rate_limit", times=None, retry_after="1")
-    backend = _backend(case, stub, clock, max_retries=2)
-    with pytest.raises(UpstreamError) as caught:
-        await backend.generate(_spec())
-    assert caught.value.error_code == "RATE_LIMITED"
+    await _raised(_backend(case, stub, clock, max_retries=2), UpstreamError, "RATE_LIMITED")
     assert len(stub.requests) == 3  # the try and two retries
 
 
 async def test_a_refusal_carries_the_providers_words_and_is_not_retried(case, stub, clock, keyed) -> None:
     stub.add_rule("bad_request", times=None)
-    backend = _backend(case, stub, clock)
-    with pytest.raises(UpstreamError) as caught:
-        await backend.generate(_spec())
-    assert caught.value.error_code == "UPSTREAM_REJECTED"
-    assert case.refusal_words in caught.value.message
+    error = await _raised(_backend(case, stub, clock), UpstreamError, "UPSTREAM_REJECTED")
+    assert case.refusal_words in error.message
     assert len(stub.requests) == 1
 
 
 async def test_a_server_error_is_an_upstream_error(case, stub, clock, keyed) -> None:
     stub.add_rule("server_error", times=None)
-    with pytest.raises(UpstreamError) as caught:
-        await _backend(case, stub, clock).generate(_spec())
-    assert caught.value.error_code == "UPSTREAM_ERROR"
+    await _raised(_backend(case, stub, clock), UpstreamError, "UPSTREAM_ERROR")
 
 
 async def test_a_body_that_is_not_the_apis_is_a_bad_response(case, stub, clock, keyed) -> None:
     stub.add_rule("malformed", times=None)
-    with pytest.raises(UpstreamError) as caught:
-        await _backend(case, stub, clock).generate(_spec())
-    assert caught.value.error_code == "UPSTREAM_BAD_RESPONSE"
+    await _raised(_backend(case, stub, clock), UpstreamError, "UPSTREAM_BAD_RESPONSE")
 
 
 async def test_the_rate_limiter_spaces_calls(case, stub, clock, keyed) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from serve_app.backends.base import BackendAuthFailed
-from serve_app.backends.gemini import GeminiBackend
+from serve_app.backends.providers.gemini import GeminiBackend
 from serve_app.errors import UpstreamError
 from serve_app.stages import GenerationSpec
-from tests.stubs.fake_clock import FakeClock
-from tests.stubs.gemini_stub import CASE, KEY, GeminiStub
+from testbed.stubs.fake_clock import FakeClock
+from testbed.stubs.gemini_stub import CASE, KEY, GeminiStub
 
 SPEC = GenerationSpec(prompt="a desk", num_inference_steps=4, guidance_scale=7.0, height=512, width=896, seed=1)
 

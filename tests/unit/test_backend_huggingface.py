@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from serve_app.backends.huggingface import HuggingFaceBackend
+from serve_app.backends.providers.huggingface import HuggingFaceBackend
 from serve_app.errors import UpstreamError
 from serve_app.stages import GenerationSpec
-from tests.stubs.fake_clock import FakeClock
-from tests.stubs.huggingface_stub import CASE, TOKEN, HuggingFaceStub
+from testbed.stubs.fake_clock import FakeClock
+from testbed.stubs.huggingface_stub import CASE, TOKEN, HuggingFaceStub
 
 SPEC = GenerationSpec(prompt="navy nylon", num_inference_steps=4, guidance_scale=7.0, height=64, width=64, seed=1)
 

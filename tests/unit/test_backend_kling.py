@@ -9,12 +9,13 @@ from collections.abc import Iterator
 import pytest
 
 from serve_app.backends.base import BackendAuthFailed
-from serve_app.backends.kling import KlingBackend, kling_jwt, nearest_aspect_ratio
+from serve_app.backends.cloud import nearest_aspect_ratio
+from serve_app.backends.providers.kling import ASPECT_RATIOS, KlingBackend, kling_jwt
 from serve_app.errors import UpstreamError
 from serve_app.stages import GenerationSpec
-from tests.stubs.fake_clock import FakeClock
-from tests.stubs.kling_stub import ACCESS_KEY, CASE, SECRET_KEY, KlingStub, check_jwt
-from tests.stubs.provider_base import Reply
+from testbed.stubs.fake_clock import FakeClock
+from testbed.stubs.kling_stub import ACCESS_KEY, CASE, SECRET_KEY, KlingStub, check_jwt
+from testbed.stubs.provider_base import Reply
 
 SPEC = GenerationSpec(prompt="a rainy cafe", num_inference_steps=4, guidance_scale=7.0, height=512, width=896, seed=1)
 
@@ -42,8 +43,9 @@ def test_the_jwt_is_hs256_with_kling_claims() -> None:
 
 
 def test_aspect_ratio_is_the_nearest_kling_offers() -> None:
-    assert nearest_aspect_ratio(896, 512) == "16:9" and nearest_aspect_ratio(512, 512) == "1:1"
-    assert nearest_aspect_ratio(512, 700) == "3:4"
+    assert nearest_aspect_ratio(896, 512, ASPECT_RATIOS) == "16:9"
+    assert nearest_aspect_ratio(512, 512, ASPECT_RATIOS) == "1:1"
+    assert nearest_aspect_ratio(512, 700, ASPECT_RATIOS) == "3:4"
 
 
 async def test_a_wrong_secret_is_refused_by_kling_and_reported_as_a_key_error(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from serve_app.backends.openai_images import OpenAIImagesBackend, openai_size
-from serve_app.stages import GenerationSpec
-from tests.stubs.fake_clock import FakeClock
-from tests.stubs.openai_stub import CASE, KEY, OpenAIStub
+from serve_app.backends.providers.openai_images import OpenAIImagesBackend, openai_size
+from testbed.stubs.fake_clock import FakeClock
+from testbed.stubs.openai_stub import CASE, KEY, OpenAIStub
+from tests.support.specs import txt2img
 
 
 @pytest.mark.parametrize(
@@ -28,15 +28,7 @@ def test_the_nearest_size_the_model_takes(model: str, width: int, height: int, s
 async def test_gpt_image_is_not_sent_response_format(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     clock = FakeClock()
-    spec = GenerationSpec(
-        prompt="a desk",
-        negative_prompt="blurry",
-        num_inference_steps=4,
-        guidance_scale=7.0,
-        height=640,
-        width=1024,
-        seed=1,
-    )
+    spec = txt2img(negative_prompt="blurry", guidance_scale=7.0, height=640, width=1024)
     with OpenAIStub() as stub:
         cfg = CASE.config(stub.base_url).model_copy(update={"model": "gpt-image-1"})
         image = await OpenAIImagesBackend(cfg, clock=clock, sleep=clock.sleep).generate(spec)

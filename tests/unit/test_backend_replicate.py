@@ -8,11 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from serve_app.backends.replicate import ReplicateBackend
+from serve_app.backends.providers.replicate import ReplicateBackend
 from serve_app.errors import UpstreamError
 from serve_app.stages import GenerationSpec
-from tests.stubs.fake_clock import FakeClock
-from tests.stubs.replicate_stub import CASE, TOKEN, ReplicateStub
+from testbed.stubs.fake_clock import FakeClock
+from testbed.stubs.replicate_stub import CASE, TOKEN, ReplicateStub
 
 SPEC = GenerationSpec(prompt="a fabric", num_inference_steps=4, guidance_scale=7.0, height=512, width=512, seed=3)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from serve_app.backends.stability import StabilityBackend
+from serve_app.backends.providers.stability import StabilityBackend
 from serve_app.errors import UpstreamError
 from serve_app.stages import GenerationSpec
-from tests.stubs.fake_clock import FakeClock
-from tests.stubs.stability_stub import CASE, KEY, StabilityStub
+from testbed.stubs.fake_clock import FakeClock
+from testbed.stubs.stability_stub import CASE, KEY, StabilityStub
 
 
 def _spec(prompt: str) -> GenerationSpec:

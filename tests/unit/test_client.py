@@ -33,11 +33,11 @@ from imagegen_client import (
 from imagegen_client.cli import ProgressDisplay
 from imagegen_client.retry import parse_retry_after
 from serve_app.api import events as events_module
-from serve_app.api.deps import IngressContext, set_context
+from serve_app.api.deps import IngressContext
 from serve_app.ingress import app
 from serve_app.settings import Settings
 from serve_app.tasks import TaskStore
-from tests.support.ingress import make_context
+from tests.support.ingress import ingress_context
 
 SECRET = "whsec_" + "dGVzdC13ZWJob29rLXNlY3JldC0xMjM0NTY3ODkw"
 
@@ -197,9 +197,8 @@ def test_the_api_key_goes_to_the_server_only(tmp_path: Path) -> None:
 @pytest.fixture
 def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[IngressContext]:
     monkeypatch.setattr(events_module, "POLL_S", 0.02)
-    context = make_context(tmp_path, {"max_active": 50, "retry_after_s": 9})
-    yield context
-    set_context(None)  # type: ignore[arg-type]
+    with ingress_context(tmp_path, {"max_active": 50, "retry_after_s": 9}) as context:
+        yield context
 
 
 class AppTransport(httpx.BaseTransport):
@@ -302,8 +301,7 @@ def test_without_the_idempotency_key_a_lost_answer_would_make_two_tasks(ctx: Ing
 
 
 def test_a_full_queue_is_waited_out_with_its_retry_after(tmp_path: Path) -> None:
-    context = make_context(tmp_path, {"max_active": 1, "retry_after_s": 9})
-    try:
+    with ingress_context(tmp_path, {"max_active": 1, "retry_after_s": 9}) as context:
         transport = Recorder(app_transport())
         first = ImagegenClient("http://t", transport=transport).submit("first")
         sleeps: list[float] = []
@@ -317,8 +315,6 @@ def test_a_full_queue_is_waited_out_with_its_retry_after(tmp_path: Path) -> None
         statuses = [r.headers["idempotency-key"] for r in transport.requests[1:]]
         assert len(statuses) == 2 and len(set(statuses)) == 1
         assert context.tasks.require(second.task_id).status == "queued" and _count(context.tasks) == 2
-    finally:
-        set_context(None)  # type: ignore[arg-type]
 
 
 def test_invalid_input_is_not_retried(ctx: IngressContext) -> None:
@@ -490,8 +486,7 @@ def test_download_saves_every_image(ctx: IngressContext, tmp_path: Path) -> None
 
 
 def test_download_sends_the_api_key_for_files(tmp_path: Path) -> None:
-    context = make_context(tmp_path, {"max_active": 50}, auth={"enabled": True})
-    try:
+    with ingress_context(tmp_path, {"max_active": 50}, auth={"enabled": True}) as context:
         key, token = context.tasks.keys.create("ci", user_id="alice")
         client = ImagegenClient("http://t", api_key=token, transport=app_transport())
         task_id = client.submit("a desk").task_id
@@ -502,8 +497,6 @@ def test_download_sends_the_api_key_for_files(tmp_path: Path) -> None:
         with pytest.raises(ApiError) as caught:
             anonymous.result(task_id)
         assert caught.value.status == 401
-    finally:
-        set_context(None)  # type: ignore[arg-type]
 
 
 # -- webhook replay: the route ----------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from serve_app.api.config import CorsConfig
 from serve_app.api.deps import IngressContext, set_context
 from serve_app.ingress import app
-from tests.support.ingress import make_context
+from tests.support.ingress import ingress_context, make_context
 
 APP_ORIGIN = "https://app.example.com"
 TASKS = {"max_active": 1, "retry_after_s": 7}
@@ -32,14 +32,14 @@ def preflight(client: TestClient, origin: str, method: str = "POST", headers: st
 
 @pytest.fixture
 def cors_on(tmp_path: Path) -> Iterator[IngressContext]:
-    yield make_context(tmp_path, TASKS, cors={"allow_origins": [APP_ORIGIN]})
-    set_context(None)  # type: ignore[arg-type]
+    with ingress_context(tmp_path, TASKS, cors={"allow_origins": [APP_ORIGIN]}) as context:
+        yield context
 
 
 @pytest.fixture
 def cors_off(tmp_path: Path) -> Iterator[IngressContext]:
-    yield make_context(tmp_path, TASKS)
-    set_context(None)  # type: ignore[arg-type]
+    with ingress_context(tmp_path, TASKS) as context:
+        yield context
 
 
 def test_cors_is_off_by_default(cors_off: IngressContext) -> None:
@@ -83,14 +83,11 @@ def test_another_origin_gets_no_cors_headers(cors_on: IngressContext) -> None:
 
 
 def test_with_api_keys_a_preflight_needs_no_key_and_a_401_is_readable(tmp_path: Path) -> None:
-    make_context(tmp_path, TASKS, cors={"allow_origins": [APP_ORIGIN]}, auth={"enabled": True})
-    try:
+    with ingress_context(tmp_path, TASKS, cors={"allow_origins": [APP_ORIGIN]}, auth={"enabled": True}):
         client = TestClient(app)
         assert preflight(client, APP_ORIGIN, headers="authorization")["status"] == "200"
         refused = client.post("/v1/generate", json={"prompt": "a desk"}, headers={"Origin": APP_ORIGIN})
         assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == APP_ORIGIN
-    finally:
-        set_context(None)  # type: ignore[arg-type]
 
 
 def test_the_middleware_follows_the_current_context(tmp_path: Path) -> None:
@@ -109,15 +106,12 @@ def test_the_middleware_follows_the_current_context(tmp_path: Path) -> None:
 
 
 def test_any_origin_and_the_info_page(tmp_path: Path) -> None:
-    make_context(tmp_path, TASKS, cors={"allow_origins": ["*"], "allow_methods": ["get", "post"]})
-    try:
+    with ingress_context(tmp_path, TASKS, cors={"allow_origins": ["*"], "allow_methods": ["get", "post"]}):
         client = TestClient(app)
         assert preflight(client, "https://anywhere.example")["access-control-allow-origin"] == "*"
         cors = client.get("/info").json()["cors"]
         assert cors["enabled"] is True and cors["allow_origins"] == ["*"] and cors["allow_methods"] == ["GET", "POST"]
         assert cors["expose_headers"] == ["Location", "Retry-After"]
-    finally:
-        set_context(None)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -20,8 +20,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from pydantic import ValidationError
 
-from benchmarks.harness import PaintingStages, WorkerRunner
-from serve_app.api.deps import IngressContext, set_context
+from serve_app.api.deps import IngressContext
 from serve_app.backends import BackendRegistry
 from serve_app.backends.base import BackendImage, EditNotSupported
 from serve_app.backends.config import BackendsConfig, FaceRestorationConfig
@@ -32,11 +31,13 @@ from serve_app.ingress import app
 from serve_app.presets import load_preset
 from serve_app.products.edits.flow import EditFlow
 from serve_app.stages import GenerationSpec
-from tests.stubs.openai_stub import KEY as OPENAI_KEY
-from tests.stubs.openai_stub import OpenAIStub
-from tests.stubs.provider_base import multipart
-from tests.stubs.replicate_stub import ReplicateStub
-from tests.support.ingress import make_context
+from testbed.harness import PaintingStages, WorkerRunner
+from testbed.stubs.openai_stub import KEY as OPENAI_KEY
+from testbed.stubs.openai_stub import OpenAIStub
+from testbed.stubs.provider_base import multipart
+from testbed.stubs.replicate_stub import ReplicateStub
+from tests.support.ingress import ingress_context
+from tests.support.specs import txt2img
 from tests.support.stages import ScriptedBackend, wait_result
 
 
@@ -48,19 +49,10 @@ def _png(width: int = 96, height: int = 64, color: tuple[int, int, int] = (200, 
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> Iterator[IngressContext]:
-    context = make_context(
-        tmp_path,
-        {"max_active": 8},
-        openai={"max_wait_s": 20, "poll_s": 0.02},
-        backends={"chains": {"edit": ["local", "openai:gpt-image-1"]}},
-    )
-    yield context
-    set_context(None)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def stages() -> PaintingStages:
-    return PaintingStages()
+    chains = {"edit": ["local", "openai:gpt-image-1"]}
+    openai = {"max_wait_s": 20, "poll_s": 0.02}
+    with ingress_context(tmp_path, {"max_active": 8}, openai=openai, backends={"chains": chains}) as context:
+        yield context
 
 
 @pytest.fixture
@@ -241,15 +233,15 @@ def test_restore_faces_is_422_when_restoration_is_off(client: TestClient, ctx: I
 
 
 def test_gfpgan_on_replicate_gets_the_image_and_answers_the_restored_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.stubs.replicate_stub import TOKEN
+    from testbed.stubs.replicate_stub import TOKEN
 
     monkeypatch.setenv("REPLICATE_API_TOKEN", TOKEN)
     source = _png(64, 64)
     with ReplicateStub() as stub:
         backends = BackendsConfig.model_validate(
-            {"replicate": {**BackendsConfig().replicate.model_dump(), "base_url": stub.base_url + "/v1"}}
+            {"replicate": {**BackendsConfig().cloud("replicate").model_dump(), "base_url": stub.base_url + "/v1"}}
         )
-        backends.replicate.poll_interval_s = 0.01
+        backends.cloud("replicate").poll_interval_s = 0.01
         restorer = build_restorer(FaceRestorationConfig(), backends)
         assert isinstance(restorer, ReplicateFaceRestorer)
         restored = asyncio.run(restorer.restore(source))
@@ -348,16 +340,8 @@ def test_an_edit_chain_of_backends_that_cannot_edit_is_refused() -> None:
 
 
 def _spec(seed: int, image: bytes, **update: Any) -> GenerationSpec:
-    return GenerationSpec(
-        prompt="make it warmer",
-        num_inference_steps=3,
-        guidance_scale=7.5,
-        height=64,
-        width=64,
-        seed=seed,
-        init_image_png=image,
-        image_guidance_scale=1.5,
-    ).model_copy(update=update)
+    edit = {"prompt": "make it warmer", "num_inference_steps": 3, "image_guidance_scale": 1.5}
+    return txt2img(**(edit | update), seed=seed, init_image_png=image)
 
 
 @pytest.fixture(scope="module")
@@ -409,9 +393,9 @@ def openai_stub(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpenAIStub]:
 
 
 def _openai(stub: OpenAIStub, model: str) -> Any:
-    from serve_app.backends.openai_images import OpenAIImagesBackend
+    from serve_app.backends.providers.openai_images import OpenAIImagesBackend
 
-    cfg = BackendsConfig().openai.model_copy(update={"base_url": stub.base_url + "/v1", "model": model})
+    cfg = BackendsConfig().cloud("openai").model_copy(update={"base_url": stub.base_url + "/v1", "model": model})
     return OpenAIImagesBackend(cfg)
 
 
@@ -446,18 +430,22 @@ def test_the_stub_refuses_an_edit_without_an_image(openai_stub: OpenAIStub) -> N
 
 
 def test_replicate_edits_send_instruct_pix2pix_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
-    from serve_app.backends.replicate import ReplicateBackend
-    from tests.stubs.replicate_stub import TOKEN as REPLICATE_KEY
+    from serve_app.backends.providers.replicate import ReplicateBackend
+    from testbed.stubs.replicate_stub import TOKEN as REPLICATE_KEY
 
     monkeypatch.setenv("REPLICATE_API_TOKEN", REPLICATE_KEY)
     source = _png(64, 64)
     with ReplicateStub() as stub:
-        cfg = BackendsConfig().replicate.model_copy(
-            update={
-                "base_url": stub.base_url + "/v1",
-                "model": "timbrooks/instruct-pix2pix:30c1d0b9",
-                "poll_interval_s": 0.01,
-            }
+        cfg = (
+            BackendsConfig()
+            .cloud("replicate")
+            .model_copy(
+                update={
+                    "base_url": stub.base_url + "/v1",
+                    "model": "timbrooks/instruct-pix2pix:30c1d0b9",
+                    "poll_interval_s": 0.01,
+                }
+            )
         )
         made = asyncio.run(ReplicateBackend(cfg).generate(_spec(5, source, image_guidance_scale=2.0)))
         create = next(r for r in stub.requests if r.method == "POST")
@@ -471,24 +459,24 @@ def test_replicate_edits_send_instruct_pix2pix_inputs(monkeypatch: pytest.Monkey
 
 
 def test_a_backend_that_cannot_edit_refuses_an_edit_before_any_request(monkeypatch: pytest.MonkeyPatch) -> None:
-    from serve_app.backends.kling import KlingBackend
+    from serve_app.backends.providers.kling import KlingBackend
 
     monkeypatch.setenv("KLING_ACCESS_KEY", "a")
     monkeypatch.setenv("KLING_SECRET_KEY", "b")
-    cfg = BackendsConfig().kling.model_copy(update={"base_url": "http://127.0.0.1:9"})
+    cfg = BackendsConfig().cloud("kling").model_copy(update={"base_url": "http://127.0.0.1:9"})
     with pytest.raises(EditNotSupported, match="cannot edit"):
         asyncio.run(KlingBackend(cfg).generate(_spec(1, _png(64, 64))))
 
 
 def test_stability_edits_are_its_image_to_image(monkeypatch: pytest.MonkeyPatch) -> None:
-    from serve_app.backends.stability import StabilityBackend
-    from tests.stubs.stability_stub import KEY as STABILITY_KEY
-    from tests.stubs.stability_stub import StabilityStub
+    from serve_app.backends.providers.stability import StabilityBackend
+    from testbed.stubs.stability_stub import KEY as STABILITY_KEY
+    from testbed.stubs.stability_stub import StabilityStub
 
     monkeypatch.setenv("STABILITY_API_KEY", STABILITY_KEY)
     source = _png(64, 64)
     with StabilityStub() as stub:
-        base = BackendsConfig().stability.model_copy(update={"base_url": stub.base_url})
+        base = BackendsConfig().cloud("stability").model_copy(update={"base_url": stub.base_url})
         made = asyncio.run(StabilityBackend(base.model_copy(update={"model": "sd3"})).generate(_spec(9, source)))
         with pytest.raises(EditNotSupported, match="core takes no image"):
             asyncio.run(StabilityBackend(base).generate(_spec(9, source)))

@@ -13,18 +13,17 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serve_app.api import events as events_module
-from serve_app.api.deps import IngressContext, set_context
+from serve_app.api.deps import IngressContext
 from serve_app.ingress import app
 from serve_app.tasks import TaskStore
-from tests.support.ingress import make_context
+from tests.support.ingress import ingress_context
 
 
 @pytest.fixture
 def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[IngressContext]:
     monkeypatch.setattr(events_module, "POLL_S", 0.02)
-    context = make_context(tmp_path, {"max_active": 50})
-    yield context
-    set_context(None)  # type: ignore[arg-type]
+    with ingress_context(tmp_path, {"max_active": 50}) as context:
+        yield context
 
 
 def _read_events(lines: Iterator[str], count: int) -> list[dict[str, Any]]:

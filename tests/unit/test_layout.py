@@ -1,4 +1,5 @@
-"""The code's shape, as docs/ARCHITECTURE.md states it: no import circle between the app's modules."""
+"""The code's shape, as docs/ARCHITECTURE.md states it: no import circle, modules of a readable size,
+leaf packages that import no deployment or product, benchmarks that import nothing of tests/."""
 
 from __future__ import annotations
 
@@ -98,3 +99,35 @@ def test_no_import_circle() -> None:
 
 def test_the_circle_finder_finds_one() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_app_module_is_over_450_lines() -> None:
+    long = {
+        name: lines
+        for name, path in modules().items()
+        if name.startswith("serve_app") and (lines := len(path.read_text(encoding="utf-8").splitlines())) > 450
+    }
+    assert long == {}
+
+
+def test_leaf_modules_import_no_deployment_or_product() -> None:
+    known = modules()
+    leaves = ("serve_app.errors", "serve_app.storage", "serve_app.backends", "serve_app.models")
+    for name, path in known.items():
+        if name.startswith(leaves):
+            wrong = {t for t in imports_of(name, path, known) if t.startswith(("deployments", "serve_app.products"))}
+            assert not wrong, f"{name} imports {wrong}"
+
+
+def test_benchmarks_import_nothing_of_tests() -> None:
+    for path in (ROOT / "benchmarks").rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            assert not [n for n in names if n == "tests" or n.startswith("tests.")], path

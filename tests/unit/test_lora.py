@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from serve_app.errors import GenerationFailed
 from serve_app.models.sd_engine import SDEngine
 from serve_app.models.tiny import LORA_WEIGHT_NAME, ensure_tiny_lora
 from serve_app.presets import GeneratorModel, LoraSpec
 from serve_app.stages import GenerationOutput, GenerationSpec
+from tests.support.specs import ATOL, pixels, txt2img
 
 SEEDS = (1, 2, 3)  # the tiny preset's adapters: tiny:1, tiny:2, tiny:3
 
@@ -32,28 +30,12 @@ def engine(cache_dir: Path) -> SDEngine:
     return engine
 
 
-def make_spec(lora: str | None = None, scale: float = 1.0, **overrides: Any) -> GenerationSpec:
-    fields: dict[str, Any] = {
-        "prompt": "a neon minimal desk",
-        "num_inference_steps": 3,
-        "guidance_scale": 7.5,
-        "height": 64,
-        "width": 64,
-        "seed": 42,
-        "lora_name": lora,
-        "lora_scale": scale,
-    }
-    fields.update(overrides)
-    return GenerationSpec(**fields)
+def make_spec(lora: str | None = None, scale: float = 1.0, seed: int = 42) -> GenerationSpec:
+    return txt2img(prompt="a neon minimal desk", num_inference_steps=3, seed=seed, lora_name=lora, lora_scale=scale)
 
 
-def pixels(output: GenerationOutput) -> np.ndarray:
-    with Image.open(io.BytesIO(output.image_png)) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-
-
-def run(engine: SDEngine, lora: str | None = None, scale: float = 1.0, **overrides: Any) -> GenerationOutput:
-    return engine.generate([make_spec(lora, scale, **overrides)])[0]
+def run(engine: SDEngine, lora: str | None = None, scale: float = 1.0) -> GenerationOutput:
+    return engine.generate([make_spec(lora, scale)])[0]
 
 
 def test_each_adapter_changes_the_image(engine: SDEngine) -> None:
@@ -95,7 +77,7 @@ def test_adapter_batch_equals_single_calls(engine: SDEngine) -> None:
     batch = engine.generate([make_spec("tiny-3", 0.8, seed=s) for s in seeds])
     for out, seed in zip(batch, seeds, strict=True):
         single = engine.generate([make_spec("tiny-3", 0.8, seed=seed)])[0]
-        np.testing.assert_allclose(pixels(out), pixels(single), atol=2 / 255 + 1e-6, rtol=0)
+        np.testing.assert_allclose(pixels(out), pixels(single), atol=ATOL, rtol=0)
 
 
 def test_unload_frees_the_adapter_and_reload_restores_it(engine: SDEngine) -> None:

@@ -7,7 +7,6 @@ swap in a recorder that keeps what was recorded.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +36,8 @@ from serve_app.tasks import SqliteDatabase, TaskStore
 from serve_app.tasks.config import TasksConfig
 from serve_app.tasks.records import Stage
 from serve_app.tasks.worker import TaskWorker
+from tests.support.specs import txt2img
+from tests.support.stages import bare_generator, run_batch
 
 RESERVED_TAGS = {"deployment", "replica", "application", "route"}  # Serve adds these itself
 PER_REQUEST_TAGS = {"task_id", "user_id", "key_id", "request_id", "prompt", "url"}
@@ -286,20 +287,11 @@ async def test_captioner_and_classifier_batches_are_recorded(recorded: Recorded)
 
 
 def _spec(seed: int, **kw: Any) -> GenerationSpec:
-    fields: dict[str, Any] = {
-        "prompt": "a desk",
-        "negative_prompt": "",
-        "seed": seed,
-        "num_inference_steps": 2,
-        "guidance_scale": 7.5,
-        "height": 64,
-        "width": 64,
-    }
-    return GenerationSpec(**(fields | kw))
+    return txt2img(seed=seed, num_inference_steps=2, **kw)
 
 
 async def test_generator_records_batches_pipeline_calls_lora_cache_and_failures(recorded: Recorded) -> None:
-    from deployments.generator import Generator, LoadedAdapter, PendingImage
+    from deployments.generator import LoadedAdapter
 
     class Engine:
         def __init__(self) -> None:
@@ -320,13 +312,7 @@ async def test_generator_records_batches_pipeline_calls_lora_cache_and_failures(
             size = len(specs)
             return [GenerationOutput(image_png=b"png", seed=s.seed, model_id="fake", batch_size=size) for s in specs]
 
-    cls = Generator.func_or_class
-    gen = object.__new__(cls)
-    gen.engine = Engine()
-    gen.preset = SimpleNamespace(lora=lambda name: SimpleNamespace(name=name) if name != "unknown" else None)
-    gen._run_lock = asyncio.Lock()
-    gen.metrics = GeneratorMetrics()
-    gen._lora_loads = 0
+    gen = bare_generator(Engine(), adapters={name: SimpleNamespace(name=name) for name in ("cozy", "broken")})
     resident: dict[str, LoadedAdapter] = {}
 
     async def get_adapter(name: str) -> LoadedAdapter:  # Serve's multiplexer: load on a miss only
@@ -335,16 +321,14 @@ async def test_generator_records_batches_pipeline_calls_lora_cache_and_failures(
         return resident[name]
 
     gen.get_adapter = get_adapter
-    loop = asyncio.get_running_loop()
-    first = [_spec(1, lora_name="cozy"), _spec(2, lora_name="cozy"), _spec(3, prompt="boom", height=32)]
-    await cls._generate_batch.__wrapped__(gen, [PendingImage(spec, loop) for spec in first])
+    await run_batch(gen, [_spec(1, lora_name="cozy"), _spec(2, lora_name="cozy"), _spec(3, prompt="boom", height=32)])
     second = [
         _spec(4, lora_name="cozy", init_image_png=b"png", strength=0.5),
         _spec(5, lora_name="broken"),
         _spec(6, prompt="cancel", width=32),
         _spec(7, lora_name="unknown"),
     ]
-    results = await cls._generate_batch.__wrapped__(gen, [PendingImage(spec, loop) for spec in second])
+    results = await run_batch(gen, second)
     assert [type(r).__name__ for r in results] == [
         "GenerationOutput",
         "GenerationFailed",
@@ -451,9 +435,9 @@ async def test_storage_errors_reach_the_owners_hook(recorded: Recorded) -> None:
 
 
 async def test_webhook_attempts_carry_a_bounded_error_code() -> None:
-    from benchmarks.harness import free_port
     from serve_app.net import FetchPolicy
     from serve_app.webhooks import WebhookConfig, WebhookSender
+    from testbed.harness import free_port
 
     policy = FetchPolicy(allow_hosts=["127.0.0.1"], timeout_s=2.0)
     sender = WebhookSender(WebhookConfig(timeout_s=2.0), "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQ=", policy)

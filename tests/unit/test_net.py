@@ -264,7 +264,7 @@ async def test_total_timeout(server: StaticServer) -> None:
 
 
 async def test_connection_refused_is_fetch_failed() -> None:
-    from tests.support.seaweed import free_ports
+    from testbed.seaweed import free_ports
 
     (port,) = free_ports(1)
     with pytest.raises(ImageFetchFailed):

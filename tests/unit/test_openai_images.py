@@ -20,24 +20,18 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from benchmarks.harness import PaintingStages, WorkerRunner
-from serve_app.api.deps import IngressContext, set_context
+from serve_app.api.deps import IngressContext
 from serve_app.flows.kit import FlowDeps
 from serve_app.ingress import app
 from serve_app.products.images.flow import ImageFlow
-from tests.support.ingress import make_context, multipart, png
+from testbed.harness import PaintingStages, WorkerRunner
+from tests.support.ingress import ingress_context, multipart, png
 
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> Iterator[IngressContext]:
-    context = make_context(tmp_path, {"max_active": 8}, openai={"max_wait_s": 20, "poll_s": 0.02})
-    yield context
-    set_context(None)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def stages() -> PaintingStages:
-    return PaintingStages()
+    with ingress_context(tmp_path, {"max_active": 8}, openai={"max_wait_s": 20, "poll_s": 0.02}) as context:
+        yield context
 
 
 @pytest.fixture

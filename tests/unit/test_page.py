@@ -11,18 +11,15 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from serve_app.api.deps import IngressContext, set_context
 from serve_app.api.page import PAGE_DIR, shipped_files
 from serve_app.ingress import app
-from tests.support.ingress import make_context
+from tests.support.ingress import ingress_context
 
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    context: IngressContext = make_context(tmp_path, {})
-    yield TestClient(app)
-    set_context(None)  # type: ignore[arg-type]
-    del context
+    with ingress_context(tmp_path, {}):
+        yield TestClient(app)
 
 
 def test_the_page_is_served_at_the_root_with_a_strict_policy(client: TestClient) -> None:

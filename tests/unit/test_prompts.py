@@ -15,7 +15,7 @@ from serve_app.prompts import (
 )
 from serve_app.stages import DeskItem
 
-SEED_NEGATIVES = [
+SPEC_NEGATIVES = [
     "blurry",
     "low resolution",
     "distorted",
@@ -44,13 +44,13 @@ def negatives(text: str) -> list[str]:
     return [term.strip() for term in text.split(",")]
 
 
-def test_templates_express_the_seed_intent() -> None:
+def test_templates_express_the_source_spec_intent() -> None:
     t = load_prompt_templates(DESK)
     assert load_prompt_templates(DESK) is t
     assert "realistic" in t.subject
     for word in ("aesthetically", "match", "complement", "tone", "lighting", "colour", "style"):
         assert word in t.style
-    assert t.negative == SEED_NEGATIVES
+    assert t.negative == SPEC_NEGATIVES
     assert t.max_tokens <= 75
 
 
@@ -81,9 +81,9 @@ def test_without_caption_items_or_trigger_words() -> None:
     assert built.prompt == f"a cozy desk, {t.subject}, {t.style}, {t.quality}"
 
 
-def test_negatives_always_include_seed_negatives() -> None:
+def test_negatives_always_include_the_source_specs_negatives() -> None:
     built = build_prompt("", [], "a desk", [], templates=load_prompt_templates(DESK))
-    assert negatives(built.negative_prompt) == SEED_NEGATIVES
+    assert negatives(built.negative_prompt) == SPEC_NEGATIVES
 
 
 def test_user_negatives_merged_without_duplicates() -> None:
@@ -95,7 +95,7 @@ def test_user_negatives_merged_without_duplicates() -> None:
         user_negative="People, cartoon,  blurry ,watermark; text\nwatermark",
         templates=load_prompt_templates(DESK),
     )
-    assert negatives(built.negative_prompt) == [*SEED_NEGATIVES, "watermark", "text"]
+    assert negatives(built.negative_prompt) == [*SPEC_NEGATIVES, "watermark", "text"]
     assert merge_negatives(["a", "b"], None) == "a, b"
     assert merge_negatives(["a"], " , ,") == "a"
 

@@ -14,12 +14,11 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serve_app.api.deps import set_context
 from serve_app.errors import AppError
 from serve_app.ingress import app
 from serve_app.presets import load_preset
 from serve_app.requests import HARD_MAX_SIDE, GenerateRequest
-from tests.support.ingress import make_context, multipart
+from tests.support.ingress import ingress_context, multipart
 
 PRESET = load_preset("tiny")
 FIELDS = [
@@ -57,9 +56,8 @@ bodies = st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=12), field_v
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    make_context(tmp_path_factory.mktemp("props"), {"max_active": 100_000})
-    yield TestClient(app, raise_server_exceptions=False)
-    set_context(None)  # type: ignore[arg-type]
+    with ingress_context(tmp_path_factory.mktemp("props"), {"max_active": 100_000}):
+        yield TestClient(app, raise_server_exceptions=False)
 
 
 def _check_answer(status: int, body: Any) -> None:

@@ -21,8 +21,8 @@ from serve_app.storage.config import LocalStorageConfig, S3StorageConfig
 from serve_app.tasks import PostgresDatabase, SqliteDatabase, TaskStore
 from serve_app.tasks.config import RetentionConfig
 from serve_app.tasks.retention import RetentionSweeper
-from tests.support.postgres import PostgresServer
-from tests.support.seaweed import SeaweedServer
+from testbed.postgres import PostgresServer
+from testbed.seaweed import SeaweedServer
 
 DAY = 24 * 3600.0
 

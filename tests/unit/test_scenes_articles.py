@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from httpx import Response
 
-from benchmarks.harness import PaintingStages, WorkerRunner
-from serve_app.api.deps import IngressContext, set_context
+from serve_app.api.deps import IngressContext
 from serve_app.backends import BackendRegistry
 from serve_app.backends.config import Variant
 from serve_app.errors import UpstreamError
@@ -31,24 +31,12 @@ from serve_app.products.images.flow import ImageFlow
 from serve_app.products.scenes.flow import SceneFlow
 from serve_app.products.textures.flow import TextureFlow
 from serve_app.writing.glossary import has_hangul
-from tests.support.ingress import make_context
+from testbed.harness import PaintingStages, WorkerRunner
+from tests.support.bodies import scene_body
+from tests.support.ingress import ingress_context
 from tests.support.stages import ScriptedBackend, wait_result
 
-SCENE: dict[str, Any] = {
-    "script_metadata": {
-        "title": "비 오는 날의 카페",
-        "script_id": 7,
-        "characters": [
-            {"name": "민지", "gender": 1, "description": "긴 머리의 여자 학생"},
-            {"name": "준호", "gender": 0, "description": "안경을 쓴 남자"},
-        ],
-    },
-    "scene_id": 1,
-    "audios": [
-        {"type": "narration", "text": "비 오는 저녁, 따뜻한 카페 창가"},
-        {"type": "dialogue", "character": "민지", "text": "오랜만이야!", "emotion": "기쁨"},
-    ],
-}
+SCENE = scene_body(7)
 
 
 @pytest.fixture
@@ -59,16 +47,9 @@ def ctx(tmp_path: Path) -> Iterator[IngressContext]:
         "article": ["local", "huggingface"],
         "texture": ["local", "huggingface"],
     }
-    context = make_context(
-        tmp_path, {"max_active": 8}, openai={"max_wait_s": 20, "poll_s": 0.02}, backends={"chains": chains}
-    )
-    yield context
-    set_context(None)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def stages() -> PaintingStages:
-    return PaintingStages()
+    openai = {"max_wait_s": 20, "poll_s": 0.02}
+    with ingress_context(tmp_path, {"max_active": 8}, openai=openai, backends={"chains": chains}) as context:
+        yield context
 
 
 @pytest.fixture
@@ -98,12 +79,34 @@ def client(ctx: IngressContext, runner: WorkerRunner) -> Iterator[TestClient]:
         yield running
 
 
+def break_backends(stages: PaintingStages, registry: BackendRegistry, broken: bool = True) -> None:
+    """Make the Generator (out of memory) and Hugging Face (loading) fail, or work again."""
+    stages.fail_with = RuntimeError("out of memory") if broken else None
+    loading = UpstreamError("loading", error_code="UPSTREAM_ERROR") if broken else None
+    registry._cloud["huggingface"].error = loading  # type: ignore[attr-defined]
+
+
+def posted(client: TestClient, route: str, body: dict[str, Any], status: int = 200, **kwargs: Any) -> Response:
+    """The answer to `body` at `route`, checked to have `status`."""
+    response = client.post(route, json=body, **kwargs)
+    assert response.status_code == status, response.text
+    return response
+
+
+def refused(client: TestClient, ctx: IngressContext, route: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The answer to a bad `body` at `route`, checked to be a 422 that made no task."""
+    response = posted(client, route, body, 422)
+    assert ctx.tasks.db.read("SELECT task_id FROM tasks") == []
+    return response.json()
+
+
 # -- scenes ------------------------------------------------------------------------------------------
 
 
-def test_internal_scene_answers_the_seeds_shape_from_the_generator(client: TestClient, stages: PaintingStages) -> None:
-    response = client.post("/api/v1/images/generations/internal", json=SCENE)
-    assert response.status_code == 200, response.text
+def test_internal_scene_answers_the_source_specs_shape_from_the_generator(
+    client: TestClient, stages: PaintingStages
+) -> None:
+    response = posted(client, "/api/v1/images/generations/internal", SCENE)
     body = response.json()
     assert body["scene_id"] == 1 and body["backend"] == "local" and body["task_id"] == response.headers["x-task-id"]
     assert body["image_prompt"].startswith("a cinematic film still") and not has_hangul(body["image_prompt"])
@@ -127,8 +130,7 @@ def test_scenes_of_one_script_share_seed_and_another_script_does_not(
 def test_external_scene_uses_the_cloud_backend_first(
     client: TestClient, registry: BackendRegistry, stages: PaintingStages
 ) -> None:
-    response = client.post("/api/v1/images/generations/external", json=SCENE)
-    assert response.status_code == 200, response.text
+    response = posted(client, "/api/v1/images/generations/external", SCENE)
     body = response.json()
     assert body["backend"] == "kling" and body["cost_usd"] == 0.01 and "backends_failed" not in body
     assert stages.specs == []  # the Generator was not asked
@@ -178,11 +180,8 @@ def test_scene_respond_async_answers_202(client: TestClient, runner: WorkerRunne
 def test_bad_scenes_are_422_and_make_no_task(
     client: TestClient, ctx: IngressContext, change: dict[str, Any], needle: str
 ) -> None:
-    response = client.post("/api/v1/images/generations/internal", json={**SCENE, **change})
-    assert response.status_code == 422, response.text
-    body = response.json()
+    body = refused(client, ctx, "/api/v1/images/generations/internal", {**SCENE, **change})
     assert body["error_code"] == "INVALID_INPUT" and needle in body["message"]
-    assert ctx.tasks.db.read("SELECT task_id FROM tasks") == []
 
 
 # -- articles ----------------------------------------------------------------------------------------
@@ -198,8 +197,7 @@ ARTICLE = {
 
 
 def test_article_placeholders_come_back_in_order_each_on_its_own(client: TestClient, stages: PaintingStages) -> None:
-    response = client.post("/v1/articles/images", json=ARTICLE)
-    assert response.status_code == 202, response.text
+    response = posted(client, "/v1/articles/images", ARTICLE, 202)
     result = wait_result(client, response.json()["task_id"])
     assert result["status"] == "done"
     entries = result["placeholders"]
@@ -213,8 +211,7 @@ def test_article_placeholders_come_back_in_order_each_on_its_own(client: TestCli
 
 
 def test_article_wait_answers_the_placeholders(client: TestClient) -> None:
-    response = client.post("/v1/articles/images", json=ARTICLE, headers={"Prefer": "wait=10"})
-    assert response.status_code == 200, response.text
+    response = posted(client, "/v1/articles/images", ARTICLE, headers={"Prefer": "wait=10"})
     body = response.json()
     assert [p["index"] for p in body["placeholders"]] == [3, 1, 2]
     assert body["failed_placeholders"] == 1 and body["task_id"] == response.headers["x-task-id"]
@@ -233,8 +230,7 @@ def test_a_placeholder_the_generator_fails_goes_to_the_next_backend(
 def test_no_placeholder_made_fails_the_task_but_keeps_each_reason(
     client: TestClient, stages: PaintingStages, registry: BackendRegistry
 ) -> None:
-    stages.fail_with = RuntimeError("out of memory")
-    registry._cloud["huggingface"].error = UpstreamError("loading", error_code="UPSTREAM_ERROR")  # type: ignore[attr-defined]
+    break_backends(stages, registry)
     response = client.post("/v1/articles/images", json=ARTICLE)
     result = wait_result(client, response.json()["task_id"])
     assert result["status"] == "failed" and result["error_code"] == "GENERATION_FAILED"
@@ -258,18 +254,14 @@ def test_no_placeholder_made_fails_the_task_but_keeps_each_reason(
 def test_bad_articles_are_422_and_make_no_task(
     client: TestClient, ctx: IngressContext, body: dict[str, Any], needle: str
 ) -> None:
-    response = client.post("/v1/articles/images", json=body)
-    assert response.status_code == 422, response.text
-    assert needle in response.json()["message"]
-    assert ctx.tasks.db.read("SELECT task_id FROM tasks") == []
+    assert needle in refused(client, ctx, "/v1/articles/images", body)["message"]
 
 
 # -- Korean prompts reach the text encoder in English --------------------------------------------------
 
 
 def test_a_korean_prompt_is_translated_before_generation(client: TestClient, stages: PaintingStages) -> None:
-    response = client.post("/v1/images/generations", json={"prompt": "아늑한 나무 책상, 따뜻한 햇살"})
-    assert response.status_code == 200, response.text
+    response = posted(client, "/v1/images/generations", {"prompt": "아늑한 나무 책상, 따뜻한 햇살"})
     assert not has_hangul(stages.specs[-1].prompt)
     assert "cozy wood desk, warm sunlight" in stages.specs[-1].prompt
     result = wait_result(client, response.headers["x-task-id"])
@@ -293,8 +285,7 @@ TEXTURES = {
 def test_textures_are_made_then_answered_from_the_cache_without_generating(
     client: TestClient, stages: PaintingStages
 ) -> None:
-    first = client.post("/v1/textures", json=TEXTURES)
-    assert first.status_code == 200, first.text
+    first = posted(client, "/v1/textures", TEXTURES)
     body = first.json()
     assert body["cache_hits"] == 0 and body["task_id"]
     made = body["textures"]
@@ -341,12 +332,10 @@ def test_tileable_textures_ask_the_generator_for_a_seamless_tile(client: TestCli
 def test_a_texture_every_backend_fails_is_reported_alone_and_not_cached(
     client: TestClient, stages: PaintingStages, registry: BackendRegistry
 ) -> None:
-    stages.fail_with = RuntimeError("out of memory")
-    registry._cloud["huggingface"].error = UpstreamError("loading", error_code="UPSTREAM_ERROR")  # type: ignore[attr-defined]
+    break_backends(stages, registry)
     response = client.post("/v1/textures", json=TEXTURES)
     assert response.status_code == 500 and response.json()["error_code"] == "GENERATION_FAILED"
-    stages.fail_with = None
-    registry._cloud["huggingface"].error = None  # type: ignore[attr-defined]
+    break_backends(stages, registry, broken=False)
     assert client.post("/v1/textures", json=TEXTURES).json()["cache_hits"] == 0
 
 
@@ -363,10 +352,7 @@ def test_a_texture_every_backend_fails_is_reported_alone_and_not_cached(
 def test_bad_textures_are_422_and_make_no_task(
     client: TestClient, ctx: IngressContext, body: dict[str, Any], needle: str
 ) -> None:
-    response = client.post("/v1/textures", json=body)
-    assert response.status_code == 422, response.text
-    assert needle in response.json()["message"]
-    assert ctx.tasks.db.read("SELECT task_id FROM tasks") == []
+    assert needle in refused(client, ctx, "/v1/textures", body)["message"]
 
 
 # -- A/B between backends -----------------------------------------------------------------------------

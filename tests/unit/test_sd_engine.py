@@ -19,16 +19,22 @@ import torch
 from PIL import Image
 
 from serve_app.errors import ConfigurationError, GenerationFailed, InvalidImage, InvalidInput, TaskCancelled
-from serve_app.metrics import GeneratorMetrics
 from serve_app.models.device import configure_torch_threads, resolve_device, resolve_dtype
-from serve_app.models.sd_engine import SDEngine, group_specs
+from serve_app.models.sd_engine import SDEngine
 from serve_app.presets import GeneratorModel
-from serve_app.stages import GenerationOutput, GenerationSpec
+from serve_app.stages import GenerationOutput, GenerationSpec, group_specs
+from tests.support.specs import ATOL, pixels, txt2img
+from tests.support.stages import bare_generator, run_batch
 
 STEPS = 4
 SIZE = 64
-# PNG holds uint8 pixels: a batched matmul may round differently from a single one by a level.
-ATOL = 2 / 255 + 1e-6
+COZY_DESK: dict[str, Any] = {
+    "prompt": "a cozy wooden desk with a monitor",
+    "negative_prompt": "blurry",
+    "num_inference_steps": STEPS,
+    "height": SIZE,
+    "width": SIZE,
+}
 
 
 @pytest.fixture(scope="module")
@@ -37,23 +43,7 @@ def engine(tiny_cache_dir: Path) -> SDEngine:
 
 
 def make_spec(seed: int, **overrides: Any) -> GenerationSpec:
-    fields: dict[str, Any] = {
-        "prompt": "a cozy wooden desk with a monitor",
-        "negative_prompt": "blurry",
-        "num_inference_steps": STEPS,
-        "guidance_scale": 7.5,
-        "height": SIZE,
-        "width": SIZE,
-        "seed": seed,
-    }
-    fields.update(overrides)
-    return GenerationSpec(**fields)
-
-
-def pixels(output: GenerationOutput) -> np.ndarray:
-    with Image.open(io.BytesIO(output.image_png)) as img:
-        assert img.format == "PNG"
-        return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    return txt2img(**(COZY_DESK | overrides), seed=seed)
 
 
 def init_png(seed: int = 5) -> bytes:
@@ -295,11 +285,7 @@ async def test_generator_batch_fails_only_the_failing_group() -> None:
     from deployments.generator import Generator, PendingImage
 
     cls = Generator.func_or_class
-    gen = object.__new__(cls)
-    gen.engine = FakeEngine()
-    gen._run_lock = asyncio.Lock()
-    gen.metrics = GeneratorMetrics()
-    gen._lora_loads = 0
+    gen = bare_generator(FakeEngine())
     adapters: list[str] = []
 
     async def get_adapter(name: str) -> None:
@@ -316,8 +302,7 @@ async def test_generator_batch_fails_only_the_failing_group() -> None:
         make_spec(5, prompt="cancel", width=32),
         make_spec(6, lora_name="missing"),
     ]
-    loop = asyncio.get_running_loop()
-    results = await cls._generate_batch.__wrapped__(gen, [PendingImage(spec, loop) for spec in specs])
+    results = await run_batch(gen, specs)
 
     assert [type(r).__name__ for r in results] == [
         "GenerationOutput",
@@ -394,11 +379,7 @@ async def test_cancelling_the_caller_stops_the_diffusion_loop() -> None:
             raise AssertionError("the loop was never told to stop")
 
     cls = Generator.func_or_class
-    gen = object.__new__(cls)
-    gen.engine = LoopingEngine()
-    gen._run_lock = asyncio.Lock()
-    gen.metrics = GeneratorMetrics()
-    gen._lora_loads = 0
+    gen = bare_generator(LoopingEngine())
 
     async def unbatched(pending: PendingImage) -> Any:  # @serve.batch needs a replica; same code path
         return (await cls._generate_batch.__wrapped__(gen, [pending]))[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -12,7 +13,6 @@ from PIL import Image
 from serve_app.errors import ConfigurationError
 from serve_app.paths import load_yaml_config
 from serve_app.settings import Settings
-from serve_app.shopping import make_catalog
 from serve_app.shopping.base import ShoppingProvider
 from serve_app.shopping.catalog import CATALOG_IMAGES_DIR, CATALOG_JSON, CatalogProvider
 from serve_app.shopping.config import ShoppingConfig
@@ -21,6 +21,11 @@ from serve_app.shopping.naver import NaverShoppingProvider
 from serve_app.stages import DeskItem, Offer
 
 BASE = "http://host:8000/static"
+_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make_catalog.py"
+_spec = importlib.util.spec_from_file_location("make_catalog", _SCRIPT)
+assert _spec is not None and _spec.loader is not None
+make_catalog = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(make_catalog)
 VOCABULARY = [
     DeskItem(name=e["name"], english=e["english"], query=e["query"])
     for e in load_yaml_config("desk_items.yaml")["items"]

@@ -9,7 +9,7 @@ import math
 import pytest
 
 from serve_app.shopping.ratelimit import AsyncTokenBucket
-from tests.stubs.fake_clock import FakeClock
+from testbed.stubs.fake_clock import FakeClock
 
 
 def max_in_any_window(times: list[float], window: float = 1.0) -> int:

@@ -15,8 +15,8 @@ from serve_app.shopping.config import ShoppingConfig
 from serve_app.shopping.naver import NaverShoppingProvider
 from serve_app.shopping.service import ShoppingService
 from serve_app.stages import DeskItem, ItemSearchResult, Offer
-from tests.stubs.fake_clock import FakeClock
-from tests.stubs.naver_stub import NaverStub
+from testbed.stubs.fake_clock import FakeClock
+from testbed.stubs.naver_stub import NaverStub
 
 MOUSE = DeskItem(name="마우스", english="mouse", query="무선 마우스")
 KEYBOARD = DeskItem(name="키보드", english="keyboard", query="기계식 키보드")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.stubs.naver_stub import NaverStub
+from testbed.stubs.naver_stub import NaverStub
 
 AUTH = {"X-Naver-Client-Id": "stub-client-id", "X-Naver-Client-Secret": "stub-client-secret"}
 

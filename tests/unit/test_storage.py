@@ -27,11 +27,11 @@ from serve_app.storage import (
 from serve_app.storage.base import ImageStore
 from serve_app.storage.cloudinary import CloudinaryImageStore, signature
 from serve_app.storage.config import CloudinaryStorageConfig, LocalStorageConfig, S3StorageConfig
-from tests.stubs.cloudinary_stub import API_KEY as CLOUDINARY_KEY
-from tests.stubs.cloudinary_stub import API_SECRET as CLOUDINARY_SECRET
-from tests.stubs.cloudinary_stub import CLOUD, CloudinaryStub
-from tests.stubs.provider_base import make_png
-from tests.support.seaweed import SeaweedServer
+from testbed.seaweed import SeaweedServer
+from testbed.stubs.cloudinary_stub import API_KEY as CLOUDINARY_KEY
+from testbed.stubs.cloudinary_stub import API_SECRET as CLOUDINARY_SECRET
+from testbed.stubs.cloudinary_stub import CLOUD, CloudinaryStub
+from testbed.stubs.provider_base import make_png
 
 PNG_BYTES = make_png(16, 16)
 

@@ -15,11 +15,11 @@ import pytest
 from serve_app.api.views import request_fingerprint
 from serve_app.errors import Conflict, NotFound, QueueFull, TooManyRequests, Unauthorized
 from serve_app.tasks import Database, PostgresDatabase, SqliteDatabase, TaskStore
-from serve_app.tasks.keys import KeyLimits
+from serve_app.tasks.api_keys import KeyLimits
 from serve_app.tasks.records import Stage, TaskStatus
 from serve_app.tasks.store import Admission, QueueStats
 from serve_app.tasks.views import task_view
-from tests.support.postgres import PostgresServer
+from testbed.postgres import PostgresServer
 
 
 class Clock:

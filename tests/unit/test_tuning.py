@@ -9,7 +9,6 @@ flags every image, +10 none (cosine similarities lie in [-1, 1]).
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import shutil
 from pathlib import Path
@@ -19,7 +18,6 @@ import numpy as np
 import pytest
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
-from PIL import Image
 from pydantic import ValidationError
 
 from deployments.batched import BatchedPipeline, PendingImage
@@ -29,26 +27,11 @@ from serve_app.models.sd_engine import SDEngine
 from serve_app.models.tiny import ensure_tiny_sd
 from serve_app.presets import GeneratorModel, LoraSpec, PipelineTuning
 from serve_app.stages import GenerationOutput, GenerationSpec
-
-ATOL = 2 / 255 + 1e-6
+from tests.support.specs import ATOL, pixels, txt2img
 
 
 def make_spec(seed: int = 7, **overrides: Any) -> GenerationSpec:
-    fields: dict[str, Any] = {
-        "prompt": "a neon minimal desk",
-        "num_inference_steps": 3,
-        "guidance_scale": 7.5,
-        "height": 64,
-        "width": 64,
-        "seed": seed,
-    }
-    fields.update(overrides)
-    return GenerationSpec(**fields)
-
-
-def pixels(output: GenerationOutput) -> np.ndarray:
-    with Image.open(io.BytesIO(output.image_png)) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    return txt2img(prompt="a neon minimal desk", num_inference_steps=3, seed=seed, **overrides)
 
 
 def with_safety_checker(tiny: Path, target: Path, threshold: float) -> Path:

@@ -21,7 +21,7 @@ from serve_app.webhooks import (
     sign,
     verify,
 )
-from tests.support.webhook_receiver import WebhookReceiver
+from testbed.webhook_receiver import WebhookReceiver
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 LOCAL = FetchPolicy(allow_hosts=["127.0.0.1"])
@@ -201,7 +201,7 @@ async def test_retry_after_is_honoured_and_bounded(receiver: WebhookReceiver) ->
 
 
 async def test_connection_errors_are_retried_up_to_max_attempts() -> None:
-    from tests.support.seaweed import free_ports
+    from testbed.seaweed import free_ports
 
     (port,) = free_ports(1)
     sleep = FakeSleep()

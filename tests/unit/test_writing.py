@@ -15,26 +15,14 @@ from serve_app.writing import TemplateWriter, build_writer
 from serve_app.writing.chat import ChatWriter, FallbackWriter
 from serve_app.writing.config import PromptWriterConfig
 from serve_app.writing.glossary import has_hangul, load_glossary, unwrap_alt
-from tests.stubs.chat_stub import KEY, ChatStub
-from tests.stubs.fake_clock import FakeClock
+from testbed.stubs.chat_stub import KEY, ChatStub
+from testbed.stubs.fake_clock import FakeClock
+from tests.support.bodies import scene_body
 
-SCENE = {
-    "script_metadata": {
-        "title": "비 오는 날의 카페",
-        "script_id": 42,
-        "characters": [
-            {"name": "민지", "gender": 1, "description": "긴 머리의 여자 학생"},
-            {"name": "준호", "gender": 0, "description": "안경을 쓴 남자"},
-            {"name": "할머니", "gender": 1, "description": "카페 주인"},
-        ],
-    },
-    "scene_id": 3,
-    "audios": [
-        {"type": "narration", "text": "비 오는 저녁, 따뜻한 카페 창가"},
-        {"type": "dialogue", "character": "민지", "text": "오랜만이야!", "emotion": "기쁨"},
-        {"type": "dialogue", "character": "준호", "text": "응, 잘 지냈어?", "emotion": "설렘"},
-    ],
-}
+# The route's example as scene 3, with a third character who does not speak and 준호's answer.
+SCENE = scene_body(42, scene_id=3)
+SCENE["script_metadata"]["characters"].append({"name": "할머니", "gender": 1, "description": "카페 주인"})
+SCENE["audios"].append({"type": "dialogue", "character": "준호", "text": "응, 잘 지냈어?", "emotion": "설렘"})
 
 
 def test_glossary_translates_words_with_particles_and_compounds() -> None:
@@ -50,7 +38,7 @@ def test_glossary_reports_what_it_cannot_translate_and_keeps_english() -> None:
     assert result.untranslated == ["쿼카"]
 
 
-def test_unwrap_alt_takes_the_description_out_of_the_seeds_wrapper() -> None:
+def test_unwrap_alt_takes_the_description_out_of_the_source_specs_wrapper() -> None:
     assert unwrap_alt("[이미지 설명: AI 로봇]") == "AI 로봇"
     assert unwrap_alt("  a robot ") == "a robot"
 

@@ -15,6 +15,7 @@ class Placeholder(BaseModel):
 
     index: Annotated[int, Field(ge=0, le=10_000)] = Field(description="Where the image goes in the article.")
     alt: Annotated[str, Field(min_length=1, max_length=1000, pattern=NON_BLANK_PATTERN)] = Field(
+        # "the seed" here is the source spec: this text is in the OpenAPI document, kept as published
         description="The image's description (alt text), Korean or English; the seed wraps it as '[이미지 설명: ...]'."
     )
 

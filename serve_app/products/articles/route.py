@@ -1,4 +1,4 @@
-"""Article images (seed image-generation-storage-guide.md): `POST /v1/articles/images`.
+"""Article images (source spec image-generation-storage-guide.md): `POST /v1/articles/images`.
 
 A list of placeholders `{index, alt}` (alt text often Korean) becomes one durable task of kind
 `article`: one image per placeholder through the `article` backend chain, batched through the
@@ -16,11 +16,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.api.auth import CallerDep
-from serve_app.api.deps import Ctx, IdempotencyKey
-from serve_app.api.intake import TASK_ROUTE_ERRORS, accept_task, check_webhook, given, patch_settings
+from serve_app.api.intake import TASK_ROUTE_ERRORS, SubmissionDep, given, patch_settings
 from serve_app.api.schemas import TaskAccepted
-from serve_app.api.waiting import PreferHeader, preferences, respond_or_wait
+from serve_app.api.waiting import preferences
 from serve_app.errors import InvalidInput
 from serve_app.products.articles.config import ArticlesConfig
 from serve_app.products.articles.flow import KIND
@@ -31,7 +29,7 @@ from serve_app.requests import GenerateRequest, LoraSelection, OptInt
 
 router = APIRouter(prefix="/v1/articles", tags=["Article images"])
 
-_EXAMPLE = {
+EXAMPLE = {
     "placeholders": [
         {"index": 0, "alt": "[이미지 설명: 미래적인 AI 로봇]"},
         {"index": 1, "alt": "햇살이 드는 아늑한 카페"},
@@ -41,7 +39,7 @@ _EXAMPLE = {
 
 
 class ArticleImagesRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_EXAMPLE]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE]})
 
     placeholders: list[Placeholder] = Field(min_length=1, description="One image each; indexes must be distinct.")
     style: str | None = Field(default=None, max_length=300, description="Words added to every prompt.")
@@ -115,13 +113,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     responses=_ERRORS,
     summary="One image per article placeholder; 202 with a task id (or the result with Prefer: wait=N).",
 )
-async def article_images(
-    body: ArticleImagesRequest,
-    ctx: Ctx,
-    caller: CallerDep,
-    idempotency_key: IdempotencyKey = None,
-    prefer: PreferHeader = None,
-) -> JSONResponse:
+async def article_images(body: ArticleImagesRequest, task: SubmissionDep) -> JSONResponse:
+    ctx, caller = task.ctx, task.caller
     cfg = ctx.config(ArticlesConfig)
     count = len(body.placeholders)
     if count > cfg.max_placeholders:
@@ -130,7 +123,6 @@ async def article_images(
     if len(set(indexes)) != count:
         raise InvalidInput("placeholders: each index may appear once.", error_code="DUPLICATE_INDEX")
     req = GenerateRequest(
-        prompt=f"article images: {count} placeholders",
         num_inference_steps=body.num_inference_steps,
         height=body.height,
         width=body.width,
@@ -138,31 +130,21 @@ async def article_images(
         lora=body.lora,
         **given(user_id=body.user_id, webhook_url=body.webhook_url),
     )
-    resolved = caller.own(req.resolve(ctx.preset, ctx.limits), body.user_id is not None)
+    resolved = req.resolve_settings(ctx.preset, ctx.limits, count=count, counted="placeholders")
+    resolved = caller.own(resolved, body.user_id is not None)
     payload = ArticlePayload(
         placeholders=body.placeholders,
         style=body.style if body.style is not None else cfg.style,
         variant=ctx.args.backends.variant_for("article", caller.scope(resolved.user_id)),
     )
-    resolved = resolved.model_copy(update={"product": payload, "n": count})
-    if resolved.cost > ctx.limits.request_cost_limit():
-        raise InvalidInput(
-            f"height x width x num_inference_steps x placeholders is {resolved.cost}; one request may ask for at "
-            f"most {ctx.limits.request_cost_limit()} on this server.",
-            error_code="COST_TOO_HIGH",
-        )
-    await check_webhook(ctx, resolved)
-    record, _ = await accept_task(
-        ctx, caller, kind=KIND, req=body, resolved=resolved, upload=None, idempotency_key=idempotency_key
-    )
+    record = await task.accept(KIND, body, resolved.model_copy(update={"product": payload}))
     headers = {"X-Task-Id": record.task_id, "Location": f"/v1/result/{record.task_id}"}
-    _, wait = preferences(prefer)
+    _, wait = preferences(task.prefer)
     if wait is None:
         return JSONResponse(
             TaskAccepted(task_id=record.task_id, status=record.status).model_dump(mode="json"), 202, headers
         )
-    max_wait_s = ctx.config(ScenesConfig).max_wait_s
-    waited = await respond_or_wait(ctx, caller, record, f"wait={wait}", idempotency_key, max_wait_s)
+    waited = await task.wait(record, ctx.config(ScenesConfig).max_wait_s, prefer=f"wait={wait}")
     assert not isinstance(waited, JSONResponse)
     result = waited.result or {}
     answer = ArticleImagesResponse(

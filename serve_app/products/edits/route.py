@@ -1,4 +1,4 @@
-"""Instruction edits (seed enhancement-api-options.md): `POST /v1/edits`.
+"""Instruction edits (source spec enhancement-api-options.md): `POST /v1/edits`.
 
 A multipart form: the image in the file part `image` and an `instruction` ("make the lighting
 warmer", "조명을 따뜻하게"). The request becomes a task of kind `edit` (serve_app.edit_flow): the
@@ -12,31 +12,27 @@ area unless `width` and `height` are given.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from serve_app.api.auth import Caller, CallerDep
-from serve_app.api.deps import Ctx, IdempotencyKey, IngressContext
+from serve_app.api.auth import Caller
+from serve_app.api.deps import IngressContext
 from serve_app.api.errors import validation_error
 from serve_app.api.intake import (
-    TASK_ROUTE_ERRORS,
-    accept_task,
+    SubmissionDep,
+    answered,
     auto_size,
-    check_webhook,
-    given,
     image_form,
+    image_request,
     non_null,
     patch_settings,
-    read_image_form,
+    waiting_route_errors,
 )
-from serve_app.api.waiting import PreferHeader, respond_or_wait
 from serve_app.backends.config import chain_entry
 from serve_app.errors import InvalidInput
-from serve_app.images import decode_image
 from serve_app.patterns import NON_BLANK_PATTERN
 from serve_app.products.base import SchemaContext
 from serve_app.products.edits.config import EditsConfig
@@ -47,7 +43,7 @@ from serve_app.requests import GenerateRequest, OptFloat, OptInt, OutputFormat, 
 router = APIRouter(prefix="/v1", tags=["Instruction edits"])
 
 
-_EXAMPLE = {"image": "desk.jpg", "instruction": "조명을 따뜻하게", "image_guidance_scale": 1.5, "backend": "auto"}
+EXAMPLE = {"image": "desk.jpg", "instruction": "조명을 따뜻하게", "image_guidance_scale": 1.5, "backend": "auto"}
 
 
 class EditForm(BaseModel):
@@ -109,14 +105,11 @@ class EditResponse(BaseModel):
     )
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    **TASK_ROUTE_ERRORS,
-    202: {"description": "With Prefer: respond-async: the task id; poll GET /v1/result/{task_id}."},
-    422: {"description": "Invalid image, instruction or settings (INVALID_INPUT, INVALID_IMAGE, COST_TOO_HIGH)."},
-    500: {"description": "No backend of the chain could make the edit (GENERATION_FAILED, with each one's reason)."},
-    503: {"description": "Queue full; retry after Retry-After seconds."},
-    504: {"description": "Not done within edits.max_wait_s: the task goes on (X-Task-Id)."},
-}
+_ERRORS = waiting_route_errors(
+    "Invalid image, instruction or settings (INVALID_INPUT, INVALID_IMAGE, COST_TOO_HIGH).",
+    "No backend of the chain could make the edit (GENERATION_FAILED, with each one's reason).",
+    "edits.max_wait_s",
+)
 
 _BODY = {
     "required": True,
@@ -141,7 +134,7 @@ def request_schemas(doc: SchemaContext) -> dict[str, dict[str, Any]]:
             ["image", "instruction"],
             "height and width come together (multiples of 8 within the preset's limits); height x width x "
             f"num_inference_steps must be at most {limits.request_cost_limit()} (COST_TOO_HIGH).",
-            examples=[_EXAMPLE],
+            examples=[EXAMPLE],
         )
     }
 
@@ -159,25 +152,25 @@ def _chain(ctx: IngressContext, backend: str) -> list[str] | None:
     return kept
 
 
+#: The form fields that are /v1/generate's settings too, validated the same way.
+_SHARED_SETTINGS = {
+    "negative_prompt",
+    "num_inference_steps",
+    "guidance_scale",
+    "seed",
+    "output_format",
+    "user_id",
+    "webhook_url",
+}
+
+
 def resolve_edit(ctx: IngressContext, caller: Caller, form: EditForm, image_size: tuple[int, int]) -> ResolvedGenerate:
     if (form.width is None) != (form.height is None):
         raise InvalidInput("width and height: give both, or neither (the image's aspect ratio).")
     width, height = (form.width, form.height) if form.width and form.height else auto_size(image_size, ctx)
     try:
-        req = GenerateRequest.model_validate(
-            given(
-                prompt=form.instruction,
-                negative_prompt=form.negative_prompt,
-                num_inference_steps=form.num_inference_steps,
-                guidance_scale=form.guidance_scale,
-                height=height,
-                width=width,
-                seed=form.seed,
-                output_format=form.output_format,
-                user_id=form.user_id,
-                webhook_url=form.webhook_url,
-            )
-        )
+        shared = form.model_dump(include=_SHARED_SETTINGS, exclude_none=True)
+        req = GenerateRequest.model_validate({**shared, "prompt": form.instruction, "height": height, "width": width})
     except ValidationError as exc:
         raise validation_error(list(exc.errors())) from exc
     # Not an img2img (no strength): InstructPix2Pix runs every step on the image's latents.
@@ -204,32 +197,17 @@ def resolve_edit(ctx: IngressContext, caller: Caller, form: EditForm, image_size
 
 @router.post(
     "/edits",
-    response_model=EditResponse,
-    response_model_exclude_none=True,
-    responses=_ERRORS,
+    **answered(EditResponse, _ERRORS),
     summary="Edit an image by an instruction (InstructPix2Pix, or a cloud edit API); answers when it is done.",
     openapi_extra={"requestBody": _BODY},
 )
-async def edits(
-    request: Request,
-    ctx: Ctx,
-    caller: CallerDep,
-    idempotency_key: IdempotencyKey = None,
-    prefer: PreferHeader = None,
-) -> JSONResponse:
+async def edits(request: Request, task: SubmissionDep) -> JSONResponse:
+    ctx = task.ctx
     with ctx.uploads.hold() as take:
-        fields, upload = await read_image_form(request, ctx, take)
-        try:
-            form = EditForm.model_validate(fields)
-        except ValidationError as exc:
-            raise validation_error(list(exc.errors())) from exc
-        image = await asyncio.to_thread(decode_image, upload, ctx.limits.max_image_pixels, ctx.limits.max_upload_bytes)
-        resolved = resolve_edit(ctx, caller, form, image.size)
-        await check_webhook(ctx, resolved)
-        record, _ = await accept_task(
-            ctx, caller, kind=KIND, req=form, resolved=resolved, upload=upload, idempotency_key=idempotency_key
-        )
-    waited = await respond_or_wait(ctx, caller, record, prefer, idempotency_key, ctx.config(EditsConfig).max_wait_s)
+        form, upload, size = await image_request(request, ctx, take, EditForm)
+        resolved = resolve_edit(ctx, task.caller, form, size)
+        record = await task.accept(KIND, form, resolved, upload)
+    waited = await task.wait(record, ctx.config(EditsConfig).max_wait_s)
     if isinstance(waited, JSONResponse):
         return waited
     result = waited.result or {}

@@ -22,7 +22,6 @@ settings OpenAI lacks may be sent as extra body fields: `negative_prompt`, `seed
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from typing import Any, Literal
 
@@ -30,14 +29,21 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from serve_app.api.auth import Caller, CallerDep
-from serve_app.api.deps import Ctx, IdempotencyKey, IngressContext
+from serve_app.api.auth import Caller
+from serve_app.api.deps import IngressContext
 from serve_app.api.errors import validation_error
-from serve_app.api.intake import accept_task, auto_size, image_form, non_null, read_image_form, refuse
+from serve_app.api.intake import (
+    Submission,
+    SubmissionDep,
+    answered,
+    auto_size,
+    image_form,
+    image_request,
+    non_null,
+    refuse,
+)
 from serve_app.api.schemas import TaskAccepted
-from serve_app.api.waiting import PreferHeader, respond_or_wait
 from serve_app.errors import NotFound
-from serve_app.images import decode_image
 from serve_app.patterns import NON_BLANK_PATTERN
 from serve_app.products.base import SchemaContext
 from serve_app.products.images.flow import KIND
@@ -198,20 +204,16 @@ def _to_generate(
 
 
 async def _answer(
-    ctx: IngressContext,
-    caller: Caller,
+    task: Submission,
     req: GenerateRequest,
     resolved: ResolvedGenerate,
     upload: bytes | None,
     response_format: str | None,
-    idempotency_key: str | None,
-    prefer: str | None,
 ) -> JSONResponse:
     """Record the task, wait for it (or not, with `Prefer: respond-async`), answer in OpenAI's shape."""
-    record, _ = await accept_task(
-        ctx, caller, kind=KIND, req=req, resolved=resolved, upload=upload, idempotency_key=idempotency_key
-    )
-    waited = await respond_or_wait(ctx, caller, record, prefer, idempotency_key, ctx.args.openai.max_wait_s)
+    ctx = task.ctx
+    record = await task.accept(KIND, req, resolved, upload)
+    waited = await task.wait(record, ctx.args.openai.max_wait_s)
     if isinstance(waited, JSONResponse):
         return waited
     record = waited
@@ -243,22 +245,15 @@ def _check_enabled(ctx: IngressContext) -> None:
 
 @router.post(
     "/generations",
-    response_model=ImagesResponse,
-    response_model_exclude_none=True,
-    responses=_ERRORS,
+    **answered(ImagesResponse, _ERRORS),
     summary="OpenAI-compatible: make n images from a prompt; answers when they are done.",
 )
-async def generations(
-    body: ImageGenerationRequest,
-    ctx: Ctx,
-    caller: CallerDep,
-    idempotency_key: IdempotencyKey = None,
-    prefer: PreferHeader = None,
-) -> JSONResponse:
+async def generations(body: ImageGenerationRequest, task: SubmissionDep) -> JSONResponse:
+    ctx, caller = task.ctx, task.caller
     _check_enabled(ctx)
     req = _to_generate(body, ctx, caller)
     resolved = caller.own(req.resolve(ctx.preset, ctx.limits), "user_id" in req.model_fields_set)
-    return await _answer(ctx, caller, req, resolved, None, body.response_format, idempotency_key, prefer)
+    return await _answer(task, req, resolved, None, body.response_format)
 
 
 _EDIT_BODY = {
@@ -315,33 +310,16 @@ def _form(schema: dict[str, Any]) -> dict[str, Any]:
 
 @router.post(
     "/edits",
-    response_model=ImagesResponse,
-    response_model_exclude_none=True,
-    responses=_ERRORS,
+    **answered(ImagesResponse, _ERRORS),
     summary="OpenAI-compatible: edit an image by a prompt (SD img2img); answers when the images are done.",
     openapi_extra={"requestBody": _EDIT_BODY},
 )
-async def edits(
-    request: Request,
-    ctx: Ctx,
-    caller: CallerDep,
-    idempotency_key: IdempotencyKey = None,
-    prefer: PreferHeader = None,
-) -> JSONResponse:
+async def edits(request: Request, task: SubmissionDep) -> JSONResponse:
+    ctx, caller = task.ctx, task.caller
     _check_enabled(ctx)
     with ctx.uploads.hold() as take:
-        params, upload = await _parse_edit(request, ctx, take)
-        image = await asyncio.to_thread(decode_image, upload, ctx.limits.max_image_pixels, ctx.limits.max_upload_bytes)
-        req = _to_generate(params, ctx, caller, image_size=image.size)
+        refused = {"mask": "this server edits the whole image (SD img2img)", "markup": ""}
+        params, upload, size = await image_request(request, ctx, take, ImageEditForm, refused)
+        req = _to_generate(params, ctx, caller, image_size=size)
         resolved = caller.own(req.resolve(ctx.preset, ctx.limits, has_image=True), "user_id" in req.model_fields_set)
-        return await _answer(ctx, caller, req, resolved, upload, params.response_format, idempotency_key, prefer)
-
-
-async def _parse_edit(request: Request, ctx: IngressContext, take: Any) -> tuple[ImageEditForm, bytes]:
-    fields, image = await read_image_form(
-        request, ctx, take, refused={"mask": "this server edits the whole image (SD img2img)", "markup": ""}
-    )
-    try:
-        return ImageEditForm.model_validate(fields), image
-    except ValidationError as exc:
-        raise validation_error(list(exc.errors())) from exc
+        return await _answer(task, req, resolved, upload, params.response_format)

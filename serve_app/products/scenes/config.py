@@ -10,5 +10,5 @@ class ScenesConfig(BaseModel):
 
     lora: str | None = Field(default=None, description="Style LoRA every scene uses (a preset LoRA name).")
     max_wait_s: float = Field(
-        default=50.0, gt=0, le=55, description="How long the seed's synchronous call waits before a 504."
+        default=50.0, gt=0, le=55, description="How long the source spec's synchronous call waits before a 504."
     )

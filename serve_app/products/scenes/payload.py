@@ -25,6 +25,7 @@ class Character(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Name = Field(description="The character's name, as the dialogue names them.")
+    # "the seed" here is the source spec: this text is in the OpenAPI document, kept as published
     gender: Literal[0, 1] = Field(description="0: male, 1: female (the seed's encoding).")
     description: Text = Field(default="", description="Looks and role, Korean or English.")
 
@@ -67,7 +68,7 @@ class Audio(BaseModel):
 
 
 class Scene(BaseModel):
-    """A scene of a script, as the seed's Spring Boot backend sends it."""
+    """A scene of a script, as the source spec's Spring Boot backend sends it."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -1,12 +1,12 @@
-"""Scene images, on the seed's paths (scene-image-service-readme.md):
+"""Scene images, on the source spec's paths (scene-image-service-readme.md):
 `POST /api/v1/images/generations/external` (a cloud image API first: the `scene_external` chain,
 KLING by default) and `POST /api/v1/images/generations/internal` (the in-cluster Generator: the
 `scene_internal` chain).
 
-The body is the seed's (script metadata with characters, the scene id, its audios) and the answer
-the seed's `{scene_id, image_prompt, image_s3url}`, plus the task id and which backend made the
+The body is the source spec's (script metadata with characters, the scene id, its audios) and the answer
+the source spec's `{scene_id, image_prompt, image_s3url}`, plus the task id and which backend made the
 image at what cost. The work is a durable task of kind `scene`; the call waits for it at most
-`scenes.max_wait_s` (the seed's call is synchronous), with `Prefer: respond-async` / `wait=N` and
+`scenes.max_wait_s` (the source spec's call is synchronous), with `Prefer: respond-async` / `wait=N` and
 the 504 of serve_app.api.waiting past the wait.
 """
 
@@ -18,10 +18,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.api.auth import Caller, CallerDep
-from serve_app.api.deps import Ctx, IdempotencyKey, IngressContext
-from serve_app.api.intake import TASK_ROUTE_ERRORS, accept_task, check_webhook, given, patch_settings
-from serve_app.api.waiting import PreferHeader, respond_or_wait
+from serve_app.api.auth import Caller
+from serve_app.api.deps import IngressContext
+from serve_app.api.intake import Submission, SubmissionDep, answered, given, patch_settings, waiting_route_errors
 from serve_app.products.base import SchemaContext
 from serve_app.products.scenes.config import ScenesConfig
 from serve_app.products.scenes.flow import KIND
@@ -30,7 +29,7 @@ from serve_app.requests import GenerateRequest, LoraSelection, OptInt, ResolvedG
 
 router = APIRouter(prefix="/api/v1/images/generations", tags=["Scene images"])
 
-_EXAMPLE: dict[str, Any] = {
+EXAMPLE: dict[str, Any] = {
     "script_metadata": {
         "title": "비 오는 날의 카페",
         "script_id": 1,
@@ -48,9 +47,9 @@ _EXAMPLE: dict[str, Any] = {
 
 
 class SceneRequest(Scene):
-    """The seed's body; the optional fields after it are this service's."""
+    """The source spec's body; the optional fields after it are this service's."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_EXAMPLE]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE]})
 
     user_id: str | None = Field(default=None, max_length=64, description="Whose images these are (storage keys).")
     webhook_url: str | None = Field(default=None, max_length=2048, description="POSTed the result when done.")
@@ -88,14 +87,11 @@ class SceneResponse(BaseModel):
     )
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    **TASK_ROUTE_ERRORS,
-    202: {"description": "With Prefer: respond-async: the task id; poll GET /v1/result/{task_id}."},
-    422: {"description": "Invalid scene (unknown speaker, empty audios, bad settings)."},
-    500: {"description": "Every backend of the chain failed (GENERATION_FAILED), or the upload (S3_UPLOAD_FAILED)."},
-    503: {"description": "Queue full; retry after Retry-After seconds."},
-    504: {"description": "Not done within scenes.max_wait_s: the task goes on (X-Task-Id)."},
-}
+_ERRORS = waiting_route_errors(
+    "Invalid scene (unknown speaker, empty audios, bad settings).",
+    "Every backend of the chain failed (GENERATION_FAILED), or the upload (S3_UPLOAD_FAILED).",
+    "scenes.max_wait_s",
+)
 
 
 def request_schemas(doc: SchemaContext) -> dict[str, dict[str, Any]]:
@@ -106,6 +102,7 @@ def request_schemas(doc: SchemaContext) -> dict[str, dict[str, Any]]:
     nested = schema.pop("$defs", {})
     patch_settings(schema["properties"], limits, webhooks=doc.webhooks)
     schema["description"] = (
+        # "the seed" here is the source spec: this text is in the OpenAPI document, kept as published
         "The seed's scene. Every dialogue audio names its character, one of script_metadata.characters "
         "(422 otherwise). height x width x num_inference_steps must be at most "
         f"{limits.request_cost_limit()} (422 COST_TOO_HIGH)."
@@ -120,7 +117,6 @@ def resolve_scene(
     the style LoRA of `scenes.lora`, and the seed of the script."""
     lora = ctx.config(ScenesConfig).lora
     req = GenerateRequest(
-        prompt=f"scene {body.scene_id} of script {body.script_metadata.script_id}",
         num_inference_steps=body.num_inference_steps,
         height=body.height,
         width=body.width,
@@ -128,33 +124,19 @@ def resolve_scene(
         lora=LoraSelection(name=lora) if lora else None,
         **given(user_id=body.user_id, webhook_url=body.webhook_url),
     )
-    resolved = caller.own(req.resolve(ctx.preset, ctx.limits), body.user_id is not None)
+    resolved = caller.own(req.resolve_settings(ctx.preset, ctx.limits), body.user_id is not None)
     scene = Scene.model_validate(body.model_dump(include=set(Scene.model_fields)))
     variant = ctx.args.backends.variant_for(chain, caller.scope(resolved.user_id))
     return resolved.model_copy(update={"product": ScenePayload(scene=scene, chain=chain, variant=variant)})
 
 
 async def _scene(
-    ctx: IngressContext,
-    caller: Caller,
-    body: SceneRequest,
-    chain: Literal["scene_internal", "scene_external"],
-    idempotency_key: str | None,
-    prefer: str | None,
+    task: Submission, body: SceneRequest, chain: Literal["scene_internal", "scene_external"]
 ) -> JSONResponse:
-    resolved = resolve_scene(ctx, caller, body, chain)
-    await check_webhook(ctx, resolved)
+    resolved = resolve_scene(task.ctx, task.caller, body, chain)
     fingerprinted = body.model_copy(update={"user_id": resolved.user_id})
-    record, _ = await accept_task(
-        ctx,
-        caller,
-        kind=KIND,
-        req=_Fingerprint(chain=chain, body=fingerprinted),
-        resolved=resolved,
-        upload=None,
-        idempotency_key=idempotency_key,
-    )
-    waited = await respond_or_wait(ctx, caller, record, prefer, idempotency_key, ctx.config(ScenesConfig).max_wait_s)
+    record = await task.accept(KIND, _Fingerprint(chain=chain, body=fingerprinted), resolved)
+    waited = await task.wait(record, task.ctx.config(ScenesConfig).max_wait_s)
     if isinstance(waited, JSONResponse):
         return waited
     result = waited.result or {}
@@ -180,33 +162,17 @@ class _Fingerprint(BaseModel):
 
 @router.post(
     "/external",
-    response_model=SceneResponse,
-    response_model_exclude_none=True,
-    responses=_ERRORS,
+    **answered(SceneResponse, _ERRORS),
     summary="Scene image from a cloud image API first (the scene_external chain); answers when it is done.",
 )
-async def external(
-    body: SceneRequest,
-    ctx: Ctx,
-    caller: CallerDep,
-    idempotency_key: IdempotencyKey = None,
-    prefer: PreferHeader = None,
-) -> JSONResponse:
-    return await _scene(ctx, caller, body, "scene_external", idempotency_key, prefer)
+async def external(body: SceneRequest, task: SubmissionDep) -> JSONResponse:
+    return await _scene(task, body, "scene_external")
 
 
 @router.post(
     "/internal",
-    response_model=SceneResponse,
-    response_model_exclude_none=True,
-    responses=_ERRORS,
+    **answered(SceneResponse, _ERRORS),
     summary="Scene image from the in-cluster Generator (the scene_internal chain); answers when it is done.",
 )
-async def internal(
-    body: SceneRequest,
-    ctx: Ctx,
-    caller: CallerDep,
-    idempotency_key: IdempotencyKey = None,
-    prefer: PreferHeader = None,
-) -> JSONResponse:
-    return await _scene(ctx, caller, body, "scene_internal", idempotency_key, prefer)
+async def internal(body: SceneRequest, task: SubmissionDep) -> JSONResponse:
+    return await _scene(task, body, "scene_internal")

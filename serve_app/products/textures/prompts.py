@@ -1,4 +1,4 @@
-"""Texture prompts and their content address (seed texture-generator-upgrade.md).
+"""Texture prompts and their content address (source spec texture-generator-upgrade.md).
 
 A texture is a product type, a material and a colour, optionally a pattern and a finish. Its
 prompt and negative prompt come from this product's prompts.yaml, deterministically (Korean words go

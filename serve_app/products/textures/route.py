@@ -1,4 +1,4 @@
-"""Texture images (seed texture-generator-upgrade.md): `POST /v1/textures`.
+"""Texture images (source spec texture-generator-upgrade.md): `POST /v1/textures`.
 
 Each texture (product type, material, colour, optional pattern and finish) is resolved here into
 its prompt (prompts.yaml beside this module), its seed (derived from the parameters unless given) and its
@@ -19,10 +19,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.api.auth import Caller, CallerDep
-from serve_app.api.deps import Ctx, IdempotencyKey, IngressContext
-from serve_app.api.intake import TASK_ROUTE_ERRORS, accept_task, check_webhook, given, patch_settings
-from serve_app.api.waiting import PreferHeader, respond_or_wait
+from serve_app.api.auth import Caller
+from serve_app.api.deps import IngressContext
+from serve_app.api.intake import SubmissionDep, answered, given, patch_settings, waiting_route_errors
 from serve_app.backends import BackendRegistry
 from serve_app.errors import InvalidInput
 from serve_app.products.base import SchemaContext
@@ -34,7 +33,7 @@ from serve_app.requests import GenerateRequest, OptFloat, OptInt, ResolvedGenera
 
 router = APIRouter(prefix="/v1", tags=["Texture images"])
 
-_EXAMPLE = {
+EXAMPLE = {
     "textures": [
         {"product_type": "down jacket", "material": "nylon", "colour": "navy blue", "pattern": "quilted"},
         {"product_type": "소파", "material": "벨벳", "colour": "베이지"},
@@ -44,7 +43,7 @@ _EXAMPLE = {
 
 
 class TexturesRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_EXAMPLE]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE]})
 
     textures: list[Texture] = Field(min_length=1, description="One image each.")
     tileable: bool = Field(default=False, description="Seamless tiling (the image repeats without a seam).")
@@ -80,14 +79,11 @@ class TexturesResponse(BaseModel):
     cost_usd: float
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    **TASK_ROUTE_ERRORS,
-    202: {"description": "With Prefer: respond-async: the task id; poll GET /v1/result/{task_id}."},
-    422: {"description": "Invalid textures or settings."},
-    500: {"description": "No texture got an image (GENERATION_FAILED)."},
-    503: {"description": "Queue full; retry after Retry-After seconds."},
-    504: {"description": "Not done within textures.max_wait_s: the task goes on (X-Task-Id)."},
-}
+_ERRORS = waiting_route_errors(
+    "Invalid textures or settings.",
+    "No texture got an image (GENERATION_FAILED).",
+    "textures.max_wait_s",
+)
 
 
 def request_schemas(doc: SchemaContext) -> dict[str, dict[str, Any]]:
@@ -115,7 +111,6 @@ def resolve_textures(
     if count > max_textures:
         raise InvalidInput(f"textures: at most {max_textures} per request, got {count}.")
     req = GenerateRequest(
-        prompt=f"textures: {count}",
         num_inference_steps=body.num_inference_steps,
         guidance_scale=body.guidance_scale,
         height=body.height,
@@ -123,7 +118,8 @@ def resolve_textures(
         seed=0,
         **given(user_id=body.user_id, webhook_url=body.webhook_url),
     )
-    resolved = caller.own(req.resolve(ctx.preset, ctx.limits), body.user_id is not None)
+    resolved = req.resolve_settings(ctx.preset, ctx.limits, count=count, counted="textures")
+    resolved = caller.own(resolved, body.user_id is not None)
     scope = caller.scope(resolved.user_id)
     variant = ctx.args.backends.variant_for("texture", scope)
     settings = {
@@ -149,14 +145,7 @@ def resolve_textures(
             )
         )
     payload = TexturePayload(items=items, tileable=body.tileable, variant=variant)
-    resolved = resolved.model_copy(update={"product": payload, "n": count, "seed": items[0].seed})
-    if resolved.cost > ctx.limits.request_cost_limit():
-        raise InvalidInput(
-            f"height x width x num_inference_steps x textures is {resolved.cost}; one request may ask for at most "
-            f"{ctx.limits.request_cost_limit()} on this server.",
-            error_code="COST_TOO_HIGH",
-        )
-    return resolved
+    return resolved.model_copy(update={"product": payload, "seed": items[0].seed})
 
 
 async def _with_cache(ctx: IngressContext, resolved: ResolvedGenerate) -> ResolvedGenerate:
@@ -175,20 +164,13 @@ async def _with_cache(ctx: IngressContext, resolved: ResolvedGenerate) -> Resolv
 
 @router.post(
     "/textures",
-    response_model=TexturesResponse,
-    response_model_exclude_none=True,
-    responses=_ERRORS,
+    **answered(TexturesResponse, _ERRORS),
     summary="Fabric texture images; identical parameters answer from the cache at once.",
 )
-async def textures(
-    body: TexturesRequest,
-    ctx: Ctx,
-    caller: CallerDep,
-    idempotency_key: IdempotencyKey = None,
-    prefer: PreferHeader = None,
-) -> JSONResponse:
+async def textures(body: TexturesRequest, task: SubmissionDep) -> JSONResponse:
+    ctx = task.ctx
     registry = BackendRegistry(ctx.args.backends, ctx.preset.generator.model_id)
-    resolved = await _with_cache(ctx, resolve_textures(ctx, caller, body, registry))
+    resolved = await _with_cache(ctx, resolve_textures(ctx, task.caller, body, registry))
     payload = resolved.product
     assert isinstance(payload, TexturePayload)
     if all(item.cached for item in payload.items):
@@ -199,11 +181,8 @@ async def textures(
             cost_usd=0.0,
         )
         return JSONResponse(answer.model_dump(mode="json", exclude_none=True), headers={"X-Cache": "hit"})
-    await check_webhook(ctx, resolved)
-    record, _ = await accept_task(
-        ctx, caller, kind=KIND, req=body, resolved=resolved, upload=None, idempotency_key=idempotency_key
-    )
-    waited = await respond_or_wait(ctx, caller, record, prefer, idempotency_key, ctx.config(TexturesConfig).max_wait_s)
+    record = await task.accept(KIND, body, resolved)
+    waited = await task.wait(record, ctx.config(TexturesConfig).max_wait_s)
     if isinstance(waited, JSONResponse):
         return waited
     result = waited.result or {}

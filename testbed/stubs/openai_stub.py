@@ -18,12 +18,12 @@ import time
 
 from PIL import Image
 
-from serve_app.backends.config import BackendsConfig
-from tests.stubs.provider_base import BackendCase, ProviderStub, Reply, StubRequest, make_png, multipart
+from testbed.stubs.provider_base import BackendCase, ProviderStub, Reply, StubRequest, make_png, multipart
 
 KEY = "sk-test-openai"
 SIZES = {"dall-e-3": {"1024x1024", "1792x1024", "1024x1792"}, "gpt-image-1": {"1024x1024", "1536x1024", "1024x1536"}}
-_ERRORS = {
+# mode -> (status, message, type, code): OpenAI's answers, the chat API's too (chat_stub).
+ERRORS: dict[str, tuple[int, str, str, str | None]] = {
     "unauthorized": (
         401,
         "Incorrect API key provided: sk-****. You can find your API key at https://platform.openai.com/account/api-keys.",
@@ -53,23 +53,25 @@ _ERRORS = {
 }
 
 
+def openai_error(
+    status: int, message: str, kind: str = "invalid_request_error", code: str | None = None, param: str | None = None
+) -> Reply:
+    """An OpenAI error answer, `{"error": {message, type, param, code}}` (every OpenAI API's shape)."""
+    return Reply(status, {"error": {"message": message, "type": kind, "param": param, "code": code}})
+
+
 class OpenAIStub(ProviderStub):
     def error_reply(self, mode: str, request: StubRequest) -> Reply:
-        status, message, kind, code = _ERRORS[mode]
-        return Reply(status, {"error": {"message": message, "type": kind, "param": None, "code": code}})
+        return openai_error(*ERRORS[mode])
 
     def _invalid(self, message: str, param: str) -> Reply:
-        return Reply(
-            400, {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": None}}
-        )
+        return openai_error(400, message, param=param)
 
     def handle(self, request: StubRequest, mode: str) -> Reply:
         if request.method == "POST" and request.path == "/v1/images/edits":
             return self._edit(request, mode)
         if request.method != "POST" or request.path != "/v1/images/generations":
-            return Reply(
-                404, {"error": {"message": "Invalid URL", "type": "invalid_request_error", "param": None, "code": None}}
-            )
+            return openai_error(404, "Invalid URL")
         if request.headers.get("authorization") != f"Bearer {KEY}":
             return self.error_reply("unauthorized", request)
         body = request.json()
@@ -128,19 +130,11 @@ def _check(stub: OpenAIStub, spec: object) -> None:
     }  # type: ignore[attr-defined]
 
 
-def _backend(*args: object, **kwargs: object) -> object:
-    from serve_app.backends.openai_images import OpenAIImagesBackend
-
-    return OpenAIImagesBackend(*args, **kwargs)  # type: ignore[arg-type]
-
-
 CASE = BackendCase(
     name="openai",
     stub=OpenAIStub,
-    backend=_backend,
     env={"OPENAI_API_KEY": KEY},
-    key_var="OPENAI_API_KEY",
     refusal_words="rejected as a result of our safety system",
-    config=lambda url: BackendsConfig().openai.model_copy(update={"base_url": url + "/v1"}),
+    api_path="/v1",
     check_request=_check,
 )

@@ -16,7 +16,7 @@ Modes: ok, unauthorized (401), forbidden (403), rate_limit (429, optional Retry-
 server_error (500), slow (wait `delay_s`, then answer normally), malformed (invalid JSON),
 bad_shape (valid JSON without `items`).
 
-Run standalone: `python -m tests.stubs.naver_stub [--port N]` prints the base URL.
+Run standalone: `python -m testbed.stubs.naver_stub [--port N]` prints the base URL.
 """
 
 from __future__ import annotations

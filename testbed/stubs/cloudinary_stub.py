@@ -27,7 +27,7 @@ from email.policy import default
 from typing import Any
 from urllib.parse import parse_qs
 
-from tests.stubs.provider_base import ProviderStub, Reply, StubRequest
+from testbed.stubs.provider_base import ProviderStub, Reply, StubRequest
 
 CLOUD, API_KEY, API_SECRET = "demo-cloud", "123456789012345", "test-cloudinary-secret"
 UNSIGNED = {"file", "api_key", "resource_type", "cloud_name", "signature"}
@@ -48,13 +48,11 @@ def _form(request: StubRequest) -> dict[str, Any]:
 
 class CloudinaryStub(ProviderStub):
     def __init__(self) -> None:
-        super().__init__()
-        self.files: dict[tuple[str, str], dict[str, Any]] = {}  # (type, public_id) -> resource
-        self.fail_uploads = 0
         self._files_lock = threading.Lock()
+        super().__init__()
 
     def on_reset(self) -> None:
-        self.files.clear()
+        self.files: dict[tuple[str, str], dict[str, Any]] = {}  # (type, public_id) -> resource
         self.fail_uploads = 0
 
     def error_reply(self, mode: str, request: StubRequest) -> Reply:

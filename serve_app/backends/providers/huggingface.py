@@ -18,6 +18,8 @@ import httpx
 
 from serve_app.backends.cloud import CloudBackend, Made
 from serve_app.backends.http import Retryable
+from serve_app.backends.provider import cloud_config
+from serve_app.backends.registry import register_backend
 from serve_app.errors import UpstreamError
 from serve_app.stages import GenerationSpec
 
@@ -32,8 +34,13 @@ def estimated_time(response: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and value >= 0 else None
 
 
+DEFAULTS = cloud_config(
+    "https://router.huggingface.co/hf-inference", "stabilityai/stable-diffusion-xl-base-1.0", "HF_TOKEN", 10, 0.0
+)
+
+
+@register_backend("huggingface", defaults=DEFAULTS)
 class HuggingFaceBackend(CloudBackend):
-    name = "huggingface"
     label = "Hugging Face"
     honoured = frozenset({"negative_prompt", "seed", "num_inference_steps", "guidance_scale"})
 

@@ -24,9 +24,9 @@ import json
 import socket
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
+
+from testbed.local_server import LocalServer, QuietHandler
 
 DROPPED = 0  # Delivery.status of a request that got no answer (drop_first)
 
@@ -59,7 +59,7 @@ def check_signature(secret: str, headers: dict[str, str], body: bytes) -> bool:
     return any(sig.startswith("v1,") and hmac.compare_digest(sig[3:].encode(), expected) for sig in sigs.split())
 
 
-class WebhookReceiver:
+class WebhookReceiver(LocalServer):
     """Records deliveries; answers `fail_status` to the first `n` requests, then `ok_status`."""
 
     def __init__(self, secret: str | None = None, *, ok_status: int = 204, port: int = 0) -> None:
@@ -73,7 +73,7 @@ class WebhookReceiver:
         self._fail_headers: dict[str, str] = {}
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:  # noqa: N802 - stdlib name
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
@@ -94,14 +94,8 @@ class WebhookReceiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/hook"
-        self._thread: threading.Thread | None = None
+        super().__init__(Handler, port, name="webhook-receiver")
+        self.url = f"{self.base_url}/hook"
 
     def fail_first(self, n: int, status: int = 500, headers: dict[str, str] | None = None) -> None:
         """Answer the next `n` requests with `status` (and `headers`, e.g. Retry-After)."""
@@ -134,26 +128,3 @@ class WebhookReceiver:
             if not self._lock.wait_for(lambda: len(self._deliveries) >= n, timeout=timeout):
                 raise TimeoutError(f"{len(self._deliveries)} of {n} webhook deliveries after {timeout} s")
             return list(self._deliveries[:n])
-
-    def start(self) -> WebhookReceiver:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._server.serve_forever, args=(0.05,), name="webhook-receiver", daemon=True
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._server.server_close()
-
-    def __enter__(self) -> WebhookReceiver:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -13,8 +13,7 @@ from __future__ import annotations
 import base64
 import uuid
 
-from serve_app.backends.config import BackendsConfig
-from tests.stubs.provider_base import BackendCase, ProviderStub, Reply, StubRequest, make_png
+from testbed.stubs.provider_base import BackendCase, ProviderStub, Reply, StubRequest, make_png
 
 KEY = "test-gemini-key"
 _ERRORS = {
@@ -28,10 +27,6 @@ _ERRORS = {
 
 
 class GeminiStub(ProviderStub):
-    def __init__(self) -> None:
-        super().__init__()
-        self.blocked = False
-
     def on_reset(self) -> None:
         self.blocked = False
 
@@ -89,19 +84,10 @@ def _check(stub: GeminiStub, spec: object) -> None:
     assert body["generationConfig"]["imageConfig"] == {"aspectRatio": "1:1"}
 
 
-def _backend(*args: object, **kwargs: object) -> object:
-    from serve_app.backends.gemini import GeminiBackend
-
-    return GeminiBackend(*args, **kwargs)  # type: ignore[arg-type]
-
-
 CASE = BackendCase(
     name="gemini",
     stub=GeminiStub,
-    backend=_backend,
     env={"GEMINI_API_KEY": KEY},
-    key_var="GEMINI_API_KEY",
     refusal_words="invalid argument",
-    config=lambda url: BackendsConfig().gemini.model_copy(update={"base_url": url}),
     check_request=_check,
 )

@@ -20,9 +20,10 @@ from typing import Any
 import httpx
 
 from serve_app.backends.base import BackendAuthFailed
-from serve_app.backends.cloud import CloudBackend, Made
+from serve_app.backends.cloud import CloudBackend, Made, nearest_aspect_ratio
 from serve_app.backends.http import bad_response, error_message
-from serve_app.backends.kling import nearest_aspect_ratio
+from serve_app.backends.provider import cloud_config
+from serve_app.backends.registry import register_backend
 from serve_app.errors import AppError, UpstreamError
 from serve_app.stages import GenerationSpec
 
@@ -50,8 +51,13 @@ def invalid_key(response: httpx.Response) -> bool:
     return any(isinstance(d, dict) and d.get("reason") == "API_KEY_INVALID" for d in details)
 
 
+DEFAULTS = cloud_config(
+    "https://generativelanguage.googleapis.com", "gemini-2.5-flash-image", "GEMINI_API_KEY", 10, 0.039
+)
+
+
+@register_backend("gemini", defaults=DEFAULTS)
 class GeminiBackend(CloudBackend):
-    name = "gemini"
     label = "Gemini"
     honoured: frozenset[str] = frozenset()
 

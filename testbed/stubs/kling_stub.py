@@ -19,8 +19,7 @@ import json
 import time
 import uuid
 
-from serve_app.backends.config import BackendsConfig
-from tests.stubs.provider_base import BackendCase, ProviderStub, Reply, StubRequest, make_png
+from testbed.stubs.provider_base import BackendCase, ProviderStub, Reply, StubRequest, make_png
 
 ACCESS_KEY, SECRET_KEY = "test-access-key", "test-secret"
 PATH = "/v1/images/generations"
@@ -61,12 +60,8 @@ def check_jwt(header: str, access_key: str = ACCESS_KEY, secret: str = SECRET_KE
 
 
 class KlingStub(ProviderStub):
-    def __init__(self) -> None:
-        super().__init__()
-        self.jobs: dict[str, dict[str, object]] = {}
-
     def on_reset(self) -> None:
-        self.jobs.clear()
+        self.jobs: dict[str, dict[str, object]] = {}
 
     def exempt(self, request: StubRequest) -> bool:
         return request.path.startswith("/kling-files/")
@@ -131,19 +126,10 @@ def _check(stub: KlingStub, spec: object) -> None:
     assert any(r.method == "GET" and r.path.startswith(PATH + "/") for r in stub.requests), "the task was polled"
 
 
-def _backend(*args: object, **kwargs: object) -> object:
-    from serve_app.backends.kling import KlingBackend
-
-    return KlingBackend(*args, **kwargs)  # type: ignore[arg-type]
-
-
 CASE = BackendCase(
     name="kling",
     stub=KlingStub,
-    backend=_backend,
     env={"KLING_ACCESS_KEY": ACCESS_KEY, "KLING_SECRET_KEY": SECRET_KEY},
-    key_var="KLING_ACCESS_KEY",
     refusal_words="violates the content security policy",
-    config=lambda url: BackendsConfig().kling.model_copy(update={"base_url": url}),
     check_request=_check,
 )

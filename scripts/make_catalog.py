@@ -6,7 +6,8 @@ are plausible KRW amounts. Images are small icons drawn with PIL (category shape
 tile) and served by the ingress under /static/catalog/images/. Output is deterministic: running
 this again writes byte-identical files.
 
-Run: `python -m serve_app.shopping.make_catalog` (the generated files are committed and shipped).
+Run: `python scripts/make_catalog.py` (the generated files are committed and shipped; a script, not
+part of the app, which only reads what it wrote).
 """
 
 from __future__ import annotations

@@ -18,9 +18,10 @@ import binascii
 from typing import Any
 
 from serve_app.backends.base import EditNotSupported
-from serve_app.backends.cloud import CloudBackend, Made
+from serve_app.backends.cloud import CloudBackend, Made, nearest_aspect_ratio
 from serve_app.backends.http import bad_response
-from serve_app.backends.kling import nearest_aspect_ratio
+from serve_app.backends.provider import cloud_config
+from serve_app.backends.registry import register_backend
 from serve_app.stages import GenerationSpec
 
 SIZES: dict[str, list[str]] = {
@@ -40,11 +41,13 @@ def openai_size(model: str, width: int, height: int) -> str:
     return min(same_shape, key=lambda size: abs(int(size.split("x")[0]) * int(size.split("x")[1]) - width * height))
 
 
+DEFAULTS = cloud_config("https://api.openai.com/v1", "dall-e-3", "OPENAI_API_KEY", 5, 0.04)
+
+
+@register_backend("openai", defaults=DEFAULTS, edits=True)
 class OpenAIImagesBackend(CloudBackend):
-    name = "openai"
     label = "OpenAI"
     honoured: frozenset[str] = frozenset({"init_image"})  # no negative prompt, seed, steps or guidance
-    edits = True
 
     async def _make(self, spec: GenerationSpec) -> Made:
         if spec.init_image_png is not None:

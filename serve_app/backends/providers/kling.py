@@ -23,21 +23,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from serve_app.backends.base import BackendAuthFailed
-from serve_app.backends.cloud import CloudBackend, Made
+from serve_app.backends.cloud import CloudBackend, Made, nearest_aspect_ratio
 from serve_app.backends.http import bad_response
+from serve_app.backends.provider import cloud_config
+from serve_app.backends.registry import register_backend
 from serve_app.errors import UpstreamError
 from serve_app.stages import GenerationSpec
 
 ASPECT_RATIOS = {"16:9": 16 / 9, "9:16": 9 / 16, "1:1": 1.0, "4:3": 4 / 3, "3:4": 3 / 4, "3:2": 3 / 2, "2:3": 2 / 3}
 CREATE_PATH = "/v1/images/generations"
-
-
-def nearest_aspect_ratio(width: int, height: int, choices: Mapping[str, float] = ASPECT_RATIOS) -> str:
-    """The provider's aspect ratio closest to width:height (on a log scale, so 2:1 and 1:2 are as far from 1:1)."""
-    import math
-
-    wanted = math.log(width / height)
-    return min(choices, key=lambda name: abs(math.log(choices[name]) - wanted))
 
 
 def _b64url(data: bytes) -> str:
@@ -54,8 +48,18 @@ def kling_jwt(access_key: str, secret_key: str, now: float | None = None) -> str
     return f"{header}.{payload}.{_b64url(signature)}"
 
 
+DEFAULTS = cloud_config(
+    "https://api-singapore.klingai.com",
+    "kling-v1",
+    "KLING_ACCESS_KEY",
+    60,
+    0.0035,
+    secret_key_env="KLING_SECRET_KEY",
+)
+
+
+@register_backend("kling", defaults=DEFAULTS)
 class KlingBackend(CloudBackend):
-    name = "kling"
     label = "KLING"
     honoured = frozenset({"negative_prompt"})
 
@@ -83,7 +87,7 @@ class KlingBackend(CloudBackend):
             "model_name": self.cfg.model,
             "prompt": spec.prompt[:2500],
             "n": 1,
-            "aspect_ratio": nearest_aspect_ratio(spec.width, spec.height),
+            "aspect_ratio": nearest_aspect_ratio(spec.width, spec.height, ASPECT_RATIOS),
             **self.cfg.options,
         }
         if spec.negative_prompt:

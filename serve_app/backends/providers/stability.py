@@ -21,25 +21,14 @@ from typing import Any
 import httpx
 
 from serve_app.backends.base import EditNotSupported
-from serve_app.backends.cloud import CloudBackend, Made
+from serve_app.backends.cloud import COMMON_ASPECT_RATIOS, CloudBackend, Made, nearest_aspect_ratio
 from serve_app.backends.http import error_message
-from serve_app.backends.kling import nearest_aspect_ratio
+from serve_app.backends.provider import cloud_config
+from serve_app.backends.registry import register_backend
 from serve_app.errors import AppError, UpstreamError
 from serve_app.stages import GenerationSpec
 
 DEFAULT_EDIT_STRENGTH = 0.6  # image-to-image: 0 keeps the image, 1 ignores it
-
-ASPECT_RATIOS = {
-    "21:9": 21 / 9,
-    "16:9": 16 / 9,
-    "3:2": 3 / 2,
-    "5:4": 5 / 4,
-    "1:1": 1.0,
-    "4:5": 4 / 5,
-    "2:3": 2 / 3,
-    "9:16": 9 / 16,
-    "9:21": 9 / 21,
-}
 
 
 def _name(response: httpx.Response) -> str | None:
@@ -50,11 +39,13 @@ def _name(response: httpx.Response) -> str | None:
     return body.get("name") if isinstance(body, dict) else None
 
 
+DEFAULTS = cloud_config("https://api.stability.ai", "core", "STABILITY_API_KEY", 900, 0.03)
+
+
+@register_backend("stability", defaults=DEFAULTS, edits=True)
 class StabilityBackend(CloudBackend):
-    name = "stability"
     label = "Stability AI"
     honoured = frozenset({"negative_prompt", "seed"})
-    edits = True
 
     def honours(self, spec: GenerationSpec) -> set[str]:
         return set(self.honoured) | ({"init_image"} if spec.init_image_png is not None else set())
@@ -77,7 +68,7 @@ class StabilityBackend(CloudBackend):
         if spec.negative_prompt:
             fields["negative_prompt"] = spec.negative_prompt[:10000]
         if spec.init_image_png is None:
-            fields["aspect_ratio"] = nearest_aspect_ratio(spec.width, spec.height, ASPECT_RATIOS)
+            fields["aspect_ratio"] = nearest_aspect_ratio(spec.width, spec.height, COMMON_ASPECT_RATIOS)
         else:
             if self.cfg.model not in ("sd3", "ultra"):
                 raise EditNotSupported(

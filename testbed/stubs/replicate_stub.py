@@ -14,8 +14,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from serve_app.backends.config import BackendsConfig
-from tests.stubs.provider_base import BackendCase, ProviderStub, Reply, StubRequest, make_png
+from testbed.stubs.provider_base import BackendCase, ProviderStub, Reply, StubRequest, make_png
 
 TOKEN = "r8_test_token"
 _ERRORS = {
@@ -29,13 +28,8 @@ _ERRORS = {
 
 
 class ReplicateStub(ProviderStub):
-    def __init__(self) -> None:
-        super().__init__()
-        self.predictions: dict[str, dict[str, object]] = {}
-        self.hold = False
-
     def on_reset(self) -> None:
-        self.predictions.clear()
+        self.predictions: dict[str, dict[str, object]] = {}
         self.hold = False
 
     def exempt(self, request: StubRequest) -> bool:
@@ -121,19 +115,11 @@ def _check(stub: ReplicateStub, spec: object) -> None:
     assert any(r.path.startswith("/replicate-files/") for r in stub.requests), "the output was downloaded"
 
 
-def _backend(*args: object, **kwargs: object) -> object:
-    from serve_app.backends.replicate import ReplicateBackend
-
-    return ReplicateBackend(*args, **kwargs)  # type: ignore[arg-type]
-
-
 CASE = BackendCase(
     name="replicate",
     stub=ReplicateStub,
-    backend=_backend,
     env={"REPLICATE_API_TOKEN": TOKEN},
-    key_var="REPLICATE_API_TOKEN",
     refusal_words="Does not match the model's schema",
-    config=lambda url: BackendsConfig().replicate.model_copy(update={"base_url": url + "/v1"}),
+    api_path="/v1",
     check_request=_check,
 )

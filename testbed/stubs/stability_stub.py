@@ -14,8 +14,7 @@ import uuid
 from email.parser import BytesParser
 from email.policy import default
 
-from serve_app.backends.config import BackendsConfig
-from tests.stubs.provider_base import BackendCase, ProviderStub, Reply, StubRequest, make_png, multipart
+from testbed.stubs.provider_base import BackendCase, ProviderStub, Reply, StubRequest, make_png, multipart
 
 KEY = "sk-test-stability"
 ASPECTS = {"21:9", "16:9", "3:2", "5:4", "1:1", "4:5", "2:3", "9:16", "9:21"}
@@ -46,10 +45,6 @@ def form_fields(request: StubRequest) -> dict[str, str]:
 
 
 class StabilityStub(ProviderStub):
-    def __init__(self) -> None:
-        super().__init__()
-        self.filtered = False
-
     def on_reset(self) -> None:
         self.filtered = False
 
@@ -108,19 +103,10 @@ def _check(stub: StabilityStub, spec: object) -> None:
     assert fields["aspect_ratio"] == "1:1" and fields["seed"] == str(spec.seed) and fields["output_format"] == "png"  # type: ignore[attr-defined]
 
 
-def _backend(*args: object, **kwargs: object) -> object:
-    from serve_app.backends.stability import StabilityBackend
-
-    return StabilityBackend(*args, **kwargs)  # type: ignore[arg-type]
-
-
 CASE = BackendCase(
     name="stability",
     stub=StabilityStub,
-    backend=_backend,
     env={"STABILITY_API_KEY": KEY},
-    key_var="STABILITY_API_KEY",
     refusal_words="cannot be empty",
-    config=lambda url: BackendsConfig().stability.model_copy(update={"base_url": url}),
     check_request=_check,
 )

@@ -21,29 +21,25 @@ import base64
 from typing import Any
 
 from serve_app.backends.base import EditNotSupported
-from serve_app.backends.cloud import CloudBackend, Made
+from serve_app.backends.cloud import COMMON_ASPECT_RATIOS, CloudBackend, Made, nearest_aspect_ratio
 from serve_app.backends.http import bad_response
-from serve_app.backends.kling import nearest_aspect_ratio
-from serve_app.backends.stability import ASPECT_RATIOS
+from serve_app.backends.provider import cloud_config
+from serve_app.backends.registry import register_backend
 from serve_app.errors import UpstreamError
 from serve_app.stages import GenerationSpec
 
 DONE = ("succeeded", "failed", "canceled")
-EDIT_HONOURED = (
-    "seed",
-    "negative_prompt",
-    "num_inference_steps",
-    "guidance_scale",
-    "init_image",
-    "image_guidance_scale",
+
+
+DEFAULTS = cloud_config(
+    "https://api.replicate.com/v1", "black-forest-labs/flux-schnell", "REPLICATE_API_TOKEN", 600, 0.003
 )
 
 
+@register_backend("replicate", defaults=DEFAULTS, edits=True)
 class ReplicateBackend(CloudBackend):
-    name = "replicate"
     label = "Replicate"
     honoured = frozenset({"seed"})
-    edits = True
 
     def honours(self, spec: GenerationSpec) -> set[str]:
         if spec.is_edit:
@@ -76,7 +72,7 @@ class ReplicateBackend(CloudBackend):
             if spec.init_image_png is not None
             else {
                 "prompt": spec.prompt,
-                "aspect_ratio": nearest_aspect_ratio(spec.width, spec.height, ASPECT_RATIOS),
+                "aspect_ratio": nearest_aspect_ratio(spec.width, spec.height, COMMON_ASPECT_RATIOS),
                 "output_format": "png",
             }
         )

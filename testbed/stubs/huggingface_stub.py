@@ -9,8 +9,7 @@ Hugging Face's `{"error": "..."}` bodies: 401 invalid credentials, 403 insuffici
 
 from __future__ import annotations
 
-from serve_app.backends.config import BackendsConfig
-from tests.stubs.provider_base import BackendCase, ProviderStub, Reply, StubRequest, make_jpeg
+from testbed.stubs.provider_base import BackendCase, ProviderStub, Reply, StubRequest, make_jpeg
 
 TOKEN = "hf_test_token"
 PREFIX = "/hf-inference/models/"
@@ -68,19 +67,11 @@ def _check(stub: HuggingFaceStub, spec: object) -> None:
     assert (params["width"], params["height"], params["num_inference_steps"]) == (512, 512, 20)
 
 
-def _backend(*args: object, **kwargs: object) -> object:
-    from serve_app.backends.huggingface import HuggingFaceBackend
-
-    return HuggingFaceBackend(*args, **kwargs)  # type: ignore[arg-type]
-
-
 CASE = BackendCase(
     name="huggingface",
     stub=HuggingFaceStub,
-    backend=_backend,
     env={"HF_TOKEN": TOKEN},
-    key_var="HF_TOKEN",
     refusal_words="Input validation error",
-    config=lambda url: BackendsConfig().huggingface.model_copy(update={"base_url": url + "/hf-inference"}),
+    api_path="/hf-inference",
     check_request=_check,
 )

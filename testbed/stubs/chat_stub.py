@@ -14,17 +14,15 @@ import hashlib
 import json
 import time
 
-from tests.stubs.provider_base import ProviderStub, Reply, StubRequest
+from testbed.stubs.openai_stub import ERRORS as OPENAI_ERRORS
+from testbed.stubs.openai_stub import openai_error
+from testbed.stubs.provider_base import ProviderStub, Reply, StubRequest
 
 KEY = "test-chat-key"
 
 _ERRORS = {
-    "unauthorized": (
-        401,
-        "Incorrect API key provided: sk-****. You can find your API key at https://platform.openai.com/account/api-keys.",
-        "invalid_request_error",
-        "invalid_api_key",
-    ),
+    "unauthorized": OPENAI_ERRORS["unauthorized"],  # one provider: the images API's answers
+    "loading": OPENAI_ERRORS["loading"],
     "forbidden": (403, "You are not allowed to sample from this model", "invalid_request_error", None),
     "rate_limit": (
         429,
@@ -33,7 +31,6 @@ _ERRORS = {
         "requests",
         "rate_limit_exceeded",
     ),
-    "loading": (503, "The engine is currently overloaded, please try again later.", "server_error", None),
     "server_error": (
         500,
         "The server had an error while processing your request. Sorry about that!",
@@ -45,34 +42,17 @@ _ERRORS = {
 
 
 class ChatStub(ProviderStub):
-    def __init__(self) -> None:
-        super().__init__()
+    def on_reset(self) -> None:
         self.answers: dict[str, str] = {}
         self.bad_answers = 0
         self.refuse = False
 
-    def on_reset(self) -> None:
-        self.answers.clear()
-        self.bad_answers = 0
-        self.refuse = False
-
     def error_reply(self, mode: str, request: StubRequest) -> Reply:
-        status, message, kind, code = _ERRORS[mode]
-        return Reply(status, {"error": {"message": message, "type": kind, "param": None, "code": code}})
+        return openai_error(*_ERRORS[mode])
 
     def handle(self, request: StubRequest, mode: str) -> Reply:
         if request.path != "/v1/chat/completions" or request.method != "POST":
-            return Reply(
-                404,
-                {
-                    "error": {
-                        "message": f"Invalid URL ({request.method} {request.path})",
-                        "type": "invalid_request_error",
-                        "param": None,
-                        "code": None,
-                    }
-                },
-            )
+            return openai_error(404, f"Invalid URL ({request.method} {request.path})")
         if request.headers.get("authorization") != f"Bearer {KEY}":
             return self.error_reply("unauthorized", request)
         body = request.json()

@@ -2,9 +2,9 @@
 recording, failure rules, and control over HTTP (Serve replicas live in other processes).
 
 A provider stub subclasses `ProviderStub` and implements `handle(request) -> Reply` for its own
-paths, speaking the provider's real wire format, and `error_reply(mode, request)` for the error
-bodies that provider really sends. Rules make the next `times` requests (forever when None) fail
-with a mode:
+paths, speaking the provider's real wire format, `error_reply(mode, request)` for the error
+bodies that provider really sends, and `on_reset()` for any state of its own. Rules make the next
+`times` requests (forever when None) fail with a mode:
 
     unauthorized (401), forbidden (403), rate_limit (429 + Retry-After), loading (503 +
     Retry-After; Hugging Face's "model is loading"), server_error (500), bad_request (400,
@@ -27,10 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import default
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from testbed.local_server import LocalServer, QuietHandler
 
 MODES = (
     "ok",
@@ -112,7 +112,7 @@ class Reply:
         return self.body, headers
 
 
-class ProviderStub:
+class ProviderStub(LocalServer):
     """Base of the provider stubs; use as a context manager (`with OpenAIStub() as stub:`)."""
 
     def __init__(self) -> None:
@@ -122,7 +122,7 @@ class ProviderStub:
         self._lock = threading.Lock()
         stub = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
             # Headers and body go out as two writes: with Nagle on, the client's delayed ACK holds the
             # second for ~40 ms, a latency no real provider adds.
@@ -155,30 +155,8 @@ class ProviderStub:
             do_POST = _serve  # noqa: N815
             do_DELETE = _serve  # noqa: N815
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    # -- lifecycle -------------------------------------------------------------------------------
-
-    def start(self) -> ProviderStub:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> ProviderStub:
-        return self.start()
-
-    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
-        self.stop()
+        super().__init__(Handler, name=f"{type(self).__name__}-server")
+        self.on_reset()
 
     # -- rules -----------------------------------------------------------------------------------
 
@@ -245,7 +223,7 @@ class ProviderStub:
         return False
 
     def on_reset(self) -> None:
-        """Forget provider state (jobs) on reset."""
+        """Set the provider's own state (jobs, flags) to how a new stub starts: at creation and on reset."""
 
     def handle(self, request: StubRequest, mode: str) -> Reply:
         """Answer a request; `mode` is ok, malformed or fail_job."""
@@ -258,20 +236,43 @@ class ProviderStub:
 
 @dataclass(frozen=True)
 class BackendCase:
-    """How the backend contract suite (tests/unit/test_backend_contract.py) drives one provider.
+    """How the backend contract suite (tests/unit/test_backend_contract.py) drives one registered
+    backend against its stub.
 
-    name: the backend's name (`CloudBackend.name`); stub: the stub class; backend: the backend
-    class; env: the environment variables holding its key(s), with values the stub accepts;
-    key_var: the variable a configuration error must name; refusal_words: a phrase from the stub's
-    `bad_request` body that the raised error must carry; config(base_url): the backend's
-    CloudBackendConfig pointed at the stub; check_request(stub, spec): asserts on what the stub
-    received for the ok case (wire format: path, auth header, body fields)."""
+    name: the backend's registered name; stub: the stub class; env: the environment variables
+    holding its key(s), with values the stub accepts, the one a configuration error must name
+    (`key_var`) first; refusal_words: a phrase from the stub's `bad_request` body that the raised error
+    must carry; check_request(stub, spec): asserts on what the stub received for the ok case
+    (wire format: path, auth header, body fields); api_path: the API root's path below the stub's
+    base URL (e.g. /v1)."""
 
     name: str
     stub: Callable[[], ProviderStub]
-    backend: Callable[..., Any]
     env: dict[str, str]
-    key_var: str
     refusal_words: str
-    config: Callable[[str], Any]
     check_request: Callable[[Any, Any], None]
+    api_path: str = ""
+
+    @property
+    def key_var(self) -> str:
+        """The variable a configuration error must name: the first of `env`."""
+        return next(iter(self.env))
+
+    def config(self, base_url: str) -> Any:
+        """The backend's registered settings, pointed at the stub."""
+        from serve_app.backends.config import BackendsConfig
+
+        return BackendsConfig().cloud(self.name).model_copy(update={"base_url": base_url + self.api_path})
+
+    def backend(self, *args: Any, **kwargs: Any) -> Any:
+        """The registered backend's client."""
+        from serve_app.backends.registry import REGISTERED
+
+        return REGISTERED[self.name].cls(*args, **kwargs)
+
+
+def backend_case(name: str) -> BackendCase:
+    """The contract case of a registered backend: `CASE` of testbed/stubs/<name>_stub.py."""
+    from importlib import import_module
+
+    return import_module(f"testbed.stubs.{name}_stub").CASE  # type: ignore[no-any-return]
