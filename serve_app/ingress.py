@@ -98,19 +98,21 @@ class Ingress:
         metrics = IngressMetrics()
         images = await start_store(parsed.storage, settings)
         images.on_error = metrics.storage_failed
-        set_context(
-            IngressContext(
-                args=parsed,
-                preset=preset,
-                limits=parsed.effective_limits(preset),
-                settings=settings,
-                tasks=await asyncio.to_thread(open_task_store, parsed.tasks, settings),
-                images=images,
-                runner=runner,
-                probes={"task_runner": runner, **probes},
-                replica_states=serve_replica_states,
-                metrics=metrics,
-                shopping_provider=provider_name(parsed.shopping, settings),
-                version=VERSION,
-            )
+        ctx = IngressContext(
+            args=parsed,
+            preset=preset,
+            limits=parsed.effective_limits(preset),
+            settings=settings,
+            tasks=await asyncio.to_thread(open_task_store, parsed.tasks, settings),
+            images=images,
+            runner=runner,
+            probes={"task_runner": runner, **probes},
+            replica_states=serve_replica_states,
+            metrics=metrics,
+            shopping_provider=provider_name(parsed.shopping, settings),
+            version=VERSION,
         )
+        # The task store pushes every change of a task to this replica (waiting routes, events).
+        self.listener = ctx.tasks.db.listener()
+        await self.listener.start(ctx.changes.deliver)
+        set_context(ctx)

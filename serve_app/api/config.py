@@ -125,7 +125,13 @@ class OpenAICompatConfig(BaseModel):
         le=3600,
         description="Longest a request waits for its task before 504 (keep it below http_options.request_timeout_s).",
     )
-    poll_s: float = Field(default=0.25, gt=0, le=5, description="How often a waiting request reads its task.")
+    poll_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=5,
+        description="Longest a waiting request goes without reading its task: the task store pushes every change "
+        "of it (serve_app.tasks.notify), so this only bounds a lost push.",
+    )
     default_response_format: Literal["url", "b64_json"] = Field(
         default="url", description="response_format when a request gives none."
     )

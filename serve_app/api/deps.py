@@ -21,6 +21,7 @@ from serve_app.presets import GenerationLimits, Preset
 from serve_app.settings import Settings
 from serve_app.storage.base import ImageStore
 from serve_app.tasks import TaskStore
+from serve_app.tasks.notify import TaskChanges
 
 logger = logging.getLogger("ray.serve")
 
@@ -88,6 +89,7 @@ class IngressContext:
     metrics: IngressMetrics
     shopping_provider: str
     version: str
+    changes: TaskChanges = field(default_factory=TaskChanges)  # pushed by the task store's listener
     uploads: UploadBudget = field(init=False)
     _dispatches: set[asyncio.Task[Any]] = field(default_factory=set)
 

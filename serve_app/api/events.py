@@ -6,7 +6,8 @@ Events, each with an `id:` that only grows for a task:
 
 A client that reconnects with `Last-Event-ID` gets only what is newer than that id (nothing but
 the close when it already saw the result). The stream reads the task store (not a replica's
-memory), so it works from any ingress replica, and ends after `max_stream_s` (clients reconnect).
+memory) whenever the store pushes a change of the task, so it works from any ingress replica,
+and ends after `max_stream_s` (clients reconnect).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from serve_app.tasks.views import task_view
 
 router = APIRouter(prefix="/v1", tags=["desk makeover"])
 
-POLL_S = 0.5  # how often a stream reads its task: reads are cheap, but every open stream makes them
+POLL_S = 0.5  # a stream reads its task at least this often without a pushed change (queue position, ETA)
 KEEPALIVE_S = 15.0  # a comment line this often keeps proxies from closing an idle stream
 MAX_STREAM_S = 1800.0
 
@@ -85,25 +86,28 @@ def _parse_last_id(value: str | None) -> int:
 async def _stream(
     ctx: IngressContext, task_id: str, key_id: str | None, last_id: int, poll_s: float, max_s: float
 ) -> AsyncIterator[bytes]:
+    """The task's events: each change the store pushes is sent at once; the task is read at least
+    every `poll_s` anyway (queue position and ETA move with other tasks, and a push may be lost)."""
     yield b"retry: 1000\n\n"
     deadline = time.monotonic() + max_s
     quiet_since = time.monotonic()
     last_sent: dict[str, Any] | None = None
-    while time.monotonic() < deadline:
-        record, stats = await asyncio.to_thread(ctx.tasks.view, task_id, key_id)
-        ident = event_id(record, stats)
-        if record.finished:
-            if ident > last_id:
-                yield _frame("result", ident, task_view(record).model_dump(mode="json", exclude_none=True))
-            return
-        data = _progress(record, stats)
-        if ident > last_id and data != last_sent:
-            yield _frame("progress", ident, data)
-            last_id, last_sent, quiet_since = ident, data, time.monotonic()
-        elif time.monotonic() - quiet_since >= KEEPALIVE_S:
-            yield b": keepalive\n\n"
-            quiet_since = time.monotonic()
-        await asyncio.sleep(poll_s)
+    with ctx.changes.watch(task_id) as changed:
+        while time.monotonic() < deadline:
+            record, stats = await asyncio.to_thread(ctx.tasks.view, task_id, key_id)
+            ident = event_id(record, stats)
+            if record.finished:
+                if ident > last_id:
+                    yield _frame("result", ident, task_view(record).model_dump(mode="json", exclude_none=True))
+                return
+            data = _progress(record, stats)
+            if ident > last_id and data != last_sent:
+                yield _frame("progress", ident, data)
+                last_id, last_sent, quiet_since = ident, data, time.monotonic()
+            elif time.monotonic() - quiet_since >= KEEPALIVE_S:
+                yield b": keepalive\n\n"
+                quiet_since = time.monotonic()
+            await ctx.changes.wait(changed, poll_s)
 
 
 @router.get(

@@ -51,13 +51,17 @@ def preferences(header: str | None) -> tuple[bool, float | None]:
 
 
 async def _wait(ctx: IngressContext, record: TaskRecord, key_id: str | None, wait_s: float) -> TaskRecord:
-    """The task once it has ended; _WaitTimeout (504) past `wait_s`."""
+    """The task once it has ended; _WaitTimeout (504) past `wait_s`. The task store pushes each
+    change of the task (serve_app.tasks.notify); without one it is read every `openai.poll_s`."""
     deadline = time.monotonic() + wait_s
-    while not record.finished:
-        if time.monotonic() >= deadline:
-            raise _WaitTimeout(record.task_id, wait_s)
-        await asyncio.sleep(ctx.args.openai.poll_s)
-        record = await asyncio.to_thread(ctx.tasks.owned, record.task_id, key_id)
+    with ctx.changes.watch(record.task_id) as changed:
+        record = await asyncio.to_thread(ctx.tasks.owned, record.task_id, key_id)  # watched from here on
+        while not record.finished:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _WaitTimeout(record.task_id, wait_s)
+            await ctx.changes.wait(changed, min(left, ctx.args.openai.poll_s))
+            record = await asyncio.to_thread(ctx.tasks.owned, record.task_id, key_id)
     return record
 
 

@@ -21,6 +21,12 @@ class TasksConfig(BaseModel):
     dispatch_grace_s: float = Field(default=10.0, gt=0, description="Queued this long: the reaper runs it.")
     max_active: int = Field(default=64, ge=1, description="queued+processing above this: 503.")
     retry_after_s: int = Field(default=5, ge=1)
+    progress_interval_s: float = Field(
+        default=0.5,
+        ge=0,
+        description="A running task's diffusion steps are written at most this often (its stage changes and last "
+        "step always): each write is a store transaction and a pushed event.",
+    )
 
 
 class RetentionConfig(BaseModel):

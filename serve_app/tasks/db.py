@@ -9,6 +9,8 @@ runs it in transactions and hides what differs:
   (queue bound, idempotency key) is serialised with a transaction-scoped advisory lock.
 
 Every method is synchronous and thread-safe; async code calls it through `asyncio.to_thread`.
+A transaction that changes a task says so (`Tx.changed`): the database announces it when the
+transaction commits (serve_app.tasks.notify), and counts its writing transactions (`writes`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from serve_app.errors import ConfigurationError
+from serve_app.tasks.notify import CHANNEL, Listener, NodeBus, NodeBusListener, PostgresListener
 
 Row = dict[str, Any]
 
@@ -31,6 +34,14 @@ _ADMISSION_LOCK_ID = 0x1A6E5E  # any constant: the one advisory lock admission t
 
 class Tx(ABC):
     """One open transaction."""
+
+    def __init__(self) -> None:
+        self.changed_ids: list[str] = []
+        self.wrote = False
+
+    def changed(self, *task_ids: str) -> None:
+        """These tasks changed in this transaction: announce them once it commits."""
+        self.changed_ids.extend(task_ids)
 
     @abstractmethod
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
@@ -52,6 +63,7 @@ class Tx(ABC):
 class Database(ABC):
     """Transactions over one SQL database; `dialect` says which."""
 
+    writes = 0  # transactions that wrote, since this process opened the database
     dialect: str
     skip_locked: str
     """Appended to a claiming SELECT: row locks that other claimers skip (empty where the whole
@@ -76,21 +88,28 @@ class Database(ABC):
     def ping(self) -> None:
         self.read("SELECT 1 AS ok")
 
+    @abstractmethod
+    def listener(self) -> Listener:
+        """What hears this database's task changes in one process (serve_app.tasks.notify)."""
+
 
 # --- SQLite ----------------------------------------------------------------------------------------
 
 
 class _SqliteTx(Tx):
     def __init__(self, cur: sqlite3.Cursor) -> None:
+        super().__init__()
         self.cur = cur
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return [dict(row) for row in self.cur.execute(sql, tuple(params)).fetchall()]
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        self.wrote = True
         return self.cur.execute(sql, tuple(params)).rowcount
 
     def run_many(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
+        self.wrote = True
         self.cur.executemany(sql, [tuple(p) for p in params])
 
 
@@ -103,6 +122,7 @@ class SqliteDatabase(Database):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.bus = NodeBus(self.path)
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False, isolation_level=None)
         self._conn.row_factory = sqlite3.Row
@@ -115,22 +135,30 @@ class SqliteDatabase(Database):
         with self._lock:
             cur = self._conn.cursor()
             cur.execute("BEGIN IMMEDIATE")
+            tx = _SqliteTx(cur)
             try:
-                yield _SqliteTx(cur)
+                yield tx
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
             else:
                 cur.execute("COMMIT")
+                self.writes += tx.wrote
             finally:
                 cur.close()
+        if tx.changed_ids:
+            self.bus.publish(tx.changed_ids)
 
     def lock_admission(self, tx: Tx) -> None:
         """Nothing to do: the IMMEDIATE transaction holds the database's write lock."""
 
+    def listener(self) -> Listener:
+        return NodeBusListener(self.path)
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+        self.bus.close()
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------------
@@ -145,18 +173,26 @@ def _pg_sql(sql: str) -> str:
 
 class _PgTx(Tx):
     def __init__(self, cur: Any) -> None:
+        super().__init__()
         self.cur = cur
+
+    def changed(self, *task_ids: str) -> None:
+        """Delivered by PostgreSQL to every LISTENing connection when the transaction commits."""
+        for task_id in dict.fromkeys(task_ids):
+            self.cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, task_id))
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         self.cur.execute(_pg_sql(sql), tuple(params))
         return list(self.cur.fetchall())
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        self.wrote = True
         self.cur.execute(_pg_sql(sql), tuple(params))
         return int(self.cur.rowcount)
 
     def run_many(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
         if params:
+            self.wrote = True
             self.cur.executemany(_pg_sql(sql), [tuple(p) for p in params])
 
 
@@ -172,6 +208,7 @@ class PostgresDatabase(Database):
             from psycopg_pool import ConnectionPool
         except ImportError as exc:  # pragma: no cover - psycopg is a dependency of the package
             raise ConfigurationError("The PostgreSQL task store needs psycopg and psycopg-pool.") from exc
+        self.dsn = dsn
         self._pool = ConnectionPool(
             dsn,
             min_size=min_size,
@@ -190,10 +227,15 @@ class PostgresDatabase(Database):
     @contextmanager
     def tx(self) -> Iterator[Tx]:
         with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            yield _PgTx(cur)
+            tx = _PgTx(cur)
+            yield tx
+        self.writes += tx.wrote
 
     def lock_admission(self, tx: Tx) -> None:
         tx.rows("SELECT pg_advisory_xact_lock(?) AS locked", (_ADMISSION_LOCK_ID,))
+
+    def listener(self) -> Listener:
+        return PostgresListener(self.dsn)
 
     def close(self) -> None:
         self._pool.close()

@@ -37,6 +37,7 @@ class TaskQueue:
         )
         if changed != 1:
             return None
+        tx.changed(task_id)
         row = tx.one("SELECT * FROM tasks WHERE task_id = ?", (task_id,))
         return TaskRecord.from_row(row) if row else None
 
@@ -96,6 +97,7 @@ class TaskQueue:
         stored-object list when given (include the input photo's key)."""
         now = self._clock()
         with self.db.tx() as tx:
+            tx.changed(task_id)
             return (
                 tx.run(
                     "UPDATE tasks SET status = 'done', result = ?, object_keys = COALESCE(?, object_keys),"
@@ -138,6 +140,7 @@ class TaskQueue:
             sql += " AND lease_owner = ?"
             params += (lease,)
         with self.db.tx() as tx:
+            tx.changed(task_id)
             return tx.run(sql, params) == 1
 
     def reap_expired(self, max_attempts: int) -> tuple[list[str], list[str]]:
@@ -174,4 +177,5 @@ class TaskQueue:
                         (code, message, now, now, task_id),
                     )
                     failed.append(task_id)
+            tx.changed(*requeued, *failed)
         return requeued, failed

@@ -192,6 +192,7 @@ class TaskStore:
                 ),
             )
             row = tx.one("SELECT * FROM tasks WHERE task_id = ?", (task_id,))
+            tx.changed(task_id)  # queued: the ones behind it moved back in line
         assert row is not None  # inserted in this transaction
         return TaskRecord.from_row(row), True
 
@@ -274,6 +275,7 @@ class TaskStore:
                 "UPDATE tasks SET progress = ?, updated_at = ? WHERE task_id = ? AND status = 'processing'",
                 (progress, self._clock(), task_id),
             )
+            tx.changed(task_id)
 
     def is_cancel_requested(self, task_id: str) -> bool:
         rows = self.db.read("SELECT cancel_requested FROM tasks WHERE task_id = ?", (task_id,))
@@ -302,6 +304,7 @@ class TaskStore:
                     (now, task_id),
                 )
             row = tx.one("SELECT * FROM tasks WHERE task_id = ?", (task_id,))
+            tx.changed(task_id)
         if row is None:
             raise NotFound(f"Task {task_id} not found.", error_code="TASK_NOT_FOUND")
         record = TaskRecord.from_row(row)

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from serve_app.errors import AppError, TaskCancelled
@@ -52,8 +52,10 @@ class TaskWorker:
         sender: WebhookSender | None = None,
         retention: RetentionConfig | None = None,
         metrics: TaskMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.tasks = tasks
+        self._clock = clock
         self.flows = flows
         self.cfg = cfg
         self.webhooks = webhooks or WebhookConfig()
@@ -106,7 +108,20 @@ class TaskWorker:
         started = time.perf_counter()
         queue = self.tasks.queue
 
+        written: dict[str, Any] = {"stage": None, "at": float("-inf")}
+
         async def progress(stage: Stage, step: int | None = None, total: int | None = None) -> None:
+            """Coalesced: a step of the same stage within `progress_interval_s` of the last write is
+            skipped (the next one carries it); stage changes and a stage's last step are written."""
+            now = self._clock()
+            if (
+                stage == written["stage"]
+                and step is not None
+                and step != total
+                and now - written["at"] < self.cfg.progress_interval_s
+            ):
+                return
+            written.update(stage=stage, at=now)
             await asyncio.to_thread(self.tasks.set_progress, task_id, stage.value, step, total)
 
         async def cancelled() -> bool:

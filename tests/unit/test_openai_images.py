@@ -24,6 +24,7 @@ from serve_app.api.deps import IngressContext
 from serve_app.flows.kit import FlowDeps
 from serve_app.ingress import app
 from serve_app.products.images.flow import ImageFlow
+from serve_app.tasks.notify import TaskChanges
 from testbed.harness import PaintingStages, WorkerRunner
 from tests.support.ingress import ingress_context, multipart, png
 
@@ -284,3 +285,35 @@ def test_the_documented_sizes_and_models_are_the_servers(client: TestClient, ctx
     for model in models:  # every documented model is served
         response = client.post("/v1/images/generations", json={"prompt": "a desk", "model": model})
         assert response.status_code == 200, (model, response.text)
+
+
+class _WokenChanges(TaskChanges):
+    """TaskChanges that remember whether each wait ended on a pushed change or on its bound."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.woken: list[bool] = []
+
+    async def wait(self, event: asyncio.Event, timeout_s: float) -> bool:  # type: ignore[override]
+        woken = await TaskChanges.wait(event, timeout_s)
+        self.woken.append(woken)
+        return woken
+
+
+def test_a_waiting_request_is_woken_by_the_pushed_change_not_its_poll(ctx: IngressContext) -> None:
+    """The store pushes the task's changes to the ingress (serve_app.tasks.notify): the waiting
+    route reads the task when it changes. Here the poll is 5 s and the runner finishes the task
+    after its first read; the answer comes from a wait that a push ended."""
+    changes = _WokenChanges()
+    ctx.changes = changes
+    ctx.args = ctx.args.model_copy(update={"openai": ctx.args.openai.model_copy(update={"poll_s": 5.0})})
+    ctx.runner = WorkerRunner(ctx, {"image": ImageFlow(FlowDeps(PaintingStages(), ctx.images))})  # type: ignore[arg-type,assignment]
+    listener = ctx.tasks.db.listener()
+    with TestClient(app) as client:
+        client.portal.call(listener.start, changes.deliver)
+        try:
+            response = client.post("/v1/images/generations", json={"prompt": "a desk", "size": "64x64"})
+        finally:
+            client.portal.call(listener.close)
+    assert response.status_code == 200, response.text
+    assert changes.pushed > 0 and True in changes.woken

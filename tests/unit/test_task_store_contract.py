@@ -6,6 +6,7 @@ outbox and expiry must behave the same on both, so a cluster behaves like a lapt
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from serve_app.api.views import request_fingerprint
 from serve_app.errors import Conflict, NotFound, QueueFull, TooManyRequests, Unauthorized
 from serve_app.tasks import Database, PostgresDatabase, SqliteDatabase, TaskStore
 from serve_app.tasks.api_keys import KeyLimits
+from serve_app.tasks.notify import PostgresListener, TaskChanges
 from serve_app.tasks.records import Stage, TaskStatus
 from serve_app.tasks.store import Admission, QueueStats
 from serve_app.tasks.views import task_view
@@ -585,3 +587,34 @@ def test_texture_cache_remembers_the_first_image_and_goes_with_its_task(store: T
     clock.now += 100
     assert store.delete(["made", "running"]) == 1
     assert store.cached_textures(["h1", "h2", "h4"]) == {"h4": {"url": "k"}}, "only the deleted task's rows go"
+
+
+# -- pushed changes ---------------------------------------------------------------------------------
+
+
+async def test_every_change_of_a_task_is_pushed_to_listening_processes(open_db: Callable[[], Database]) -> None:
+    """What a waiting route or an event stream relies on: each write that changes a task (insert,
+    claim, progress, completion; a reaped or failed one too) reaches a listener as it commits, on
+    SQLite (node-local datagrams) and PostgreSQL (LISTEN/NOTIFY) alike; other tasks' changes do not
+    wake a waiter. No wait here is near its bound, which only keeps a broken push from hanging."""
+    store = TaskStore(open_db())
+    changes = TaskChanges()
+    listener = store.db.listener()
+    await listener.start(changes.deliver)
+    try:
+        if isinstance(listener, PostgresListener):
+            await asyncio.wait_for(listener.connected.wait(), 30)
+        with changes.watch("t1") as changed:
+            await asyncio.to_thread(_create, store)
+            assert await changes.wait(changed, 30), "the insert"
+            lease = await asyncio.to_thread(_claim, store, "t1")
+            assert await changes.wait(changed, 30), "the claim"
+            await asyncio.to_thread(_create, store, "other")
+            await asyncio.to_thread(store.set_progress, "t1", "generating", 1, 2)
+            assert await changes.wait(changed, 30), "the progress"
+            assert changed.is_set() is False
+            await asyncio.to_thread(store.queue.complete, "t1", lease, {"ok": True})
+            assert await changes.wait(changed, 30), "the completion"
+        assert changes.pushed >= 5
+    finally:
+        await listener.close()

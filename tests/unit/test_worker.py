@@ -1,0 +1,56 @@
+"""The TaskWorker as the runner deployment builds it: what one task costs the task store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from serve_app.flows.kit import FlowDeps
+from serve_app.presets import load_preset
+from serve_app.products.images.flow import ImageFlow
+from serve_app.requests import GenerateRequest
+from serve_app.storage.config import LocalStorageConfig
+from serve_app.storage.local import LocalImageStore
+from serve_app.tasks import SqliteDatabase, TaskStore
+from serve_app.tasks.config import TasksConfig
+from serve_app.tasks.worker import TaskWorker
+from testbed.harness import PaintingStages
+
+
+class FrozenClock:
+    """A clock that does not move: every step lands inside one progress interval."""
+
+    def __call__(self) -> float:
+        return 100.0
+
+
+async def _one_image_task(tmp_path: Path, steps: int, progress_interval_s: float) -> tuple[str, int, TaskStore]:
+    store = TaskStore(SqliteDatabase(tmp_path / "tasks.db"))
+    images = LocalImageStore(LocalStorageConfig(root=str(tmp_path / "images"), public_base_url="http://t"))
+    preset = load_preset("tiny")
+    request = GenerateRequest(prompt="a desk", num_inference_steps=steps, height=64, width=64, seed=3)
+    store.create("t1", kind="image", request=request.resolve(preset, preset.limits).model_dump(mode="json"))
+    worker = TaskWorker(
+        tasks=store,
+        images=images,
+        flows={"image": ImageFlow(FlowDeps(PaintingStages(), images))},  # type: ignore[arg-type]
+        cfg=TasksConfig(progress_interval_s=progress_interval_s),
+        clock=FrozenClock(),
+    )
+    before = store.db.writes
+    status = await worker.run("t1")
+    return status, store.db.writes - before, store
+
+
+async def test_a_tasks_steps_are_written_coalesced(tmp_path: Path) -> None:
+    """Claim, the generating stage, its last step, storing, completion: 5 writes for a 20-step image
+    whatever its step count (every step written: 4 + 20)."""
+    status, writes, store = await _one_image_task(tmp_path, steps=20, progress_interval_s=0.5)
+    assert status == "done"
+    assert writes == 5
+    record = store.get("t1")
+    assert record is not None and record.status == "done" and record.result and record.result["images"]
+
+
+async def test_without_coalescing_every_step_is_a_write(tmp_path: Path) -> None:
+    status, writes, _ = await _one_image_task(tmp_path, steps=20, progress_interval_s=0.0)
+    assert status == "done" and writes == 4 + 20
