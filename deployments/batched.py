@@ -16,7 +16,7 @@ import asyncio
 import copy
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,7 +74,7 @@ class GroupControl:
         return bool(self.members) and all(member.cancelled for member in self.members)
 
 
-def _error_for(exc: BaseException) -> AppError:
+def error_for(exc: BaseException) -> AppError:
     """Any failure as an AppError, so the caller always gets an error code and a message."""
     if isinstance(exc, AppError):
         return exc
@@ -94,7 +94,7 @@ class BatchedPipeline(ModelReplica):
         `handle.options(stream=True)` (the Generator: with `multiplexed_model_id`)."""
         events: asyncio.Queue[GenerationProgress] = asyncio.Queue()
         pending = PendingImage(spec, asyncio.get_running_loop(), events=events)
-        batch = asyncio.ensure_future(self._generate_batch(pending))
+        batch = asyncio.ensure_future(self._enqueue(pending))
         try:
             while not batch.done():
                 event = asyncio.ensure_future(events.get())
@@ -113,7 +113,7 @@ class BatchedPipeline(ModelReplica):
     async def generate(self, spec: GenerationSpec) -> GenerationOutput:
         """One image, no progress."""
         pending = PendingImage(spec, asyncio.get_running_loop())
-        batch = asyncio.ensure_future(self._generate_batch(pending))
+        batch = asyncio.ensure_future(self._enqueue(pending))
         try:
             return _unwrap(await batch)
         except asyncio.CancelledError:
@@ -126,6 +126,11 @@ class BatchedPipeline(ModelReplica):
         pipeline call stop once all of its callers are gone."""
         pending.cancelled = True
         batch.cancel()
+
+    def _enqueue(self, pending: PendingImage) -> Awaitable[GenerationOutput | AppError]:
+        """Where a request goes to be made: Serve's batching (one pipeline call per group) unless
+        a subclass has something else (the Generator's step-level batching)."""
+        return self._generate_batch(pending)
 
     @serve.batch(max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_TIMEOUT_S)
     async def _generate_batch(self, batch: list[PendingImage]) -> list[GenerationOutput | AppError]:
@@ -141,7 +146,7 @@ class BatchedPipeline(ModelReplica):
             try:
                 outputs: Sequence[GenerationOutput | AppError] = await self._run_group(group)
             except Exception as exc:
-                error = _error_for(exc)
+                error = error_for(exc)
                 self.metrics.failed(error, len(group))
                 if error.status_code >= 500:
                     logger.error("generation failed for %d request(s): %s", len(group), exc, exc_info=exc)
@@ -149,7 +154,7 @@ class BatchedPipeline(ModelReplica):
                     logger.info("generation ended for %d request(s): %s", len(group), error.message)
                 outputs = [copy.copy(error) for _ in group]  # one instance per caller
             for index, output in zip(indices, outputs, strict=True):
-                results[index] = _screened(output)
+                results[index] = screened(output)
         return [result if result is not None else GenerationFailed() for result in results]
 
     async def _run_group(self, group: list[PendingImage]) -> list[GenerationOutput]:
@@ -157,7 +162,7 @@ class BatchedPipeline(ModelReplica):
         raise NotImplementedError
 
 
-def _screened(output: GenerationOutput | AppError) -> GenerationOutput | AppError:
+def screened(output: GenerationOutput | AppError) -> GenerationOutput | AppError:
     """A flagged image (black, from the safety checker) is never delivered as done: its caller
     gets CONTENT_FILTERED; the other images of the batch are unaffected."""
     if isinstance(output, GenerationOutput) and output.safety == "flagged":

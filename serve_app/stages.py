@@ -112,8 +112,13 @@ class GenerationOutput(BaseModel):
     model_id: str
     lora_name: str | None = None
     lora_scale: float | None = None
-    batch_size: int = Field(default=1, description="How many images shared the pipeline call.")
+    batch_size: int = Field(default=1, description="How many images shared the pipeline call (the largest step).")
     seconds: float = 0.0
+    model_seconds: float | None = Field(
+        default=None,
+        description="This image's share of the model's time (step-level batching: each step's time over the "
+        "images in it); None: seconds / batch_size.",
+    )
     safety: Literal["passed", "flagged", "not_run"] = Field(
         default="not_run",
         description="The pipeline's safety checker verdict; not_run when the weights have none or the preset "

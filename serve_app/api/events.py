@@ -51,7 +51,11 @@ class ProgressEvent(BaseModel):
 
 
 def event_id(record: TaskRecord, stats: QueueStats) -> int:
-    """Grows with every change: the task's last update (ms), then a queued task's advance in line."""
+    """Grows with every change: the task's last update (ms), then a queued task's advance in line.
+    The result's id is above every progress id of its millisecond too: a task that ends in the
+    millisecond of its last progress write still sends its result to a client that saw that write."""
+    if record.finished:
+        return int(record.updated_at * 1000) * 1000 + 1000
     advance = 999 - min(stats.position, 999) if stats.position is not None else 999
     return int(record.updated_at * 1000) * 1000 + advance
 

@@ -39,7 +39,9 @@ class LocalBackend(ImageBackend):
         return self.from_output(output, time.perf_counter() - started)
 
     def from_output(self, output: GenerationOutput, seconds: float) -> BackendImage:
-        gpu_seconds = output.seconds / max(1, output.batch_size)
+        gpu_seconds = (
+            output.model_seconds if output.model_seconds is not None else output.seconds / max(1, output.batch_size)
+        )
         return BackendImage(
             image_png=output.image_png,
             backend=self.name,

@@ -49,6 +49,7 @@ def bare_generator(engine: Any, **attrs: Any) -> Any:
     gen._run_lock = asyncio.Lock()
     gen.metrics = GeneratorMetrics()
     gen._lora_loads = 0
+    gen.batching, gen.steps = "static", None  # Serve's batching (the step loop is tests/unit/test_step_batch.py's)
     for name, value in attrs.items():
         setattr(gen, name, value)
     return gen

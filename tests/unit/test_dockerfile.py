@@ -129,7 +129,12 @@ def test_the_image_serves_with_the_request_path_settings_run_sh_uses() -> None:
         check=True,
     ).stdout
     served = dict(line.split("=", 1) for line in out.splitlines() if line.startswith("RAY_SERVE_"))
-    assert served == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+    assert served == {
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5",
+        "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5",
+    }
     image_env = " ".join(rest for keyword, rest in instructions() if keyword == "ENV")
     for name, value in served.items():
         assert f"{name}={value}" in image_env.split(), name

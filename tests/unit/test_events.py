@@ -103,6 +103,25 @@ def test_a_resumed_stream_sends_only_what_is_newer(ctx: IngressContext) -> None:
         assert [e["event"] for e in _read_events(stream.iter_lines(), 1)] == ["result"]
 
 
+def test_a_task_that_ends_in_the_millisecond_of_its_last_progress_still_sends_its_result(
+    ctx: IngressContext,
+) -> None:
+    """A client that saw the last progress event (its id from that write's millisecond) and
+    reconnects after the task ended in the same millisecond gets the result, not an endless close."""
+    client = TestClient(app)
+    task_id = _submit(client)
+    record = ctx.tasks.queue.claim(task_id, "runner", 30)
+    assert record is not None and record.lease_owner
+    ctx.tasks.set_progress(task_id, "storing")
+    progress_record, stats = ctx.tasks.view(task_id, None)
+    seen = events_module.event_id(progress_record, stats)
+    ctx.tasks.queue.complete(task_id, record.lease_owner, {"caption": "a desk"})
+    with ctx.tasks.db.tx() as tx:  # the same millisecond, as a fast runner writes them
+        tx.run("UPDATE tasks SET updated_at = ? WHERE task_id = ?", (progress_record.updated_at, task_id))
+    with client.stream("GET", f"/v1/tasks/{task_id}/events", headers={"Last-Event-ID": str(seen)}) as stream:
+        assert [e["event"] for e in _read_events(stream.iter_lines(), 1)] == ["result"]
+
+
 def test_unknown_task_is_404_before_any_stream(ctx: IngressContext) -> None:
     response = TestClient(app).get("/v1/tasks/nope/events")
     assert response.status_code == 404 and response.json()["error_code"] == "TASK_NOT_FOUND"

@@ -1,0 +1,193 @@
+"""Step-level (continuous) batching for Stable Diffusion: a request joins the running batch at the
+next denoising step and leaves it after its own last step, instead of waiting for a whole batch.
+
+Each sample carries its own scheduler (its timesteps and state), prompt embeddings, guidance,
+generator and latents; one UNet call per step serves every active sample, each at its own
+timestep (the UNet takes one timestep per batch row). The steps are the diffusers pipeline's own,
+replayed per sample (encode_prompt, prepare_latents, scale_model_input, classifier-free guidance,
+scheduler.step, VAE decode, the safety checker), so a sample's image is the pipeline's image for
+its seed up to float rounding, alone or joined.
+
+Samples run together only when they share what is pipeline state or tensor shape (`joinable`):
+the size, the LoRA adapter and scale, seamless tiling, and whether guidance is on. SD-family
+pipelines only (SDXL's added conditioning is not replayed here: it keeps static batching).
+
+`StepBatcher` is synchronous (call it from one worker thread); `serve_app.models.step_loop` runs
+it for an async deployment.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+
+from serve_app.models.sd_engine import SDEngine, decode_init_image
+from serve_app.models.tuning import Verdict, has_safety_checker
+from serve_app.stages import GenerationSpec
+
+JoinKey = tuple[Any, ...]
+
+
+def joinable(spec: GenerationSpec) -> JoinKey:
+    """What samples denoising in one UNet call must share."""
+    return (
+        spec.height,
+        spec.width,
+        spec.lora_name,
+        spec.lora_scale if spec.lora_name else None,
+        spec.tileable,
+        spec.guidance_scale > 1.0,
+    )
+
+
+@dataclass(eq=False)
+class Sample:
+    """One image being denoised: its spec and its own diffusion state."""
+
+    spec: GenerationSpec
+    scheduler: Any
+    timesteps: torch.Tensor
+    latents: torch.Tensor  # [1, C, h, w]
+    embeds: torch.Tensor  # [2, L, D] (negative, positive) with guidance, else [1, L, D]
+    extra: dict[str, Any] = field(default_factory=dict)  # the scheduler's step kwargs (eta, generator)
+    index: int = 0  # the next timestep to run
+    admitted_at: float = field(default_factory=time.perf_counter)
+
+    @property
+    def total(self) -> int:
+        return len(self.timesteps)
+
+    @property
+    def done(self) -> bool:
+        return self.index >= self.total
+
+
+@dataclass
+class Decoded:
+    """A finished sample's image, before it is encoded."""
+
+    image: Image.Image
+    safety: Verdict
+
+
+class StepBatcher:
+    """The SD pipelines of an `SDEngine`, driven one denoising step at a time."""
+
+    def __init__(self, engine: SDEngine) -> None:
+        if engine.model.family != "sd":
+            raise ValueError("step-level batching replays SD-family pipelines only")
+        if engine.txt2img.unet.config.time_cond_proj_dim is not None:
+            raise ValueError("step-level batching does not replay guidance-embedding (LCM) UNets")
+        self.engine = engine
+        self.key: JoinKey | None = None
+
+    # -- the batch's shared state -------------------------------------------------------------------
+
+    def activate(self, spec: GenerationSpec) -> None:
+        """Set the pipeline state of `spec`'s join key (adapter, tiling); only with no sample active."""
+        engine = self.engine
+        with engine._lock:
+            engine._activate(spec.lora_name, spec.lora_scale)
+            engine.set_tiling(spec.tileable)
+        self.key = joinable(spec)
+
+    # -- one sample in --------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def admit(self, spec: GenerationSpec) -> Sample:
+        """A sample ready for its first step: prompt embeddings, its scheduler's timesteps (from the
+        strength's start for img2img) and its initial latents, drawn from its seed as the pipeline does."""
+        if joinable(spec) != self.key:
+            raise ValueError("activate() the sample's join key before admitting it")
+        engine = self.engine
+        img2img = spec.init_image_png is not None
+        pipe = engine.img2img if img2img else engine.txt2img
+        device = engine.device
+        guided = spec.guidance_scale > 1.0
+        gen_device = "cpu" if device.type == "mps" else device
+        generator = torch.Generator(gen_device).manual_seed(spec.seed)
+        scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+        with engine._lock:
+            positive, negative = pipe.encode_prompt(spec.prompt, device, 1, guided, spec.negative_prompt)
+            embeds = torch.cat([negative, positive]) if guided else positive
+            scheduler.set_timesteps(spec.num_inference_steps, device=device)
+            shared = pipe.scheduler
+            pipe.scheduler = scheduler  # the pipeline's helpers read self.scheduler: this sample's, for now
+            try:
+                if img2img:
+                    image = pipe.image_processor.preprocess(
+                        decode_init_image(spec.init_image_png or b"", spec.width, spec.height)
+                    )
+                    timesteps, _ = pipe.get_timesteps(spec.num_inference_steps, spec.strength, device)
+                    latents = pipe.prepare_latents(image, timesteps[:1], 1, 1, embeds.dtype, device, generator)
+                else:
+                    timesteps = scheduler.timesteps
+                    channels = pipe.unet.config.in_channels
+                    latents = pipe.prepare_latents(
+                        1, channels, spec.height, spec.width, embeds.dtype, device, generator
+                    )
+                extra = pipe.prepare_extra_step_kwargs(generator, 0.0)
+            finally:
+                pipe.scheduler = shared
+        return Sample(spec=spec, scheduler=scheduler, timesteps=timesteps, latents=latents, embeds=embeds, extra=extra)
+
+    # -- every active sample one step ------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self, samples: list[Sample]) -> None:
+        """One UNet call for every sample, each at its own timestep, then each sample's scheduler
+        step; advances every sample's index."""
+        if not samples:
+            return
+        engine = self.engine
+        guided = bool(self.key and self.key[5])
+        times = [sample.timesteps[sample.index] for sample in samples]
+        scaled = [
+            sample.scheduler.scale_model_input(sample.latents, t) for sample, t in zip(samples, times, strict=True)
+        ]
+        latents = torch.cat(scaled)
+        timesteps = torch.stack([torch.as_tensor(t, device=latents.device) for t in times]).reshape(-1)
+        if guided:  # the pipeline's layout: every negative row, then every positive row
+            model_input = torch.cat([latents, latents])
+            model_times = torch.cat([timesteps, timesteps])
+            hidden = torch.cat([sample.embeds[:1] for sample in samples] + [sample.embeds[1:] for sample in samples])
+        else:
+            model_input, model_times = latents, timesteps
+            hidden = torch.cat([sample.embeds for sample in samples])
+        with engine._lock:
+            noise = engine.txt2img.unet(model_input, model_times, encoder_hidden_states=hidden, return_dict=False)[0]
+        if guided:
+            uncond, text = noise.chunk(2)
+            scales = torch.tensor(
+                [sample.spec.guidance_scale for sample in samples], device=noise.device, dtype=noise.dtype
+            ).reshape(-1, 1, 1, 1)
+            noise = uncond + scales * (text - uncond)
+        for row, (sample, t) in enumerate(zip(samples, times, strict=True)):
+            sample.latents = sample.scheduler.step(
+                noise[row : row + 1], t, sample.latents, **sample.extra, return_dict=False
+            )[0]
+            sample.index += 1
+
+    # -- finished samples out ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def decode(self, samples: list[Sample]) -> list[Decoded]:
+        """The finished samples' images (one VAE call), checked by the weights' safety checker."""
+        if not samples:
+            return []
+        pipe = self.engine.txt2img
+        latents = torch.cat([sample.latents for sample in samples])
+        with self.engine._lock:
+            image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+            image, flags = pipe.run_safety_checker(image, self.engine.device, samples[0].embeds.dtype)
+        denormalize = [not flag for flag in flags] if flags is not None else [True] * len(samples)
+        pil = pipe.image_processor.postprocess(image, output_type="pil", do_denormalize=denormalize)
+        if not has_safety_checker(pipe) or flags is None:
+            return [Decoded(image=img, safety="not_run") for img in pil]
+        return [
+            Decoded(image=img, safety="flagged" if flag else "passed") for img, flag in zip(pil, flags, strict=True)
+        ]

@@ -1,0 +1,184 @@
+"""Step-level batching on the tiny SD pipeline: a sample's image is the same alone, joined to a
+running batch at any step, and as the diffusers pipeline makes it; no Ray.
+
+Tolerance: 2/255 per pixel channel (ATOL), what a batched matmul's rounding can move a uint8
+level; in practice the differences are 0 or 1 level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from serve_app.errors import TaskCancelled
+from serve_app.models.sd_engine import SDEngine
+from serve_app.models.step_batch import Decoded, Sample, StepBatcher, joinable
+from serve_app.models.step_loop import Finished, StepLoop
+from serve_app.presets import GeneratorModel
+from serve_app.stages import GenerationSpec
+from tests.support.specs import ATOL, pixels, txt2img
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_cache_dir: Path) -> SDEngine:
+    return SDEngine(GeneratorModel(model_id="tiny"), tiny_cache_dir)
+
+
+@pytest.fixture
+def batcher(engine: SDEngine) -> StepBatcher:
+    return StepBatcher(engine)
+
+
+def _array(decoded: Decoded) -> np.ndarray:
+    return np.asarray(decoded.image.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def _run(batcher: StepBatcher, arrivals: dict[int, list[GenerationSpec]]) -> dict[int, np.ndarray]:
+    """Step the batch, admitting arrivals[k] before step k; each finished sample's image, by seed."""
+    batcher.activate(next(iter(arrivals.values()))[0])
+    active: list[Sample] = []
+    images: dict[int, np.ndarray] = {}
+    step = 0
+    while active or any(k >= step for k in arrivals):
+        active += [batcher.admit(spec) for spec in arrivals.get(step, [])]
+        batcher.step(active)
+        done = [sample for sample in active if sample.done]
+        for sample, decoded in zip(done, batcher.decode(done), strict=True):
+            images[sample.spec.seed] = _array(decoded)
+        active = [sample for sample in active if not sample.done]
+        step += 1
+    return images
+
+
+def _png(seed: int = 5) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_a_sample_alone_is_the_pipelines_image(engine: SDEngine, batcher: StepBatcher) -> None:
+    spec = txt2img(seed=11, negative_prompt="blurry")
+    (made,) = engine.generate([spec])
+    alone = _run(batcher, {0: [spec]})[11]
+    assert np.abs(alone - pixels(made)).max() <= ATOL
+
+
+def test_joining_a_running_batch_at_any_step_changes_no_image(batcher: StepBatcher) -> None:
+    specs = [txt2img(seed=seed, num_inference_steps=steps) for seed, steps in ((1, 6), (2, 4), (3, 5))]
+    alone = {spec.seed: _run(batcher, {0: [spec]})[spec.seed] for spec in specs}
+    joined = _run(batcher, {0: [specs[0]], 2: [specs[1]], 3: [specs[2]]})  # each at its own step
+    for spec in specs:
+        assert np.abs(joined[spec.seed] - alone[spec.seed]).max() <= ATOL, spec.seed
+
+
+def test_guidance_and_img2img_mix_in_one_batch(engine: SDEngine, batcher: StepBatcher) -> None:
+    photo: dict[str, Any] = {"init_image_png": _png(), "strength": 0.5, "num_inference_steps": 8}
+    specs = [txt2img(seed=4, guidance_scale=3.0), txt2img(seed=5, guidance_scale=9.0, **photo)]
+    assert joinable(specs[0]) == joinable(specs[1])
+    joined = _run(batcher, {0: [specs[0]], 1: [specs[1]]})
+    for spec in specs:
+        (made,) = engine.generate([spec])
+        assert np.abs(joined[spec.seed] - pixels(made)).max() <= ATOL, spec.seed
+
+
+def test_what_cannot_share_a_unet_call_does_not_join() -> None:
+    base = txt2img(seed=1)
+    assert joinable(base) == joinable(txt2img(seed=2, num_inference_steps=9, guidance_scale=2.0))
+    for other in (
+        txt2img(seed=1, height=72),
+        txt2img(seed=1, lora_name="cozy-wood"),
+        txt2img(seed=1, tileable=True),
+        txt2img(seed=1, guidance_scale=1.0),
+    ):
+        assert joinable(other) != joinable(base)
+
+
+# -- the async loop ------------------------------------------------------------------------------------
+
+
+class Request:
+    """A request as the Generator holds it: its spec, its progress, whether its caller went away;
+    `then` runs after a given step of it is reported (to make arrivals happen at a known step)."""
+
+    def __init__(self, spec: GenerationSpec, then: dict[int, Callable[[], None]] | None = None) -> None:
+        self.spec, self.cancelled = spec, False
+        self.steps: list[tuple[int, int]] = []
+        self.then = then or {}
+
+    def report(self, step: int, total: int) -> None:
+        self.steps.append((step, total))
+        if step in self.then:
+            self.then.pop(step)()
+
+
+async def test_the_loop_lets_a_request_join_at_the_next_step_and_leave_at_its_last(batcher: StepBatcher) -> None:
+    loop = StepLoop(batcher, max_batch_size=4)
+    late = Request(txt2img(seed=2, num_inference_steps=3))
+    joined: list[asyncio.Future[Finished]] = []
+    first = Request(txt2img(seed=1, num_inference_steps=6), then={2: lambda: joined.append(loop.submit(late))})
+    try:
+        done_first = await loop.submit(first)
+        done_late = await joined[0]
+    finally:
+        await loop.close()
+    assert first.steps == [(i, 6) for i in range(1, 7)] and late.steps == [(i, 3) for i in range(1, 4)]
+    assert done_first.peak_batch == 2 and done_late.peak_batch == 2, "they shared steps 3 to 5"
+    alone = _run(batcher, {0: [late.spec]})[2]
+    assert np.abs(_array(done_late.decoded) - alone).max() <= ATOL
+    assert 0 < done_late.model_seconds and loop.active == 0 and loop.waiting == 0
+
+
+async def test_a_cancelled_request_leaves_and_another_key_waits_for_the_batch_to_drain(
+    batcher: StepBatcher,
+) -> None:
+    loop = StepLoop(batcher, max_batch_size=4)
+    other_size = Request(txt2img(seed=3, height=72, num_inference_steps=2))
+    gone = Request(txt2img(seed=4, num_inference_steps=6))
+    runs_on = Request(
+        txt2img(seed=5, num_inference_steps=4),
+        then={1: lambda: setattr(gone, "cancelled", True)},
+    )
+    try:
+        futures = [loop.submit(runs_on), loop.submit(gone), loop.submit(other_size)]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+    finally:
+        await loop.close()
+    assert isinstance(results[1], TaskCancelled) and len(gone.steps) == 1
+    assert isinstance(results[0], Finished) and isinstance(results[2], Finished)
+    assert other_size.steps[0] == (1, 2) and results[2].peak_batch == 1, "it ran after the 64px batch drained"
+    assert results[2].decoded.image.size == (64, 72)
+
+
+async def test_interleaved_keys_batch_by_key_and_a_waiting_key_is_not_starved(batcher: StepBatcher) -> None:
+    """Arrivals 64, 72, 64: the two 64px requests share steps, the 72px one runs next. With
+    switch_after_s 0, a request of the running key that comes once another key waits does not join."""
+    loop = StepLoop(batcher, max_batch_size=4)
+    a, b, c = (Request(txt2img(seed=s, height=h, num_inference_steps=3)) for s, h in ((1, 64), (2, 72), (3, 64)))
+    try:
+        done = await asyncio.gather(loop.submit(a), loop.submit(b), loop.submit(c))
+    finally:
+        await loop.close()
+    assert [d.peak_batch for d in done] == [2, 1, 2]
+
+    strict = StepLoop(batcher, max_batch_size=4, switch_after_s=0.0)
+    late: list[asyncio.Future[Finished]] = []
+    d, e = Request(txt2img(seed=4, height=72, num_inference_steps=2)), Request(txt2img(seed=5, num_inference_steps=2))
+    first = Request(
+        txt2img(seed=6, num_inference_steps=3),
+        then={1: lambda: late.extend([strict.submit(d), strict.submit(e)])},
+    )
+    try:
+        first_done = await strict.submit(first)
+        rest = await asyncio.gather(*late)
+    finally:
+        await strict.close()
+    assert first_done.peak_batch == 1 and [r.peak_batch for r in rest] == [1, 1], "e waited its turn behind d"
+    assert d.steps and e.steps
