@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -68,6 +69,11 @@ def top_frames(raw: str, top: int) -> tuple[int, list[tuple[str, int]]]:
     return total, leaves.most_common(top)
 
 
+def _py_spy() -> str:
+    """py-spy on PATH, else beside this interpreter (a virtualenv run without activating it)."""
+    return shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+
+
 def measure(args: Any, run: Any) -> dict[str, Any]:
     root = short_tmpdir("igb-prof-")
     cache = args.model_cache_dir.expanduser().resolve()
@@ -91,7 +97,7 @@ def measure(args: Any, run: Any) -> dict[str, Any]:
             span = args.requests / args.rate + 5
             recorders = {
                 name: subprocess.Popen(
-                    ["py-spy", "record", "--pid", str(pid), "--duration", str(int(span)), "--rate", "100"]
+                    [_py_spy(), "record", "--pid", str(pid), "--duration", str(int(span)), "--rate", "100"]
                     + ["--format", "raw", "--nonblocking", "--output", str(root / f"{name}.txt")],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.PIPE,
