@@ -5,7 +5,8 @@ Kept to the example's shape: an `APIIngress` with `GET /imagine?prompt=&img_size
 handle call to one model deployment, whose synchronous `generate` runs the pipeline for one image
 per call (no batching, no multiplexing, no task store) and returns a PIL image the ingress encodes
 as PNG. Serve's defaults otherwise (max_ongoing_requests 5). Only the model source, the step count
-(a query parameter, so both apps run the same work) and the CPU-sized resources differ.
+(a query parameter, so both apps run the same work) and the CPU-sized resources differ; on a GPU
+(`device="cuda"`) it loads float16 weights onto it and runs under `torch.autocast`, as the doc does.
 """
 
 from __future__ import annotations
@@ -43,25 +44,31 @@ class APIIngress:
 
 @serve.deployment(ray_actor_options={"num_cpus": 1})
 class StableDiffusion:
-    def __init__(self, model_cache_dir: str, threads: int) -> None:
+    def __init__(self, model_cache_dir: str, threads: int, model_dir: str = "", device: str = "cpu") -> None:
         import torch
         from diffusers import AutoPipelineForText2Image
 
         from serve_app.models.tiny import ensure_tiny_sd
 
         torch.set_num_threads(threads)
-        self.pipe = AutoPipelineForText2Image.from_pretrained(str(ensure_tiny_sd(Path(model_cache_dir))))
+        source = model_dir or str(ensure_tiny_sd(Path(model_cache_dir)))
+        if device == "cuda":  # as the doc example: float16 weights on the GPU
+            self.pipe = AutoPipelineForText2Image.from_pretrained(source, torch_dtype=torch.float16).to("cuda")
+        else:
+            self.pipe = AutoPipelineForText2Image.from_pretrained(source)
         self.pipe.set_progress_bar_config(disable=True)
+        self.device = device
 
     def generate(self, prompt: str, img_size: int = 64, steps: int = 8, seed: int = 0) -> Any:
         import torch
 
         assert len(prompt), "prompt parameter cannot be empty"
-        generator = torch.Generator().manual_seed(seed)
-        return self.pipe(
-            prompt, height=img_size, width=img_size, num_inference_steps=steps, generator=generator
-        ).images[0]
+        generator = torch.Generator(self.device).manual_seed(seed)
+        with torch.autocast(self.device, enabled=self.device == "cuda"):  # the doc example's autocast
+            return self.pipe(
+                prompt, height=img_size, width=img_size, num_inference_steps=steps, generator=generator
+            ).images[0]
 
 
-def build(model_cache_dir: str, threads: int) -> Any:
-    return APIIngress.bind(StableDiffusion.bind(model_cache_dir, threads))
+def build(model_cache_dir: str, threads: int, model_dir: str = "", device: str = "cpu") -> Any:
+    return APIIngress.bind(StableDiffusion.bind(model_cache_dir, threads, model_dir, device))

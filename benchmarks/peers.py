@@ -2,6 +2,7 @@
 SD model, same Poisson load, one image per request.
 
     python -m benchmarks.peers [--rates 1 2 4 --requests 24 --steps 8 --size 64 --slo-s 5] [--smoke]
+    python -m benchmarks.peers --device cuda --model-dir DIR --size 512 --steps 30 --slo-s 5   # a GPU
 
 - peer: benchmarks/_peer_app.py, the shape of Ray's doc example (ingress -> one model deployment,
   one image per call, no batching, no multiplexing, a synchronous `generate`), autoscaling as this
@@ -15,6 +16,11 @@ Both are started in turn in one private Ray cluster (each alone on the machine),
 arrivals are the same seeded exponential gaps, and each request times one HTTP call from send to
 its image (the app's answer carries the image as b64_json, the peer's is the PNG body).
 Goodput: images back within `--slo-s`, per second of the rate's span.
+
+On a GPU (`--device cuda`): both load `--model-dir` (a diffusers SD folder, e.g. the SD 1.5-shaped
+random weights `benchmarks.gpu_session` saves) in float16; the peer as Ray's doc example runs it
+(one replica with `num_gpus: 1`, `torch.autocast`), the app from serve_config.gpu.yaml with a preset
+whose generator is that folder (the other models stay tiny: nothing is downloaded).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 from benchmarks.common import (
     DEFAULT_CACHE_DIR,
@@ -68,6 +75,10 @@ def parse_args() -> Any:
     )
     parser.add_argument(
         "--model-cache-dir", type=Path, default=DEFAULT_CACHE_DIR / "models", help="tiny model cache (both)"
+    )
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where both models run")
+    parser.add_argument(
+        "--model-dir", type=Path, default=None, help="a diffusers SD folder both load (default: the tiny model)"
     )
     args = parser.parse_args()
     if args.smoke:
@@ -139,6 +150,9 @@ async def run_rate(base_url: str, target: str, args: Any, rate: float) -> dict[s
         "goodput_rps": len(good) / span,
         "span_s": span,
         "statuses": statuses,
+        "samples": [  # [sent at s, status, seconds to the image]
+            [round(s.sent_at_s, 3), s.status, None if s.seconds is None else round(s.seconds, 3)] for s in samples
+        ],
     }
 
 
@@ -146,20 +160,47 @@ def _generator(config: dict[str, Any]) -> dict[str, Any]:
     return next(d for d in config["applications"][0]["deployments"] if d["name"] == "Generator")
 
 
-def _deploy_peer(port: int, http_options: dict[str, Any], args: Any, run: BenchRun, autoscaling: dict[str, Any]) -> str:
+def _deploy_peer(port: int, http_options: dict[str, Any], args: Any, run: BenchRun, generator: dict[str, Any]) -> str:
     from ray import serve
     from ray.serve._private import api as serve_api
 
     from benchmarks._peer_app import APIIngress, StableDiffusion
 
     serve_api.serve_start(http_options=http_options, proxy_location="HeadOnly")  # as the app's config does
-    model = StableDiffusion.options(autoscaling_config=autoscaling, ray_actor_options={"num_cpus": 0.5})
+    if args.device == "cuda":  # Ray's doc example: one GPU per replica (one GPU here: one replica)
+        model = StableDiffusion.options(num_replicas=1, ray_actor_options={"num_gpus": 1})
+    else:  # the app's Generator's autoscaling and CPU share, so both get the same CPU when loaded
+        model = StableDiffusion.options(
+            autoscaling_config=dict(generator["autoscaling_config"]), ray_actor_options={"num_cpus": 0.5}
+        )
+    source = str(args.model_dir) if args.model_dir else ""
     t0 = time.perf_counter()
-    serve.run(APIIngress.bind(model.bind(str(args.model_cache_dir), args.torch_threads)), name="peer", route_prefix="/")
+    peer = model.bind(str(args.model_cache_dir), args.torch_threads, source, args.device)
+    serve.run(APIIngress.bind(peer), name="peer", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
     wait_http_ok(f"{url}/healthcheck", timeout_s=300)
     run.results["peer_startup_s"] = time.perf_counter() - t0
     return url
+
+
+def _preset(root: Path, args: Any) -> Path:
+    """The tiny preset; with `--model-dir`, its generator is that folder (on `--device`, float16 on a GPU)
+    and its defaults and limits take `--size` and `--steps`."""
+    path = preset_file(root, "tiny")
+    if args.model_dir is None and args.device == "cpu":
+        return path
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if args.model_dir is not None:
+        data["generator"] = {**data["generator"], "model_id": str(args.model_dir.resolve())}
+    data["device"] = args.device
+    data["dtype"] = "float16" if args.device == "cuda" else "float32"
+    data["defaults"] = {**data.get("defaults", {}), "height": args.size, "width": args.size}
+    limits = data.setdefault("limits", {})
+    limits["max_side"] = max(int(limits.get("max_side", 0)), args.size)
+    limits["max_steps"] = max(int(limits.get("max_steps", 0)), args.steps)
+    limits["max_request_cost"] = None
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path
 
 
 def measure(args: Any, run: BenchRun) -> list[dict[str, Any]]:
@@ -175,13 +216,11 @@ def measure(args: Any, run: BenchRun) -> list[dict[str, Any]]:
             port = free_port()
             data_dir = root / "data"
             data_dir.mkdir()
-            preset = str(preset_file(root, "tiny"))
-            config = local_app_config(
-                port, data_dir, REPO_ROOT / "serve_config.yaml", preset=preset, model_cache_dir=cache
-            )
+            preset = str(_preset(root, args))
+            profile = "serve_config.gpu.yaml" if args.device == "cuda" else "serve_config.yaml"
+            config = local_app_config(port, data_dir, REPO_ROOT / profile, preset=preset, model_cache_dir=cache)
 
-            # The peer autoscales as the app's Generator does, so both get the same CPU when loaded.
-            url = _deploy_peer(port, config["http_options"], args, run, dict(_generator(config)["autoscaling_config"]))
+            url = _deploy_peer(port, config["http_options"], args, run, _generator(config))
             for rate in args.rates:
                 results.append(asyncio.run(run_rate(url, "ray-doc-example", args, rate)))
                 _print(results[-1])
@@ -225,7 +264,8 @@ def report(run: BenchRun, args: Any, results: list[dict[str, Any]]) -> None:
         for r in sorted(results, key=lambda r: (r["rate"], TARGETS.index(r["target"])))
     ]
     print_table(
-        f"Same tiny SD model, same Poisson load ({args.requests} requests per rate, {args.steps} steps, "
+        f"Same {'SD model from ' + args.model_dir.name if args.model_dir else 'tiny SD model'} on {args.device}, "
+        f"same Poisson load ({args.requests} requests per rate, {args.steps} steps, "
         f"{args.size}x{args.size}, SLO {args.slo_s:g} s)",
         ["rate", "target", "offered/s", "images", "images/s", "p50 s", "p99 s", "goodput/s"],
         rows,

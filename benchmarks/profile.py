@@ -3,7 +3,9 @@ Generator replicas while `benchmarks.peers`' Poisson load runs against serve_con
 
     python -m benchmarks.profile [--rate 4 --requests 48 --steps 8 --size 64 --top 10] [--smoke]
 
-For each replica: py-spy records its stacks (`--nonblocking`, so the replica never pauses) for the
+First, the CPU seconds every process on the machine spent during the load, summed by role (each
+Serve deployment's replicas, Ray's daemons, HAProxy, the load generator): what the model replicas
+did not get. Then, for each replica: py-spy records its stacks (`--nonblocking`, so the replica never pauses) for the
 load's span; the table lists the functions with the most samples on top of the stack (where the
 process spends its time, waiting included: `select`/`epoll` is an idle event loop), and their
 share of the samples. Needs py-spy (the bench extra) and permission to ptrace the replicas (the
@@ -13,6 +15,8 @@ same user; root in a container may need CAP_SYS_PTRACE).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +24,8 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from benchmarks.common import (
     DEFAULT_CACHE_DIR,
@@ -69,6 +75,29 @@ def top_frames(raw: str, top: int) -> tuple[int, list[tuple[str, int]]]:
     return total, leaves.most_common(top)
 
 
+def _label(proc: psutil.Process) -> str:
+    """A process's role: a Serve replica's deployment, a Ray daemon, or its executable's name."""
+    name = proc.name()
+    cmdline = " ".join(proc.cmdline())
+    if cmdline.startswith("ray::"):
+        return cmdline.split()[0].removeprefix("ray::").split(":")[-1]
+    for daemon in ("raylet", "gcs_server", "haproxy", "dashboard", "log_monitor", "monitor.py"):
+        if daemon in cmdline:
+            return daemon
+    return "the load generator (this process)" if proc.pid == os.getpid() else name
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) so far of every process on the machine, summed by role."""
+    totals: dict[str, float] = {}
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            label = _label(proc)
+            totals[label] = totals.get(label, 0.0) + times.user + times.system
+    return totals
+
+
 def _py_spy() -> str:
     """py-spy on PATH, else beside this interpreter (a virtualenv run without activating it)."""
     return shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -105,7 +134,10 @@ def measure(args: Any, run: Any) -> dict[str, Any]:
                 for name, pid in pids.items()
             }
             time.sleep(1.0)  # py-spy attached
+            before = cpu_seconds()
             load = asyncio.run(run_rate(url, "imagegen-serve", args, args.rate))
+            after = cpu_seconds()
+            cpu = {name: round(after[name] - before.get(name, 0.0), 2) for name in after}
             profiles: dict[str, Any] = {}
             for name, proc in recorders.items():
                 _, err = proc.communicate(timeout=span + 60)
@@ -114,7 +146,11 @@ def measure(args: Any, run: Any) -> dict[str, Any]:
                 profiles[name] = {"samples": total, "top": frames, "py_spy": err.decode()[-300:] if not raw else ""}
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    return {"load": load, "profiles": profiles}
+    return {
+        "load": load,
+        "profiles": profiles,
+        "cpu_s": dict(sorted(((k, v) for k, v in cpu.items() if v > 0.05), key=lambda kv: -kv[1])),
+    }
 
 
 def main() -> None:
@@ -127,6 +163,13 @@ def main() -> None:
             for frame, count in data["top"]
         ]
         load = run.results["load"]
+        span = load["span_s"]
+        print_table(
+            f"CPU seconds per process role during the load ({span:.1f} s on {os.cpu_count()} cores)",
+            ["role", "cpu s", "cores"],
+            [[role, f"{sec:.2f}", f"{sec / span:.2f}"] for role, sec in run.results["cpu_s"].items()],
+            run,
+        )
         print_table(
             f"py-spy, {args.requests} requests at {args.rate:g}/s ({args.batching} batching): "
             f"p50 {load['latency']['p50_ms']:.0f} ms, {load['throughput_rps']:.2f} images/s; "

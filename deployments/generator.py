@@ -99,6 +99,7 @@ class Generator(BatchedPipeline):
         self._run_lock = asyncio.Lock()
         self.metrics = GeneratorMetrics()
         self._lora_loads = 0  # adapters loaded so far: a pipeline call that loads none was a cache hit
+        self._warmed: set[tuple[str, int]] = set()  # (batching, batch size) compiled at start
 
         # The LRU size comes from the preset, so the multiplexed loader is wired per instance (Ray
         # 2.60 supports `self.x = serve.multiplexed(...)(fn)`, see `_callable_uses_multiplexing`).
@@ -122,9 +123,13 @@ class Generator(BatchedPipeline):
             )
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Live knobs: max_batch_size, batch_wait_timeout_s, and `batching`: step (requests join the
-        running batch at the next denoising step; SD family) or static (one pipeline call per batch)."""
+        """Live knobs: max_batch_size, batch_wait_timeout_s, `batching`: step (requests join the
+        running batch at the next denoising step; SD family) or static (one pipeline call per batch),
+        and `lanes`: sub-batches of a step run at once, each on a thread (CPU; 1 on a GPU)."""
         super().reconfigure(user_config)
+        lanes = user_config.get("lanes")
+        if lanes is not None and (isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= 64):
+            raise ConfigurationError(f"user_config.lanes must be an integer from 1 to 64, got {lanes!r}.")
         batching = user_config.get("batching")
         if batching is not None:
             if batching not in ("step", "static"):
@@ -137,6 +142,24 @@ class Generator(BatchedPipeline):
             self.batching = batching
         if self.steps is not None:
             self.steps.max_batch_size = self.max_batch_size
+            if lanes is not None:
+                self.steps.batcher.lanes = lanes
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """With a compiled UNet: compile each batch shape this replica can run now, before traffic
+        (serve_app.models.warmup); shapes warmed once stay warm."""
+        if self.preset.generator.tuning.compile_mode() is None:
+            return
+        from serve_app.models.warmup import batch_sizes, warm_up
+
+        step_level = self.batching == "step" and self.steps is not None
+        lanes = self.steps.batcher.lanes if self.steps is not None else 1
+        key = "step" if step_level else "static"
+        sizes = [n for n in batch_sizes(self.max_batch_size, lanes, step_level) if (key, n) not in self._warmed]
+        batcher = self.steps.batcher if step_level and self.steps is not None else None
+        warm_up(self.engine, self.preset.defaults, sizes, batcher)
+        self._warmed.update((key, n) for n in sizes)
 
     def _enqueue(self, pending: PendingImage) -> Awaitable[GenerationOutput | AppError]:
         if self.batching == "step" and self.steps is not None:
@@ -215,4 +238,6 @@ class Generator(BatchedPipeline):
             "max_loras_per_replica": self.preset.max_loras_per_replica,
             "max_batch_size": self.max_batch_size,
             "batch_wait_timeout_s": self.batch_wait_timeout_s,
+            "batching": self.batching,
+            "lanes": self.steps.batcher.lanes if self.steps is not None else 1,
         }

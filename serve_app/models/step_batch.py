@@ -12,13 +12,20 @@ Samples run together only when they share what is pipeline state or tensor shape
 the size, the LoRA adapter and scale, seamless tiling, and whether guidance is on. SD-family
 pipelines only (SDXL's added conditioning is not replayed here: it keeps static batching).
 
-`StepBatcher` is synchronous (call it from one worker thread); `serve_app.models.step_loop` runs
-it for an async deployment.
+Lanes (CPU): with `lanes` > 1 a step splits the batch into up to that many sub-batches and runs
+them at once, each on a thread of its own (torch releases the GIL inside its kernels), as a replica
+with one torch thread per lane would use that many cores. A GPU runs the whole batch in one call:
+keep 1 there. The images are the same either way (each row's arithmetic is its own).
+
+`StepBatcher` is synchronous (call it from one worker thread at a time); `serve_app.models.step_loop`
+runs it for an async deployment.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,13 +84,47 @@ class Decoded:
 class StepBatcher:
     """The SD pipelines of an `SDEngine`, driven one denoising step at a time."""
 
-    def __init__(self, engine: SDEngine) -> None:
+    def __init__(self, engine: SDEngine, lanes: int = 1) -> None:
         if engine.model.family != "sd":
             raise ValueError("step-level batching replays SD-family pipelines only")
         if engine.txt2img.unet.config.time_cond_proj_dim is not None:
             raise ValueError("step-level batching does not replay guidance-embedding (LCM) UNets")
         self.engine = engine
         self.key: JoinKey | None = None
+        self.lanes = lanes
+        self._pool: ThreadPoolExecutor | None = None  # the lanes past the caller's own thread
+        self._pool_workers = 0
+
+    @property
+    def lanes(self) -> int:
+        return self._lanes
+
+    @lanes.setter
+    def lanes(self, lanes: int) -> None:
+        if lanes < 1:
+            raise ValueError(f"lanes must be at least 1, got {lanes}")
+        self._lanes = lanes
+
+    def _in_lanes(self, work: Callable[[list[Sample]], Any], samples: list[Sample]) -> list[Any]:
+        """`work` over up to `lanes` contiguous slices of `samples` at once, under the engine's lock
+        (nothing changes the adapter or tiling mid-step); the results in order."""
+        count = min(self.lanes, len(samples))
+        size = -(-len(samples) // count)
+        slices = [samples[i : i + size] for i in range(0, len(samples), size)]
+        with self.engine._lock:
+            if len(slices) == 1:
+                return [work(slices[0])]
+            if self._pool is None or self._pool_workers < len(slices) - 1:
+                if self._pool is not None:
+                    self._pool.shutdown(wait=False)
+                self._pool_workers = len(slices) - 1
+                self._pool = ThreadPoolExecutor(max_workers=self._pool_workers, thread_name_prefix="step-lane")
+            others = [self._pool.submit(work, part) for part in slices[1:]]
+            try:
+                first = work(slices[0])
+            finally:
+                wait(others)  # no lane outlives the lock, whatever failed
+            return [first, *(future.result() for future in others)]
 
     # -- the batch's shared state -------------------------------------------------------------------
 
@@ -137,12 +178,14 @@ class StepBatcher:
 
     # -- every active sample one step ------------------------------------------------------------------
 
-    @torch.no_grad()
     def step(self, samples: list[Sample]) -> None:
-        """One UNet call for every sample, each at its own timestep, then each sample's scheduler
-        step; advances every sample's index."""
-        if not samples:
-            return
+        """One UNet call for every sample (one per lane), each at its own timestep, then each
+        sample's scheduler step; advances every sample's index."""
+        if samples:
+            self._in_lanes(self._step, samples)
+
+    @torch.no_grad()
+    def _step(self, samples: list[Sample]) -> None:
         engine = self.engine
         guided = bool(self.key and self.key[5])
         times = [sample.timesteps[sample.index] for sample in samples]
@@ -158,8 +201,7 @@ class StepBatcher:
         else:
             model_input, model_times = latents, timesteps
             hidden = torch.cat([sample.embeds for sample in samples])
-        with engine._lock:
-            noise = engine.txt2img.unet(model_input, model_times, encoder_hidden_states=hidden, return_dict=False)[0]
+        noise = engine.txt2img.unet(model_input, model_times, encoder_hidden_states=hidden, return_dict=False)[0]
         if guided:
             uncond, text = noise.chunk(2)
             scales = torch.tensor(
@@ -174,16 +216,18 @@ class StepBatcher:
 
     # -- finished samples out ----------------------------------------------------------------------------
 
-    @torch.no_grad()
     def decode(self, samples: list[Sample]) -> list[Decoded]:
-        """The finished samples' images (one VAE call), checked by the weights' safety checker."""
+        """The finished samples' images (one VAE call per lane), checked by the weights' safety checker."""
         if not samples:
             return []
+        return [decoded for part in self._in_lanes(self._decode, samples) for decoded in part]
+
+    @torch.no_grad()
+    def _decode(self, samples: list[Sample]) -> list[Decoded]:
         pipe = self.engine.txt2img
         latents = torch.cat([sample.latents for sample in samples])
-        with self.engine._lock:
-            image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
-            image, flags = pipe.run_safety_checker(image, self.engine.device, samples[0].embeds.dtype)
+        image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+        image, flags = pipe.run_safety_checker(image, self.engine.device, samples[0].embeds.dtype)
         denormalize = [not flag for flag in flags] if flags is not None else [True] * len(samples)
         pil = pipe.image_processor.postprocess(image, output_type="pil", do_denormalize=denormalize)
         if not has_safety_checker(pipe) or flags is None:

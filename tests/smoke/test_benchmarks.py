@@ -39,6 +39,7 @@ EXPECTED: dict[str, set[str]] = {
     "backends": {"providers"},
     "texture_cache": {"sizes"},
     "scale_up": {"runs", "autoscaling_config", "startup_s"},
+    "gpu_session": {"model", "floor", "peers", "peak_tflops"},
 }
 
 
@@ -90,6 +91,14 @@ def _check_scale_up(results: dict[str, Any]) -> None:
     assert "error" not in run, run
     assert 0 < run["starting_s"] <= run["running_s"] <= run["taking_traffic_s"]
     assert results["autoscaling_config"]["max_replicas"] >= 2
+
+
+def _check_gpu_session(results: dict[str, Any]) -> None:
+    """The GPU script's CPU rehearsal: a saved SD folder both targets loaded, and their numbers."""
+    assert "error" not in results["peers"], results["peers"]
+    assert {rate["target"] for rate in results["peers"]["rates"]} == {"ray-doc-example", "imagegen-serve"}
+    assert all(rate["done"] == rate["requests"] for rate in results["peers"]["rates"])
+    assert results["floor"]["flops_per_image"] > 0
 
 
 def _check_batching(results: dict[str, Any]) -> None:

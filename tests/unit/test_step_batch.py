@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,44 @@ def test_guidance_and_img2img_mix_in_one_batch(engine: SDEngine, batcher: StepBa
     for spec in specs:
         (made,) = engine.generate([spec])
         assert np.abs(joined[spec.seed] - pixels(made)).max() <= ATOL, spec.seed
+
+
+def test_lanes_split_a_step_and_change_no_image(engine: SDEngine, batcher: StepBatcher) -> None:
+    """Three samples over two lanes (slices of 2 and 1, stepped at once on two threads, two VAE
+    calls) make each sample's image of one lane; the lane threads see no autograd."""
+    specs = [txt2img(seed=seed, num_inference_steps=steps) for seed, steps in ((21, 5), (22, 4), (23, 5))]
+    one_lane = _run(batcher, {0: specs[:2], 1: specs[2:]})
+    lanes = StepBatcher(engine, lanes=2)
+    assert lanes._in_lanes(len, specs) == [2, 1]  # type: ignore[arg-type]
+    lanes.activate(specs[0])
+    samples = [lanes.admit(spec) for spec in specs]
+    lanes.step(samples)
+    assert all(sample.latents.grad_fn is None for sample in samples), "a lane thread recorded autograd"
+    two_lanes = _run(lanes, {0: specs[:2], 1: specs[2:]})
+    assert lanes._pool_workers == 1
+    for spec in specs:
+        assert np.abs(two_lanes[spec.seed] - one_lane[spec.seed]).max() <= ATOL, spec.seed
+    with pytest.raises(ValueError, match="at least 1"):
+        lanes.lanes = 0
+
+
+def test_a_failing_lane_fails_the_step_after_every_lane_stopped(batcher: StepBatcher) -> None:
+    batcher.lanes = 3
+    finished: list[int] = []
+
+    def work(part: list[Any]) -> int:
+        if part[0] == 0:
+            raise RuntimeError("lane 0 failed")
+        time.sleep(0.05)
+        finished.append(part[0])
+        return part[0]
+
+    try:
+        with pytest.raises(RuntimeError, match="lane 0 failed"):
+            batcher._in_lanes(work, [0, 1, 2])  # type: ignore[arg-type]
+        assert sorted(finished) == [1, 2], "the other lanes ran to their end before the error left"
+    finally:
+        batcher.lanes = 1
 
 
 def test_what_cannot_share_a_unet_call_does_not_join() -> None:
