@@ -13,7 +13,7 @@ from typing import Self, TypeVar
 
 from pydantic import BaseModel, Field, model_validator
 
-from serve_app.api.config import AdmissionConfig, AuthConfig, CorsConfig, OpenAICompatConfig
+from serve_app.api.config import AdmissionConfig, AuthConfig, CorsConfig, LongRequestsConfig, OpenAICompatConfig
 from serve_app.backends.config import BackendsConfig
 from serve_app.net import FetchPolicy
 from serve_app.presets import GenerationLimits, Preset
@@ -50,6 +50,7 @@ class CoreArgs(BaseModel):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     cors: CorsConfig = Field(default_factory=CorsConfig)
     openai: OpenAICompatConfig = Field(default_factory=OpenAICompatConfig)
+    long_requests: LongRequestsConfig = Field(default_factory=LongRequestsConfig)
     backends: BackendsConfig = Field(default_factory=BackendsConfig)
     prompt_writer: PromptWriterConfig = Field(default_factory=PromptWriterConfig)
     limits: GenerationLimits | None = Field(default=None, description="Override the preset's limits.")

@@ -13,11 +13,13 @@ from ray.serve.handle import DeploymentHandle
 
 from serve_app.api import events, files, health, page, tasks, webhooks
 from serve_app.api.auth import AUTH_SCHEMES
+from serve_app.api.budgets import tune_malloc
 from serve_app.api.cors import ConfiguredCors
 from serve_app.api.deps import IngressContext, current_context, set_context
 from serve_app.api.errors import install_error_handlers
 from serve_app.api.health import serve_replica_states
 from serve_app.api.limits import JsonBodyLimit
+from serve_app.api.slots import LongRequestSlots
 from serve_app.args import CoreArgs
 from serve_app.metrics import IngressMetrics
 from serve_app.presets import GenerationLimits, Preset, load_preset
@@ -44,6 +46,7 @@ for product in PRODUCTS:
     app.include_router(product.router)
 app.add_middleware(ConfiguredCors)  # CORS per the replica's `cors:` args; off until origins are listed
 app.add_middleware(JsonBodyLimit)  # JSON bodies FastAPI parses are bounded (admission.max_json_body_bytes)
+app.add_middleware(LongRequestSlots)  # outermost: caps on long requests, the body deadline (long_requests:)
 
 
 def _count_rejection(status: int, error_code: str) -> None:
@@ -94,6 +97,7 @@ class Ingress:
         self, args: CoreArgs, preset: Preset, runner: DeploymentHandle, probes: dict[str, DeploymentHandle]
     ) -> None:
         parsed = args
+        tune_malloc()  # image buffers go back to the OS when freed (serve_app.api.budgets)
         settings = get_settings()
         metrics = IngressMetrics()
         images = await start_store(parsed.storage, settings)

@@ -1,7 +1,8 @@
-"""What the ingress admits and whom (`admission:`, `auth:`, `cors:`, `openai:`)."""
+"""What the ingress admits and whom (`admission:`, `auth:`, `cors:`, `openai:`, `long_requests:`)."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -29,12 +30,74 @@ class AdmissionConfig(BaseModel):
         description="Request bytes an ingress replica holds at once across all uploads being received; "
         "past it a submit gets 503 + Retry-After instead of the replica running out of memory.",
     )
+    decoded_pixels_in_flight: int = Field(
+        default=48 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Pixels of request images an ingress replica decodes at once (RGB: 3 bytes each); a decode "
+        "past it waits up to decode_wait_s, then 503 DECODES_BUSY + Retry-After (serve_app.api.budgets).",
+    )
+    decode_wait_s: float = Field(default=10.0, ge=0, le=300, description="How long a decode waits for room.")
     max_json_body_bytes: int = Field(
         default=1024 * 1024,
         ge=1024,
         description="Largest body of a JSON route the framework parses (scenes, articles, textures, "
         "/v1/images/generations, cancels); past it 413 before the body is buffered.",
     )
+
+
+class LongRequestsConfig(BaseModel):
+    """Caps on long requests (event streams, waiting routes, uploads being received) per ingress
+    replica, and the deadline of a request body (serve_app.api.slots)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    per_caller: int = Field(
+        default=8, ge=1, le=1000, description="Long requests one caller (API key, else client address) holds at once."
+    )
+    total: int = Field(
+        default=40,
+        ge=1,
+        le=10000,
+        description="Long requests a replica holds at once; keep it below the Ingress's max_ongoing_requests "
+        "so short requests (/healthcheck, /info, polls, submits) always find a slot.",
+    )
+    retry_after_s: int = Field(default=5, ge=1, le=3600, description="Retry-After of a refusal.")
+    client_ip_header: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9-]{1,64}$",
+        description="Header naming the client's address (its first value), e.g. X-Forwarded-For; read only "
+        "from a peer in trusted_proxies. None: the TCP peer's address.",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1/32", "::1/128"],
+        description="Networks whose client_ip_header is believed (the load balancer, HAProxy on the node).",
+    )
+    body_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="A request whose body has not all arrived this long after it began: 408",
+    )
+    stream_max_s: float = Field(
+        default=55.0,
+        gt=0,
+        le=86400,
+        description="An event stream's life; the client resumes with Last-Event-ID. Below http_options."
+        "request_timeout_s, so this app ends it cleanly before Serve would.",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"trusted_proxies: {network!r} is not an IP network") from exc
+        return value
+
+    def trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(network, strict=False) for network in self.trusted_proxies]
 
 
 class AuthConfig(BaseModel):

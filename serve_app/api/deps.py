@@ -14,6 +14,7 @@ from fastapi import Depends, Header
 from pydantic import BaseModel
 from ray.serve.handle import DeploymentHandle
 
+from serve_app.api.budgets import PixelBudget
 from serve_app.args import CoreArgs
 from serve_app.errors import QueueFull
 from serve_app.metrics import IngressMetrics
@@ -91,10 +92,13 @@ class IngressContext:
     version: str
     changes: TaskChanges = field(default_factory=TaskChanges)  # pushed by the task store's listener
     uploads: UploadBudget = field(init=False)
+    pixels: PixelBudget = field(init=False)
     _dispatches: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.uploads = UploadBudget(self.args.admission.upload_bytes_in_flight, self.args.tasks.retry_after_s)
+        admission, retry_after_s = self.args.admission, self.args.tasks.retry_after_s
+        self.uploads = UploadBudget(admission.upload_bytes_in_flight, retry_after_s)
+        self.pixels = PixelBudget(admission.decoded_pixels_in_flight, admission.decode_wait_s, retry_after_s)
 
     def config(self, cls: type[C]) -> C:
         """A product's own section of the args (`scenes:`, `edits:` ...), by its model."""

@@ -7,7 +7,8 @@ Events, each with an `id:` that only grows for a task:
 A client that reconnects with `Last-Event-ID` gets only what is newer than that id (nothing but
 the close when it already saw the result). The stream reads the task store (not a replica's
 memory) whenever the store pushes a change of the task, so it works from any ingress replica,
-and ends after `max_stream_s` (clients reconnect).
+and ends after `long_requests.stream_max_s` (clients reconnect with `Last-Event-ID`; the `retry:` line
+says after how long). A stream is a long request: it holds one of its caller's slots (serve_app.api.slots).
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from serve_app.api.auth import CallerDep
 from serve_app.api.deps import Ctx, IngressContext
 from serve_app.api.schemas import ErrorResponse
+from serve_app.api.slots import LONG
 from serve_app.tasks import TaskRecord
 from serve_app.tasks.records import Stage, TaskStatus
 from serve_app.tasks.store import QueueStats
@@ -34,7 +36,6 @@ router = APIRouter(prefix="/v1", tags=["desk makeover"])
 
 POLL_S = 0.5  # a stream reads its task at least this often without a pushed change (queue position, ETA)
 KEEPALIVE_S = 15.0  # a comment line this often keeps proxies from closing an idle stream
-MAX_STREAM_S = 1800.0
 
 
 class ProgressEvent(BaseModel):
@@ -88,16 +89,25 @@ def _parse_last_id(value: str | None) -> int:
 
 
 async def _stream(
-    ctx: IngressContext, task_id: str, key_id: str | None, last_id: int, poll_s: float, max_s: float
+    ctx: IngressContext,
+    task_id: str,
+    key_id: str | None,
+    last_id: int,
+    poll_s: float,
+    max_s: float,
+    gone: Callable[[], Awaitable[bool]] | None = None,
 ) -> AsyncIterator[bytes]:
     """The task's events: each change the store pushes is sent at once; the task is read at least
-    every `poll_s` anyway (queue position and ETA move with other tasks, and a push may be lost)."""
+    every `poll_s` anyway (queue position and ETA move with other tasks, and a push may be lost).
+    Ends within `poll_s` of `gone()` turning true (the client left: its slot is free again)."""
     yield b"retry: 1000\n\n"
     deadline = time.monotonic() + max_s
     quiet_since = time.monotonic()
     last_sent: dict[str, Any] | None = None
     with ctx.changes.watch(task_id) as changed:
         while time.monotonic() < deadline:
+            if gone is not None and await gone():
+                return
             record, stats = await asyncio.to_thread(ctx.tasks.view, task_id, key_id)
             ident = event_id(record, stats)
             if record.finished:
@@ -116,6 +126,7 @@ async def _stream(
 
 @router.get(
     "/tasks/{task_id}/events",
+    dependencies=[LONG],
     summary="Live task events (Server-Sent Events): progress, queue position, ETA, then the result.",
     response_class=StreamingResponse,
     responses={
@@ -128,9 +139,12 @@ async def events(
     task_id: str,
     ctx: Ctx,
     caller: CallerDep,
+    request: Request,
     last_event_id: str | None = Header(default=None, alias="Last-Event-ID", max_length=40),
 ) -> StreamingResponse:
     await asyncio.to_thread(ctx.tasks.owned, task_id, caller.key_id)  # 404 now, not inside the stream
-    stream = _stream(ctx, task_id, caller.key_id, _parse_last_id(last_event_id), POLL_S, MAX_STREAM_S)
+    max_s = ctx.args.long_requests.stream_max_s
+    last = _parse_last_id(last_event_id)
+    stream = _stream(ctx, task_id, caller.key_id, last, POLL_S, max_s, request.is_disconnected)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)

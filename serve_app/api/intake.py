@@ -18,6 +18,7 @@ from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve_app.api.auth import Caller, CallerDep
+from serve_app.api.budgets import header_pixels
 from serve_app.api.deps import Ctx, IdempotencyKey, IngressContext
 from serve_app.api.errors import validation_error
 from serve_app.api.schemas import ErrorResponse
@@ -226,8 +227,12 @@ async def image_request(
         form = model.model_validate(fields)
     except ValidationError as exc:
         raise validation_error(list(exc.errors())) from exc
-    image = await asyncio.to_thread(decode_image, upload, ctx.limits.max_image_pixels, ctx.limits.max_upload_bytes)
-    return form, upload, image.size
+    limits = ctx.limits
+    async with ctx.pixels.hold(header_pixels(upload)):  # the decoded image is dropped before any wait
+        image = await asyncio.to_thread(decode_image, upload, limits.max_image_pixels, limits.max_upload_bytes)
+        size = image.size
+        del image
+    return form, upload, size
 
 
 def refuse(message: str, param: str) -> InvalidInput:
@@ -272,12 +277,18 @@ async def take_in_photo(
         raise InvalidInput("Give initial_image_url or an uploaded image, not both.")
     if not request.initial_image_url and upload is None:
         return None, None
-    data = upload if upload is not None else await photo_bytes(ctx, request.initial_image_url or "")
     limits = ctx.limits
-    image, fmt = await asyncio.to_thread(
-        decode_image_and_format, data, limits.max_image_pixels, limits.max_upload_bytes
-    )
-    stored, ext, media_type = await asyncio.to_thread(stored_photo, data, image, fmt)
+    with ctx.uploads.hold() as take:  # fetched bytes count against the upload budget, as uploads do
+        if upload is None:
+            take(limits.max_upload_bytes)  # what the fetch may bring, reserved before it starts
+        data = upload if upload is not None else await photo_bytes(ctx, request.initial_image_url or "")
+        async with ctx.pixels.hold(header_pixels(data)):
+            image, fmt = await asyncio.to_thread(
+                decode_image_and_format, data, limits.max_image_pixels, limits.max_upload_bytes
+            )
+            stored, ext, media_type = await asyncio.to_thread(stored_photo, data, image, fmt)
+            del image
+        del data
     key = make_key(request.user_id, ext=ext)
     stored_url = await ctx.images.put(key, stored, content_type=media_type)
     return key, request.initial_image_url or stored_url

@@ -40,6 +40,7 @@ EXPECTED: dict[str, set[str]] = {
     "texture_cache": {"sizes"},
     "scale_up": {"runs", "autoscaling_config", "startup_s"},
     "gpu_session": {"model", "floor", "peers", "peak_tflops"},
+    "hostile": {"quiet", "one_caller", "many_callers", "memory", "slowloris", "startup_s"},
 }
 
 
@@ -91,6 +92,21 @@ def _check_scale_up(results: dict[str, Any]) -> None:
     assert "error" not in run, run
     assert 0 < run["starting_s"] <= run["running_s"] <= run["taking_traffic_s"]
     assert results["autoscaling_config"]["max_replicas"] >= 2
+
+
+def _check_hostile(results: dict[str, Any]) -> None:
+    """One caller's streams past its cap are 429; probes answer while streams are open; the
+    trickled upload is answered 408 (not left to the client's own limit)."""
+    one = results["one_caller"]
+    assert one["codes"].get("429", 0) == one["streams"] - 8 and one["codes"].get("200") == 8  # per_caller 8
+    for phase in ("one_caller", "many_callers"):
+        assert {route: stats["codes"] for route, stats in results[phase]["probes"].items()} == {
+            "healthcheck": [200],
+            "info": [200],
+            "submit": [202],
+        }
+    assert results["memory"]["codes"] and "0" not in results["memory"]["codes"]
+    assert "408" in results["slowloris"]["answer"], results["slowloris"]
 
 
 def _check_gpu_session(results: dict[str, Any]) -> None:

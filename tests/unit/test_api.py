@@ -217,6 +217,7 @@ async def test_a_resolver_that_never_answers_stalls_nothing_else(
 
     import httpx
 
+    from serve_app.api.deps import UploadBudget
     from serve_app.net import FetchPolicy, guard
 
     release, lock, entered = threading.Event(), threading.Lock(), [0]
@@ -229,6 +230,7 @@ async def test_a_resolver_that_never_answers_stalls_nothing_else(
 
     monkeypatch.setattr(guard, "default_resolver", stuck_resolver)
     ctx.args = ctx.args.model_copy(update={"fetch": FetchPolicy(dns_timeout_s=1.0, dns_max_concurrency=4)})
+    ctx.uploads = UploadBudget(64 * ctx.limits.max_upload_bytes, 5)  # room for 40 fetches (each reserves its cap)
     transport = httpx.ASGITransport(app=app)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as client:

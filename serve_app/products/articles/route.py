@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.api.intake import TASK_ROUTE_ERRORS, SubmissionDep, given, patch_settings
 from serve_app.api.schemas import TaskAccepted
+from serve_app.api.slots import LONG
 from serve_app.api.waiting import preferences
 from serve_app.errors import InvalidInput
 from serve_app.products.articles.config import ArticlesConfig
@@ -108,6 +109,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.post(
     "/images",
+    dependencies=[LONG],
     response_model=ArticleImagesResponse,  # the 200 of Prefer: wait=N; without it, 202 TaskAccepted
     response_model_exclude_none=True,
     responses=_ERRORS,

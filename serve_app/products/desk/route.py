@@ -25,6 +25,7 @@ from serve_app.api.intake import (
     read_form,
 )
 from serve_app.api.schemas import TaskAccepted
+from serve_app.api.slots import LONG_UPLOADS
 from serve_app.errors import InvalidInput, PayloadTooLarge
 from serve_app.patterns import NON_BLANK_PATTERN
 from serve_app.products.base import SchemaContext
@@ -154,6 +155,7 @@ async def _parse(
 
 @router.post(
     "/generate",
+    dependencies=[LONG_UPLOADS],
     status_code=202,
     response_model=TaskAccepted,
     responses=ERRORS,

@@ -31,6 +31,7 @@ from serve_app.api.intake import (
     patch_settings,
     waiting_route_errors,
 )
+from serve_app.api.slots import LONG
 from serve_app.backends.config import chain_entry
 from serve_app.errors import InvalidInput
 from serve_app.patterns import NON_BLANK_PATTERN
@@ -197,6 +198,7 @@ def resolve_edit(ctx: IngressContext, caller: Caller, form: EditForm, image_size
 
 @router.post(
     "/edits",
+    dependencies=[LONG],
     **answered(EditResponse, _ERRORS),
     summary="Edit an image by an instruction (InstructPix2Pix, or a cloud edit API); answers when it is done.",
     openapi_extra={"requestBody": _BODY},

@@ -43,6 +43,7 @@ from serve_app.api.intake import (
     refuse,
 )
 from serve_app.api.schemas import TaskAccepted
+from serve_app.api.slots import LONG
 from serve_app.errors import NotFound
 from serve_app.patterns import NON_BLANK_PATTERN
 from serve_app.products.base import SchemaContext
@@ -245,6 +246,7 @@ def _check_enabled(ctx: IngressContext) -> None:
 
 @router.post(
     "/generations",
+    dependencies=[LONG],
     **answered(ImagesResponse, _ERRORS),
     summary="OpenAI-compatible: make n images from a prompt; answers when they are done.",
 )
@@ -310,6 +312,7 @@ def _form(schema: dict[str, Any]) -> dict[str, Any]:
 
 @router.post(
     "/edits",
+    dependencies=[LONG],
     **answered(ImagesResponse, _ERRORS),
     summary="OpenAI-compatible: edit an image by a prompt (SD img2img); answers when the images are done.",
     openapi_extra={"requestBody": _EDIT_BODY},

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from serve_app.api.auth import Caller
 from serve_app.api.deps import IngressContext
 from serve_app.api.intake import Submission, SubmissionDep, answered, given, patch_settings, waiting_route_errors
+from serve_app.api.slots import LONG
 from serve_app.products.base import SchemaContext
 from serve_app.products.scenes.config import ScenesConfig
 from serve_app.products.scenes.flow import KIND
@@ -162,6 +163,7 @@ class _Fingerprint(BaseModel):
 
 @router.post(
     "/external",
+    dependencies=[LONG],
     **answered(SceneResponse, _ERRORS),
     summary="Scene image from a cloud image API first (the scene_external chain); answers when it is done.",
 )
@@ -171,6 +173,7 @@ async def external(body: SceneRequest, task: SubmissionDep) -> JSONResponse:
 
 @router.post(
     "/internal",
+    dependencies=[LONG],
     **answered(SceneResponse, _ERRORS),
     summary="Scene image from the in-cluster Generator (the scene_internal chain); answers when it is done.",
 )

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from serve_app.api.auth import Caller
 from serve_app.api.deps import IngressContext
 from serve_app.api.intake import SubmissionDep, answered, given, patch_settings, waiting_route_errors
+from serve_app.api.slots import LONG
 from serve_app.backends import BackendRegistry
 from serve_app.errors import InvalidInput
 from serve_app.products.base import SchemaContext
@@ -164,6 +165,7 @@ async def _with_cache(ctx: IngressContext, resolved: ResolvedGenerate) -> Resolv
 
 @router.post(
     "/textures",
+    dependencies=[LONG],
     **answered(TexturesResponse, _ERRORS),
     summary="Fabric texture images; identical parameters answer from the cache at once.",
 )
