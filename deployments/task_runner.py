@@ -41,7 +41,7 @@ class TaskRunner:
         deps = FlowDeps(
             stages=HandleStages(**stages),
             images=images,
-            backends=BackendRegistry(args.backends, preset.generator.model_id, preset.editor.model_id),
+            backends=BackendRegistry(args.backends, preset.generator.model_id, preset.editor.model_id, args.fetch),
             writer=build_writer(args.prompt_writer),
             retries=args.retries,
             task_store=tasks,

@@ -19,7 +19,7 @@ from serve_app.net import FetchPolicy
 from serve_app.presets import GenerationLimits, Preset
 from serve_app.retry import RetryConfig
 from serve_app.shopping.config import ShoppingConfig
-from serve_app.storage.config import LocalStorageConfig, S3StorageConfig, StorageConfig
+from serve_app.storage.config import CloudinaryStorageConfig, LocalStorageConfig, S3StorageConfig, StorageConfig
 from serve_app.tasks.config import RetentionConfig, TasksConfig
 from serve_app.webhooks import WebhookConfig
 from serve_app.writing.config import PromptWriterConfig
@@ -61,6 +61,11 @@ class CoreArgs(BaseModel):
             raise ValueError(
                 "auth.enabled with storage.url_mode 'public' would show every key's images to anyone holding "
                 "a URL; use url_mode 'presigned' (time-limited URLs handed only to the task's key)."
+            )
+        if self.auth.enabled and isinstance(self.storage, CloudinaryStorageConfig) and self.storage.url_mode == "cdn":
+            raise ValueError(
+                "auth.enabled with Cloudinary storage.url_mode 'cdn' would give every key's images URLs that never "
+                "expire, open to anyone holding one; use url_mode 'expiring' (signed URLs valid for url_expiry_s)."
             )
         return self
 

@@ -76,6 +76,7 @@ class ImageFetchFailed(InvalidInput):
 
     default_code = "IMAGE_FETCH_FAILED"
     default_message = "Failed to fetch the initial image."
+    upstream_status: int | None = None  # the HTTP status, when a non-2xx answer was the failure (not pickled)
 
 
 class InvalidImage(InvalidInput):

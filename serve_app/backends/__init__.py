@@ -13,6 +13,7 @@ from serve_app.backends.chain import BackendAttempt, BackendChain, ChainFailed, 
 from serve_app.backends.config import BackendsConfig, chain_entry
 from serve_app.backends.local import GenerateFn, LocalBackend
 from serve_app.backends.registry import REGISTERED
+from serve_app.net import FetchPolicy
 
 __all__ = [
     "BackendAttempt",
@@ -28,17 +29,27 @@ __all__ = [
 ]
 
 
-def cloud_backend(name: str, cfg: BackendsConfig, model: str | None = None) -> ImageBackend:
-    """A registered cloud backend's client, with its configured settings (and another model)."""
+def cloud_backend(
+    name: str, cfg: BackendsConfig, model: str | None = None, fetch: FetchPolicy | None = None
+) -> ImageBackend:
+    """A registered cloud backend's client, with its configured settings (and another model);
+    `fetch` is how it fetches the image URLs its provider answers."""
     provider = cfg.cloud(name)
     if model:
         provider = provider.model_copy(update={"model": model})
-    return REGISTERED[name].cls(provider)  # type: ignore[no-any-return]
+    return REGISTERED[name].cls(provider, fetch=fetch)  # type: ignore[no-any-return]
 
 
 class BackendRegistry:
-    def __init__(self, cfg: BackendsConfig, local_model_id: str = "in-cluster", editor_model_id: str = "") -> None:
+    def __init__(
+        self,
+        cfg: BackendsConfig,
+        local_model_id: str = "in-cluster",
+        editor_model_id: str = "",
+        fetch: FetchPolicy | None = None,
+    ) -> None:
         self.cfg = cfg
+        self.fetch = fetch  # the app's `fetch:` policy: provider image URLs are fetched as users' are
         self.local_model_id = local_model_id
         self.editor_model_id = editor_model_id or local_model_id  # the Editor's model: the edit chain's local
         self._cloud: dict[str, ImageBackend] = {}
@@ -48,7 +59,7 @@ class BackendRegistry:
         replica and entry: its rate limiter is shared by every task)."""
         if entry not in self._cloud:
             name, model = chain_entry(entry)
-            self._cloud[entry] = cloud_backend(name, self.cfg, model)
+            self._cloud[entry] = cloud_backend(name, self.cfg, model, self.fetch)
         return self._cloud[entry]
 
     def models(self, product: str, entries: list[str] | None = None) -> list[str]:

@@ -104,25 +104,39 @@ class ImageBackend(ABC):
         """Release connections."""
 
 
-def to_png(data: bytes, provider: str) -> tuple[bytes, int, int]:
+def to_png(data: bytes, provider: str, max_pixels: int) -> tuple[bytes, int, int]:
     """`data` (any image format Pillow reads) as PNG bytes, with its width and height.
 
-    UpstreamError(UPSTREAM_BAD_RESPONSE) when it is not an image."""
+    UpstreamError(UPSTREAM_BAD_RESPONSE) when it is not an image, or has more than `max_pixels`
+    pixels: the header is read first, so a small file claiming a huge size is never decompressed."""
     from PIL import Image, UnidentifiedImageError
 
     from serve_app.errors import UpstreamError
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+            check_pixels(image.size, provider, max_pixels)
             image.load()
             converted = image.convert("RGBA" if "A" in image.getbands() else "RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
         raise UpstreamError(
             f"{provider} answered with bytes that are not an image.", error_code="UPSTREAM_BAD_RESPONSE"
         ) from exc
     out = io.BytesIO()
     converted.save(out, format="PNG")
     return out.getvalue(), converted.width, converted.height
+
+
+def check_pixels(size: tuple[int, int], provider: str, max_pixels: int) -> None:
+    """UpstreamError(UPSTREAM_BAD_RESPONSE) when a provider's image is larger than `max_pixels`."""
+    from serve_app.errors import UpstreamError
+
+    width, height = size
+    if width * height > max_pixels:
+        raise UpstreamError(
+            f"{provider} answered a {width}x{height} image; at most {max_pixels} pixels are accepted.",
+            error_code="UPSTREAM_BAD_RESPONSE",
+        )
 
 
 def ignored_fields(spec: GenerationSpec, honoured: set[str]) -> list[str]:

@@ -26,6 +26,7 @@ from serve_app.backends.base import (
 from serve_app.backends.http import Clock, ProviderHTTP, Sleep
 from serve_app.backends.provider import CloudBackendConfig
 from serve_app.errors import AppError
+from serve_app.net import FetchPolicy
 from serve_app.stages import GenerationSpec
 
 
@@ -55,7 +56,10 @@ class CloudBackend(ImageBackend):
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         transport: httpx.AsyncBaseTransport | None = None,
+        fetch: FetchPolicy | None = None,
     ) -> None:
+        """`fetch`: how URLs the provider answers are fetched (its `allow_hosts` lets tests reach
+        stubs on 127.0.0.1); the default refuses every private target."""
         self.cfg = cfg
         self._sleep = sleep
         self._clock = clock
@@ -68,6 +72,7 @@ class CloudBackend(ImageBackend):
             clock=clock,
             sleep=sleep,
             transport=transport,
+            fetch=fetch,
         )
 
     # -- keys --------------------------------------------------------------------------------------
@@ -124,7 +129,7 @@ class CloudBackend(ImageBackend):
         started = time.perf_counter()
         attempts_before = self.http.attempts
         made = await self._make(spec)
-        png, _, _ = await asyncio.to_thread(to_png, made.data, self.label)
+        png, _, _ = await asyncio.to_thread(to_png, made.data, self.label, self.cfg.max_image_pixels)
         return BackendImage(
             image_png=png,
             backend=self.name,

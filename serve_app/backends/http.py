@@ -7,22 +7,28 @@
 - A connection that never opened is retried; a timed-out POST is not (the provider may have
   started the job and would charge twice), a timed-out GET is.
 - 401/403: `BackendAuthFailed`, never retried. Other 4xx: UPSTREAM_REJECTED with the provider's
-  own message (content policy, bad size). Other 5xx: UPSTREAM_ERROR.
+  own message (content policy, bad size). Other 5xx: UPSTREAM_ERROR. The provider's words are
+  redacted (`serve_app.redact`, the configured keys too) before they go into any message.
+- An image at a URL the provider answers is fetched as a user's URL is (`serve_app.net`): http(s)
+  only, no private target unless `fetch.allow_hosts` lists it, pinned addresses, a byte cap.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import httpx
 
 from serve_app.backends.base import BackendAuthFailed
 from serve_app.backends.provider import CloudBackendConfig
-from serve_app.errors import AppError, UpstreamError
+from serve_app.errors import AppError, ImageFetchFailed, PayloadTooLarge, UnsafeURL, UpstreamError
+from serve_app.net import FetchPolicy, UnresolvableHost, fetch_bytes
+from serve_app.redact import redact
 from serve_app.retry import parse_retry_after
 from serve_app.shopping.ratelimit import AsyncTokenBucket
 
@@ -34,18 +40,22 @@ RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 T = TypeVar("T")
 
 
-def error_message(response: httpx.Response) -> str:
-    """The provider's own words from an error body, whatever its shape (first 300 characters).
+def error_message(response: httpx.Response, secrets: Iterable[str] = ()) -> str:
+    """The provider's own words from an error body, whatever its shape, redacted (`secrets` too),
+    first 300 characters.
 
     Understood: OpenAI/Gemini `{"error": {"message"}}`, Hugging Face `{"error": "..."}`,
     Stability `{"errors": [...]}` / `{"message"}`, Replicate `{"detail"}`, KLING `{"message"}`."""
+    return redact(_said(response), secrets)[:300]
+
+
+def _said(response: httpx.Response) -> str:
     try:
         body = response.json()
     except ValueError:
-        text = response.text.strip()
-        return text[:300]
+        return str(response.text).strip()
     if not isinstance(body, dict):
-        return str(body)[:300]
+        return str(body)
     error = body.get("error")
     if isinstance(error, dict):
         found = error.get("message") or error.get("status") or ""
@@ -55,7 +65,7 @@ def error_message(response: httpx.Response) -> str:
         found = "; ".join(str(item) for item in body["errors"])
     else:
         found = body.get("detail") or body.get("message") or body.get("name") or ""
-    return str(found)[:300]
+    return str(found)
 
 
 class ProviderHTTP:
@@ -72,9 +82,11 @@ class ProviderHTTP:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         transport: httpx.AsyncBaseTransport | None = None,
+        fetch: FetchPolicy | None = None,
     ) -> None:
         self.provider = provider
         self.cfg = cfg
+        self.fetch = fetch or FetchPolicy()  # downloads: never a private target unless allow_hosts lists it
         self._headers = headers or (lambda: {})
         self._retry_hint = retry_hint
         self._refusal = refusal
@@ -114,15 +126,13 @@ class ProviderHTTP:
         url: str,
         *,
         ok: tuple[int, ...] = (200, 201, 202),
-        auth: bool = True,
         headers: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
-        """Send, retrying as the module doc says; returns a response whose status is in `ok`.
-        `auth=False` leaves the provider's auth headers off (a download from another host)."""
+        """Send, retrying as the module doc says; returns a response whose status is in `ok`."""
 
         async def attempt() -> httpx.Response:
-            sent = {**(self._headers() if auth else {}), **(headers or {})}  # fresh per try (a JWT may expire)
+            sent = {**self._headers(), **(headers or {})}  # fresh per try (a JWT may expire)
             return await self._attempt(method, url, ok, sent, kwargs)
 
         return await self.with_retries(attempt, f"{method} {url}")
@@ -177,7 +187,7 @@ class ProviderHTTP:
         special = self._refusal(response) if self._refusal is not None else None
         if special is not None:
             raise special
-        said = error_message(response)
+        said = self.said(response)
         detail = f" (HTTP {status}{': ' + said if said else ''})"
         if status in (401, 403):
             raise BackendAuthFailed(
@@ -201,11 +211,52 @@ class ProviderHTTP:
         except ValueError as exc:
             raise bad_response(self.provider, "a body that is not JSON") from exc
 
+    def secrets(self) -> list[str]:
+        """The configured key values (read at each use, as the keys are)."""
+        names = [self.cfg.api_key_env, self.cfg.secret_key_env]
+        return [os.environ.get(name, "") for name in names if name]
+
+    def redact(self, text: str) -> str:
+        """Provider text fit for a result or a log line (see serve_app.redact)."""
+        return redact(text, self.secrets())
+
+    def said(self, response: Any) -> str:
+        """The provider's words in an error answer, redacted, first 300 characters."""
+        return error_message(response, self.secrets())
+
     async def download(self, url: str) -> bytes:
-        """The bytes at an absolute URL the provider handed back (an output image), with the same
-        retries; the provider's auth headers are not sent to another host."""
-        response = await self.request("GET", url, auth=False)
-        return response.content
+        """The bytes at a URL the provider handed back (an output image), fetched as a user's URL
+        is (see the module doc), at most `max_download_bytes`, retried as a GET is; no auth headers."""
+        policy = self.fetch.model_copy(
+            update={"max_bytes": self.cfg.max_download_bytes, "timeout_s": self.cfg.timeout_s}
+        )
+
+        async def attempt() -> bytes:
+            await self.limiter.acquire()
+            self.attempts += 1
+            try:
+                return await fetch_bytes(url, policy)
+            except UnresolvableHost as exc:
+                raise Retryable(self._download_failed(exc)) from exc
+            except UnsafeURL as exc:
+                raise UpstreamError(
+                    f"{self.provider} answered an image URL that is not fetched here: {self.redact(exc.message)}",
+                    error_code="UPSTREAM_BAD_RESPONSE",
+                ) from exc
+            except PayloadTooLarge as exc:
+                raise UpstreamError(
+                    f"{self.provider}'s image is larger than the limit of {policy.max_bytes} bytes.",
+                    error_code="UPSTREAM_BAD_RESPONSE",
+                ) from exc
+            except ImageFetchFailed as exc:
+                if exc.upstream_status is None or exc.upstream_status in RETRYABLE_STATUS:
+                    raise Retryable(self._download_failed(exc)) from exc
+                raise self._download_failed(exc) from exc
+
+        return await self.with_retries(attempt, "image download")
+
+    def _download_failed(self, exc: AppError) -> UpstreamError:
+        return UpstreamError(f"Downloading {self.provider}'s image failed: {self.redact(exc.message)}")
 
 
 def bad_response(provider: str, what: str) -> UpstreamError:

@@ -27,6 +27,14 @@ class CloudBackendConfig(BaseModel):
     price_usd_per_image: float = Field(default=0.0, ge=0, description="What one image costs at the provider.")
     poll_interval_s: float = Field(default=2.0, gt=0, le=60, description="Replicate/KLING: task polling period.")
     max_poll_s: float = Field(default=300.0, gt=0, description="Replicate/KLING: give up (and cancel) after this.")
+    max_download_bytes: int = Field(
+        default=32 * 1024 * 1024, gt=0, description="Largest image downloaded from a URL the provider answers."
+    )
+    max_image_pixels: int = Field(
+        default=4096 * 4096,
+        gt=0,
+        description="Largest image (width x height) taken from the provider, checked before it is decoded.",
+    )
     options: dict[str, str | int | float | bool] = Field(
         default_factory=dict,
         description="Provider-specific request fields (OpenAI quality, Stability output_format, KLING aspect...).",

@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from serve_app.backends.base import BackendImage, to_png
 from serve_app.backends.config import BackendsConfig, FaceRestorationConfig
 from serve_app.backends.providers.replicate import ReplicateBackend
+from serve_app.net import FetchPolicy
 
 
 class FaceRestorer(ABC):
@@ -50,7 +51,7 @@ class ReplicateFaceRestorer(FaceRestorer):
             "scale": self.cfg.scale,
         }
         made = await self.client.predict(inputs)
-        png, _, _ = await asyncio.to_thread(to_png, made.data, "Replicate")
+        png, _, _ = await asyncio.to_thread(to_png, made.data, "Replicate", self.client.cfg.max_image_pixels)
         return BackendImage(
             image_png=png,
             backend=self.name,
@@ -65,10 +66,12 @@ class ReplicateFaceRestorer(FaceRestorer):
         await self.client.aclose()
 
 
-def build_restorer(cfg: FaceRestorationConfig, backends: BackendsConfig) -> FaceRestorer | None:
+def build_restorer(
+    cfg: FaceRestorationConfig, backends: BackendsConfig, fetch: FetchPolicy | None = None
+) -> FaceRestorer | None:
     """The configured restorer (None when face restoration is off): Replicate's client settings
-    (URL, key variable, retries, polling) with the restoration model."""
+    (URL, key variable, retries, polling) with the restoration model; `fetch` bounds its download."""
     if cfg.provider == "off":
         return None
     client_cfg = backends.cloud("replicate").model_copy(update={"model": cfg.model, "options": {}})
-    return ReplicateFaceRestorer(ReplicateBackend(client_cfg), cfg)
+    return ReplicateFaceRestorer(ReplicateBackend(client_cfg, fetch=fetch), cfg)

@@ -133,7 +133,9 @@ async def fetch_bytes(
                             raise UnsafeURL("Redirect to a malformed URL.") from exc
                         continue
                     if not 200 <= response.status_code < 300:
-                        raise ImageFetchFailed(f"Fetching the image failed with HTTP {response.status_code}.")
+                        failed = ImageFetchFailed(f"Fetching the image failed with HTTP {response.status_code}.")
+                        failed.upstream_status = response.status_code
+                        raise failed
                     return await _read_bounded(response, policy.max_bytes)
                 finally:
                     await response.aclose()

@@ -1,38 +1,61 @@
 """Images on Cloudinary (source spec image-generation-storage-guide.md), through its REST APIs.
 
+Nothing stored is a public resource: images, the users' photos and the JSON reproducibility
+records are all uploaded with delivery type `authenticated`, which Cloudinary serves only to a
+signed request. Sources: Cloudinary's SDK, pycloudinary `cloudinary/utils.py` (`sign_request`,
+`private_download_url`, `cloudinary_url(sign_url=True)`), and its tests' known answers.
+
 - Upload (signed): `POST {api}/v1_1/{cloud}/{image|raw}/upload`, multipart `file` with
-  `public_id`, `overwrite`, `timestamp`, `api_key` and `signature` = SHA-1 hex of the signed
-  parameters sorted by name as `k=v&k=v`, followed by the API secret (Cloudinary's "string to
-  sign"). Images are `image` resources whose public id is the key without its extension (the
-  extension is the delivered format); the JSON reproducibility records are `raw` resources whose
-  public id is the whole key.
-- Delivery: `{delivery}/{cloud}/{image|raw}/upload/{public_id}[.{format}]`, which `url_for`
-  returns and `get` reads back (a CDN URL: public, as S3's `public` URL mode).
-- Delete: signed `POST .../{type}/destroy` (`{"result": "ok" | "not found"}`).
-- Sweep: the Admin API lists `upload` resources by prefix (basic auth, `next_cursor` pages); only
-  this app's keys (`is_own_key`) older than the cutoff are destroyed.
-Errors keep the storage contract's codes: S3_UPLOAD_FAILED for an upload (the source spec's message),
-S3_DOWNLOAD_FAILED, STORAGE_DELETE_FAILED, S3_UNAVAILABLE, NotFound for a missing object.
+  `public_id`, `overwrite`, `type=authenticated`, `timestamp`, `api_key` and `signature` = SHA-1
+  hex of the signed parameters sorted by name as `k=v&k=v`, followed by the API secret (the
+  "string to sign"). Images are `image` resources whose public id is the key without its
+  extension (the extension is the format); records are `raw` resources whose public id is the key.
+- URLs (`url_mode`):
+  - `expiring` (the default; the only mode allowed with API keys on): a private download URL,
+    `{api}/v1_1/{cloud}/{kind}/download?` + signed `timestamp`, `public_id`, `format`, `type`,
+    `expires_at` (now + `url_expiry_s`); Cloudinary refuses it after `expires_at`, and the CDN
+    never caches it.
+  - `cdn`: a signed delivery URL, `{delivery}/{cloud}/{kind}/authenticated/s--SIG--/v1/{id}[.{fmt}]`,
+    SIG = the first 8 characters of the URL-safe base64 SHA-1 of `{id}[.{fmt}]` + the API secret.
+    Cached by the CDN, and valid for ever: whoever holds one sees the image.
+- `get` reads through a download URL that expires in minutes.
+- Delete: signed `POST .../{kind}/destroy` with `public_id` and `type`
+  (`{"result": "ok" | "not found"}`).
+- Sweep: the Admin API lists resources by kind and type and prefix (basic auth, `next_cursor`
+  pages); only this app's keys (`is_own_key`) older than the cutoff are destroyed.
+Resources this store wrote before it went private (type `upload`, public) are still read,
+deleted and swept, so none is left behind. Errors keep the storage contract's codes:
+S3_UPLOAD_FAILED for an upload (the source spec's message), S3_DOWNLOAD_FAILED,
+STORAGE_DELETE_FAILED, S3_UNAVAILABLE, NotFound for a missing object; Cloudinary's words in them
+are redacted.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import os
 import time
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
 from serve_app.errors import ConfigurationError, NotFound, StorageError
+from serve_app.redact import redact
 from serve_app.storage.base import ImageStore, is_own_key
 from serve_app.storage.config import CloudinaryStorageConfig
 
 log = logging.getLogger(__name__)
 
 UPLOAD_FAILED = "Failed to upload image to S3."  # the source spec's message: clients match on it whatever the store
+DOWNLOAD_FAILED = "Failed to download image from S3."
+PRIVATE = "authenticated"  # the delivery type of everything this store uploads
+LEGACY = "upload"  # the public type this store used before: still read, deleted and swept
+READ_URL_TTL_S = 300  # how long the download URL `get` makes itself stays valid
 
 
 def signature(params: dict[str, Any], secret: str) -> str:
@@ -41,8 +64,15 @@ def signature(params: dict[str, Any], secret: str) -> str:
     return hashlib.sha1((signed + secret).encode("utf-8")).hexdigest()
 
 
+def url_signature(to_sign: str, secret: str) -> str:
+    """A delivery URL's `s--SIG--` component: the first 8 characters of the URL-safe base64 SHA-1
+    of the path after the version (`{public_id}.{format}`) followed by the API secret."""
+    digest = hashlib.sha1((to_sign + secret).encode("utf-8")).digest()
+    return "s--" + base64.urlsafe_b64encode(digest)[:8].decode("ascii") + "--"
+
+
 class CloudinaryImageStore(ImageStore):
-    def __init__(self, config: CloudinaryStorageConfig) -> None:
+    def __init__(self, config: CloudinaryStorageConfig, *, clock: Callable[[], float] = time.time) -> None:
         missing = [var for var in (config.api_key_env, config.api_secret_env) if not os.environ.get(var, "").strip()]
         if missing:
             raise ConfigurationError(f"Cloudinary storage needs ${' and $'.join(missing)} set in the environment.")
@@ -50,6 +80,7 @@ class CloudinaryImageStore(ImageStore):
         self._key = os.environ[config.api_key_env].strip()
         self._secret = os.environ[config.api_secret_env].strip()
         self._folder = config.folder.strip("/") + "/" if config.folder.strip("/") else ""
+        self._clock = clock  # Unix time: signatures' timestamps and URLs' expiry
         self._client: httpx.AsyncClient | None = None
 
     def _http(self) -> httpx.AsyncClient:
@@ -75,17 +106,38 @@ class CloudinaryImageStore(ImageStore):
     def _kind(self, key: str) -> str:
         return "raw" if self._raw(key) else "image"
 
+    def _format(self, key: str) -> str:
+        return "" if self._raw(key) else key.rsplit(".", 1)[1]
+
     def url_for(self, key: str) -> str:
-        suffix = "" if self._raw(key) else "." + key.rsplit(".", 1)[1]
-        base = self.config.delivery_base_url.rstrip("/")
-        return f"{base}/{self.config.cloud_name}/{self._kind(key)}/upload/{self.public_id(key)}{suffix}"
+        if self.config.url_mode == "cdn":
+            source = self.public_id(key) + (f".{self._format(key)}" if self._format(key) else "")
+            base = self.config.delivery_base_url.rstrip("/")
+            signed = url_signature(source, self._secret)
+            return f"{base}/{self.config.cloud_name}/{self._kind(key)}/{PRIVATE}/{signed}/v1/{source}"
+        return self.download_url(key, int(self._clock()) + self.config.url_expiry_s)
+
+    def download_url(self, key: str, expires_at: int, delivery_type: str = PRIVATE) -> str:
+        """Cloudinary's private download URL of `key`, refused after Unix time `expires_at`."""
+        params = {"public_id": self.public_id(key), "format": self._format(key), "type": delivery_type}
+        query = urlencode(self._signed({**params, "expires_at": str(expires_at)}))
+        return f"{self._api(self._kind(key), 'download')}?{query}"
 
     def _api(self, kind: str, action: str) -> str:
         return f"{self.config.api_base_url.rstrip('/')}/v1_1/{self.config.cloud_name}/{kind}/{action}"
 
     def _signed(self, params: dict[str, Any]) -> dict[str, Any]:
-        params = {**params, "timestamp": str(int(time.time()))}
+        params = {k: v for k, v in params.items() if v not in (None, "")}
+        params["timestamp"] = str(int(self._clock()))
         return {**params, "api_key": self._key, "signature": signature(params, self._secret)}
+
+    def _said(self, response: httpx.Response) -> str:
+        """Cloudinary's error message, redacted (it may echo the key), as `: message` or nothing."""
+        try:
+            message = response.json().get("error", {}).get("message")
+        except (ValueError, AttributeError):
+            return ""
+        return f": {redact(str(message), [self._key, self._secret])[:200]}" if message else ""
 
     # -- the interface -------------------------------------------------------------------------------
 
@@ -99,11 +151,11 @@ class CloudinaryImageStore(ImageStore):
             raise StorageError("Cloudinary is unreachable.", error_code="S3_UNAVAILABLE") from exc
         if response.status_code != 200:
             raise StorageError(
-                f"Cloudinary answered HTTP {response.status_code}{_said(response)}.", error_code="S3_UNAVAILABLE"
+                f"Cloudinary answered HTTP {response.status_code}{self._said(response)}.", error_code="S3_UNAVAILABLE"
             )
 
     async def _put_object(self, key: str, data: bytes, content_type: str) -> None:
-        form = self._signed({"public_id": self.public_id(key), "overwrite": "true"})
+        form = self._signed({"public_id": self.public_id(key), "overwrite": "true", "type": PRIVATE})
         try:
             response = await self._http().post(
                 self._api(self._kind(key), "upload"),
@@ -111,44 +163,60 @@ class CloudinaryImageStore(ImageStore):
                 files={"file": (key.rsplit("/", 1)[-1], data, content_type)},
             )
         except httpx.HTTPError as exc:
-            log.warning("Cloudinary upload of %s failed: %s", key, exc)
+            log.warning("Cloudinary upload of %s failed: %s", key, type(exc).__name__)
             raise StorageError(UPLOAD_FAILED, error_code="S3_UPLOAD_FAILED") from exc
         if response.status_code != 200:
-            log.warning("Cloudinary refused the upload of %s: HTTP %s%s", key, response.status_code, _said(response))
-            raise StorageError(f"{UPLOAD_FAILED[:-1]} (Cloudinary{_said(response)}).", error_code="S3_UPLOAD_FAILED")
+            said = self._said(response)
+            log.warning("Cloudinary refused the upload of %s: HTTP %s%s", key, response.status_code, said)
+            raise StorageError(f"{UPLOAD_FAILED[:-1]} (Cloudinary{said}).", error_code="S3_UPLOAD_FAILED")
 
     async def _get_object(self, key: str) -> bytes:
-        try:
-            response = await self._http().get(self.url_for(key))
-        except httpx.HTTPError as exc:
-            raise StorageError("Failed to download image from S3.", error_code="S3_DOWNLOAD_FAILED") from exc
-        if response.status_code == 404:
-            raise NotFound(f"No stored object {key!r}.")
-        if response.status_code != 200:
-            raise StorageError("Failed to download image from S3.", error_code="S3_DOWNLOAD_FAILED")
-        return response.content
+        for delivery_type in (PRIVATE, LEGACY):
+            url = self.download_url(key, int(self._clock()) + READ_URL_TTL_S, delivery_type)
+            try:
+                response = await self._http().get(url)
+            except httpx.HTTPError as exc:
+                raise StorageError(DOWNLOAD_FAILED, error_code="S3_DOWNLOAD_FAILED") from exc
+            if response.status_code == 200:
+                return response.content
+            if response.status_code != 404:
+                log.warning("Cloudinary refused to read %s: HTTP %s%s", key, response.status_code, self._said(response))
+                raise StorageError(DOWNLOAD_FAILED, error_code="S3_DOWNLOAD_FAILED")
+        raise NotFound(f"No stored object {key!r}.")
 
     async def _delete_objects(self, keys: list[str]) -> None:
         for key in keys:
-            form = self._signed({"public_id": self.public_id(key), "invalidate": "true"})
-            try:
-                response = await self._http().post(self._api(self._kind(key), "destroy"), data=form)
-            except httpx.HTTPError as exc:
-                raise StorageError("Failed to delete stored images.", error_code="STORAGE_DELETE_FAILED") from exc
-            if response.status_code != 200 or response.json().get("result") not in ("ok", "not found"):
-                raise StorageError(
-                    f"Cloudinary refused to delete {key!r}{_said(response)}.", error_code="STORAGE_DELETE_FAILED"
-                )
+            if not await self._destroy(key, PRIVATE):
+                await self._destroy(key, LEGACY)
+
+    async def _destroy(self, key: str, delivery_type: str) -> bool:
+        """Destroy one resource; whether it was there."""
+        form = self._signed({"public_id": self.public_id(key), "type": delivery_type, "invalidate": "true"})
+        try:
+            response = await self._http().post(self._api(self._kind(key), "destroy"), data=form)
+        except httpx.HTTPError as exc:
+            raise StorageError("Failed to delete stored images.", error_code="STORAGE_DELETE_FAILED") from exc
+        try:
+            result = response.json().get("result") if response.status_code == 200 else None
+        except (ValueError, AttributeError):
+            result = None
+        if result not in ("ok", "not found"):
+            raise StorageError(
+                f"Cloudinary refused to delete {key!r}{self._said(response)}.", error_code="STORAGE_DELETE_FAILED"
+            )
+        return result == "ok"
 
     async def delete_older_than(self, cutoff: float) -> int:
-        old: list[str] = []
+        old: list[tuple[str, str]] = []
         for kind in ("image", "raw"):
-            async for resource in self._list(kind):
-                key = self._key_of(resource, kind)
-                created = datetime.fromisoformat(str(resource.get("created_at", "")).replace("Z", "+00:00"))
-                if key is not None and is_own_key(key) and created.timestamp() < cutoff:
-                    old.append(key)
-        await self._delete_objects(old)
+            for delivery_type in (PRIVATE, LEGACY):
+                async for resource in self._list(kind, delivery_type):
+                    key = self._key_of(resource, kind)
+                    created = datetime.fromisoformat(str(resource.get("created_at", "")).replace("Z", "+00:00"))
+                    if key is not None and is_own_key(key) and created.timestamp() < cutoff:
+                        old.append((key, delivery_type))
+        for key, delivery_type in old:
+            await self._destroy(key, delivery_type)
         return len(old)
 
     def _key_of(self, resource: dict[str, Any], kind: str) -> str | None:
@@ -158,19 +226,19 @@ class CloudinaryImageStore(ImageStore):
         stem = public_id[len(self._folder) :]
         return stem if kind == "raw" else f"{stem}.{resource.get('format', '')}"
 
-    async def _list(self, kind: str) -> Any:
+    async def _list(self, kind: str, delivery_type: str) -> AsyncIterator[dict[str, Any]]:
         cursor: str | None = None
         while True:
             params = {"prefix": self._folder, "max_results": 500, **({"next_cursor": cursor} if cursor else {})}
             try:
                 response = await self._http().get(
-                    self._api("resources", kind) + "/upload", params=params, auth=(self._key, self._secret)
+                    f"{self._api('resources', kind)}/{delivery_type}", params=params, auth=(self._key, self._secret)
                 )
             except httpx.HTTPError as exc:
                 raise StorageError("Failed to sweep old images.", error_code="STORAGE_DELETE_FAILED") from exc
             if response.status_code != 200:
                 raise StorageError(
-                    f"Cloudinary refused the listing{_said(response)}.", error_code="STORAGE_DELETE_FAILED"
+                    f"Cloudinary refused the listing{self._said(response)}.", error_code="STORAGE_DELETE_FAILED"
                 )
             body = response.json()
             for resource in body.get("resources", []):
@@ -178,11 +246,3 @@ class CloudinaryImageStore(ImageStore):
             cursor = body.get("next_cursor")
             if not cursor:
                 return
-
-
-def _said(response: httpx.Response) -> str:
-    try:
-        message = response.json().get("error", {}).get("message")
-    except (ValueError, AttributeError):
-        return ""
-    return f": {str(message)[:200]}" if message else ""

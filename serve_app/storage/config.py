@@ -36,7 +36,8 @@ class S3StorageConfig(BaseModel):
 
 
 class CloudinaryStorageConfig(BaseModel):
-    """Cloudinary (source spec image-generation-storage-guide.md): signed uploads, CDN delivery URLs.
+    """Cloudinary (source spec image-generation-storage-guide.md): signed uploads of `authenticated`
+    (never public) resources, and signed URLs (see serve_app.storage.cloudinary).
 
     The API key and secret are never in YAML: `api_key_env` / `api_secret_env` name the variables."""
 
@@ -48,6 +49,14 @@ class CloudinaryStorageConfig(BaseModel):
     api_key_env: str = "CLOUDINARY_API_KEY"
     api_secret_env: str = "CLOUDINARY_API_SECRET"
     timeout_s: float = Field(default=20.0, gt=0, le=300)
+    url_mode: Literal["expiring", "cdn"] = Field(
+        default="expiring",
+        description="expiring: signed download URLs that expire after url_expiry_s (required with API keys on); "
+        "cdn: signed CDN delivery URLs, cached but valid for ever.",
+    )
+    url_expiry_s: int = Field(
+        default=7 * 24 * 3600, ge=60, le=7 * 24 * 3600, description="How long an expiring URL is valid."
+    )
 
 
 StorageConfig = LocalStorageConfig | S3StorageConfig | CloudinaryStorageConfig

@@ -265,10 +265,18 @@ class BackendCase:
         return BackendsConfig().cloud(self.name).model_copy(update={"base_url": base_url + self.api_path})
 
     def backend(self, *args: Any, **kwargs: Any) -> Any:
-        """The registered backend's client."""
+        """The registered backend's client, allowed to fetch the image URLs its stub answers."""
         from serve_app.backends.registry import REGISTERED
 
-        return REGISTERED[self.name].cls(*args, **kwargs)
+        return REGISTERED[self.name].cls(*args, **{"fetch": stub_fetch(), **kwargs})
+
+
+def stub_fetch() -> Any:
+    """The fetch policy that lets a backend download from a stub on 127.0.0.1: the app's own
+    `fetch.allow_hosts`, as the integration tests set it (the default refuses loopback)."""
+    from serve_app.net import FetchPolicy
+
+    return FetchPolicy(allow_hosts=["127.0.0.1"])
 
 
 def backend_case(name: str) -> BackendCase:

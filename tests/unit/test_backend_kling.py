@@ -15,7 +15,7 @@ from serve_app.errors import UpstreamError
 from serve_app.stages import GenerationSpec
 from testbed.stubs.fake_clock import FakeClock
 from testbed.stubs.kling_stub import ACCESS_KEY, CASE, SECRET_KEY, KlingStub, check_jwt
-from testbed.stubs.provider_base import Reply
+from testbed.stubs.provider_base import Reply, stub_fetch
 
 SPEC = GenerationSpec(prompt="a rainy cafe", num_inference_steps=4, guidance_scale=7.0, height=512, width=896, seed=1)
 
@@ -29,7 +29,8 @@ def stub(monkeypatch: pytest.MonkeyPatch) -> Iterator[KlingStub]:
 
 
 def _backend(stub: KlingStub, clock: FakeClock, **update: object) -> KlingBackend:
-    return KlingBackend(CASE.config(stub.base_url).model_copy(update=update), clock=clock, sleep=clock.sleep)
+    cfg = CASE.config(stub.base_url).model_copy(update=update)
+    return KlingBackend(cfg, clock=clock, sleep=clock.sleep, fetch=stub_fetch())
 
 
 def test_the_jwt_is_hs256_with_kling_claims() -> None:

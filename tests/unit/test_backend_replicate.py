@@ -12,6 +12,7 @@ from serve_app.backends.providers.replicate import ReplicateBackend
 from serve_app.errors import UpstreamError
 from serve_app.stages import GenerationSpec
 from testbed.stubs.fake_clock import FakeClock
+from testbed.stubs.provider_base import stub_fetch
 from testbed.stubs.replicate_stub import CASE, TOKEN, ReplicateStub
 
 SPEC = GenerationSpec(prompt="a fabric", num_inference_steps=4, guidance_scale=7.0, height=512, width=512, seed=3)
@@ -25,7 +26,8 @@ def stub(monkeypatch: pytest.MonkeyPatch) -> Iterator[ReplicateStub]:
 
 
 def _backend(stub: ReplicateStub, clock: FakeClock, **update: object) -> ReplicateBackend:
-    return ReplicateBackend(CASE.config(stub.base_url).model_copy(update=update), clock=clock, sleep=clock.sleep)
+    cfg = CASE.config(stub.base_url).model_copy(update=update)
+    return ReplicateBackend(cfg, clock=clock, sleep=clock.sleep, fetch=stub_fetch())
 
 
 def _cancels(stub: ReplicateStub) -> list[str]:
@@ -56,7 +58,9 @@ async def test_past_the_poll_bound_the_prediction_is_cancelled_at_replicate(stub
 
 async def test_cancelling_the_task_cancels_the_prediction(stub: ReplicateStub) -> None:
     stub.hold = True
-    backend = ReplicateBackend(CASE.config(stub.base_url).model_copy(update={"poll_interval_s": 0.01}))
+    backend = ReplicateBackend(
+        CASE.config(stub.base_url).model_copy(update={"poll_interval_s": 0.01}), fetch=stub_fetch()
+    )
     running = asyncio.ensure_future(backend.generate(SPEC))
     for _ in range(500):
         if any(r.method == "GET" for r in stub.requests):

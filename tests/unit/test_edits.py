@@ -34,7 +34,7 @@ from serve_app.stages import GenerationSpec
 from testbed.harness import PaintingStages, WorkerRunner
 from testbed.stubs.openai_stub import KEY as OPENAI_KEY
 from testbed.stubs.openai_stub import OpenAIStub
-from testbed.stubs.provider_base import multipart
+from testbed.stubs.provider_base import multipart, stub_fetch
 from testbed.stubs.replicate_stub import ReplicateStub
 from tests.support.ingress import ingress_context
 from tests.support.specs import txt2img
@@ -242,7 +242,7 @@ def test_gfpgan_on_replicate_gets_the_image_and_answers_the_restored_one(monkeyp
             {"replicate": {**BackendsConfig().cloud("replicate").model_dump(), "base_url": stub.base_url + "/v1"}}
         )
         backends.cloud("replicate").poll_interval_s = 0.01
-        restorer = build_restorer(FaceRestorationConfig(), backends)
+        restorer = build_restorer(FaceRestorationConfig(), backends, stub_fetch())
         assert isinstance(restorer, ReplicateFaceRestorer)
         restored = asyncio.run(restorer.restore(source))
         create = next(r for r in stub.requests if r.method == "POST")
@@ -447,7 +447,9 @@ def test_replicate_edits_send_instruct_pix2pix_inputs(monkeypatch: pytest.Monkey
                 }
             )
         )
-        made = asyncio.run(ReplicateBackend(cfg).generate(_spec(5, source, image_guidance_scale=2.0)))
+        made = asyncio.run(
+            ReplicateBackend(cfg, fetch=stub_fetch()).generate(_spec(5, source, image_guidance_scale=2.0))
+        )
         create = next(r for r in stub.requests if r.method == "POST")
     assert made.backend == "replicate" and made.ignored == []
     body = create.json()

@@ -21,7 +21,7 @@ import httpx
 
 from serve_app.backends.base import BackendAuthFailed
 from serve_app.backends.cloud import CloudBackend, Made, nearest_aspect_ratio
-from serve_app.backends.http import bad_response, error_message
+from serve_app.backends.http import bad_response
 from serve_app.backends.provider import cloud_config
 from serve_app.backends.registry import register_backend
 from serve_app.errors import AppError, UpstreamError
@@ -67,7 +67,7 @@ class GeminiBackend(CloudBackend):
     def classify_refusal(self, response: httpx.Response) -> AppError | None:
         if response.status_code == 400 and invalid_key(response):
             return BackendAuthFailed(
-                f"Gemini rejected the API key ({error_message(response)}); check ${self.cfg.api_key_env}."
+                f"Gemini rejected the API key ({self.http.said(response)}); check ${self.cfg.api_key_env}."
             )
         return None
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from serve_app.backends.base import check_pixels
 from serve_app.backends.cloud import CloudBackend, Made
 from serve_app.backends.http import Retryable
 from serve_app.backends.provider import cloud_config
@@ -89,7 +90,8 @@ class HuggingFaceBackend(CloudBackend):
                 )
             except HfHubHTTPError as exc:
                 if exc.response is None:
-                    raise UpstreamError(f"Hugging Face failed: {exc}"[:300], error_code="UPSTREAM_ERROR") from exc
+                    said = self.http.redact(str(exc))
+                    raise UpstreamError(f"Hugging Face failed: {said}"[:300], error_code="UPSTREAM_ERROR") from exc
                 self.http.raise_for_status(exc.response)
                 raise  # pragma: no cover - raise_for_status always raises for an error status
             except (UnidentifiedImageError, ValueError) as exc:  # an answer that is not an image
@@ -105,6 +107,7 @@ class HuggingFaceBackend(CloudBackend):
                 raise error from exc
 
         image = await self.http.with_retries(attempt, self.endpoint)
+        check_pixels(image.size, self.label, self.cfg.max_image_pixels)  # the client read only the header yet
         out = io.BytesIO()
         image.save(out, format="PNG")
         return Made(out.getvalue(), seed=spec.seed)

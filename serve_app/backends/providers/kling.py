@@ -72,7 +72,7 @@ class KlingBackend(CloudBackend):
             raise bad_response(self.label, "a body without KLING's code and data")
         code = body["code"]
         if code != 0:
-            said = f"KLING code {code}: {body.get('message', '')}"[:300]
+            said = f"KLING code {code}: {self.http.redact(str(body.get('message', '')))}"[:300]
             if 1000 <= code <= 1004:
                 raise BackendAuthFailed(f"KLING rejected the key ({said}); check ${self.cfg.api_key_env}.")
             if 1302 <= code <= 1304:
@@ -105,10 +105,8 @@ class KlingBackend(CloudBackend):
                     raise bad_response(self.label, "a finished task without an image URL")
                 return Made(await self.http.download(images[0]["url"]), provider_request_id=str(task_id))
             if status == "failed":
-                raise UpstreamError(
-                    f"KLING task {task_id} failed: {data.get('task_status_msg') or 'no reason given'}"[:300],
-                    error_code="UPSTREAM_REJECTED",
-                )
+                reason = self.http.redact(str(data.get("task_status_msg") or "no reason given"))
+                raise UpstreamError(f"KLING task {task_id} failed: {reason}"[:300], error_code="UPSTREAM_REJECTED")
             if status not in ("submitted", "processing"):
                 raise bad_response(self.label, f"an unknown task_status {status!r}")
             if self._clock() >= deadline:

@@ -98,7 +98,7 @@ class ReplicateBackend(CloudBackend):
             raise
         status = prediction.get("status")
         if status != "succeeded":
-            reason = prediction.get("error") or status
+            reason = self.http.redact(str(prediction.get("error") or status))
             raise UpstreamError(
                 f"Replicate prediction {prediction_id} {status}: {reason}"[:300], error_code="UPSTREAM_ERROR"
             )

@@ -22,7 +22,6 @@ import httpx
 
 from serve_app.backends.base import EditNotSupported
 from serve_app.backends.cloud import COMMON_ASPECT_RATIOS, CloudBackend, Made, nearest_aspect_ratio
-from serve_app.backends.http import error_message
 from serve_app.backends.provider import cloud_config
 from serve_app.backends.registry import register_backend
 from serve_app.errors import AppError, UpstreamError
@@ -53,7 +52,7 @@ class StabilityBackend(CloudBackend):
     def classify_refusal(self, response: httpx.Response) -> AppError | None:
         if response.status_code == 403 and _name(response) == "content_moderation":
             return UpstreamError(
-                f"Stability AI refused the prompt (content moderation: {error_message(response)}).",
+                f"Stability AI refused the prompt (content moderation: {self.http.said(response)}).",
                 error_code="UPSTREAM_REJECTED",
             )
         return None

@@ -10,7 +10,7 @@ PRODUCT = Product(
     kind=KIND,
     router=router,
     build_flow=lambda deps, args: EditFlow(
-        deps, restorer=build_restorer(args.product_config(EditsConfig).face_restoration, args.backends)
+        deps, restorer=build_restorer(args.product_config(EditsConfig).face_restoration, args.backends, args.fetch)
     ),
     schemas=request_schemas,
     endpoints=lambda args: [
