@@ -197,8 +197,9 @@ class TaskStore:
         return TaskRecord.from_row(row), True
 
     def precheck(self, admission: Admission, cost: int, key_id: str | None) -> None:
-        """Admission's checks alone, to shed load before an upload is stored; `create` checks again."""
-        with self.db.tx() as tx:
+        """Admission's checks alone, to shed load before an upload is stored; `create` checks again
+        (serialised with every other submit), so this one only reads."""
+        with self.db.snapshot() as tx:
             admission.check(tx, cost, key_id, self._clock())
 
     def get(self, task_id: str) -> TaskRecord | None:
@@ -225,10 +226,10 @@ class TaskStore:
     def queue_stats(self, record: TaskRecord, sample: int = 20) -> QueueStats:
         """Where a task stands: its place in the queue (0 = next) and an ETA from the mean run time of
         the last `sample` tasks done, the tasks running now taken as the number of lanes. None where
-        it does not apply."""
+        it does not apply. Its queries read one snapshot and take no write lock."""
         if record.finished:
             return QueueStats()
-        with self.db.tx() as tx:
+        with self.db.snapshot() as tx:
             row = tx.one(
                 "SELECT AVG(finished_at - started_at) AS d FROM (SELECT finished_at, started_at FROM tasks"
                 " WHERE status = 'done' AND started_at IS NOT NULL ORDER BY finished_at DESC LIMIT ?) AS recent",

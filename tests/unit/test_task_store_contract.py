@@ -7,6 +7,7 @@ outbox and expiry must behave the same on both, so a cluster behaves like a lapt
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -356,6 +357,43 @@ def test_queue_position_and_eta_from_recent_run_times(store: TaskStore, clock: C
     assert store.queue_stats(store.require("c")) == QueueStats(position=0, eta_s=20.0), "b's round, then its own"
     store.queue.complete("b", lease_b, {})
     assert store.queue_stats(store.require("b")) == QueueStats()
+
+
+def test_a_snapshot_reads_one_state_of_the_database(open_db: Callable[[], Database], clock: Clock) -> None:
+    store, other = TaskStore(open_db(), clock=clock), TaskStore(open_db(), clock=clock)
+    _create(store, "a")
+    with store.db.snapshot() as tx:
+        assert tx.rows("SELECT task_id FROM tasks") == [{"task_id": "a"}]
+        _create(other, "b")  # committed by another connection while the snapshot is open
+        assert tx.rows("SELECT task_id FROM tasks") == [{"task_id": "a"}], "one state for every query"
+    assert store.count_active() == 2, "the next read sees the commit"
+
+
+def test_sqlite_reads_answer_while_another_connection_holds_the_write_lock(tmp_path: Path, clock: Clock) -> None:
+    """Polls, event streams, the readiness probe and admission's precheck only read: none of them
+    may wait for (or hold up) a writer. With no busy timeout, a wait would be an error at once."""
+    path = tmp_path / "tasks.db"
+    store = TaskStore(SqliteDatabase(path, busy_timeout_s=0), clock=clock)
+    for task_id in ("a", "b"):
+        _create(store, task_id, idempotency_key=f"k-{task_id}", request_hash="h")
+        clock.now += 1
+    store.queue.complete("a", _claim(store, "a"), {})
+    clock.now += 1
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process's transaction, holding the write lock
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            store.set_progress("b", "generating", 1, 2)  # a write does wait for it
+        assert store.queue_stats(store.require("b")) == QueueStats(position=0, eta_s=0.0)
+        assert store.active_counts() == {"queued": 1, "processing": 0} and store.count_active() == 1
+        assert store.find_idempotent("k-b", "h") is not None and not store.is_cancel_requested("b")
+        assert store.outbox.due() == [] and store.expired(older_than_s=0) != [] and store.keys.list() == []
+        store.precheck(Admission(max_active=5), cost=1, key_id=None)
+        store.ping()
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        store.close()
 
 
 def test_active_counts_by_status(store: TaskStore) -> None:
