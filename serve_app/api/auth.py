@@ -36,6 +36,11 @@ class Caller:
     def key_id(self) -> str | None:
         return self.key.key_id if self.key else None
 
+    @property
+    def owner(self) -> str | None:
+        """The owner segment of the key's storage keys (its folder); None with auth off."""
+        return self.key.user_id if self.key else None
+
     def scope(self, user_id: str) -> str:
         """Who the caller is for caches and A/B arms: its API key, else the request's user id."""
         return f"key:{self.key_id}" if self.key_id else f"user:{user_id}"
