@@ -110,6 +110,7 @@ class ExpiredTask:
 
     task_id: str
     object_keys: list[str]
+    webhook_pending: bool = False  # its delivery is abandoned with it
 
 
 class TaskStore:
@@ -315,14 +316,20 @@ class TaskStore:
 
     # -- retention ---------------------------------------------------------------------------------
 
-    def expired(self, older_than_s: float, limit: int = 100) -> list[ExpiredTask]:
-        """Finished tasks that ended more than `older_than_s` ago and owe no webhook."""
+    def expired(self, older_than_s: float, limit: int = 100, webhook_grace_s: float = 0.0) -> list[ExpiredTask]:
+        """Finished tasks that ended more than `older_than_s` ago; one that still owes its webhook
+        only `webhook_grace_s` later still (however often its delivery failed or was replayed)."""
+        cutoff = self._clock() - older_than_s
         rows = self.db.read(
-            "SELECT task_id, object_keys FROM tasks WHERE status IN (?, ?) AND finished_at < ?"
-            " AND (webhook_status IS NULL OR webhook_status != 'pending') ORDER BY finished_at LIMIT ?",
-            (*FINISHED, self._clock() - older_than_s, limit),
+            "SELECT task_id, object_keys, webhook_status FROM tasks WHERE status IN (?, ?) AND finished_at < ?"
+            " AND (webhook_status IS NULL OR webhook_status != 'pending' OR finished_at < ?)"
+            " ORDER BY finished_at LIMIT ?",
+            (*FINISHED, cutoff, cutoff - webhook_grace_s, limit),
         )
-        return [ExpiredTask(row["task_id"], parse_keys(row["object_keys"])) for row in rows]
+        return [
+            ExpiredTask(row["task_id"], parse_keys(row["object_keys"]), row["webhook_status"] == "pending")
+            for row in rows
+        ]
 
     def delete(self, task_ids: list[str]) -> int:
         """Delete finished task rows; returns how many went."""
