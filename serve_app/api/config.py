@@ -1,4 +1,4 @@
-"""What the ingress admits and whom (`admission:`, `auth:`, `cors:`, `openai:`)."""
+"""What the ingress admits and whom (`admission:`, `auth:`, `cors:`, `openai:`), and its probes (`health:`)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,19 @@ class AdmissionConfig(BaseModel):
         ge=1024,
         description="Largest body of a JSON route the framework parses (scenes, articles, textures, "
         "/v1/images/generations, cancels); past it 413 before the body is buffered.",
+    )
+
+
+class HealthConfig(BaseModel):
+    """GET /healthcheck, which anyone may call as often as they like."""
+
+    storage_probe_ttl_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="How long an ingress replica reuses its last storage probe (S3's writes an object) before "
+        "probing again (so storage coming back shows that much later); concurrent checks share one probe. 0: probe "
+        "on every check.",
     )
 
 
