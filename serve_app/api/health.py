@@ -108,8 +108,8 @@ async def _deployment_states(ctx: IngressContext) -> dict[str, str]:
     summary="200 when every deployment has a running replica and the task store and storage answer; 503 otherwise.",
 )
 async def healthcheck(ctx: Ctx) -> JSONResponse:
-    """Writes nothing per call: the storage probe (which writes on S3) is reused for
-    `health.storage_probe_ttl_s`; the task store's is a read."""
+    # Writes nothing per call: the storage probe (S3's writes an object) is reused for
+    # health.storage_probe_ttl_s, and the task store's is a read.
     results, storage_state, store_state = await asyncio.gather(
         _deployment_states(ctx),
         ctx.storage_probe.get(lambda: _probe("storage", ctx.images.check())),
