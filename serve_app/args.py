@@ -13,7 +13,14 @@ from typing import Self, TypeVar
 
 from pydantic import BaseModel, Field, model_validator
 
-from serve_app.api.config import AdmissionConfig, AuthConfig, CorsConfig, LongRequestsConfig, OpenAICompatConfig
+from serve_app.api.config import (
+    AdmissionConfig,
+    AuthConfig,
+    CorsConfig,
+    HealthConfig,
+    LongRequestsConfig,
+    OpenAICompatConfig,
+)
 from serve_app.backends.config import BackendsConfig
 from serve_app.net import FetchPolicy
 from serve_app.presets import GenerationLimits, Preset
@@ -49,6 +56,7 @@ class CoreArgs(BaseModel):
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     cors: CorsConfig = Field(default_factory=CorsConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
     openai: OpenAICompatConfig = Field(default_factory=OpenAICompatConfig)
     long_requests: LongRequestsConfig = Field(default_factory=LongRequestsConfig)
     backends: BackendsConfig = Field(default_factory=BackendsConfig)

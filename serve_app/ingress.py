@@ -11,7 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from serve_app.api import events, files, health, page, tasks, webhooks
+from serve_app.api import docs, events, files, health, page, tasks, webhooks
 from serve_app.api.auth import AUTH_SCHEMES
 from serve_app.api.budgets import tune_malloc
 from serve_app.api.cors import ConfiguredCors
@@ -39,8 +39,9 @@ app = FastAPI(
     title="imagegen-serve",
     version=VERSION,
     description="Desk makeover on Ray Serve: caption, desk check, SD + LoRA img2img, shopping offers.",
+    docs_url=None,  # serve_app.api.docs: Swagger UI from the package's own files, not a CDN
 )
-for shared in (tasks, health, files, events, page, webhooks):
+for shared in (tasks, health, files, events, page, webhooks, docs):
     app.include_router(shared.router)
 for product in PRODUCTS:
     app.include_router(product.router)

@@ -66,7 +66,8 @@ class GenerateRequest(BaseModel):
     initial_image_url: str | None = Field(
         default=None,
         max_length=4096,
-        description="The desk photo: an http(s) URL or s3://bucket/key on the configured bucket. "
+        description="The desk photo: an http(s) URL or s3://bucket/key on the configured bucket, under one of "
+        "its input prefixes (with API keys on, under the key's own folder of one: <prefix><key's user id>/). "
         "Omit it when the image is uploaded as the multipart part `image`.",
     )
     prompt: str = Field(default="", description="What the restyled image should look like.")

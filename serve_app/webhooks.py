@@ -34,6 +34,24 @@ from serve_app.errors import ConfigurationError, UnsafeURL
 from serve_app.net import FetchPolicy
 
 
+class WebhookReplayConfig(BaseModel):
+    """Bounds of `POST /v1/tasks/{task_id}/webhook`: each replay makes the server POST to a URL the
+    caller chose, and keeps the task's delivery pending."""
+
+    per_caller_per_minute: int = Field(
+        default=10,
+        ge=1,
+        description="Replays one caller (its API key; its client address with keys off) may ask for in a "
+        "rolling minute; past it 429 REPLAY_RATE_LIMITED with Retry-After.",
+    )
+    max_per_task: int = Field(
+        default=5,
+        ge=0,
+        description="Replays of one task in all (0: none); past it 429 REPLAY_LIMIT_REACHED, Retry-After "
+        "saying when the task expires.",
+    )
+
+
 class WebhookConfig(BaseModel):
     """Retries of one webhook: with the defaults, 2 s doubling to 5 min over 10 attempts, a receiver
     may be down for at least 6.75 min (13.5 min nominal) and still get the result."""
@@ -42,6 +60,7 @@ class WebhookConfig(BaseModel):
     base_delay_s: float = Field(default=2.0, gt=0)
     max_delay_s: float = Field(default=300.0, gt=0)
     timeout_s: float = Field(default=10.0, gt=0)
+    replay: WebhookReplayConfig = Field(default_factory=WebhookReplayConfig)
 
 
 log = logging.getLogger(__name__)

@@ -36,6 +36,18 @@ class Caller:
     def key_id(self) -> str | None:
         return self.key.key_id if self.key else None
 
+    @property
+    def owner(self) -> str | None:
+        """The owner segment of the key's storage keys (its folder); None with auth off."""
+        return self.key.user_id if self.key else None
+
+    def rate_scope(self, request: Request) -> str:
+        """Who the caller is for per-caller limits: its API key, else (keys off) the client's address
+        as this replica sees it (a proxy in front makes that the proxy's)."""
+        if self.key_id:
+            return f"key:{self.key_id}"
+        return f"addr:{request.client.host if request.client else 'unknown'}"
+
     def scope(self, user_id: str) -> str:
         """Who the caller is for caches and A/B arms: its API key, else the request's user id."""
         return f"key:{self.key_id}" if self.key_id else f"user:{user_id}"

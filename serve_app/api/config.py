@@ -1,4 +1,5 @@
-"""What the ingress admits and whom (`admission:`, `auth:`, `cors:`, `openai:`, `long_requests:`)."""
+"""What the ingress admits and whom (`admission:`, `auth:`, `cors:`, `openai:`, `long_requests:`), and its
+probes (`health:`)."""
 
 from __future__ import annotations
 
@@ -98,6 +99,19 @@ class LongRequestsConfig(BaseModel):
 
     def trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(network, strict=False) for network in self.trusted_proxies]
+
+
+class HealthConfig(BaseModel):
+    """GET /healthcheck, which anyone may call as often as they like."""
+
+    storage_probe_ttl_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="How long an ingress replica reuses its last storage probe (S3's writes an object) before "
+        "probing again (so storage coming back shows that much later); concurrent checks share one probe. 0: probe "
+        "on every check.",
+    )
 
 
 class AuthConfig(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -62,6 +63,31 @@ class UploadBudget:
             self.used -= held
 
 
+class ProbeCache:
+    """The last answer of a probe that costs something (the S3 storage probe writes an object),
+    reused for `ttl_s`, so a caller that hammers /healthcheck makes no more probes than one every
+    `ttl_s`; the checks that come while a probe runs wait for that one."""
+
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._answer: tuple[float, str] | None = None  # (when, what)
+        self._running: asyncio.Future[str] | None = None
+
+    async def get(self, probe: Callable[[], Awaitable[str]]) -> str:
+        if self._answer is not None and self._clock() - self._answer[0] < self.ttl_s:
+            return self._answer[1]
+        running = self._running
+        if running is None or running.done() or running.get_loop() is not asyncio.get_running_loop():
+            running = self._running = asyncio.ensure_future(self._run(probe))
+        return await asyncio.shield(running)  # a check that gives up does not cancel the others' probe
+
+    async def _run(self, probe: Callable[[], Awaitable[str]]) -> str:
+        answer = await probe()
+        self._answer = (self._clock(), answer)
+        return answer
+
+
 class DeploymentView(NamedTuple):
     """A deployment as the Serve controller reports it: its status and its replicas by state."""
 
@@ -93,12 +119,14 @@ class IngressContext:
     changes: TaskChanges = field(default_factory=TaskChanges)  # pushed by the task store's listener
     uploads: UploadBudget = field(init=False)
     pixels: PixelBudget = field(init=False)
+    storage_probe: ProbeCache = field(init=False)  # /healthcheck's storage probe, cached
     _dispatches: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         admission, retry_after_s = self.args.admission, self.args.tasks.retry_after_s
         self.uploads = UploadBudget(admission.upload_bytes_in_flight, retry_after_s)
         self.pixels = PixelBudget(admission.decoded_pixels_in_flight, admission.decode_wait_s, retry_after_s)
+        self.storage_probe = ProbeCache(self.args.health.storage_probe_ttl_s)
 
     def config(self, cls: type[C]) -> C:
         """A product's own section of the args (`scenes:`, `edits:` ...), by its model."""

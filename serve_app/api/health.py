@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
 from typing import Any
 
@@ -12,8 +13,10 @@ from fastapi.responses import JSONResponse
 from serve_app.api.deps import Ctx, DeploymentView, IngressContext, ReplicaStates
 from serve_app.api.schemas import HealthResponse
 from serve_app.backends import BackendRegistry, BackendStatus
+from serve_app.errors import AppError
 from serve_app.products.registry import PRODUCTS
 
+logger = logging.getLogger("ray.serve")
 router = APIRouter(tags=["health"])
 
 TASK_ENDPOINTS = (
@@ -73,21 +76,27 @@ def readiness(handle: Any, states: ReplicaStates) -> str:
     return f"not ready: no running replica (replicas: {waiting})"
 
 
-async def _probe(name: str, call: Awaitable[Any]) -> tuple[str, str]:
+async def _probe(name: str, call: Awaitable[Any]) -> str:
+    """ "ready", or "not ready: " and an error code: /healthcheck is public, so what went wrong
+    (an exception's text may name hosts, paths or a provider's answer) goes to the logs only."""
     try:
         await asyncio.wait_for(call, timeout=PROBE_TIMEOUT_S)
-        return name, "ready"
+        return "ready"
     except TimeoutError:
-        return name, f"not ready: no answer within {PROBE_TIMEOUT_S:.0f}s"
+        logger.warning("healthcheck: %s gave no answer within %.0f s", name, PROBE_TIMEOUT_S)
+        return f"not ready: no answer within {PROBE_TIMEOUT_S:.0f}s"
     except Exception as exc:
-        return name, f"not ready: {type(exc).__name__}: {exc}"[:300]
+        logger.warning("healthcheck: %s is not ready: %s: %s", name, type(exc).__name__, exc)
+        code = exc.error_code if isinstance(exc, AppError) else f"{name.upper()}_UNAVAILABLE"
+        return f"not ready: {code}"
 
 
 async def _deployment_states(ctx: IngressContext) -> dict[str, str]:
     try:
         states = await asyncio.wait_for(ctx.replica_states(), timeout=PROBE_TIMEOUT_S)
     except Exception as exc:
-        reason = "no answer" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"[:200]
+        logger.warning("healthcheck: the Serve controller failed: %s: %s", type(exc).__name__, exc)
+        reason = "no answer" if isinstance(exc, TimeoutError) else "an error"
         return dict.fromkeys(ctx.probes, f"not ready: the Serve controller gave {reason}")
     return {name: readiness(handle, states) for name, handle in ctx.probes.items()}
 
@@ -99,12 +108,11 @@ async def _deployment_states(ctx: IngressContext) -> dict[str, str]:
     summary="200 when every deployment has a running replica and the task store and storage answer; 503 otherwise.",
 )
 async def healthcheck(ctx: Ctx) -> JSONResponse:
-    async def storage() -> None:
-        await ctx.images.check()
-
-    results, (_, storage_state), (_, store_state) = await asyncio.gather(
+    # Writes nothing per call: the storage probe (S3's writes an object) is reused for
+    # health.storage_probe_ttl_s, and the task store's is a read.
+    results, storage_state, store_state = await asyncio.gather(
         _deployment_states(ctx),
-        _probe("storage", storage()),
+        ctx.storage_probe.get(lambda: _probe("storage", ctx.images.check())),
         _probe("task_store", asyncio.to_thread(ctx.tasks.ping)),
     )
     healthy = all(state.startswith("ready") for state in [*results.values(), storage_state, store_state])

@@ -254,14 +254,16 @@ def auto_size(image_size: tuple[int, int], ctx: IngressContext) -> tuple[int, in
     return side(width), side(height)
 
 
-async def photo_bytes(ctx: IngressContext, url: str) -> bytes:
+async def photo_bytes(ctx: IngressContext, url: str, owner: str | None = None) -> bytes:
+    """The bytes behind an image URL: fetched (SSRF-guarded), or an `s3://` object of the bucket,
+    only under the `owner`'s own folder of the input prefixes when one is given (keys on)."""
     if url.startswith("s3://"):
         from serve_app.storage.s3 import S3ImageStore
 
         if not isinstance(ctx.images, S3ImageStore):
             raise InvalidInput("initial_image_url: s3:// URLs need the S3 storage backend.")
         try:
-            return await ctx.images.get_s3_url(url, max_bytes=ctx.limits.max_upload_bytes)
+            return await ctx.images.get_s3_url(url, max_bytes=ctx.limits.max_upload_bytes, owner=owner)
         except NotFound as exc:
             raise ImageFetchFailed("initial_image_url: no such object in the bucket.") from exc
     policy = ctx.args.fetch.model_copy(update={"max_bytes": ctx.limits.max_upload_bytes})
@@ -269,10 +271,11 @@ async def photo_bytes(ctx: IngressContext, url: str) -> bytes:
 
 
 async def take_in_photo(
-    ctx: IngressContext, request: ResolvedGenerate, upload: bytes | None
+    ctx: IngressContext, request: ResolvedGenerate, upload: bytes | None, owner: str | None = None
 ) -> tuple[str | None, str | None]:
     """Fetch or receive the photo, decode and bound it, store it (as sent when PNG, JPEG or WEBP,
-    else as PNG) under the request's user: (input_key, initial_image_url)."""
+    else as PNG) under the request's user: (input_key, initial_image_url). `owner`: the caller's
+    storage owner with keys on, whose folder an `s3://` URL must name."""
     if request.initial_image_url and upload is not None:
         raise InvalidInput("Give initial_image_url or an uploaded image, not both.")
     if not request.initial_image_url and upload is None:
@@ -281,7 +284,7 @@ async def take_in_photo(
     with ctx.uploads.hold() as take:  # fetched bytes count against the upload budget, as uploads do
         if upload is None:
             take(limits.max_upload_bytes)  # what the fetch may bring, reserved before it starts
-        data = upload if upload is not None else await photo_bytes(ctx, request.initial_image_url or "")
+        data = upload if upload is not None else await photo_bytes(ctx, request.initial_image_url or "", owner)
         async with ctx.pixels.hold(header_pixels(data)):
             image, fmt = await asyncio.to_thread(
                 decode_image_and_format, data, limits.max_image_pixels, limits.max_upload_bytes
@@ -343,7 +346,7 @@ async def accept_task(
 
     # 3. Take the photo in (nothing a user sent is lost), then record the task and hand it off;
     #    the insert checks admission again, serialised with every other submit.
-    input_key, initial_image_url = await take_in_photo(ctx, resolved, upload)
+    input_key, initial_image_url = await take_in_photo(ctx, resolved, upload, caller.owner)
     task_id = uuid.uuid4().hex
     record, _ = await asyncio.to_thread(
         lambda: ctx.tasks.create(

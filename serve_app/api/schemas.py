@@ -22,5 +22,5 @@ class ErrorResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: Literal["ok", "degraded"]
     deployments: dict[str, str] = Field(description="Deployment name -> ready|error message.")
-    storage: str = Field(description="ok or the storage error.")
-    task_store: str = Field(description="ok or the task store error.")
+    storage: str = Field(description="ok, or `not ready: ` and an error code (the details are in the logs).")
+    task_store: str = Field(description="ok, or `not ready: ` and an error code (the details are in the logs).")

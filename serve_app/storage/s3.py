@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from serve_app.errors import ConfigurationError, InvalidInput, NotFound, PayloadTooLarge, StorageError
 from serve_app.settings import Settings
-from serve_app.storage.base import ImageStore, is_own_key, validate_key
+from serve_app.storage.base import ImageStore, is_own_key, sanitize_user_id, validate_key
 from serve_app.storage.config import S3StorageConfig
 
 log = logging.getLogger(__name__)
@@ -185,9 +185,18 @@ class S3ImageStore(ImageStore):
     async def _get_object(self, key: str) -> bytes:
         return await self._download(self.config.bucket, self.object_key(key))
 
-    async def get_s3_url(self, url: str, max_bytes: int | None = None) -> bytes:
+    def input_prefixes(self, owner: str | None = None) -> list[str]:
+        """The key prefixes an `s3://` initial image may be under: `input_prefixes`, or with an
+        `owner` (the caller's API key's user id, keys on) only that owner's folder in each."""
+        allowed = [prefix for prefix in self.config.input_prefixes if prefix]
+        if owner is None:
+            return allowed
+        return [f"{prefix.rstrip('/')}/{sanitize_user_id(owner)}/" for prefix in allowed]
+
+    async def get_s3_url(self, url: str, max_bytes: int | None = None, owner: str | None = None) -> bytes:
         """The object behind an `s3://bucket/key` initial image URL: the configured bucket, under one
-        of `input_prefixes` (so no caller can read another's images or records through it).
+        of `input_prefixes` (so no caller can read another's images or records through it), and
+        with `owner` under that owner's own folder of one (`uploads/<owner>/...`).
 
         The key is taken as-is (no prefix), as a client names the object it uploaded. PayloadTooLarge
         when the object is larger than `max_bytes`.
@@ -195,7 +204,7 @@ class S3ImageStore(ImageStore):
         bucket, key = parse_s3_url(url)
         if bucket != self.config.bucket:
             raise InvalidInput(f"Only s3://{self.config.bucket}/... URLs are accepted.", error_code="INVALID_URL")
-        allowed = [prefix for prefix in self.config.input_prefixes if prefix]
+        allowed = self.input_prefixes(owner)
         if not any(key.startswith(prefix) for prefix in allowed) or key.endswith(".json"):
             where = ", ".join(f"s3://{bucket}/{prefix}" for prefix in allowed) or "nowhere (none configured)"
             raise InvalidInput(f"s3:// images are accepted only under {where}.", error_code="INVALID_URL")

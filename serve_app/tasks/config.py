@@ -37,6 +37,12 @@ class RetentionConfig(BaseModel):
         gt=0,
         description="A finished task, its photo and its images are deleted this long after it ended.",
     )
+    webhook_grace_s: float = Field(
+        default=24 * 3600,
+        ge=0,
+        description="A finished task still owing its webhook (a receiver down, a delivery failing or replayed) is "
+        "kept at most this much past ttl_s; then it expires, its delivery abandoned (and logged).",
+    )
     sweep_interval_s: float = Field(default=600.0, gt=0, description="How often a runner looks for expired tasks.")
     batch_size: int = Field(default=200, ge=1, description="Tasks deleted per sweep pass.")
     sweep_orphans: bool = Field(

@@ -3,10 +3,13 @@
 The task store's SQL is written once, with `?` placeholders and portable types; a `Database`
 runs it in transactions and hides what differs:
 - SQLite (one machine): one file in WAL mode, every replica on the node opens it; a transaction
-  takes the write lock up front (`BEGIN IMMEDIATE`), so a claim is atomic across processes.
+  takes the write lock up front (`BEGIN IMMEDIATE`), so a claim is atomic across processes. Reads
+  go through a second, query-only connection in deferred transactions: WAL readers never wait
+  for the writer, so a poll or a readiness probe answers while another process writes.
 - PostgreSQL (a cluster): a connection pool; claims lock rows with `FOR UPDATE SKIP LOCKED`,
   so runners on any node claim disjoint tasks without waiting on each other, and admission
-  (queue bound, idempotency key) is serialised with a transaction-scoped advisory lock.
+  (queue bound, idempotency key) is serialised with a transaction-scoped advisory lock. Reads
+  run in READ ONLY, REPEATABLE READ transactions: one snapshot for all their statements.
 
 Every method is synchronous and thread-safe; async code calls it through `asyncio.to_thread`.
 A transaction that changes a task says so (`Tx.changed`): the database announces it when the
@@ -75,6 +78,12 @@ class Database(ABC):
         """A read-write transaction: committed when the block ends, rolled back on an exception."""
 
     @abstractmethod
+    @contextmanager
+    def snapshot(self) -> Iterator[Tx]:
+        """A read-only transaction: every query in it sees one consistent state of the database, and
+        it takes no write lock (it neither waits for writers nor holds them up)."""
+
+    @abstractmethod
     def lock_admission(self, tx: Tx) -> None:
         """Serialise admission checks (count, then insert) for the rest of `tx`."""
 
@@ -82,7 +91,8 @@ class Database(ABC):
     def close(self) -> None: ...
 
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        with self.tx() as tx:
+        """One query's rows, in a read-only transaction (`snapshot`)."""
+        with self.snapshot() as tx:
             return tx.rows(sql, params)
 
     def ping(self) -> None:
@@ -119,16 +129,24 @@ class SqliteDatabase(Database):
     dialect = "sqlite"
     skip_locked = ""  # BEGIN IMMEDIATE already makes the transaction exclusive
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, busy_timeout_s: float = 30.0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.bus = NodeBus(self.path)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False, isolation_level=None)
-        self._conn.row_factory = sqlite3.Row
+        self._conn = self._connect(busy_timeout_s)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute("PRAGMA busy_timeout=30000")
+        # Reads have their own connection (and lock): they never queue behind a write of this
+        # process that is waiting for another process's write lock.
+        self._read_lock = threading.Lock()
+        self._reader = self._connect(busy_timeout_s)
+        self._reader.execute("PRAGMA query_only=1")
+
+    def _connect(self, busy_timeout_s: float) -> sqlite3.Connection:
+        conn = sqlite3.connect(str(self.path), timeout=busy_timeout_s, check_same_thread=False, isolation_level=None)
+        conn.row_factory = sqlite3.Row  # `timeout` is the busy timeout: how long a lock is waited for
+        return conn
 
     @contextmanager
     def tx(self) -> Iterator[Tx]:
@@ -149,6 +167,20 @@ class SqliteDatabase(Database):
         if tx.changed_ids:
             self.bus.publish(tx.changed_ids)
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Tx]:
+        """A deferred transaction on the query-only connection: in WAL mode its first read fixes
+        the snapshot every later read sees, and no lock a writer needs is taken."""
+        with self._read_lock:
+            cur = self._reader.cursor()
+            cur.execute("BEGIN DEFERRED")
+            try:
+                yield _SqliteTx(cur)
+            finally:
+                if self._reader.in_transaction:  # nothing to commit
+                    cur.execute("ROLLBACK")
+                cur.close()
+
     def lock_admission(self, tx: Tx) -> None:
         """Nothing to do: the IMMEDIATE transaction holds the database's write lock."""
 
@@ -158,6 +190,8 @@ class SqliteDatabase(Database):
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+        with self._read_lock:
+            self._reader.close()
         self.bus.close()
 
 
@@ -230,6 +264,14 @@ class PostgresDatabase(Database):
             tx = _PgTx(cur)
             yield tx
         self.writes += tx.wrote
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Tx]:
+        """READ ONLY and REPEATABLE READ: all its statements read one snapshot (READ COMMITTED,
+        the default, takes a new one per statement); plain reads take no row lock."""
+        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield _PgTx(cur)
 
     def lock_admission(self, tx: Tx) -> None:
         tx.rows("SELECT pg_advisory_xact_lock(?) AS locked", (_ADMISSION_LOCK_ID,))

@@ -5,17 +5,61 @@ takes a delivery lease for one attempt, and marks it delivered or failed, or sch
 attempt (`retry_later`): the retry schedule lives here, not in a sleeping coroutine, so a receiver
 may stay down for hours across runner restarts. A deliverer that dies leaves the lease to expire,
 and the next sweep delivers it again (at least once, same id). `replay` puts a finished task's
-delivery back in the outbox on a client's request (same id again, a fresh retry schedule).
+delivery back in the outbox on a client's request (same id again, a fresh retry schedule), within
+`ReplayLimits`: each replay makes the server POST to a URL the caller chose.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from serve_app.errors import Conflict, NotFound
-from serve_app.tasks.db import Database
+from serve_app.errors import Conflict, NotFound, TooManyRequests
+from serve_app.tasks.db import Database, Tx
 from serve_app.tasks.records import FINISHED, TaskRecord
+
+
+@dataclass(frozen=True)
+class ReplayLimits:
+    """How often webhooks may be replayed: `per_caller` replays by one caller within `window_s`
+    (429 REPLAY_RATE_LIMITED, Retry-After: until the oldest leaves the window), and
+    `max_per_task` replays of one task in all (429 REPLAY_LIMIT_REACHED, Retry-After: until the
+    task is surely gone, `task_kept_s` after it ended). None: no such bound."""
+
+    per_caller: int | None = None
+    window_s: float = 60.0
+    max_per_task: int | None = None
+    task_kept_s: float = 0.0
+
+    def check(self, tx: Tx, record: TaskRecord, caller: str, now: float) -> None:
+        if self.max_per_task is not None and record.webhook_replays >= self.max_per_task:
+            gone_in = (record.finished_at or now) + self.task_kept_s - now
+            raise TooManyRequests(
+                f"Task {record.task_id}'s webhook was replayed {record.webhook_replays} times, the most one task "
+                "may be; it is not replayed again (Retry-After: when the task expires).",
+                error_code="REPLAY_LIMIT_REACHED",
+                retry_after_s=gone_in,
+            )
+        if self.per_caller is None:
+            return
+        row = tx.one(
+            "SELECT COUNT(*) AS n, MIN(at) AS oldest FROM webhook_replay_log WHERE caller = ? AND at > ?",
+            (caller, now - self.window_s),
+        )
+        if row and int(row["n"] or 0) >= self.per_caller:
+            raise TooManyRequests(
+                f"At most {self.per_caller} webhook replays per {self.window_s:g} s per caller; retry later.",
+                error_code="REPLAY_RATE_LIMITED",
+                retry_after_s=float(row["oldest"]) + self.window_s - now,
+            )
+
+    def record(self, tx: Tx, caller: str, task_id: str, now: float) -> None:
+        """Count this replay against `caller`, and forget the ones out of every window."""
+        if self.per_caller is None:
+            return
+        tx.run("DELETE FROM webhook_replay_log WHERE at <= ?", (now - self.window_s,))
+        tx.run("INSERT INTO webhook_replay_log (caller, task_id, at) VALUES (?, ?, ?)", (caller, task_id, now))
 
 
 class WebhookOutbox:
@@ -67,13 +111,23 @@ class WebhookOutbox:
                 (attempts, self._clock() + delay_s, task_id),
             )
 
-    def replay(self, task_id: str, key_id: str | None = None) -> TaskRecord:
+    def replay(
+        self,
+        task_id: str,
+        key_id: str | None = None,
+        *,
+        caller: str = "",
+        limits: ReplayLimits | None = None,
+    ) -> TaskRecord:
         """Queue a finished task's webhook for delivery again: pending, due now, with a fresh retry
         schedule (attempts counted from 0); the maintenance pass of any runner delivers it, under
         the same message id. A delivery already under way is left to finish (it sends the same
         body). With `key_id`, only that key's task: any other is 404, as for no task. 409 while the
-        task runs, or when it has no webhook_url."""
+        task runs, or when it has no webhook_url; 429 past `limits` (counted for `caller`), which
+        are checked and counted in one serialised step, as admission is."""
+        now = self._clock()
         with self.db.tx() as tx:
+            self.db.lock_admission(tx)
             row = tx.one("SELECT * FROM tasks WHERE task_id = ?", (task_id,))
             if row is None or (key_id is not None and row["key_id"] != key_id):
                 raise NotFound(f"Task {task_id} not found.", error_code="TASK_NOT_FOUND")
@@ -85,9 +139,12 @@ class WebhookOutbox:
                     f"Task {task_id} has not finished ({record.status}); its webhook is sent when it does.",
                     error_code="TASK_NOT_FINISHED",
                 )
+            if limits is not None:
+                limits.check(tx, record, caller, now)
+                limits.record(tx, caller, task_id, now)
             tx.run(
-                "UPDATE tasks SET webhook_status = 'pending', webhook_attempts = 0, webhook_next_at = NULL"
-                " WHERE task_id = ? AND status IN (?, ?)",
+                "UPDATE tasks SET webhook_status = 'pending', webhook_attempts = 0, webhook_next_at = NULL,"
+                " webhook_replays = webhook_replays + 1 WHERE task_id = ? AND status IN (?, ?)",
                 (task_id, *FINISHED),
             )
             row = tx.one("SELECT * FROM tasks WHERE task_id = ?", (task_id,))

@@ -66,6 +66,7 @@ TABLES = [
     webhook_attempts INTEGER NOT NULL DEFAULT 0,
     webhook_lease_expires_at DOUBLE PRECISION,
     webhook_next_at DOUBLE PRECISION,
+    webhook_replays INTEGER NOT NULL DEFAULT 0,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     object_keys TEXT,
     key_id TEXT,
@@ -89,6 +90,13 @@ TABLES = [
     entry TEXT NOT NULL,
     created_at DOUBLE PRECISION NOT NULL
 )""",
+    # Webhook replays of the last window, by caller (its API key, or its address with keys off):
+    # the per-caller rate of POST /v1/tasks/{id}/webhook. Older rows go with the next replay.
+    """CREATE TABLE IF NOT EXISTS webhook_replay_log (
+    caller TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL
+)""",
 ]
 # Columns added after the first release, for databases created before them.
 ADDED_COLUMNS = {
@@ -96,6 +104,7 @@ ADDED_COLUMNS = {
     "key_id": "TEXT",
     "cost": "BIGINT NOT NULL DEFAULT 0",
     "webhook_next_at": "DOUBLE PRECISION",
+    "webhook_replays": "INTEGER NOT NULL DEFAULT 0",
 }
 INDEXES = [
     "CREATE INDEX IF NOT EXISTS tasks_status_available ON tasks (status, available_at)",
@@ -105,6 +114,7 @@ INDEXES = [
     "CREATE INDEX IF NOT EXISTS tasks_key_status ON tasks (key_id, status)",
     "CREATE INDEX IF NOT EXISTS tasks_key_created ON tasks (key_id, created_at)",
     "CREATE INDEX IF NOT EXISTS texture_cache_task ON texture_cache (task_id)",
+    "CREATE INDEX IF NOT EXISTS webhook_replay_log_caller ON webhook_replay_log (caller, at)",
 ]
 
 ACTIVE = (TaskStatus.queued.value, TaskStatus.processing.value)
@@ -156,6 +166,7 @@ class TaskRecord(BaseModel):
     webhook_status: str | None = Field(default=None, description="pending | delivered | failed")
     webhook_attempts: int = 0
     webhook_next_at: float | None = Field(default=None, description="No webhook attempt before this time.")
+    webhook_replays: int = Field(default=0, description="Times a client asked for its webhook again.")
     cancel_requested: bool = False
     object_keys: list[str] = Field(default_factory=list, description="Stored objects this task made.")
     key_id: str | None = Field(default=None, description="The API key that created it (None with auth off).")

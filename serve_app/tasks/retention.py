@@ -1,10 +1,12 @@
 """Nothing grows without bound: finished tasks and what they stored expire after `retention.ttl_s`.
 
-A sweep takes the finished tasks that ended more than ttl_s ago (and owe no webhook), deletes
-their objects (the input photo, the output image and its .json record), then their rows. Objects
-first: a sweep that dies half-way leaves rows that name missing objects, which the next sweep
-deletes again, never objects that nothing names. What a crash left unnamed (an image stored just
-before its worker died) goes with the orphan pass: any object older than ttl_s.
+A sweep takes the finished tasks that ended more than ttl_s ago (one still owing its webhook
+`webhook_grace_s` later: a delivery that keeps failing, or keeps being replayed, cannot keep a
+task forever), deletes their objects (the input photo, the output image and its .json record),
+then their rows. Objects first: a sweep that dies half-way leaves rows that name missing objects,
+which the next sweep deletes again, never objects that nothing names. What a crash left unnamed
+(an image stored just before its worker died) goes with the orphan pass: any object older than
+ttl_s.
 """
 
 from __future__ import annotations
@@ -50,9 +52,14 @@ class RetentionSweeper:
         """Delete what expired; errors are logged and the rest waits for the next sweep."""
         report = SweepReport()
         while True:
-            expired = await asyncio.to_thread(self.tasks.expired, self.cfg.ttl_s, self.cfg.batch_size)
+            expired = await asyncio.to_thread(
+                self.tasks.expired, self.cfg.ttl_s, self.cfg.batch_size, self.cfg.webhook_grace_s
+            )
             if not expired:
                 break
+            abandoned = [task.task_id for task in expired if task.webhook_pending]
+            if abandoned:
+                logger.warning("retention: webhooks of %d expired tasks never delivered: %s", len(abandoned), abandoned)
             keys = [key for task in expired for key in task.object_keys]
             try:
                 report.objects += await self.images.delete(keys)

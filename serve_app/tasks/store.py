@@ -110,6 +110,7 @@ class ExpiredTask:
 
     task_id: str
     object_keys: list[str]
+    webhook_pending: bool = False  # its delivery is abandoned with it
 
 
 class TaskStore:
@@ -197,8 +198,9 @@ class TaskStore:
         return TaskRecord.from_row(row), True
 
     def precheck(self, admission: Admission, cost: int, key_id: str | None) -> None:
-        """Admission's checks alone, to shed load before an upload is stored; `create` checks again."""
-        with self.db.tx() as tx:
+        """Admission's checks alone, to shed load before an upload is stored; `create` checks again
+        (serialised with every other submit), so this one only reads."""
+        with self.db.snapshot() as tx:
             admission.check(tx, cost, key_id, self._clock())
 
     def get(self, task_id: str) -> TaskRecord | None:
@@ -225,10 +227,10 @@ class TaskStore:
     def queue_stats(self, record: TaskRecord, sample: int = 20) -> QueueStats:
         """Where a task stands: its place in the queue (0 = next) and an ETA from the mean run time of
         the last `sample` tasks done, the tasks running now taken as the number of lanes. None where
-        it does not apply."""
+        it does not apply. Its queries read one snapshot and take no write lock."""
         if record.finished:
             return QueueStats()
-        with self.db.tx() as tx:
+        with self.db.snapshot() as tx:
             row = tx.one(
                 "SELECT AVG(finished_at - started_at) AS d FROM (SELECT finished_at, started_at FROM tasks"
                 " WHERE status = 'done' AND started_at IS NOT NULL ORDER BY finished_at DESC LIMIT ?) AS recent",
@@ -314,14 +316,20 @@ class TaskStore:
 
     # -- retention ---------------------------------------------------------------------------------
 
-    def expired(self, older_than_s: float, limit: int = 100) -> list[ExpiredTask]:
-        """Finished tasks that ended more than `older_than_s` ago and owe no webhook."""
+    def expired(self, older_than_s: float, limit: int = 100, webhook_grace_s: float = 0.0) -> list[ExpiredTask]:
+        """Finished tasks that ended more than `older_than_s` ago; one that still owes its webhook
+        only `webhook_grace_s` later still (however often its delivery failed or was replayed)."""
+        cutoff = self._clock() - older_than_s
         rows = self.db.read(
-            "SELECT task_id, object_keys FROM tasks WHERE status IN (?, ?) AND finished_at < ?"
-            " AND (webhook_status IS NULL OR webhook_status != 'pending') ORDER BY finished_at LIMIT ?",
-            (*FINISHED, self._clock() - older_than_s, limit),
+            "SELECT task_id, object_keys, webhook_status FROM tasks WHERE status IN (?, ?) AND finished_at < ?"
+            " AND (webhook_status IS NULL OR webhook_status != 'pending' OR finished_at < ?)"
+            " ORDER BY finished_at LIMIT ?",
+            (*FINISHED, cutoff, cutoff - webhook_grace_s, limit),
         )
-        return [ExpiredTask(row["task_id"], parse_keys(row["object_keys"])) for row in rows]
+        return [
+            ExpiredTask(row["task_id"], parse_keys(row["object_keys"]), row["webhook_status"] == "pending")
+            for row in rows
+        ]
 
     def delete(self, task_ids: list[str]) -> int:
         """Delete finished task rows; returns how many went."""

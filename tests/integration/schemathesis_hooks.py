@@ -28,8 +28,7 @@ CROSS_FIELD_CODES = {"COST_TOO_HIGH", "IMAGE_FETCH_FAILED", "UNSAFE_URL", "INVAL
 CROSS_FIELD_MESSAGES = (
     "num_inference_steps * strength must be at least 1 for an image edit.",
     "Give initial_image_url or an uploaded image, not both.",
-    "dialogue by characters not in script_metadata.characters",  # the scene routes' documented rules
-    "a dialogue audio needs its character",
+    "dialogue by characters not in script_metadata.characters",  # the scene routes' rule in words
     "width and height: give both, or neither",  # /v1/edits' documented rule
 )
 

@@ -180,3 +180,18 @@ def test_progress_events_render_stage_steps_queue_and_eta(page: Any, serve_app: 
     assert page.evaluate("() => document.getElementById('steps-bar').value") == 3
     assert page.get_attribute("#progress", "data-stages") == "queued,generating"
     page.screenshot(path=str(artifacts / "progress-display.png"), full_page=True)
+
+
+def test_docs_render_swagger_ui_from_this_server_under_the_policy(page: Any, serve_app: ServeApp) -> None:
+    """/docs in Chromium: Swagger UI draws the document from the server's own files, under the web
+    page's policy: nothing requested from another host, no policy violation reported."""
+    requested: list[str] = []
+    console: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.on("console", lambda message: console.append(message.text))
+    page.goto(f"{serve_app.base_url}/docs")
+    page.wait_for_selector(".swagger-ui .info .title", timeout=30_000)
+    assert "imagegen-serve" in page.inner_text(".swagger-ui .info .title")
+    assert page.locator(".opblock").count() > 5, "the operations are listed"
+    assert all(url.startswith(serve_app.base_url) for url in requested), requested
+    assert not [line for line in console if "Content Security Policy" in line], console

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from serve_app.api.deps import DeploymentView, IngressContext
+from serve_app.api.deps import DeploymentView, IngressContext, ProbeCache
+from serve_app.errors import StorageError
 from serve_app.ingress import app
 from serve_app.presets import load_preset
 from tests.support.ingress import FakeHandle, FakeReplicaStates, ingress_context, multipart, png
@@ -198,7 +200,60 @@ def test_healthcheck_is_503_when_the_serve_controller_does_not_answer(client: Te
     states.error = RuntimeError("controller gone")
     response = client.get("/healthcheck")
     assert response.status_code == 503
-    assert response.json()["deployments"]["generator"].startswith("not ready: the Serve controller gave RuntimeError")
+    assert response.json()["deployments"]["generator"] == "not ready: the Serve controller gave an error"
+
+
+class _Probed:
+    """A storage probe that counts its calls and fails with `error` when one is set."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.error: Exception | None = None
+
+    async def __call__(self) -> None:
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+
+
+def test_healthcheck_reuses_its_storage_probe_for_a_while(
+    client: TestClient, ctx: IngressContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The S3 probe writes an object: a caller hammering /healthcheck must not make one write each."""
+    now = [100.0]
+    probe = _Probed()
+    monkeypatch.setattr(ctx.images, "check", probe)
+    ctx.storage_probe = ProbeCache(ttl_s=5, clock=lambda: now[0])
+    assert [client.get("/healthcheck").status_code for _ in range(5)] == [200] * 5
+    assert probe.calls == 1
+    probe.error = StorageError("down", error_code="S3_UNAVAILABLE")
+    now[0] += 4.9
+    assert client.get("/healthcheck").status_code == 200 and probe.calls == 1, "within the ttl: the last answer"
+    now[0] += 0.2
+    assert client.get("/healthcheck").json()["storage"] == "not ready: S3_UNAVAILABLE" and probe.calls == 2
+    assert ctx.args.health.storage_probe_ttl_s == 5.0, "the default"
+
+
+def test_healthcheck_shows_an_anonymous_caller_no_exception_text(
+    client: TestClient, ctx: IngressContext, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "answered 401: invalid api_key igs_abc at 10.0.3.7:/var/lib/imagegen/tasks.db"
+    probe = _Probed()
+    probe.error = StorageError(f"Cloudinary {secret}", error_code="S3_UNAVAILABLE")
+    monkeypatch.setattr(ctx.images, "check", probe)
+
+    def broken_ping() -> None:
+        raise sqlite3.OperationalError(f"disk I/O error {secret}")
+
+    monkeypatch.setattr(ctx.tasks, "ping", broken_ping)
+    ctx.replica_states.error = RuntimeError(f"controller {secret}")  # type: ignore[attr-defined]
+    response = client.get("/healthcheck")
+    assert response.status_code == 503 and secret not in response.text
+    assert "OperationalError" not in response.text and "RuntimeError" not in response.text
+    body = response.json()
+    assert (body["storage"], body["task_store"]) == ("not ready: S3_UNAVAILABLE", "not ready: TASK_STORE_UNAVAILABLE")
+    assert body["deployments"]["generator"] == "not ready: the Serve controller gave an error"
+    assert caplog.text.count(secret) == 3, "the details are in the logs"
 
 
 def test_info_lists_loras_and_limits(client: TestClient) -> None:

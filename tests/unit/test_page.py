@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import re
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,3 +76,40 @@ def test_every_element_the_script_uses_is_on_the_page() -> None:
     used = set(re.findall(r'\$\("([\w-]+)"\)', script))
     defined = set(re.findall(r'id="([\w-]+)"', html))
     assert used and used <= defined, used - defined
+
+
+# -- /docs: Swagger UI from this server ------------------------------------------------------------
+
+
+def test_docs_load_swagger_ui_from_this_server_under_the_pages_policy(client: TestClient) -> None:
+    response = client.get("/docs")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    assert response.headers["content-security-policy"] == client.get("/").headers["content-security-policy"]
+    html = response.text
+    assert "http:" not in html and "https:" not in html, "no other host"
+    assert not re.search(r"""(src|href)=["']?//""", html), "no protocol-relative URL"
+    assert not re.search(r"<script(?![^>]*\ssrc=)[^>]*>", html), "no inline script: the policy would block it"
+    assert "<style" not in html and " style=" not in html
+    refs = set(re.findall(r'(?:src|href)="([^"]+)"', html))
+    assert {f"/static/swagger/{name}" for name in ("swagger-ui-bundle.js", "swagger-ui.css", "docs-init.js")} <= refs
+    assert 'data-openapi-url="/openapi.json"' in html
+    for ref in refs:
+        served = client.get(ref)
+        assert served.status_code == 200 and served.headers["x-content-type-options"] == "nosniff", ref
+    init = client.get("/static/swagger/docs-init.js")
+    assert init.headers["content-type"].startswith("text/javascript") and "http" not in init.text
+
+
+@pytest.mark.parametrize("path", ["/static/swagger/LICENSE", "/static/swagger/../api/docs.py", "/static/swagger/"])
+def test_only_the_docs_files_are_served(client: TestClient, path: str) -> None:
+    assert client.get(path).status_code == 404
+
+
+def test_swagger_ui_ships_as_package_data_with_its_license() -> None:
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    shipped = pyproject["tool"]["setuptools"]["package-data"]["serve_app"]
+    folder = PAGE_DIR.parent / "swagger_ui"
+    for path in folder.iterdir():
+        name = str(path.relative_to(PAGE_DIR.parent))
+        assert any(fnmatch.fnmatch(name, pattern) for pattern in shipped), f"{name} is not package data"
+    assert "Apache License" in (folder / "LICENSE").read_text()

@@ -124,6 +124,25 @@ async def test_expired_tasks_go_with_their_objects(tasks: TaskStore, images: Ima
     assert (again.tasks, again.objects) == (0, 0)
 
 
+async def test_a_task_whose_webhook_keeps_failing_still_expires(
+    tasks: TaskStore, images: ImageStore, clock: Clock
+) -> None:
+    keys = await _finished_task(tasks, images, "hooked", webhook_url="https://example.com/hook")
+    cfg = RetentionConfig(ttl_s=DAY, webhook_grace_s=DAY / 2, sweep_orphans=False)
+    sweeper = RetentionSweeper(tasks, images, cfg, clock=clock)
+    for _ in range(3):  # the receiver is down: every attempt fails, and the client keeps replaying it
+        assert tasks.outbox.claim("hooked", lease_s=60) is not None
+        tasks.outbox.retry_later("hooked", attempts=1, delay_s=300)
+        clock.now += DAY / 2 - 1
+        tasks.outbox.replay("hooked")
+    assert tasks.require("hooked").webhook_status == "pending"
+    assert (await sweeper.sweep()).tasks == 0, "past ttl_s, still within webhook_grace_s: kept"
+    clock.now += 4
+    report = await sweeper.sweep()
+    assert (report.tasks, report.objects) == (1, 3), "past ttl_s + webhook_grace_s: gone, delivery or not"
+    assert tasks.get("hooked") is None and [await _exists(images, key) for key in keys] == [False] * 3
+
+
 async def test_orphans_older_than_the_retention_go(tmp_path: Path, clock: Clock) -> None:
     images = LocalImageStore(LocalStorageConfig(root=str(tmp_path), public_base_url="http://h"))
     orphan, fresh = f"u/20260101/{'a' * 32}.png", f"u/20260102/{'b' * 32}.png"

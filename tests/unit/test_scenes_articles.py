@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from fastapi.testclient import TestClient
 from httpx import Response
@@ -482,3 +483,43 @@ def test_every_waiting_route_documents_its_202_and_bad_body_answers(client: Test
     app.openapi_schema = None
     responses = client.get("/openapi.json").json()["paths"][route]["post"]["responses"]
     assert {"200", "202", "413", "422", "429", "503"} <= set(responses), sorted(responses)
+
+
+# -- what the OpenAPI document states is what the server checks ---------------------------------------
+
+
+def _validator(document: dict[str, Any], component: str) -> jsonschema.Draft202012Validator:
+    """A JSON Schema validator of one component of the OpenAPI document (its $refs resolved in it)."""
+    root = {"$ref": f"#/components/schemas/{component}", "components": document["components"]}
+    return jsonschema.Draft202012Validator(root)
+
+
+def test_the_document_states_that_a_dialogue_needs_its_character(client: TestClient, ctx: IngressContext) -> None:
+    app.openapi_schema = None
+    document = client.get("/openapi.json").json()
+    scene = _validator(document, "SceneRequest")
+    speaker = {"type": "dialogue", "character": "민지", "text": "안녕"}
+    assert scene.is_valid(SCENE) and scene.is_valid({**SCENE, "audios": [speaker, {"type": "narration", "text": "비"}]})
+    for voiceless in ({"type": "dialogue", "text": "안녕"}, {"type": "dialogue", "character": None, "text": "안녕"}):
+        body = {**SCENE, "audios": [voiceless]}
+        assert not scene.is_valid(body), "the schema refuses it (if/then) ..."
+        assert "needs its character" in refused(client, ctx, "/api/v1/images/generations/internal", body)["message"]
+    responses = document["paths"]["/api/v1/images/generations/internal"]["post"]["responses"]
+    assert responses["422"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorResponse"}
+    assert "without its character" in responses["422"]["description"]
+
+
+def test_the_document_says_placeholder_indexes_are_distinct_and_its_422_is_the_servers(
+    client: TestClient, ctx: IngressContext
+) -> None:
+    app.openapi_schema = None
+    document = client.get("/openapi.json").json()
+    field = document["components"]["schemas"]["ArticleImagesRequest"]["properties"]["placeholders"]
+    assert "same `index`" in field["description"] and "DUPLICATE_INDEX" in field["description"], "in words"
+    twice = {"placeholders": [{"index": 1, "alt": "a"}, {"index": 1, "alt": "b"}]}
+    assert _validator(document, "ArticleImagesRequest").is_valid(twice), "JSON Schema cannot state it"
+    answer = refused(client, ctx, "/v1/articles/images", twice)
+    documented = document["paths"]["/v1/articles/images"]["post"]["responses"]["422"]
+    assert answer["error_code"] == "DUPLICATE_INDEX" and "DUPLICATE_INDEX" in documented["description"]
+    error_shape = documented["content"]["application/json"]["schema"]
+    assert _validator(document, error_shape["$ref"].rsplit("/", 1)[1]).is_valid(answer)

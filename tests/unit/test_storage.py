@@ -191,6 +191,10 @@ async def test_s3_put_get_presigned(seaweed: SeaweedServer) -> None:
     for elsewhere in (key, key + ".json"):  # another user's image, its reproducibility record
         with pytest.raises(InvalidInput, match="only under s3://imagegen-test/uploads/"):
             await store.get_s3_url(f"s3://imagegen-test/{elsewhere}")
+    # With API keys on, the caller's own folder of the input prefixes only.
+    assert await store.get_s3_url(f"s3://imagegen-test/{upload}", owner="carol") == data
+    with pytest.raises(InvalidInput, match="only under s3://imagegen-test/uploads/dave/"):
+        await store.get_s3_url(f"s3://imagegen-test/{upload}", owner="dave")
     with pytest.raises(NotFound):
         await store.get("carol/20240101/missing.png")
     await store.close()

@@ -7,6 +7,7 @@ outbox and expiry must behave the same on both, so a cluster behaves like a lapt
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from serve_app.errors import Conflict, NotFound, QueueFull, TooManyRequests, Una
 from serve_app.tasks import Database, PostgresDatabase, SqliteDatabase, TaskStore
 from serve_app.tasks.api_keys import KeyLimits
 from serve_app.tasks.notify import PostgresListener, TaskChanges
+from serve_app.tasks.outbox import ReplayLimits
 from serve_app.tasks.records import Stage, TaskStatus
 from serve_app.tasks.store import Admission, QueueStats
 from serve_app.tasks.views import task_view
@@ -341,6 +343,39 @@ def test_webhook_replay_queues_a_finished_tasks_delivery_again(store: TaskStore,
     assert outbox.due() == ["t1"]
 
 
+def test_webhook_replays_are_bounded_per_caller_and_per_task(store: TaskStore, clock: Clock) -> None:
+    outbox = store.outbox
+    for task_id in ("a", "b", "c"):
+        _create(store, task_id, webhook_url="https://example.com/hook", key_id="ka")
+        store.queue.complete(task_id, _claim(store, task_id), {})
+        assert outbox.claim(task_id, lease_s=60) is not None
+        outbox.finish(task_id, delivered=True, attempts=1)
+    limits = ReplayLimits(per_caller=3, window_s=60, max_per_task=2, task_kept_s=1000)
+
+    def replay(task_id: str, caller: str = "key:ka") -> object:
+        return outbox.replay(task_id, "ka", caller=caller, limits=limits)
+
+    replay("a")
+    clock.now += 10
+    assert replay("a").webhook_replays == 2
+    with pytest.raises(TooManyRequests) as per_task:
+        replay("a")
+    assert per_task.value.error_code == "REPLAY_LIMIT_REACHED"
+    assert per_task.value.headers["Retry-After"] == "990", "until the task is surely gone"
+    replay("b")  # the caller's third in the minute
+    with pytest.raises(TooManyRequests) as per_caller:
+        replay("c")
+    assert per_caller.value.error_code == "REPLAY_RATE_LIMITED"
+    assert per_caller.value.headers["Retry-After"] == "50", "until its first replay leaves the window"
+    assert store.require("c").webhook_status == "delivered", "a refused replay changes nothing"
+    assert replay("c", caller="addr:192.0.2.7").webhook_status == "pending", "another caller has its own count"
+    clock.now += 50
+    assert replay("c").webhook_replays == 2, "the window moved on"
+    with pytest.raises(TooManyRequests):
+        replay("a")  # a task's replays are counted for good
+    assert outbox.replay("a").webhook_replays == 3, "no limits given: none applied (operators, tests)"
+
+
 def test_queue_position_and_eta_from_recent_run_times(store: TaskStore, clock: Clock) -> None:
     for task_id in ("a", "b", "c"):
         _create(store, task_id)
@@ -356,6 +391,43 @@ def test_queue_position_and_eta_from_recent_run_times(store: TaskStore, clock: C
     assert store.queue_stats(store.require("c")) == QueueStats(position=0, eta_s=20.0), "b's round, then its own"
     store.queue.complete("b", lease_b, {})
     assert store.queue_stats(store.require("b")) == QueueStats()
+
+
+def test_a_snapshot_reads_one_state_of_the_database(open_db: Callable[[], Database], clock: Clock) -> None:
+    store, other = TaskStore(open_db(), clock=clock), TaskStore(open_db(), clock=clock)
+    _create(store, "a")
+    with store.db.snapshot() as tx:
+        assert tx.rows("SELECT task_id FROM tasks") == [{"task_id": "a"}]
+        _create(other, "b")  # committed by another connection while the snapshot is open
+        assert tx.rows("SELECT task_id FROM tasks") == [{"task_id": "a"}], "one state for every query"
+    assert store.count_active() == 2, "the next read sees the commit"
+
+
+def test_sqlite_reads_answer_while_another_connection_holds_the_write_lock(tmp_path: Path, clock: Clock) -> None:
+    """Polls, event streams, the readiness probe and admission's precheck only read: none of them
+    may wait for (or hold up) a writer. With no busy timeout, a wait would be an error at once."""
+    path = tmp_path / "tasks.db"
+    store = TaskStore(SqliteDatabase(path, busy_timeout_s=0), clock=clock)
+    for task_id in ("a", "b"):
+        _create(store, task_id, idempotency_key=f"k-{task_id}", request_hash="h")
+        clock.now += 1
+    store.queue.complete("a", _claim(store, "a"), {})
+    clock.now += 1
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process's transaction, holding the write lock
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            store.set_progress("b", "generating", 1, 2)  # a write does wait for it
+        assert store.queue_stats(store.require("b")) == QueueStats(position=0, eta_s=0.0)
+        assert store.active_counts() == {"queued": 1, "processing": 0} and store.count_active() == 1
+        assert store.find_idempotent("k-b", "h") is not None and not store.is_cancel_requested("b")
+        assert store.outbox.due() == [] and store.expired(older_than_s=0) != [] and store.keys.list() == []
+        store.precheck(Admission(max_active=5), cost=1, key_id=None)
+        store.ping()
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        store.close()
 
 
 def test_active_counts_by_status(store: TaskStore) -> None:
@@ -377,9 +449,11 @@ def test_expiry_lists_finished_tasks_with_their_objects(store: TaskStore, clock:
     store.queue.fail("hooked", "GENERATION_FAILED", "x", lease=_claim(store, "hooked"))
     _create(store, "active")
     clock.now += 100
-    expired = store.expired(older_than_s=50)
+    expired = store.expired(older_than_s=50, webhook_grace_s=60)
     assert [(e.task_id, e.object_keys) for e in expired] == [("done", ["u/in.png", "u/out.png", "u/out.png.json"])]
     assert store.expired(older_than_s=500) == [], "younger than the retention"
+    owing = store.expired(older_than_s=50, webhook_grace_s=40)  # a webhook owed keeps a task only so long
+    assert sorted((e.task_id, e.webhook_pending) for e in owing) == [("done", False), ("hooked", True)]
     assert store.delete(["done", "active"]) == 1, "an active task is never deleted"
     assert store.get("done") is None and store.get("active") is not None and store.get("hooked") is not None
 

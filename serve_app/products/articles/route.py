@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.api.intake import TASK_ROUTE_ERRORS, SubmissionDep, given, patch_settings
-from serve_app.api.schemas import TaskAccepted
+from serve_app.api.schemas import ErrorResponse, TaskAccepted
 from serve_app.api.slots import LONG
 from serve_app.api.waiting import preferences
 from serve_app.errors import InvalidInput
@@ -42,7 +42,11 @@ EXAMPLE = {
 class ArticleImagesRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE]})
 
-    placeholders: list[Placeholder] = Field(min_length=1, description="One image each; indexes must be distinct.")
+    placeholders: list[Placeholder] = Field(
+        min_length=1,
+        description="One image each. No two placeholders may have the same `index` (422 DUPLICATE_INDEX "
+        "otherwise; JSON Schema cannot state this rule).",
+    )
     style: str | None = Field(default=None, max_length=300, description="Words added to every prompt.")
     lora: LoraSelection | None = Field(default=None, description="A LoRA for every image (see GET /info).")
     seed: OptInt = Field(default=None, ge=0, lt=2**63, description="Placeholder i uses seed + i (random when omitted).")
@@ -92,7 +96,7 @@ def request_schemas(doc: SchemaContext) -> dict[str, dict[str, Any]]:
             "name": {**nested["LoraSelection"]["properties"]["name"], "enum": lora_names},
         }
     schema["description"] = (
-        "Placeholder indexes must be distinct (422 otherwise); height x width x num_inference_steps x "
+        "Placeholder indexes must be distinct (422 DUPLICATE_INDEX otherwise); height x width x num_inference_steps x "
         f"placeholders must be at most {limits.request_cost_limit()} (422 COST_TOO_HIGH)."
     )
     return {**nested, "ArticleImagesRequest": schema}
@@ -101,7 +105,11 @@ def request_schemas(doc: SchemaContext) -> dict[str, dict[str, Any]]:
 _ERRORS: dict[int | str, dict[str, Any]] = {
     **TASK_ROUTE_ERRORS,
     202: {"model": TaskAccepted, "description": "Accepted; poll GET /v1/result/{task_id}."},
-    422: {"description": "Invalid placeholders (too many, repeated index, blank alt) or settings."},
+    422: {
+        "model": ErrorResponse,
+        "description": "DUPLICATE_INDEX: two placeholders have the same index; INVALID_INPUT: other invalid "
+        "placeholders (too many, blank alt) or settings; COST_TOO_HIGH.",
+    },
     503: {"description": "Queue full; retry after Retry-After seconds."},
     504: {"description": "With Prefer: wait=N, not done in time: the task goes on (X-Task-Id)."},
 }

@@ -52,12 +52,23 @@ class ScriptMetadata(BaseModel):
         return value
 
 
+# What `_dialogue_has_a_speaker` checks, stated in the JSON schema (and so in the OpenAPI document).
+DIALOGUE_NEEDS_A_SPEAKER = {
+    "if": {"properties": {"type": {"const": "dialogue"}}, "required": ["type"]},
+    "then": {"required": ["character"], "properties": {"character": {"type": "string"}}},
+}
+
+
 class Audio(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A narration, or a line of dialogue, which names its character."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=DIALOGUE_NEEDS_A_SPEAKER)
 
     type: Literal["narration", "dialogue"]
     text: Annotated[str, Field(min_length=1, max_length=2000, pattern=NON_BLANK_PATTERN)]
-    character: Name | None = Field(default=None, description="Who speaks (dialogue only).")
+    character: Name | None = Field(
+        default=None, description="Who speaks: required for a dialogue, one of script_metadata.characters."
+    )
     emotion: Annotated[str, Field(max_length=100)] | None = Field(default=None, description="How they say it.")
 
     @model_validator(mode="after")

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from serve_app.api.auth import Caller
 from serve_app.api.deps import IngressContext
 from serve_app.api.intake import Submission, SubmissionDep, answered, given, patch_settings, waiting_route_errors
+from serve_app.api.schemas import ErrorResponse
 from serve_app.api.slots import LONG
 from serve_app.products.base import SchemaContext
 from serve_app.products.scenes.config import ScenesConfig
@@ -93,6 +94,11 @@ _ERRORS = waiting_route_errors(
     "Every backend of the chain failed (GENERATION_FAILED), or the upload (S3_UPLOAD_FAILED).",
     "scenes.max_wait_s",
 )
+_ERRORS[422] = {
+    "model": ErrorResponse,
+    "description": "INVALID_INPUT: an invalid scene (a dialogue audio without its character, a speaker not in "
+    "script_metadata.characters, no audios, bad settings); COST_TOO_HIGH.",
+}
 
 
 def request_schemas(doc: SchemaContext) -> dict[str, dict[str, Any]]:
