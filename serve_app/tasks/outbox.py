@@ -94,22 +94,43 @@ class WebhookOutbox:
         )
         return [row["task_id"] for row in rows]
 
-    def finish(self, task_id: str, delivered: bool, attempts: int) -> None:
+    def finish(self, task_id: str, delivered: bool, attempts: int, replays: int | None = None) -> None:
+        """End a claimed delivery. `replays`: the task's `webhook_replays` when it was claimed; a
+        replay since then wins (the task stays pending, its lease given back, so the replay is sent
+        after this delivery) instead of being overwritten by this delivery's outcome."""
         with self.db.tx() as tx:
-            tx.run(
+            changed = tx.run(
                 "UPDATE tasks SET webhook_status = ?, webhook_attempts = webhook_attempts + ?,"
-                " webhook_lease_expires_at = NULL WHERE task_id = ?",
-                ("delivered" if delivered else "failed", attempts, task_id),
+                " webhook_lease_expires_at = NULL WHERE task_id = ?" + self._unreplayed(replays),
+                ("delivered" if delivered else "failed", attempts, task_id, *self._args(replays)),
             )
+            if changed == 0 and replays is not None:
+                self._give_back(tx, task_id)
 
-    def retry_later(self, task_id: str, attempts: int, delay_s: float) -> None:
-        """Count `attempts` more failed attempts and let the next one be claimed after `delay_s`."""
+    def retry_later(self, task_id: str, attempts: int, delay_s: float, replays: int | None = None) -> None:
+        """Count `attempts` more failed attempts and let the next one be claimed after `delay_s`
+        (unless the task was replayed since its claim: see `finish`)."""
         with self.db.tx() as tx:
-            tx.run(
+            changed = tx.run(
                 "UPDATE tasks SET webhook_attempts = webhook_attempts + ?, webhook_next_at = ?,"
-                " webhook_lease_expires_at = NULL WHERE task_id = ? AND webhook_status = 'pending'",
-                (attempts, self._clock() + delay_s, task_id),
+                " webhook_lease_expires_at = NULL WHERE task_id = ? AND webhook_status = 'pending'"
+                + self._unreplayed(replays),
+                (attempts, self._clock() + delay_s, task_id, *self._args(replays)),
             )
+            if changed == 0 and replays is not None:
+                self._give_back(tx, task_id)
+
+    @staticmethod
+    def _unreplayed(replays: int | None) -> str:
+        return "" if replays is None else " AND webhook_replays = ?"
+
+    @staticmethod
+    def _args(replays: int | None) -> tuple[int, ...]:
+        return () if replays is None else (replays,)
+
+    @staticmethod
+    def _give_back(tx: Tx, task_id: str) -> None:
+        tx.run("UPDATE tasks SET webhook_lease_expires_at = NULL WHERE task_id = ?", (task_id,))
 
     def replay(
         self,
@@ -121,9 +142,10 @@ class WebhookOutbox:
     ) -> TaskRecord:
         """Queue a finished task's webhook for delivery again: pending, due now, with a fresh retry
         schedule (attempts counted from 0); the maintenance pass of any runner delivers it, under
-        the same message id. A delivery already under way is left to finish (it sends the same
-        body). With `key_id`, only that key's task: any other is 404, as for no task. 409 while the
-        task runs, or when it has no webhook_url; 429 past `limits` (counted for `caller`), which
+        the same message id. A delivery already under way is left to finish, and the replay is
+        sent after it (its `finish` sees the replay and leaves the task pending). With `key_id`,
+        only that key's task: any other is 404, as for no task. 409 while the task runs, or when it
+        has no webhook_url; 429 past `limits` (counted for `caller`), which
         are checked and counted in one serialised step, as admission is."""
         now = self._clock()
         with self.db.tx() as tx:

@@ -186,11 +186,11 @@ class TaskWorker:
             logger.info(
                 "webhook for task %s attempt %d failed (%s); next in %.1f s", task_id, made, result.last_error, delay
             )
-            await asyncio.to_thread(outbox.retry_later, task_id, 1, delay)
+            await asyncio.to_thread(outbox.retry_later, task_id, 1, delay, record.webhook_replays)
             return
         if not result.delivered:
             logger.warning("webhook for task %s not delivered after %d attempts: %s", task_id, made, result.last_error)
-        await asyncio.to_thread(outbox.finish, task_id, result.delivered, 1)
+        await asyncio.to_thread(outbox.finish, task_id, result.delivered, 1, record.webhook_replays)
 
     # -- maintenance: heartbeat, cancellation, reaper, undispatched tasks, webhooks, retention -------
 

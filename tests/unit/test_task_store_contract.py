@@ -336,11 +336,38 @@ def test_webhook_replay_queues_a_finished_tasks_delivery_again(store: TaskStore,
     outbox.retry_later("t1", attempts=1, delay_s=300)
     outbox.replay("t1")
     assert outbox.due() == ["t1"]
-    assert outbox.claim("t1", lease_s=60) is not None
+    claimed = outbox.claim("t1", lease_s=60)
+    assert claimed is not None
     outbox.replay("t1")
     assert outbox.due() == [] and outbox.claim("t1", lease_s=60) is None, "one deliverer at a time"
     clock.now += 61
     assert outbox.due() == ["t1"]
+
+
+def test_a_replay_during_a_delivery_is_sent_after_it(store: TaskStore) -> None:
+    """The delivery under way ends after the client's replay was accepted: its outcome must not
+    overwrite the replay (the CI run of 2026-12-06 lost one so: delivered, replayed, then marked
+    delivered by the first delivery's end)."""
+    outbox = store.outbox
+    _create(store, "t1", webhook_url="https://example.com/hook")
+    store.queue.complete("t1", _claim(store, "t1"), {})
+    for end in ("delivered", "failed", "retry"):
+        claimed = outbox.claim("t1", lease_s=60)
+        assert claimed is not None
+        replayed = outbox.replay("t1")  # while that attempt is on the wire
+        if end == "retry":
+            outbox.retry_later("t1", attempts=1, delay_s=300, replays=claimed.webhook_replays)
+        else:
+            outbox.finish("t1", delivered=end == "delivered", attempts=1, replays=claimed.webhook_replays)
+        record = store.require("t1")
+        assert (record.webhook_status, record.webhook_attempts) == ("pending", 0), end
+        assert record.webhook_replays == replayed.webhook_replays
+        assert outbox.due() == ["t1"], f"{end}: the replay is due at once"
+        again = outbox.claim("t1", lease_s=60)
+        assert again is not None
+        outbox.finish("t1", delivered=True, attempts=1, replays=again.webhook_replays)
+        assert store.require("t1").webhook_status == "delivered" and outbox.due() == []
+        outbox.replay("t1")  # pending again for the next case
 
 
 def test_webhook_replays_are_bounded_per_caller_and_per_task(store: TaskStore, clock: Clock) -> None:
