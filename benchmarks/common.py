@@ -317,6 +317,27 @@ def short_tmpdir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
 
 
+@dataclass(frozen=True)
+class Workspace:
+    """An in-process app's private folder (`root`), its `data_dir` and the free port it serves on."""
+
+    root: Path
+    data_dir: Path
+    port: int
+
+
+@contextlib.contextmanager
+def app_workspace(prefix: str) -> Iterator[Workspace]:
+    """A `short_tmpdir` with an empty data/ folder and a free port on 127.0.0.1; removed at the end."""
+    root = short_tmpdir(prefix)
+    try:
+        data_dir = root / "data"
+        data_dir.mkdir()
+        yield Workspace(root, data_dir, free_port())
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def pids_mentioning(marker: str) -> list[int]:
     """Ids of live processes whose command line contains `marker` (e.g. our private Ray temp dir)."""
     pids = []

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import shutil
 import socket
 import time
 from pathlib import Path
@@ -36,15 +35,15 @@ from PIL import Image
 
 from benchmarks.common import (
     REPO_ROOT,
+    app_workspace,
     base_parser,
     bench_run,
     deploy_and_wait,
     latency_stats,
     local_ray,
     print_table,
-    short_tmpdir,
 )
-from testbed.harness import free_port, local_app_config
+from testbed.harness import local_app_config
 
 NAME = "hostile"
 APP = "imagegen"
@@ -309,12 +308,8 @@ def report(run: Any, args: Any) -> None:
 def main() -> None:
     args = parse_args()
     with bench_run(NAME, args) as run:
-        root = short_tmpdir("igb-ho-")
-        try:
-            port = free_port()
-            data_dir = root / "data"
-            data_dir.mkdir()
-            config = local_app_config(port, data_dir, args.config, preset="tiny")
+        with app_workspace("igb-ho-") as ws:
+            config = local_app_config(ws.port, ws.data_dir, args.config, preset="tiny")
             app_args = config["applications"][0]["args"]
             long_requests = {**app_args.get("long_requests", {}), "client_ip_header": "X-Forwarded-For"}
             if args.body_timeout_s is not None:
@@ -323,10 +318,8 @@ def main() -> None:
             app_args["shopping"] = {"provider": "catalog"}
             run.results["long_requests"] = long_requests
             with local_ray("igb-hor-"):
-                url = deploy_and_wait(config, port, run)
-                asyncio.run(run_phases(url, port, args, run.results))
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+                url = deploy_and_wait(config, ws.port, run)
+                asyncio.run(run_phases(url, ws.port, args, run.results))
         run.notes.append(
             "In-process server on 127.0.0.1, tiny preset, no API keys; the load generator on the same machine. "
             "long_requests.client_ip_header = X-Forwarded-For (127.0.0.1 is a trusted proxy by default), "

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from benchmarks.common import (
     DEFAULT_CACHE_DIR,
     REPO_ROOT,
     BenchRun,
+    app_workspace,
     base_parser,
     bench_run,
     deploy_and_wait,
@@ -37,9 +37,8 @@ from benchmarks.common import (
     local_ray,
     percentile,
     print_table,
-    short_tmpdir,
 )
-from testbed.harness import desk_photo, free_port, local_app_config, preset_file
+from testbed.harness import desk_photo, local_app_config, preset_file
 
 NAME = "load_sweep"
 
@@ -180,22 +179,16 @@ def main() -> None:
             run.results["target"] = args.url
             results = asyncio.run(sweep(args.url.rstrip("/"), args))
         else:
-            root = short_tmpdir("igb-ls-")
             env = {"IMAGEGEN_TORCH_THREADS": str(args.torch_threads)} if args.torch_threads else {}
-            try:
-                port = free_port()
-                data_dir = root / "data"
-                data_dir.mkdir()
+            with app_workspace("igb-ls-") as ws:
                 threshold = None if args.desk_threshold < 0 else args.desk_threshold
-                preset = str(preset_file(root, args.preset, threshold))
+                preset = str(preset_file(ws.root, args.preset, threshold))
                 cache = args.model_cache_dir.expanduser().resolve()
-                config = local_app_config(port, data_dir, args.config, preset=preset, model_cache_dir=cache)
+                config = local_app_config(ws.port, ws.data_dir, args.config, preset=preset, model_cache_dir=cache)
                 with local_ray("igb-lsr-", env=env):
-                    url = deploy_and_wait(config, port, run)
+                    url = deploy_and_wait(config, ws.port, run)
                     run.results["target"] = f"in-process {args.config.name}, preset {args.preset}"
                     results = asyncio.run(sweep(url, args))
-            finally:
-                shutil.rmtree(root, ignore_errors=True)
             run.notes.append(
                 f"In-process server; IMAGEGEN_TORCH_THREADS={os.environ.get('IMAGEGEN_TORCH_THREADS', 'unset')}; "
                 f"desk threshold {args.desk_threshold:g}; load generator on the same machine."

@@ -14,21 +14,20 @@ The tasks are then cancelled.
 
 from __future__ import annotations
 
-import shutil
 import time
 from typing import Any
 
 import httpx
 
 from benchmarks.common import (
+    app_workspace,
     base_parser,
     bench_run,
     deploy_and_wait,
     local_ray,
     print_table,
-    short_tmpdir,
 )
-from testbed.harness import free_port, local_app_config
+from testbed.harness import local_app_config
 
 NAME = "scale_up"
 APP, DEPLOYMENT = "imagegen", "Generator"  # serve_config.yaml's application
@@ -115,23 +114,17 @@ def one_scale_up(client: httpx.Client, args: Any) -> dict[str, Any]:
 def main() -> None:
     args = parse_args()
     with bench_run(NAME, args) as run:
-        root = short_tmpdir("igb-su-")
-        try:
-            port = free_port()
-            data_dir = root / "data"
-            data_dir.mkdir()
-            config = local_app_config(port, data_dir)
+        with app_workspace("igb-su-") as ws:
+            config = local_app_config(ws.port, ws.data_dir)
             generator = next(d for d in config["applications"][0]["deployments"] if d["name"] == DEPLOYMENT)
             run.results["autoscaling_config"] = generator["autoscaling_config"]
             with local_ray("igb-sur-"):
-                url = deploy_and_wait(config, port, run)
+                url = deploy_and_wait(config, ws.port, run)
                 with httpx.Client(base_url=url, timeout=30) as client:
                     runs = []
                     for i in range(args.repeats):
                         runs.append(one_scale_up(client, args))
                         print(f"scale-up {i + 1}/{args.repeats}: {runs[-1]}", flush=True)
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
         run.results["runs"] = runs
         rows = [
             [i + 1, r.get("starting_s"), r.get("running_s"), r.get("taking_traffic_s"), r.get("error", "")[:50]]

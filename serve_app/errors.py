@@ -121,6 +121,12 @@ class NotFound(AppError):
     default_message = "Not found."
 
 
+class RequestTimeout(AppError):
+    status_code = 408
+    default_code = "REQUEST_TIMEOUT"
+    default_message = "The request body did not arrive in time."
+
+
 class Conflict(AppError):
     status_code = 409
     default_code = "CONFLICT"

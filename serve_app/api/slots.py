@@ -41,17 +41,11 @@ from fastapi import Depends, Request
 
 from serve_app.api.deps import current_context
 from serve_app.api.errors import error_response
-from serve_app.errors import AppError, ServiceUnavailable, TooManyRequests
+from serve_app.errors import RequestTimeout, ServiceUnavailable, TooManyRequests
 
 logger = logging.getLogger(__name__)
 
 SCOPE_KEY = "imagegen.long_slot"
-
-
-class RequestTimeout(AppError):
-    status_code = 408
-    default_code = "REQUEST_TIMEOUT"
-    default_message = "The request body did not arrive in time."
 
 
 class _BodyTimeout(Exception):
