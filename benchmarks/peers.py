@@ -12,6 +12,9 @@ SD model, same Poisson load, one image per request.
   the task runner, the batching Generator (its serve_config batch knobs) and local storage are all
   on the path the peer lacks.
 
+Each request to the app comes from its own client address (`X-Forwarded-For`, which the app is
+told to read: `many_clients`), so the per-caller cap on waiting requests (`long_requests`) does not
+hold the load generator to 8 in flight: it stands for many clients, as against the peer.
 Both are started in turn in one private Ray cluster (each alone on the machine), each rate's
 arrivals are the same seeded exponential gaps, and each request times one HTTP call from send to
 its image (the app's answer carries the image as b64_json, the peer's is the PNG body).
@@ -99,6 +102,21 @@ async def _peer_call(client: httpx.AsyncClient, args: Any, seed: int) -> tuple[i
     return response.status_code, response.headers.get("content-type") == "image/png" and bool(response.content)
 
 
+def many_clients(config: dict[str, Any]) -> dict[str, Any]:
+    """The app told to take each request's client address from X-Forwarded-For (127.0.0.1, the
+    load generator, is a trusted proxy by default): the load stands for many clients, as the peer's
+    load does, instead of one caller held to `long_requests.per_caller` waiting requests."""
+    for app in config["applications"]:
+        args = app.setdefault("args", {})
+        args["long_requests"] = {**args.get("long_requests", {}), "client_ip_header": "X-Forwarded-For"}
+    return config
+
+
+def client_address(index: int) -> dict[str, str]:
+    """Request `index`'s client, one address per request (see `many_clients`)."""
+    return {"X-Forwarded-For": f"10.3.{index // 250 % 250}.{index % 250 + 1}"}
+
+
 async def _app_call(client: httpx.AsyncClient, args: Any, seed: int) -> tuple[int, bool]:
     body = {
         "prompt": PROMPT,
@@ -107,7 +125,7 @@ async def _app_call(client: httpx.AsyncClient, args: Any, seed: int) -> tuple[in
         "seed": seed,
         "num_inference_steps": args.steps,
     }
-    response = await client.post("/v1/images/generations", json=body)
+    response = await client.post("/v1/images/generations", json=body, headers=client_address(seed))
     ok = response.status_code == 200 and bool(response.json().get("data", [{}])[0].get("b64_json"))
     return response.status_code, ok
 
@@ -219,6 +237,7 @@ def measure(args: Any, run: BenchRun) -> list[dict[str, Any]]:
             preset = str(_preset(root, args))
             profile = "serve_config.gpu.yaml" if args.device == "cuda" else "serve_config.yaml"
             config = local_app_config(port, data_dir, REPO_ROOT / profile, preset=preset, model_cache_dir=cache)
+            many_clients(config)
 
             url = _deploy_peer(port, config["http_options"], args, run, _generator(config))
             for rate in args.rates:

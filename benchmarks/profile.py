@@ -37,7 +37,7 @@ from benchmarks.common import (
     print_table,
     short_tmpdir,
 )
-from benchmarks.peers import run_rate
+from benchmarks.peers import many_clients, run_rate
 from testbed.harness import free_port, local_app_config, preset_file
 from testbed.replicas import replica_names, replica_pid
 
@@ -118,6 +118,7 @@ def measure(args: Any, run: Any) -> dict[str, Any]:
                 preset=str(preset_file(root, "tiny")),
                 model_cache_dir=cache,
             )
+            many_clients(config)
             generator = next(d for d in config["applications"][0]["deployments"] if d["name"] == "Generator")
             generator["user_config"] = {**generator.get("user_config", {}), "batching": args.batching}
             url = deploy_and_wait(config, port, run)
