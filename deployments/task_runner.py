@@ -23,6 +23,7 @@ from serve_app.settings import get_settings
 from serve_app.storage import start_store
 from serve_app.tasks import open_task_store
 from serve_app.tasks.worker import TaskWorker
+from serve_app.webhook_secret import load_webhook_secret
 from serve_app.webhooks import WebhookSender
 from serve_app.writing import build_writer
 
@@ -46,7 +47,7 @@ class TaskRunner:
             retries=args.retries,
             task_store=tasks,
         )
-        secret = settings.imagegen_webhook_secret
+        secret = (await asyncio.to_thread(load_webhook_secret, settings, args)).value
         self.worker = TaskWorker(
             tasks=tasks,
             images=images,

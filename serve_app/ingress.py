@@ -29,6 +29,7 @@ from serve_app.settings import get_settings
 from serve_app.shopping.base import provider_name
 from serve_app.storage import start_store
 from serve_app.tasks import open_task_store
+from serve_app.webhook_secret import load_webhook_secret
 
 try:
     VERSION = version("imagegen-serve")
@@ -44,7 +45,8 @@ app = FastAPI(
 for shared in (tasks, health, files, events, page, webhooks, docs):
     app.include_router(shared.router)
 for product in PRODUCTS:
-    app.include_router(product.router)
+    for router in product.routers:
+        app.include_router(router)
 app.add_middleware(ConfiguredCors)  # CORS per the replica's `cors:` args; off until origins are listed
 app.add_middleware(JsonBodyLimit)  # JSON bodies FastAPI parses are bounded (admission.max_json_body_bytes)
 app.add_middleware(LongRequestSlots)  # outermost: caps on long requests, the body deadline (long_requests:)
@@ -70,7 +72,7 @@ def _openapi() -> dict[str, Any]:
             doc = SchemaContext(
                 preset=ctx.preset,
                 limits=ctx.limits,
-                webhooks=bool(ctx.settings.imagegen_webhook_secret),
+                webhooks=ctx.webhooks.enabled,
                 s3_inputs=bool(getattr(ctx.args.storage, "input_prefixes", None)),
                 args=ctx.args,
             )
@@ -81,7 +83,7 @@ def _openapi() -> dict[str, Any]:
         if ctx is not None and ctx.args.auth.enabled:  # documented only where it is required
             schema["components"]["securitySchemes"] = AUTH_SCHEMES
             for path, operations in schema.get("paths", {}).items():
-                if path.startswith(("/v1/", "/files/", "/api/v1/")):
+                if path.startswith(("/v1/", "/files/", "/api/v1/", "/generate", "/result/")):
                     for operation in operations.values():
                         operation["security"] = [{name: []} for name in AUTH_SCHEMES]
         app.openapi_schema = schema
@@ -116,6 +118,7 @@ class Ingress:
             metrics=metrics,
             shopping_provider=provider_name(parsed.shopping, settings),
             version=VERSION,
+            webhook_secret=await asyncio.to_thread(load_webhook_secret, settings, parsed),
         )
         # The task store pushes every change of a task to this replica (waiting routes, events).
         self.listener = ctx.tasks.db.listener()

@@ -46,12 +46,8 @@ class LoraSelection(BaseModel):
     )
 
 
-def _prompt_is_required(schema: dict[str, Any]) -> None:
-    """The documented contract: `prompt` is required. The model still defaults it to "" so that a
-    missing prompt gets the source spec's `400 {"detail": "Prompt must not be empty."}`, not a 422."""
-    required = schema.setdefault("required", [])
-    if "prompt" not in required:
-        required.insert(0, "prompt")
+#: `ResolvedGenerate.surface` of a task submitted on the seed's own paths (POST /generate).
+SEED_SURFACE = "seed"
 
 
 class GenerateRequest(BaseModel):
@@ -61,7 +57,7 @@ class GenerateRequest(BaseModel):
     depend on the preset and turns the request into the `ResolvedGenerate` a task stores.
     """
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_prompt_is_required)
+    model_config = ConfigDict(extra="forbid")
 
     initial_image_url: str | None = Field(
         default=None,
@@ -70,7 +66,14 @@ class GenerateRequest(BaseModel):
         "its input prefixes (with API keys on, under the key's own folder of one: <prefix><key's user id>/). "
         "Omit it when the image is uploaded as the multipart part `image`.",
     )
-    prompt: str = Field(default="", description="What the restyled image should look like.")
+    # Defaults to "" (not None) so that a missing prompt where one is needed gets the source spec's
+    # `400 {"detail": "Prompt must not be empty."}`, not a 422.
+    prompt: str = Field(
+        default="",
+        description="What the restyled image should look like. Required without a photo; with a desk photo "
+        "(initial_image_url or an upload) it may be left out, and the prompt is composed from the photo's "
+        'caption and the prompt templates. Never empty: "" is 400 {"detail": "Prompt must not be empty."}.',
+    )
     negative_prompt: str | None = Field(
         default=None, description="What to avoid; the preset's template negatives are always added."
     )
@@ -102,10 +105,16 @@ class GenerateRequest(BaseModel):
         default="anonymous", max_length=64, description="Owner of the task; the first part of image keys."
     )
 
-    def resolve(self, preset: Preset, limits: GenerationLimits, *, has_image: bool = False) -> ResolvedGenerate:
+    def resolve(
+        self, preset: Preset, limits: GenerationLimits, *, has_image: bool = False, caption_prompt: bool = False
+    ) -> ResolvedGenerate:
         """Fill defaults from the preset, check every preset-dependent range, look the LoRA up,
-        pick a seed when none was given. Raises the source spec's errors, naming the parameter."""
-        if not self.prompt or not self.prompt.strip():
+        pick a seed when none was given. Raises the source spec's errors, naming the parameter.
+
+        `caption_prompt`: the flow composes the prompt from the photo's caption and its templates
+        (the desk makeover with a photo), so the prompt may be left out; an empty one is still 400."""
+        prompt_left_out = "prompt" not in self.model_fields_set
+        if not (caption_prompt and prompt_left_out) and not self.prompt.strip():
             raise BadRequest("Prompt must not be empty.")
         if len(self.prompt) > limits.max_prompt_chars:
             raise InvalidInput(f"Prompt must be at most {limits.max_prompt_chars} characters.")
@@ -221,6 +230,11 @@ class ResolvedGenerate(BaseModel):
     initial_image_url: str | None = None
     webhook_url: str | None = None
     user_id: str = "anonymous"
+    surface: str = Field(
+        default="v1",
+        description="The API the task was submitted on: its webhook is in that API's shape (`seed`: the seed's "
+        "flat shape, for POST /generate).",
+    )
     product: Any = Field(
         default=None,
         description="The product's own payload model (scene, placeholders, textures, edit), for the products "

@@ -142,8 +142,9 @@ def in_process_context(data_dir: Path, runner: Any, **parts: Any) -> IngressCont
     """The ingress's context with a real SQLite task store and local storage under `data_dir` and
     `runner` as its TaskRunner handle, installed as the app's context (undo with
     `set_context(None)`). `parts` are the context's other fields (probes, replica_states,
-    metrics, settings) and, for the rest, serve-config args (tasks, auth, admission, ...)."""
-    fields = {name: parts.pop(name) for name in ("probes", "replica_states", "metrics", "settings") if name in parts}
+    metrics, settings, webhook_secret) and, for the rest, serve-config args (tasks, auth, admission, ...)."""
+    names = ("probes", "replica_states", "metrics", "settings", "webhook_secret")
+    fields = {name: parts.pop(name) for name in names if name in parts}
     config = {"data_dir": str(data_dir), "public_base_url": "http://t", **parts}
     args = AppArgs.model_validate(config).resolved()
     preset = load_preset("tiny")
@@ -162,6 +163,7 @@ def in_process_context(data_dir: Path, runner: Any, **parts: Any) -> IngressCont
         metrics=fields.get("metrics") or IngressMetrics(),
         shopping_provider="catalog",
         version="test",
+        webhook_secret=fields.get("webhook_secret"),
     )
     set_context(context)
     return context

@@ -24,6 +24,7 @@ from serve_app.settings import Settings
 from serve_app.storage.base import ImageStore
 from serve_app.tasks import TaskStore
 from serve_app.tasks.notify import TaskChanges
+from serve_app.webhook_secret import WebhookSecret
 
 logger = logging.getLogger("ray.serve")
 
@@ -117,12 +118,16 @@ class IngressContext:
     shopping_provider: str
     version: str
     changes: TaskChanges = field(default_factory=TaskChanges)  # pushed by the task store's listener
+    # What signs webhooks (serve_app.webhook_secret.load_webhook_secret, which the ingress passes).
+    webhook_secret: WebhookSecret | None = None
+    webhooks: WebhookSecret = field(init=False)  # webhook_secret, or the environment's secret alone
     uploads: UploadBudget = field(init=False)
     pixels: PixelBudget = field(init=False)
     storage_probe: ProbeCache = field(init=False)  # /healthcheck's storage probe, cached
     _dispatches: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
+        self.webhooks = self.webhook_secret or WebhookSecret.configured(self.settings.imagegen_webhook_secret)
         admission, retry_after_s = self.args.admission, self.args.tasks.retry_after_s
         self.uploads = UploadBudget(admission.upload_bytes_in_flight, retry_after_s)
         self.pixels = PixelBudget(admission.decoded_pixels_in_flight, admission.decode_wait_s, retry_after_s)

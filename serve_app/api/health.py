@@ -175,7 +175,7 @@ async def info(ctx: Ctx) -> dict[str, Any]:
             "shopping": ctx.shopping_provider,
             "shopping_fallback_to_catalog": ctx.args.shopping.fallback_to_catalog,
             "image_generation": "diffusers (in-cluster Generator deployment)",
-            "webhooks": "enabled" if ctx.settings.imagegen_webhook_secret else "disabled",
+            "webhooks": "enabled" if ctx.webhooks.enabled else "disabled",
             # Every image backend: configured (its key is set) and usable, its price and rate limit.
             "image": [status.model_dump() for status in image_backend_statuses(ctx)],
             "chains": ctx.args.backends.chains,
@@ -190,6 +190,7 @@ async def info(ctx: Ctx) -> dict[str, Any]:
             for product in PRODUCTS
             if product.config is not None and product.config.in_info
         },
+        "webhooks": ctx.webhooks.info(),  # on or off, where the secret lives; never the secret
         "queue": {
             "max_active_tasks": ctx.args.tasks.max_active,
             "max_active_cost": ctx.args.admission.max_active_cost,

@@ -59,8 +59,9 @@ class WebhookReplay(BaseModel):
     summary="Deliver a finished task's signed webhook again (same webhook-id), through the outbox.",
 )
 async def replay_webhook(task_id: str, request: Request, ctx: Ctx, caller: CallerDep) -> WebhookReplay:
-    if not ctx.settings.imagegen_webhook_secret:
-        raise InvalidInput("Webhooks are not enabled on this server.", error_code="WEBHOOKS_DISABLED")
+    if not ctx.webhooks.enabled:
+        why = f" ({ctx.webhooks.off_because})" if ctx.webhooks.off_because else ""
+        raise InvalidInput(f"Webhooks are not enabled on this server{why}.", error_code="WEBHOOKS_DISABLED")
     bounds, retention = ctx.args.webhooks.replay, ctx.args.retention
     limits = ReplayLimits(
         per_caller=bounds.per_caller_per_minute,

@@ -58,3 +58,10 @@ class Product:
     config: ConfigSection | None = None
     chains: tuple[str, ...] = ()  # the backends.chains it owns
     edit_chains: tuple[str, ...] = ()  # those of its chains whose backends must edit an image
+    # More routers, mounted beside `router` (the desk's seed paths). Not one router including the
+    # others: an included router does not pickle, and the runner's class carries the registry.
+    more_routers: tuple[APIRouter, ...] = ()
+
+    @property
+    def routers(self) -> tuple[APIRouter, ...]:
+        return (self.router, *self.more_routers)

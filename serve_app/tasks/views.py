@@ -1,4 +1,4 @@
-"""What clients see of a task: the poll answer and the webhook body."""
+"""What clients see of a task: the poll answer (v1's, and the seed's flat shape) and the webhook body."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.requests import LoraSelection, OutputFormat
+from serve_app.requests import SEED_SURFACE, LoraSelection, OutputFormat
 from serve_app.stages import DeskItem, GeneratedImage, Offer, StageRetry
 from serve_app.tasks.records import Progress, Stage, TaskRecord, TaskStatus
 from serve_app.tasks.store import QueueStats
@@ -81,3 +81,44 @@ def task_view(record: TaskRecord, stats: QueueStats | None = None) -> TaskResult
         body["error_code"] = record.error_code
         body["message"] = record.message
     return TaskResult.model_validate(body)
+
+
+class SeedResult(TaskResult):
+    """What GET /result/{task_id} returns (the seed's shape; the webhook of a task submitted on
+    POST /generate too): v1's fields, `image_url`, and one key per recommended item beside them,
+    its offers (`"마우스": [{title, price, mall, category3, category4, link, image}, ...]`). An item
+    named like a field stays under `recommendations`: the field wins."""
+
+    image_url: str | None = Field(default=None, description="The generated image (processed_image_url).")
+    recommendations: dict[str, list[Offer]] | None = Field(
+        default=None, description="Only the items whose name is a field's name (the field keeps its key)."
+    )
+
+
+def seed_body(view: TaskResult) -> dict[str, Any]:
+    """The seed's flat shape of a v1 view (see SeedResult). A finished task always has
+    `initial_image_url`, `processed_image_url` and `image_url` (null when it made no image)."""
+    body = view.model_dump(mode="json", exclude_none=True)
+    offers: dict[str, Any] = body.pop("recommendations", None) or {}
+    if view.status in (TaskStatus.done, TaskStatus.failed):
+        body.setdefault("initial_image_url", None)
+        body.setdefault("processed_image_url", None)
+        body["image_url"] = body["processed_image_url"]
+    taken = set(body) | set(SeedResult.model_fields)
+    clashing = {name: found for name, found in offers.items() if name in taken}
+    body.update({name: found for name, found in offers.items() if name not in taken})
+    if clashing:
+        body["recommendations"] = clashing
+    return body
+
+
+def webhook_body(record: TaskRecord) -> dict[str, Any]:
+    """What a finished task's webhook POSTs: its result in the shape of the API it was submitted
+    on (the seed's for POST /generate), with `image_url` (as the seed's webhook has it)."""
+    view = task_view(record)
+    if record.request.get("surface") == SEED_SURFACE:
+        return seed_body(view)
+    body = view.model_dump(mode="json", exclude_none=True)
+    if view.processed_image_url is not None:
+        body["image_url"] = view.processed_image_url
+    return body

@@ -29,7 +29,7 @@ from serve_app.tasks.config import RetentionConfig, TasksConfig
 from serve_app.tasks.records import Stage, TaskRecord
 from serve_app.tasks.retention import RetentionSweeper
 from serve_app.tasks.store import TaskStore
-from serve_app.tasks.views import task_view
+from serve_app.tasks.views import webhook_body
 from serve_app.webhooks import WebhookConfig, WebhookSender, make_msg_id
 
 logger = logging.getLogger("ray.serve")
@@ -173,10 +173,10 @@ class TaskWorker:
         if record is None or record.webhook_url is None:
             return
         if self.sender is None:
-            logger.error("task %s has a webhook_url but IMAGEGEN_WEBHOOK_SECRET is not set", task_id)
+            logger.error("task %s has a webhook_url but this runner has no webhook secret", task_id)
             await asyncio.to_thread(outbox.finish, task_id, False, 0)
             return
-        payload = task_view(record).model_dump(mode="json", exclude_none=True)
+        payload = webhook_body(record)
         result = await self.sender.attempt(record.webhook_url, make_msg_id(task_id), payload)
         made = record.webhook_attempts + 1
         if not result.delivered:

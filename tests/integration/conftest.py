@@ -6,6 +6,8 @@ dashboard, with test args merged in. Two applications share one Serve instance:
   desk, so the whole graph runs), short leases so a dead worker is noticed quickly;
 - `s3` at /s3: S3 storage on a real SeaweedFS, the Naver provider against the stub server, a
   desk threshold above 1 (never a desk: the shopping-only fallback branch).
+No webhook secret is configured, as on a fresh clone: each application makes its own on first start
+in its data directory (`ServeApp.webhook_secret` reads it), and signs its webhooks with it.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ from typing import Any
 import httpx
 import pytest
 
+from serve_app.webhook_secret import SECRET_FILE
 from testbed.harness import deploy_config, free_port, load_serve_config, preset_file, wait_http_ok
 from testbed.processes import kill_orphaned_haproxy
 from testbed.seaweed import SeaweedServer
 from testbed.stubs.naver_stub import NaverStub
 from testbed.stubs.provider_base import BackendCase, ProviderStub
 
-WEBHOOK_SECRET = "whsec_" + "dGVzdC13ZWJob29rLXNlY3JldC0xMjM0NTY3ODkw"  # base64("test-webhook-secret-1234567890")
 NAVER_ID, NAVER_SECRET = "test-client-id", "test-client-secret"
 S3_BUCKET = "imagegen-test"
 
@@ -47,6 +49,10 @@ class ServeApp:
 
     def client(self, **kw: Any) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, **{"timeout": 30.0, **kw})
+
+    def webhook_secret(self, app: str = "main") -> str:
+        """The secret `app` made on first start in its data directory (none is configured)."""
+        return (self.data_dir / app / SECRET_FILE).read_text(encoding="ascii").strip()
 
 
 def _provider_cases() -> dict[str, BackendCase]:
@@ -151,9 +157,9 @@ def serve_app() -> Iterator[ServeApp]:
     root = Path(tempfile.mkdtemp(prefix="igs-", dir="/tmp"))
     data_dir = root / "data"
     data_dir.mkdir()
+    os.environ.pop("IMAGEGEN_WEBHOOK_SECRET", None)  # as on a fresh clone: the apps make their own
     os.environ.update(
         RAY_AUTH_MODE="disabled",
-        IMAGEGEN_WEBHOOK_SECRET=WEBHOOK_SECRET,
         NAVER_CLIENT_ID=NAVER_ID,
         NAVER_CLIENT_SECRET=NAVER_SECRET,
         IMAGEGEN_TORCH_THREADS="1",

@@ -27,7 +27,8 @@ def test_the_openapi_document_states_the_running_presets_limits(serve_app: Serve
     info = httpx.get(f"{serve_app.base_url}/info", timeout=30).json()
     steps = next(b for b in request["properties"]["num_inference_steps"]["anyOf"] if b.get("type") == "integer")
     assert steps["maximum"] == info["limits"]["max_steps"]
-    assert request["properties"]["prompt"]["minLength"] == 1 and "prompt" in request["required"]
+    assert request["properties"]["prompt"]["minLength"] == 1 and "prompt" not in request.get("required", [])
+    assert "without a photo, a prompt" in request["description"], "optional only with a photo, said in words"
     lora = schema["components"]["schemas"]["LoraSelection"]["properties"]["name"]
     assert lora["enum"] == [spec["name"] for spec in info["loras"]]
     assert str(info["queue"]["max_request_cost"]) in request["description"]

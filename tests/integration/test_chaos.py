@@ -22,7 +22,7 @@ import pytest
 from testbed.harness import desk_photo
 from testbed.replicas import frozen, kill_9, pid_alive, wait_replaced
 from testbed.webhook_receiver import DROPPED, WebhookReceiver
-from tests.integration.conftest import WEBHOOK_SECRET, ServeApp, wait_for_task, wait_until
+from tests.integration.conftest import ServeApp, wait_for_task, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -171,7 +171,7 @@ def test_webhook_receiver_down_then_up_gets_the_result_with_one_webhook_id(
 ) -> None:
     max_attempts = serve_app.config["applications"][0]["args"]["webhooks"]["max_attempts"]
     assert max_attempts >= 4, "the scenario needs 4 attempts"
-    with WebhookReceiver(secret=WEBHOOK_SECRET) as receiver:
+    with WebhookReceiver(secret=serve_app.webhook_secret()) as receiver:
         # Down (the connection closes without an answer), down again, overloaded, then up.
         receiver.drop_first(2)
         receiver.fail_first(1, status=503, headers={"Retry-After": "1"})

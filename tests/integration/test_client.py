@@ -16,7 +16,7 @@ from PIL import Image
 
 from imagegen_client import ApiError, ImagegenClient, TaskEvent, verify_webhook
 from testbed.webhook_receiver import WebhookReceiver
-from tests.integration.conftest import WEBHOOK_SECRET, ServeApp
+from tests.integration.conftest import ServeApp
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +71,7 @@ def test_cancel_a_running_task_while_following_it(client: ImagegenClient) -> Non
     assert client.cancel(task_id).error_code == "CANCELLED", "cancelling it again is not an error"
 
 
-def test_replay_a_webhook_and_verify_it_with_the_client_helper(client: ImagegenClient) -> None:
+def test_replay_a_webhook_and_verify_it_with_the_client_helper(serve_app: ServeApp, client: ImagegenClient) -> None:
     with WebhookReceiver() as receiver:
         task_id = client.submit("a desk for the webhook", steps=2, webhook_url=receiver.url).task_id
         result = client.wait(task_id, timeout=180)
@@ -81,7 +81,7 @@ def test_replay_a_webhook_and_verify_it_with_the_client_helper(client: ImagegenC
         assert replay.task_id == task_id and replay.webhook_status == "pending"
         second = receiver.wait_for(2, timeout=60)[1]
     for delivery in (first, second):
-        payload = verify_webhook(WEBHOOK_SECRET, delivery.headers, delivery.body)
+        payload = verify_webhook(serve_app.webhook_secret(), delivery.headers, delivery.body)
         assert payload["task_id"] == task_id and payload["status"] == "done"
     assert first.headers["webhook-id"] == second.headers["webhook-id"] == replay.webhook_id
     assert json.loads(first.body) == json.loads(second.body), "the same result, signed again"
@@ -169,7 +169,7 @@ def test_cli_end_to_end(serve_app: ServeApp, photo: Path, tmp_path: Path) -> Non
     body_file.write_bytes(delivery.body)
     headers = [f"--header={name}: {delivery.headers[name]}" for name in ("webhook-id", "webhook-timestamp")]
     signature = f"--header=webhook-signature: {delivery.headers['webhook-signature']}"
-    verify = ["verify-webhook", "--secret", WEBHOOK_SECRET, "--body-file", str(body_file), *headers]
+    verify = ["verify-webhook", "--secret", serve_app.webhook_secret(), "--body-file", str(body_file), *headers]
     assert _imagegen(serve_app, *verify, signature).returncode == 0
     body_file.write_bytes(delivery.body.replace(b"done", b"DONE"))
     run = _imagegen(serve_app, *verify, signature)

@@ -9,8 +9,11 @@ import httpx
 import pytest
 from PIL import Image
 
+from testbed.harness import desk_photo
 from testbed.webhook_receiver import WebhookReceiver
-from tests.integration.conftest import WEBHOOK_SECRET, ServeApp, wait_for_task
+from tests.integration.conftest import ServeApp, wait_for_task
+from tests.support.http_server import StaticServer
+from tests.support.seed_desk import PHOTO, PHOTO_URL, UPLOAD_FAILED
 
 pytestmark = pytest.mark.integration
 
@@ -20,8 +23,8 @@ def client(serve_app: ServeApp) -> httpx.Client:
     return serve_app.client()
 
 
-def test_webhook_is_retried_signed_and_keeps_its_id(client: httpx.Client) -> None:
-    with WebhookReceiver(secret=WEBHOOK_SECRET) as receiver:
+def test_webhook_is_retried_signed_and_keeps_its_id(serve_app: ServeApp, client: httpx.Client) -> None:
+    with WebhookReceiver(secret=serve_app.webhook_secret()) as receiver:
         receiver.fail_first(2, status=500)
         response = client.post(
             "/v1/generate",
@@ -68,7 +71,13 @@ def test_s3_outage_fails_the_task_and_recovers(serve_app: ServeApp, client: http
             files={"image": ("d.png", _png(), "image/png")},
         )
         assert upload.status_code == 500
-        assert upload.json() == {"error_code": "S3_UPLOAD_FAILED", "message": "Failed to upload image to S3."}
+        assert upload.json() == UPLOAD_FAILED
+        # The seed's photo example on its own path: the same 500, in its shape (test_seed_api.py).
+        with StaticServer() as photos:
+            photos.add("/images/12.png", desk_photo(), headers={"Content-Type": "image/jpeg"})
+            raw = PHOTO.replace(PHOTO_URL, photos.url("/images/12.png")).encode()
+            seed = client.post("/s3/generate", content=raw, headers={"content-type": "application/json"})
+        assert (seed.status_code, seed.json()) == (500, UPLOAD_FAILED)
     finally:
         serve_app.seaweed.start()
     deadline = time.monotonic() + 60

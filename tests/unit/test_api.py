@@ -389,9 +389,13 @@ def test_405_carries_allow(client: TestClient) -> None:
     assert response.json()["error_code"] == "METHOD_NOT_ALLOWED"
 
 
-def test_openapi_declares_prompt_required_and_a_missing_prompt_is_the_source_specs_400(client: TestClient) -> None:
+def test_a_prompt_is_optional_only_with_a_photo_and_a_missing_one_without_is_the_source_specs_400(
+    client: TestClient,
+) -> None:
     schema = client.get("/openapi.json").json()["components"]["schemas"]["GenerateRequest"]
-    assert schema["required"] == ["prompt"]
+    assert "prompt" not in schema.get("required", []) and schema["properties"]["prompt"]["minLength"] == 1
+    assert "Required without a photo" in schema["properties"]["prompt"]["description"]
+    assert "without a photo, a prompt" in schema["description"]
     response = client.post("/v1/generate", json={"seed": 1})
     assert response.status_code == 400 and response.json() == {"detail": "Prompt must not be empty."}
 

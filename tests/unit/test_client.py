@@ -35,8 +35,8 @@ from imagegen_client.retry import parse_retry_after
 from serve_app.api import events as events_module
 from serve_app.api.deps import IngressContext
 from serve_app.ingress import app
-from serve_app.settings import Settings
 from serve_app.tasks import TaskStore
+from serve_app.webhook_secret import WebhookSecret
 from tests.support.ingress import ingress_context
 
 SECRET = "whsec_" + "dGVzdC13ZWJob29rLXNlY3JldC0xMjM0NTY3ODkw"
@@ -510,7 +510,7 @@ def test_replay_webhook_route(ctx: IngressContext) -> None:
         client.replay_webhook("hooked")
     assert (disabled.value.status, disabled.value.error_code) == (422, "WEBHOOKS_DISABLED")
 
-    ctx.settings = Settings(imagegen_webhook_secret=SECRET)
+    ctx.webhooks = WebhookSecret.configured(SECRET)
     for task_id, status, code in [
         ("hooked", 409, "TASK_NOT_FINISHED"),
         ("plain", 409, "NO_WEBHOOK"),

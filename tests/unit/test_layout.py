@@ -131,3 +131,14 @@ def test_benchmarks_import_nothing_of_tests() -> None:
                 else []
             )
             assert not [n for n in names if n == "tests" or n.startswith("tests.")], path
+
+
+def test_the_product_registry_pickles_for_the_runners_replicas() -> None:
+    """Serve ships the TaskRunner's class by value, the registry with it: every product's routers
+    must pickle (a router that includes another does not)."""
+    from ray import cloudpickle
+
+    from serve_app.products.registry import PRODUCTS
+
+    for product in PRODUCTS:
+        cloudpickle.dumps(product)

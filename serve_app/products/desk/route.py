@@ -1,5 +1,6 @@
 """POST /v1/generate: the desk makeover. Parse (JSON, or multipart with the photo), validate, take
-the photo in, hand off; the answer is 202 with the task id (`GET /v1/result/{task_id}` polls it)."""
+the photo in, hand off; the answer is 202 with the task id (`GET /v1/result/{task_id}` polls it).
+`take_in` is all of it but the answer, which the seed's POST /generate (seed.py) shares."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 
-from serve_app.api.auth import CallerDep
+from serve_app.api.auth import Caller, CallerDep
 from serve_app.api.deps import Ctx, IdempotencyKey, IngressContext
 from serve_app.api.errors import validation_error
 from serve_app.api.intake import (
@@ -30,6 +31,7 @@ from serve_app.errors import InvalidInput, PayloadTooLarge
 from serve_app.patterns import NON_BLANK_PATTERN
 from serve_app.products.base import SchemaContext
 from serve_app.requests import GenerateRequest
+from serve_app.tasks import TaskRecord
 
 KIND = "desk"
 router = APIRouter(prefix="/v1", tags=["desk makeover"])
@@ -75,7 +77,8 @@ def request_schemas(doc: SchemaContext) -> dict[str, dict[str, Any]]:
     cost = limits.request_cost_limit()
     request["description"] = (
         f"Every range below is this server's (preset {preset.name}). Also: height x width x "
-        f"num_inference_steps x n must be at most {cost} (else 422 COST_TOO_HIGH); with a photo, "
+        f"num_inference_steps x n must be at most {cost} (else 422 COST_TOO_HIGH); without a photo, a prompt "
+        '(else 400 {"detail": "Prompt must not be empty."}); with a photo, '
         "num_inference_steps x strength must be at least 1; give initial_image_url or an uploaded `image`, "
         "not both; the URL must be an image the server can fetch (else 422 IMAGE_FETCH_FAILED / "
         "UNSAFE_URL) and an upload a PNG, JPEG, WEBP, GIF or BMP image (else 422 INVALID_IMAGE)."
@@ -107,6 +110,7 @@ def _form_schema(request: dict[str, Any], lora_names: list[str]) -> dict[str, An
 
 
 def _form_value(key: str, value: str) -> Any:
+    """A form field's value; an empty one is left out (None), but for `prompt`, where "" is the 400."""
     if key == "lora":
         value = value.strip()
         if value.startswith("{"):
@@ -116,11 +120,15 @@ def _form_value(key: str, value: str) -> Any:
                 raise InvalidInput("lora: must be a JSON object or a LoRA name.") from exc
             return parsed
         return {"name": value}
-    return value if value != "" else None
+    return value if value != "" or key == "prompt" else None
 
 
 async def _parse(
-    request: Request, ctx: IngressContext, take: Callable[[int], None]
+    request: Request,
+    ctx: IngressContext,
+    take: Callable[[int], None],
+    model: type[GenerateRequest],
+    read_json: Callable[[bytes], dict[str, Any]],
 ) -> tuple[GenerateRequest, bytes | None]:
     """JSON body, or multipart with the photo in the part `image` and the other fields as form fields."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -130,7 +138,10 @@ async def _parse(
         request._body = await read_body(request, limit, take)  # type: ignore[attr-defined]
         form = await read_form(request, max_files=1, max_fields=32)
         fields: dict[str, Any] = {}
+        ignored = model.model_config.get("extra") == "ignore"  # the seed's lenient model: other fields skipped
         for key, value in form.multi_items():
+            if ignored and isinstance(value, str) and key not in model.model_fields:
+                continue
             if key in fields or (key == "image" and upload is not None):
                 raise InvalidInput(f"{key}: given more than once.")
             if isinstance(value, str):
@@ -144,11 +155,11 @@ async def _parse(
         payload = {k: v for k, v in fields.items() if v is not None}
     elif content_type in ("application/json", ""):
         raw = await read_body(request, 256 * 1024, take)
-        payload = json_object(raw)
+        payload = read_json(raw)
     else:
         raise InvalidInput(f"Unsupported content type {content_type!r}; send JSON or multipart/form-data.")
     try:
-        return GenerateRequest.model_validate(payload), upload
+        return model.model_validate(payload), upload
     except ValidationError as exc:
         raise validation_error(list(exc.errors())) from exc
 
@@ -169,17 +180,36 @@ async def submit(
     caller: CallerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> TaskAccepted:
+    record = await take_in(request, ctx, caller, idempotency_key)
+    response.headers["Location"] = f"/v1/result/{record.task_id}"
+    return TaskAccepted(task_id=record.task_id, status=record.status)
+
+
+async def take_in(
+    request: Request,
+    ctx: IngressContext,
+    caller: Caller,
+    idempotency_key: str | None,
+    *,
+    model: type[GenerateRequest] = GenerateRequest,
+    read_json: Callable[[bytes], dict[str, Any]] = json_object,
+    surface: str = "v1",
+) -> TaskRecord:
+    """A desk makeover request parsed into `model` (JSON by `read_json`, or multipart), validated,
+    its photo taken in and its task recorded; `surface` says which API's shape its webhook takes."""
     with ctx.uploads.hold() as take:
-        # 1. Parse and validate everything before touching any state.
-        req, upload = await _parse(request, ctx, take)
+        # 1. Parse and validate everything before touching any state. With a photo the prompt may
+        #    be left out: the flow composes it from the caption and the templates.
+        req, upload = await _parse(request, ctx, take, model, read_json)
         has_image = bool(req.initial_image_url) or upload is not None
-        resolved = caller.own(
-            req.resolve(ctx.preset, ctx.limits, has_image=has_image), "user_id" in req.model_fields_set
-        )
+        resolved = req.resolve(ctx.preset, ctx.limits, has_image=has_image, caption_prompt=has_image)
+        resolved = caller.own(resolved, "user_id" in req.model_fields_set)
+        if surface != resolved.surface:
+            resolved = resolved.model_copy(update={"surface": surface})
         await check_webhook(ctx, resolved)
 
+        # 2. Record it and hand it off.
         record, _ = await accept_task(
             ctx, caller, kind=KIND, req=req, resolved=resolved, upload=upload, idempotency_key=idempotency_key
         )
-    response.headers["Location"] = f"/v1/result/{record.task_id}"
-    return TaskAccepted(task_id=record.task_id, status=record.status)
+    return record
