@@ -51,11 +51,10 @@ from benchmarks.common import (
     BenchRun,
     base_parser,
     bench_run,
-    deploy_and_wait,
     fmt,
     latency_stats,
-    local_ray,
     print_table,
+    running_app,
     short_tmpdir,
 )
 from testbed.harness import desk_photo, free_port, local_app_config, preset_file
@@ -970,8 +969,7 @@ def main() -> None:
             }
             if args.torch_threads:
                 env["IMAGEGEN_TORCH_THREADS"] = str(args.torch_threads)
-            with local_ray("igb-chr-", env=env):
-                url = deploy_and_wait(config, port, run)
+            with running_app(config, port, run, "igb-chr-", env) as url:
                 asyncio.run(run_phases(url, args, run, seaweed, data_dir / "tasks.db"))
         finally:
             seaweed.stop()

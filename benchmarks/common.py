@@ -440,6 +440,16 @@ def deploy_and_wait(config: dict[str, Any], port: int, run: BenchRun, timeout_s:
     return url
 
 
+@contextlib.contextmanager
+def running_app(
+    config: dict[str, Any], port: int, run: BenchRun, prefix: str, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """`config` served by a private Ray cluster (`local_ray(prefix, env=env)`), healthy: yields its
+    base URL (`deploy_and_wait`); Serve and Ray are shut down after."""
+    with local_ray(prefix, env=env):
+        yield deploy_and_wait(config, port, run)
+
+
 def start_serve(port: int | None, **http: Any) -> None:
     """Start Serve with its proxy on 127.0.0.1:`port`, or with no proxy at all (handles only) when None."""
     from ray import serve

@@ -38,10 +38,9 @@ from benchmarks.common import (
     app_workspace,
     base_parser,
     bench_run,
-    deploy_and_wait,
     latency_stats,
-    local_ray,
     print_table,
+    running_app,
 )
 from testbed.harness import local_app_config
 
@@ -317,8 +316,7 @@ def main() -> None:
             app_args["long_requests"] = long_requests
             app_args["shopping"] = {"provider": "catalog"}
             run.results["long_requests"] = long_requests
-            with local_ray("igb-hor-"):
-                url = deploy_and_wait(config, ws.port, run)
+            with running_app(config, ws.port, run, "igb-hor-") as url:
                 asyncio.run(run_phases(url, ws.port, args, run.results))
         run.notes.append(
             "In-process server on 127.0.0.1, tiny preset, no API keys; the load generator on the same machine. "

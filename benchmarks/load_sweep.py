@@ -32,11 +32,10 @@ from benchmarks.common import (
     app_workspace,
     base_parser,
     bench_run,
-    deploy_and_wait,
     latency_stats,
-    local_ray,
     percentile,
     print_table,
+    running_app,
 )
 from testbed.harness import desk_photo, local_app_config, preset_file
 
@@ -185,8 +184,7 @@ def main() -> None:
                 preset = str(preset_file(ws.root, args.preset, threshold))
                 cache = args.model_cache_dir.expanduser().resolve()
                 config = local_app_config(ws.port, ws.data_dir, args.config, preset=preset, model_cache_dir=cache)
-                with local_ray("igb-lsr-", env=env):
-                    url = deploy_and_wait(config, ws.port, run)
+                with running_app(config, ws.port, run, "igb-lsr-", env) as url:
                     run.results["target"] = f"in-process {args.config.name}, preset {args.preset}"
                     results = asyncio.run(sweep(url, args))
             run.notes.append(

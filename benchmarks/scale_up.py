@@ -23,9 +23,8 @@ from benchmarks.common import (
     app_workspace,
     base_parser,
     bench_run,
-    deploy_and_wait,
-    local_ray,
     print_table,
+    running_app,
 )
 from testbed.harness import local_app_config
 
@@ -118,8 +117,7 @@ def main() -> None:
             config = local_app_config(ws.port, ws.data_dir)
             generator = next(d for d in config["applications"][0]["deployments"] if d["name"] == DEPLOYMENT)
             run.results["autoscaling_config"] = generator["autoscaling_config"]
-            with local_ray("igb-sur-"):
-                url = deploy_and_wait(config, ws.port, run)
+            with running_app(config, ws.port, run, "igb-sur-") as url:
                 with httpx.Client(base_url=url, timeout=30) as client:
                     runs = []
                     for i in range(args.repeats):

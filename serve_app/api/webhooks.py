@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from serve_app.api.auth import CallerDep
 from serve_app.api.deps import Ctx
+from serve_app.api.intake import ERRORS
 from serve_app.api.schemas import ErrorResponse
 from serve_app.errors import InvalidInput
 from serve_app.tasks.outbox import ReplayLimits
@@ -26,8 +27,8 @@ from serve_app.webhooks import make_msg_id
 router = APIRouter(prefix="/v1", tags=["webhooks"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse, "description": "API keys on: no key, or a malformed, unknown or revoked one."},
-    404: {"model": ErrorResponse, "description": "Unknown task (or, with API keys on, another key's task)."},
+    401: ERRORS[401],
+    404: ERRORS[404],
     409: {
         "model": ErrorResponse,
         "description": "TASK_NOT_FINISHED: the task still runs (its webhook is sent when it ends); "

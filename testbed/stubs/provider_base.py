@@ -23,7 +23,8 @@ import io
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import default
@@ -269,6 +270,19 @@ class BackendCase:
         from serve_app.backends.registry import REGISTERED
 
         return REGISTERED[self.name].cls(*args, **{"fetch": stub_fetch(), **kwargs})
+
+    def client(self, stub: ProviderStub, clock: Any, **update: Any) -> Any:
+        """The backend pointed at the running `stub`, on the fake `clock` (its sleeps cost no wall
+        time), its settings changed by `update`."""
+        return self.backend(self.config(stub.base_url).model_copy(update=update), clock=clock, sleep=clock.sleep)
+
+    @contextmanager
+    def running(self, monkeypatch: Any) -> Iterator[Any]:
+        """The stub, started, with the backend's key(s) set in the environment for the test."""
+        for name, value in self.env.items():
+            monkeypatch.setenv(name, value)
+        with self.stub() as stub:
+            yield stub
 
 
 def stub_fetch() -> Any:

@@ -12,6 +12,7 @@ import torch
 from testbed.harness import PaintingStages
 from testbed.stubs.fake_clock import FakeClock
 from testbed.stubs.naver_stub import NaverStub
+from testbed.stubs.provider_base import ProviderStub
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -33,6 +34,14 @@ def tiny_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def stub() -> Iterator[NaverStub]:
     """A Naver Shopping stub server on 127.0.0.1 for one test."""
     with NaverStub() as running:
+        yield running
+
+
+@pytest.fixture
+def case_stub(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[ProviderStub]:
+    """The stub of the test module's `CASE` (a cloud backend's contract case), started, with the
+    backend's key(s) set in the environment."""
+    with request.module.CASE.running(monkeypatch) as running:
         yield running
 
 

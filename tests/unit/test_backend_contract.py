@@ -45,8 +45,7 @@ def stub(case: BackendCase) -> Iterator:
 
 
 def _backend(case: BackendCase, stub, clock: FakeClock, **overrides) -> CloudBackend:
-    cfg = case.config(stub.base_url).model_copy(update={"max_retries": 3, **overrides})
-    return case.backend(cfg, clock=clock, sleep=clock.sleep)
+    return case.client(stub, clock, **{"max_retries": 3, **overrides})
 
 
 def _spec(**kw) -> GenerationSpec:

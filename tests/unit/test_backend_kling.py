@@ -4,33 +4,19 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 
 import pytest
 
 from serve_app.backends.base import BackendAuthFailed
 from serve_app.backends.cloud import nearest_aspect_ratio
-from serve_app.backends.providers.kling import ASPECT_RATIOS, KlingBackend, kling_jwt
+from serve_app.backends.providers.kling import ASPECT_RATIOS, kling_jwt
 from serve_app.errors import UpstreamError
 from serve_app.stages import GenerationSpec
 from testbed.stubs.fake_clock import FakeClock
 from testbed.stubs.kling_stub import ACCESS_KEY, CASE, SECRET_KEY, KlingStub, check_jwt
-from testbed.stubs.provider_base import Reply, stub_fetch
+from testbed.stubs.provider_base import Reply
 
 SPEC = GenerationSpec(prompt="a rainy cafe", num_inference_steps=4, guidance_scale=7.0, height=512, width=896, seed=1)
-
-
-@pytest.fixture
-def stub(monkeypatch: pytest.MonkeyPatch) -> Iterator[KlingStub]:
-    monkeypatch.setenv("KLING_ACCESS_KEY", ACCESS_KEY)
-    monkeypatch.setenv("KLING_SECRET_KEY", SECRET_KEY)
-    with KlingStub() as running:
-        yield running
-
-
-def _backend(stub: KlingStub, clock: FakeClock, **update: object) -> KlingBackend:
-    cfg = CASE.config(stub.base_url).model_copy(update=update)
-    return KlingBackend(cfg, clock=clock, sleep=clock.sleep, fetch=stub_fetch())
 
 
 def test_the_jwt_is_hs256_with_kling_claims() -> None:
@@ -50,40 +36,40 @@ def test_aspect_ratio_is_the_nearest_kling_offers() -> None:
 
 
 async def test_a_wrong_secret_is_refused_by_kling_and_reported_as_a_key_error(
-    stub: KlingStub, monkeypatch: pytest.MonkeyPatch
+    case_stub: KlingStub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KLING_SECRET_KEY", "not-the-secret")
     clock = FakeClock()
     with pytest.raises(BackendAuthFailed) as caught:
-        await _backend(stub, clock).generate(SPEC)
+        await CASE.client(case_stub, clock).generate(SPEC)
     assert "1002" in caught.value.message or "Authorization" in caught.value.message
 
 
-async def test_a_failed_task_is_refused_with_klings_reason(stub: KlingStub) -> None:
-    stub.add_rule("fail_job", times=1)
+async def test_a_failed_task_is_refused_with_klings_reason(case_stub: KlingStub) -> None:
+    case_stub.add_rule("fail_job", times=1)
     with pytest.raises(UpstreamError) as caught:
-        await _backend(stub, FakeClock()).generate(SPEC)
+        await CASE.client(case_stub, FakeClock()).generate(SPEC)
     assert caught.value.error_code == "UPSTREAM_REJECTED" and "risk control" in caught.value.message
 
 
-async def test_a_non_zero_code_in_a_200_is_an_error(stub: KlingStub, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_non_zero_code_in_a_200_is_an_error(case_stub: KlingStub, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
-        stub,
+        case_stub,
         "handle",
         lambda request, mode: Reply(200, {"code": 1102, "message": "Account balance not enough", "data": None}),
     )
     with pytest.raises(UpstreamError) as caught:
-        await _backend(stub, FakeClock()).generate(SPEC)
+        await CASE.client(case_stub, FakeClock()).generate(SPEC)
     assert caught.value.error_code == "UPSTREAM_REJECTED" and "1102" in caught.value.message
 
 
 async def test_a_task_still_running_past_max_poll_is_a_timeout(
-    stub: KlingStub, monkeypatch: pytest.MonkeyPatch
+    case_stub: KlingStub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = stub._task
-    monkeypatch.setattr(stub, "_task", lambda task_id, status, msg="": original(task_id, "processing"))
+    original = case_stub._task
+    monkeypatch.setattr(case_stub, "_task", lambda task_id, status, msg="": original(task_id, "processing"))
     clock = FakeClock()
     with pytest.raises(UpstreamError) as caught:
-        await _backend(stub, clock, max_poll_s=10, poll_interval_s=2).generate(SPEC)
+        await CASE.client(case_stub, clock, max_poll_s=10, poll_interval_s=2).generate(SPEC)
     assert caught.value.error_code == "UPSTREAM_TIMEOUT"
-    assert 5 <= sum(1 for r in stub.requests if r.method == "GET") <= 7
+    assert 5 <= sum(1 for r in case_stub.requests if r.method == "GET") <= 7

@@ -33,6 +33,7 @@ from serve_app.api.auth import Caller
 from serve_app.api.deps import IngressContext
 from serve_app.api.errors import validation_error
 from serve_app.api.intake import (
+    ERRORS,
     Submission,
     SubmissionDep,
     answered,
@@ -71,13 +72,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         "poll GET /v1/result/{task_id} or stream GET /v1/tasks/{task_id}/events.",
     },
     400: {"model": OpenAIError, "description": "Invalid input (what the rest of /v1 answers with 422)."},
-    401: {"model": OpenAIError, "description": "API keys on: no key, or a malformed, unknown or revoked one."},
+    401: {**ERRORS[401], "model": OpenAIError},
     403: {"model": OpenAIError, "description": "API keys on: over the key's per-image limit."},
     409: {"model": OpenAIError, "description": "Idempotency-Key reused with another body, or the task was cancelled."},
     413: {"model": OpenAIError, "description": "Upload too large."},
-    429: {"model": OpenAIError, "description": "API keys on: the key's rate or in-flight limit; see Retry-After."},
+    429: {**ERRORS[429], "model": OpenAIError},
     500: {"model": OpenAIError, "description": "The task failed (GENERATION_FAILED, S3_UPLOAD_FAILED, ...)."},
-    503: {"model": OpenAIError, "description": "Queue, its cost budget or upload budget full; see Retry-After."},
+    503: {**ERRORS[503], "model": OpenAIError},
     504: {
         "model": OpenAIError,
         "description": "Not done within openai.max_wait_s; the task goes on (its id is in the message and "
