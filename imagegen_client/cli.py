@@ -337,7 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--timeout", type=float, help="give up waiting after this many seconds (exit 5)")
 
     submit = command("submit", "Submit a desk makeover (with --image/--image-url) or a text-to-image task.")
-    submit.add_argument("prompt", metavar="PROMPT")
+    submit.add_argument(
+        "prompt", metavar="PROMPT", nargs="?", help="what to make; with a photo it may be left out (from its caption)"
+    )
     source = submit.add_mutually_exclusive_group()
     source.add_argument("--image", metavar="PATH", help="the photo to restyle (uploaded)")
     source.add_argument("--image-url", metavar="URL", help="the photo's http(s) or s3:// URL")

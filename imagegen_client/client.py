@@ -206,7 +206,7 @@ class ImagegenClient:
 
     def submit(
         self,
-        prompt: str,
+        prompt: str | None = None,
         *,
         image: ImageInput | None = None,
         image_url: str | None = None,
@@ -225,12 +225,13 @@ class ImagegenClient:
         **extra: Any,
     ) -> TaskAccepted:
         """POST /v1/generate: a desk makeover (with a photo: `image` path or bytes, or `image_url`)
-        or text-to-image (without). Fields left None take the server's defaults; `extra` are sent
+        or text-to-image (without). With a photo the prompt may be left out (None): the server
+        composes it from the photo's caption. Fields left None take the server's defaults; `extra` are sent
         as they are (fields newer than this client). One Idempotency-Key (`idempotency_key`, else
         a new uuid4) covers every attempt, so retries return the same task."""
         if image is not None and image_url is not None:
             raise ValueError("give image or image_url, not both")
-        fields: dict[str, Any] = {"prompt": prompt}
+        fields: dict[str, Any] = {} if prompt is None else {"prompt": prompt}
         if image_url is not None:
             fields["initial_image_url"] = image_url
         if lora is not None:

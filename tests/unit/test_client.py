@@ -292,6 +292,17 @@ def test_a_submit_whose_answer_is_lost_is_retried_into_the_same_task(ctx: Ingres
     assert other.task_id != accepted.task_id, "a new submit is a new task (a new key)"
 
 
+def test_a_photo_needs_no_prompt_and_a_text_request_does(ctx: IngressContext) -> None:
+    client = ImagegenClient("http://t", transport=Recorder(app_transport()))
+    accepted = client.submit(image=_png(), steps=4)
+    record = ctx.tasks.require(accepted.task_id)
+    assert record.input_key is not None and record.request["num_inference_steps"] == 4
+    with pytest.raises(ApiError) as caught:
+        client.submit(steps=4)
+    assert caught.value.status == 400 and caught.value.message == "Prompt must not be empty."
+    assert _count(ctx.tasks) == 1
+
+
 def test_without_the_idempotency_key_a_lost_answer_would_make_two_tasks(ctx: IngressContext) -> None:
     # The control for the test above: the same lost answer, the key stripped on the way out.
     transport = Recorder(app_transport(), lose_posts=1, strip_idempotency=True)
