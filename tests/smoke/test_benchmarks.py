@@ -41,6 +41,7 @@ EXPECTED: dict[str, set[str]] = {
     "scale_up": {"runs", "autoscaling_config", "startup_s"},
     "gpu_session": {"model", "floor", "peers", "peak_tflops"},
     "hostile": {"quiet", "one_caller", "many_callers", "memory", "slowloris", "startup_s"},
+    "ingress_path": {"tree", "routes"},
 }
 
 
@@ -85,6 +86,12 @@ def _check_serve_overhead(results: dict[str, Any]) -> None:
         assert results["latency"][route]["bare"]["n"] > 0
         assert results["latency"][route]["serve-tuned"]["n"] > 0
     assert {"per_hop", "per_hop_in_chain"} <= results["added"]["serve-tuned"].keys()
+
+
+def _check_ingress_path(results: dict[str, Any]) -> None:
+    statuses = {label: route["statuses"] for label, route in results["routes"].items()}
+    assert list(statuses.values()) == [[404], [400], [200]], statuses
+    assert all(route["n"] > 0 for route in results["routes"].values())
 
 
 def _check_scale_up(results: dict[str, Any]) -> None:
