@@ -1,4 +1,4 @@
-"""Where images are stored: local files, any S3-compatible store, or Cloudinary (`storage:`)."""
+"""Where images are stored: local files, any S3-compatible store, Cloudinary, Google Drive or Imgur (`storage:`)."""
 
 from __future__ import annotations
 
@@ -59,4 +59,59 @@ class CloudinaryStorageConfig(BaseModel):
     )
 
 
-StorageConfig = LocalStorageConfig | S3StorageConfig | CloudinaryStorageConfig
+class GoogleDriveStorageConfig(BaseModel):
+    """Google Drive (source spec image-generation-storage-guide.md) through the Drive API v3: every
+    image and record is a private file in one folder, and the app serves images itself under
+    `/files/{key}` (with API keys on, only to the owning key), as with local storage.
+
+    Credentials come from the environment (serve_app.settings), never from YAML: `auth: oauth` uses a
+    user's refresh token (GOOGLE_DRIVE_CLIENT_ID, GOOGLE_DRIVE_CLIENT_SECRET,
+    GOOGLE_DRIVE_REFRESH_TOKEN), `auth: service_account` a service account key (the JSON in
+    GOOGLE_DRIVE_SERVICE_ACCOUNT_JSON, or its file in GOOGLE_APPLICATION_CREDENTIALS)."""
+
+    kind: Literal["google_drive"] = "google_drive"
+    auth: Literal["oauth", "service_account"] = Field(
+        default="oauth", description="oauth: a user's refresh token; service_account: a signed JWT assertion (RS256)."
+    )
+    folder_id: str = Field(
+        default="root",
+        pattern=r"^[A-Za-z0-9_-]{1,200}$",
+        description="The folder files go in: `root` (My Drive) or a folder id; a service account needs a folder "
+        "of a shared drive (it has no storage of its own).",
+    )
+    scope: str = Field(
+        default="https://www.googleapis.com/auth/drive.file",
+        description="OAuth scope a service account asks for; drive.file: only the files this app created.",
+    )
+    api_base_url: str = Field(default="https://www.googleapis.com", description="Root of /drive/v3 and /upload.")
+    token_url: str = Field(default="https://oauth2.googleapis.com/token", description="Google's OAuth token endpoint.")
+    public_base_url: str | None = Field(
+        default=None, description="Base URL the ingress serves /files/ under; the app's public_base_url when None."
+    )
+    resumable_above_bytes: int = Field(
+        default=5 * 1024 * 1024,
+        ge=0,
+        description="Files larger than this go up as a resumable upload, smaller ones as one multipart request "
+        "(Drive's advice: multipart up to 5 MB).",
+    )
+    timeout_s: float = Field(default=30.0, gt=0, le=300)
+
+
+class ImgurStorageConfig(BaseModel):
+    """Imgur (source spec image-generation-storage-guide.md) through its API 3: anonymous uploads with
+    a Client-ID. Images are public to anyone holding their link (unlisted, never in the gallery), so
+    this store is refused with API keys on. The `.json` records are never sent to Imgur (it takes
+    images only): they stay in the ledger beside each image's id, link and deletehash, a SQLite file
+    on this node, so the store is refused with a cluster's shared task store (tasks.store postgres)."""
+
+    kind: Literal["imgur"] = "imgur"
+    api_base_url: str = Field(default="https://api.imgur.com", description="Root of /3/image.")
+    ledger_path: str | None = Field(
+        default=None, description="SQLite file of ids, links, deletehashes and records; <data_dir>/imgur.db when None."
+    )
+    timeout_s: float = Field(default=30.0, gt=0, le=300)
+
+
+StorageConfig = (
+    LocalStorageConfig | S3StorageConfig | CloudinaryStorageConfig | GoogleDriveStorageConfig | ImgurStorageConfig
+)
