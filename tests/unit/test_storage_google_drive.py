@@ -176,7 +176,7 @@ async def test_refused_credentials_and_drive_errors_keep_the_contracts_codes(stu
     await missing.close()
     stub.stop()
     with pytest.raises(StorageError) as caught:
-        await store.put(make_key("u"), PNG)
+        await store.put(make_key("u"), PNG)  # a new connection: refused
     assert caught.value.error_code == "S3_UPLOAD_FAILED"
 
 
