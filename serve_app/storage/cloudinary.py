@@ -185,18 +185,11 @@ class CloudinaryImageStore(HttpImageStore):
         stem = public_id[len(self._folder) :]
         return stem if kind == "raw" else f"{stem}.{resource.get('format', '')}"
 
-    async def _list(self, kind: str, delivery_type: str) -> AsyncIterator[dict[str, Any]]:
-        cursor: str | None = None
-        while True:
-            params = {"prefix": self._folder, "max_results": 500, **({"next_cursor": cursor} if cursor else {})}
-            listing = f"{self._api('resources', kind)}/{delivery_type}"
-            auth = (self._key, self._secret)
-            response = await self._send("GET", listing, "STORAGE_DELETE_FAILED", params=params, auth=auth)
-            if response.status_code != 200:
-                raise self._refused(response, "STORAGE_DELETE_FAILED", "the listing")
-            body = response.json()
-            for resource in body.get("resources", []):
-                yield resource
-            cursor = body.get("next_cursor")
-            if not cursor:
-                return
+    def _list(self, kind: str, delivery_type: str) -> AsyncIterator[dict[str, Any]]:
+        return self._paged(
+            f"{self._api('resources', kind)}/{delivery_type}",
+            "STORAGE_DELETE_FAILED",
+            {"prefix": self._folder, "max_results": 500},
+            ("resources", "next_cursor", "next_cursor"),
+            auth=(self._key, self._secret),
+        )

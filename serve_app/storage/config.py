@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -115,3 +116,47 @@ class ImgurStorageConfig(BaseModel):
 StorageConfig = (
     LocalStorageConfig | S3StorageConfig | CloudinaryStorageConfig | GoogleDriveStorageConfig | ImgurStorageConfig
 )
+
+
+def storage_refusal(storage: StorageConfig, *, keys_on: bool, shared_tasks: bool) -> str | None:
+    """Why `storage` is unsafe with API keys on (`keys_on`) or on a cluster whose nodes share the
+    task store (`shared_tasks`), or None when it is fine."""
+    if keys_on and isinstance(storage, S3StorageConfig) and storage.url_mode == "public":
+        return (
+            "auth.enabled with storage.url_mode 'public' would show every key's images to anyone holding "
+            "a URL; use url_mode 'presigned' (time-limited URLs handed only to the task's key)."
+        )
+    if keys_on and isinstance(storage, CloudinaryStorageConfig) and storage.url_mode == "cdn":
+        return (
+            "auth.enabled with Cloudinary storage.url_mode 'cdn' would give every key's images URLs that never "
+            "expire, open to anyone holding one; use url_mode 'expiring' (signed URLs valid for url_expiry_s)."
+        )
+    if keys_on and isinstance(storage, ImgurStorageConfig):
+        return (
+            "auth.enabled with storage.kind 'imgur' would show every key's images to anyone holding a link: "
+            "Imgur images are public (unlisted by link) and never expire; use google_drive, s3 (presigned), "
+            "cloudinary (expiring) or local storage."
+        )
+    if shared_tasks and isinstance(storage, ImgurStorageConfig):
+        return (
+            "storage.kind 'imgur' keeps its deletehashes and records in a ledger on one node, which the other "
+            "nodes of a cluster (tasks.store postgres) cannot see or delete from; use s3, cloudinary or "
+            "google_drive there."
+        )
+    return None
+
+
+def resolve_storage(storage: StorageConfig, data_dir: Path, public_base_url: str) -> StorageConfig:
+    """`storage` with its defaults that depend on the app filled in: absolute paths under `data_dir`,
+    and the ingress's `public_base_url` for the stores whose images it serves."""
+    if isinstance(storage, LocalStorageConfig):
+        root = Path(storage.root or data_dir / "images").expanduser().resolve()
+        base = storage.public_base_url or public_base_url
+        return storage.model_copy(update={"root": str(root), "public_base_url": base.rstrip("/")})
+    if isinstance(storage, GoogleDriveStorageConfig):
+        base = storage.public_base_url or public_base_url
+        return storage.model_copy(update={"public_base_url": base.rstrip("/")})
+    if isinstance(storage, ImgurStorageConfig):
+        ledger = Path(storage.ledger_path or data_dir / "imgur.db").expanduser().resolve()
+        return storage.model_copy(update={"ledger_path": str(ledger)})
+    return storage

@@ -204,27 +204,16 @@ class GoogleDriveImageStore(HttpImageStore):
         root = f"{self._api_root}/upload/drive/v3/files" if upload else f"{self._api_root}/drive/v3/files"
         return f"{root}/{file_id}" if file_id else root
 
-    async def _list(self, query: str, code: str, fields: str = "id,name") -> AsyncIterator[dict[str, Any]]:
-        page: str | None = None
-        while True:
-            params = {
-                "q": f"{_quoted(self.config.folder_id)} in parents and trashed = false and {query}",
-                "fields": f"nextPageToken,files({fields})",
-                "pageSize": "1000",
-                "spaces": "drive",
-                "supportsAllDrives": "true",
-                "includeItemsFromAllDrives": "true",
-                **({"pageToken": page} if page else {}),
-            }
-            response = await self._call("GET", self._files(), code, params=params)
-            if response.status_code != 200:
-                raise self._refused(response, code, "the file listing")
-            body = response.json()
-            for found in body.get("files", []):
-                yield found
-            page = body.get("nextPageToken")
-            if not page:
-                return
+    def _list(self, query: str, code: str, fields: str = "id,name") -> AsyncIterator[dict[str, Any]]:
+        params = {
+            "q": f"{_quoted(self.config.folder_id)} in parents and trashed = false and {query}",
+            "fields": f"nextPageToken,files({fields})",
+            "pageSize": "1000",
+            "spaces": "drive",
+            "supportsAllDrives": "true",
+            "includeItemsFromAllDrives": "true",
+        }
+        return self._paged(self._files(), code, params, ("files", "pageToken", "nextPageToken"), send=self._call)
 
     async def _find(self, key: str, code: str) -> str | None:
         """The id of the file named `key` in the folder, or None."""
@@ -244,45 +233,30 @@ class GoogleDriveImageStore(HttpImageStore):
         method = "PATCH" if file_id else "POST"
         params = {"supportsAllDrives": "true", "fields": "id,name"}
         url = self._files(file_id or "", upload=True)
-        if len(data) > self.config.resumable_above_bytes:
-            response = await self._resumable(method, url, params, metadata, data, content_type)
-        else:
+        resumable = len(data) > self.config.resumable_above_bytes
+        if resumable:  # the metadata opens a session; the bytes follow in one PUT to its URI
+            first: dict[str, Any] = {
+                "json": metadata,
+                "headers": {"X-Upload-Content-Type": content_type, "X-Upload-Content-Length": str(len(data))},
+            }
+        else:  # one multipart/related request: the JSON metadata, then the bytes
             boundary = uuid.uuid4().hex
             head = (
                 f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{json.dumps(metadata)}\r\n"
                 f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n"
             ).encode()
-            body = head + data + f"\r\n--{boundary}--\r\n".encode()
-            response = await self._call(
-                method,
-                url,
-                code,
-                params={"uploadType": "multipart", **params},
-                content=body,
-                headers={"Content-Type": f"multipart/related; boundary={boundary}"},
-            )
-        if response.status_code not in (200, 201):
+            first = {
+                "content": head + data + f"\r\n--{boundary}--\r\n".encode(),
+                "headers": {"Content-Type": f"multipart/related; boundary={boundary}"},
+            }
+        kind = "resumable" if resumable else "multipart"
+        response = await self._call(method, url, code, params={"uploadType": kind, **params}, **first)
+        if resumable and response.status_code == 200 and response.headers.get("location"):
+            session = response.headers["location"]
+            response = await self._send("PUT", session, code, content=data, headers={"Content-Type": content_type})
+        if response.status_code not in (200, 201) or "id" not in response.text:
             raise self._refused(response, code, f"the upload of {key}")
         self._ids[key] = str(response.json()["id"])
-
-    async def _resumable(
-        self, method: str, url: str, params: dict[str, str], metadata: dict[str, Any], data: bytes, content_type: str
-    ) -> httpx.Response:
-        """A resumable upload in one piece: open the session, then PUT every byte to its URI."""
-        code = "S3_UPLOAD_FAILED"
-        session = await self._call(
-            method,
-            url,
-            code,
-            params={"uploadType": "resumable", **params},
-            json=metadata,
-            headers={"X-Upload-Content-Type": content_type, "X-Upload-Content-Length": str(len(data))},
-        )
-        if session.status_code != 200 or not session.headers.get("location"):
-            raise self._refused(session, code, "the upload session")
-        return await self._send(
-            "PUT", session.headers["location"], code, content=data, headers={"Content-Type": content_type}
-        )
 
     async def _get_object(self, key: str) -> bytes:
         code = "S3_DOWNLOAD_FAILED"

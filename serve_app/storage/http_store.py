@@ -5,6 +5,7 @@ contract's error codes, and the service's own words in them with every secret re
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, ClassVar
 
 import httpx
@@ -67,6 +68,32 @@ class HttpImageStore(ImageStore):
         except httpx.HTTPError as exc:
             log.warning("%s %s %s failed: %s", self.service, method, url.split("?", 1)[0], type(exc).__name__)
             raise StorageError(FAILURES[code], error_code=code) from exc
+
+    async def _paged(
+        self,
+        url: str,
+        code: str,
+        params: dict[str, Any],
+        page: tuple[str, str, str],
+        send: Callable[..., Awaitable[httpx.Response]] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The items of a paged listing; `page` names the items' field, the query parameter that asks
+        for the next page and the answer's field that gives it. A refusal is StorageError `code`."""
+        items, ask, answer = page
+        cursor: str | None = None
+        while True:
+            response = await (send or self._send)(
+                "GET", url, code, params={**params, **({ask: cursor} if cursor else {})}, **kwargs
+            )
+            if response.status_code != 200:
+                raise self._refused(response, code, "the listing")
+            body = response.json()
+            for item in body.get(items, []):
+                yield item
+            cursor = body.get(answer)
+            if not cursor:
+                return
 
     def _error_text(self, response: httpx.Response) -> str:
         """The service's own message in an error answer ("" when none); override per service."""
