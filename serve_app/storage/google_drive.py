@@ -30,6 +30,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -219,9 +220,10 @@ class GoogleDriveImageStore(HttpImageStore):
         """The id of the file named `key` in the folder, or None."""
         if key in self._ids:
             return self._ids[key]
-        async for found in self._list(f"name = {_quoted(key)}", code):
-            self._ids[key] = str(found["id"])
-            return self._ids[key]
+        async with aclosing(self._list(f"name = {_quoted(key)}", code)) as found:
+            async for match in found:
+                self._ids[key] = str(match["id"])
+                return self._ids[key]
         return None
 
     async def _put_object(self, key: str, data: bytes, content_type: str) -> None:
@@ -254,6 +256,9 @@ class GoogleDriveImageStore(HttpImageStore):
         if resumable and response.status_code == 200 and response.headers.get("location"):
             session = response.headers["location"]
             response = await self._send("PUT", session, code, content=data, headers={"Content-Type": content_type})
+        if file_id is not None and response.status_code == 404:  # deleted elsewhere since this replica saw it
+            self._ids.pop(key, None)
+            return await self._put_object(key, data, content_type)
         if response.status_code not in (200, 201) or "id" not in response.text:
             raise self._refused(response, code, f"the upload of {key}")
         self._ids[key] = str(response.json()["id"])

@@ -168,6 +168,10 @@ async def test_refused_credentials_and_drive_errors_keep_the_contracts_codes(stu
     del stub.files[file_id]  # deleted in Drive's own UI
     with pytest.raises(NotFound):
         await store.get(key)
+    stub.quota_full = False
+    store._ids[key] = file_id  # another replica still remembers the old id: writing the key again creates it
+    await store.put(key, PNG)
+    assert store._ids[key] != file_id and await store.get(key) == PNG
     missing = drive_store(stub, folder_id="no-such-folder")
     with pytest.raises(StorageError) as caught:
         await missing.check()
