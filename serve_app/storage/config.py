@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class LocalStorageConfig(BaseModel):
@@ -96,6 +96,15 @@ class GoogleDriveStorageConfig(BaseModel):
         "(Drive's advice: multipart up to 5 MB).",
     )
     timeout_s: float = Field(default=30.0, gt=0, le=300)
+
+    @model_validator(mode="after")
+    def _a_service_account_needs_a_shared_folder(self) -> GoogleDriveStorageConfig:
+        if self.auth == "service_account" and self.folder_id == "root":
+            raise ValueError(
+                "a service account has no Drive storage of its own: set folder_id to a folder of a shared drive "
+                "it is a member of (and scope https://www.googleapis.com/auth/drive)."
+            )
+        return self
 
 
 class ImgurStorageConfig(BaseModel):

@@ -188,7 +188,9 @@ def test_missing_credentials_are_configuration_errors(stub: GoogleDriveStub, tmp
     oauth = GoogleDriveStorageConfig()
     with pytest.raises(ConfigurationError, match=r"\$GOOGLE_DRIVE_CLIENT_SECRET and \$GOOGLE_DRIVE_REFRESH_TOKEN"):
         GoogleDriveImageStore(oauth, Settings(google_drive_client_id="x"))
-    account = GoogleDriveStorageConfig(auth="service_account")
+    with pytest.raises(ValueError, match="no Drive storage of its own"):
+        GoogleDriveStorageConfig(auth="service_account")  # folder_id root
+    account = GoogleDriveStorageConfig(auth="service_account", folder_id="sharedfolder")
     with pytest.raises(ConfigurationError, match="GOOGLE_APPLICATION_CREDENTIALS"):
         GoogleDriveImageStore(account, Settings())
     bad = tmp_path / "key.json"
