@@ -26,7 +26,7 @@ from serve_app.net import FetchPolicy
 from serve_app.presets import GenerationLimits, Preset
 from serve_app.retry import RetryConfig
 from serve_app.shopping.config import ShoppingConfig
-from serve_app.storage.config import CloudinaryStorageConfig, LocalStorageConfig, S3StorageConfig, StorageConfig
+from serve_app.storage.config import LocalStorageConfig, StorageConfig, resolve_storage, storage_refusal
 from serve_app.tasks.config import RetentionConfig, TasksConfig
 from serve_app.webhooks import WebhookConfig
 from serve_app.writing.config import PromptWriterConfig
@@ -65,16 +65,9 @@ class CoreArgs(BaseModel):
 
     @model_validator(mode="after")
     def _keys_keep_images_private(self) -> Self:
-        if self.auth.enabled and isinstance(self.storage, S3StorageConfig) and self.storage.url_mode == "public":
-            raise ValueError(
-                "auth.enabled with storage.url_mode 'public' would show every key's images to anyone holding "
-                "a URL; use url_mode 'presigned' (time-limited URLs handed only to the task's key)."
-            )
-        if self.auth.enabled and isinstance(self.storage, CloudinaryStorageConfig) and self.storage.url_mode == "cdn":
-            raise ValueError(
-                "auth.enabled with Cloudinary storage.url_mode 'cdn' would give every key's images URLs that never "
-                "expire, open to anyone holding one; use url_mode 'expiring' (signed URLs valid for url_expiry_s)."
-            )
+        refusal = storage_refusal(self.storage, keys_on=self.auth.enabled, shared_tasks=self.tasks.store == "postgres")
+        if refusal:
+            raise ValueError(refusal)
         return self
 
     def resolved(self) -> Self:
@@ -83,11 +76,7 @@ class CoreArgs(BaseModel):
         tasks = self.tasks.model_copy(
             update={"db_path": str(Path(self.tasks.db_path or data_dir / "tasks.db").expanduser().resolve())}
         )
-        storage = self.storage
-        if isinstance(storage, LocalStorageConfig):
-            root = Path(storage.root or data_dir / "images").expanduser().resolve()
-            base = storage.public_base_url or self.public_base_url
-            storage = storage.model_copy(update={"root": str(root), "public_base_url": base.rstrip("/")})
+        storage = resolve_storage(self.storage, data_dir, self.public_base_url)
         cache = Path(self.model_cache_dir or data_dir / "models").expanduser().resolve()
         return self.model_copy(
             update={"data_dir": str(data_dir), "tasks": tasks, "storage": storage, "model_cache_dir": str(cache)}

@@ -24,6 +24,14 @@ class Settings(BaseSettings):
     naver_client_secret: str | None = None
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = None
+    # Google Drive storage (auth oauth): the OAuth client and the user's refresh token.
+    google_drive_refresh_token: SecretStr | None = Field(default=None, description="Scope drive.file (or drive).")
+    google_drive_client_id: str | None = None
+    google_drive_client_secret: SecretStr | None = None
+    # Google Drive storage (auth service_account): the JSON key itself, or the path of its file.
+    google_drive_service_account_json: SecretStr | None = None
+    google_application_credentials: str | None = None
+    imgur_client_id: SecretStr | None = Field(default=None, description="Imgur storage: the app's Client-ID.")
     imagegen_torch_threads: int | None = Field(
         default=None, description="torch threads per model replica; default: the replica's num_cpus, rounded up."
     )

@@ -213,7 +213,7 @@ async def info(ctx: Ctx) -> dict[str, Any]:
             "GET / (web page)",
             "GET /healthcheck",
             "GET /info",
-            "GET /files/{key} (local storage)",
+            "GET /files/{key} (local and google_drive storage)",
             "GET /docs",
         ],
     }

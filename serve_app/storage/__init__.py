@@ -1,4 +1,5 @@
-"""Image stores: local filesystem (default), S3-compatible or Cloudinary; `build_store` picks one from config."""
+"""Image stores: local filesystem (default), S3-compatible, Cloudinary, Google Drive or Imgur; `build_store` picks
+one from config."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ import logging
 from serve_app.errors import AppError, ConfigurationError
 from serve_app.settings import Settings
 from serve_app.storage.base import ImageStore, make_key, sanitize_user_id, sidecar_key, validate_key
-from serve_app.storage.config import CloudinaryStorageConfig, LocalStorageConfig, S3StorageConfig, StorageConfig
+from serve_app.storage.config import (
+    CloudinaryStorageConfig,
+    GoogleDriveStorageConfig,
+    ImgurStorageConfig,
+    LocalStorageConfig,
+    S3StorageConfig,
+    StorageConfig,
+)
 from serve_app.storage.local import LocalImageStore
 from serve_app.storage.s3 import S3ImageStore, parse_s3_url
 
@@ -35,6 +43,14 @@ def build_store(cfg: StorageConfig, settings: Settings) -> ImageStore:
         from serve_app.storage.cloudinary import CloudinaryImageStore
 
         return CloudinaryImageStore(cfg)
+    if isinstance(cfg, GoogleDriveStorageConfig):
+        from serve_app.storage.google_drive import GoogleDriveImageStore
+
+        return GoogleDriveImageStore(cfg, settings)
+    if isinstance(cfg, ImgurStorageConfig):
+        from serve_app.storage.imgur import ImgurImageStore
+
+        return ImgurImageStore(cfg, settings)
     raise ConfigurationError(f"Unknown storage kind {getattr(cfg, 'kind', cfg)!r}.")
 
 

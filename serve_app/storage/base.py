@@ -9,7 +9,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
+from urllib.parse import quote
 
 from serve_app.errors import InvalidInput, StorageError
 
@@ -60,6 +61,11 @@ def is_own_key(key: str) -> bool:
     return bool(_OWN_KEY_RE.match(key))
 
 
+def ingress_url(base_url: str | None, key: str) -> str:
+    """The URL of `key` at the ingress's `GET /files/{key}` (relative when `base_url` is None)."""
+    return f"{(base_url or '').rstrip('/')}/files/{quote(validate_key(key), safe='/')}"
+
+
 def sidecar_key(key: str) -> str:
     """Key of the JSON record stored beside an image."""
     return key + ".json"
@@ -67,6 +73,10 @@ def sidecar_key(key: str) -> str:
 
 class ImageStore(ABC):
     """Where generated (and uploaded) images live; every method is safe to call from async code."""
+
+    #: Whether the ingress serves this store's images itself under `GET /files/{key}` (the store
+    #: keeps them private and `url_for` points there), with the local store's access rules.
+    ingress_serves: ClassVar[bool] = False
 
     #: Told the error code of every StorageError that put, get or delete raise (the owning
     #: deployment counts them as backend errors); None: nobody listens.

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -44,15 +43,11 @@ from urllib.parse import urlencode
 
 import httpx
 
-from serve_app.errors import ConfigurationError, NotFound, StorageError
-from serve_app.redact import redact
-from serve_app.storage.base import ImageStore, is_own_key
+from serve_app.errors import NotFound
+from serve_app.storage.base import is_own_key
 from serve_app.storage.config import CloudinaryStorageConfig
+from serve_app.storage.http_store import HttpImageStore, required_secrets
 
-log = logging.getLogger(__name__)
-
-UPLOAD_FAILED = "Failed to upload image to S3."  # the source spec's message: clients match on it whatever the store
-DOWNLOAD_FAILED = "Failed to download image from S3."
 PRIVATE = "authenticated"  # the delivery type of everything this store uploads
 LEGACY = "upload"  # the public type this store used before: still read, deleted and swept
 READ_URL_TTL_S = 300  # how long the download URL `get` makes itself stays valid
@@ -71,27 +66,19 @@ def url_signature(to_sign: str, secret: str) -> str:
     return "s--" + base64.urlsafe_b64encode(digest)[:8].decode("ascii") + "--"
 
 
-class CloudinaryImageStore(ImageStore):
+class CloudinaryImageStore(HttpImageStore):
+    service = "Cloudinary"
+
     def __init__(self, config: CloudinaryStorageConfig, *, clock: Callable[[], float] = time.time) -> None:
-        missing = [var for var in (config.api_key_env, config.api_secret_env) if not os.environ.get(var, "").strip()]
-        if missing:
-            raise ConfigurationError(f"Cloudinary storage needs ${' and $'.join(missing)} set in the environment.")
+        env = required_secrets(
+            "Cloudinary", {var: os.environ.get(var) for var in (config.api_key_env, config.api_secret_env)}
+        )
         self.config = config
-        self._key = os.environ[config.api_key_env].strip()
-        self._secret = os.environ[config.api_secret_env].strip()
+        self._key = env[config.api_key_env]
+        self._secret = env[config.api_secret_env]
+        super().__init__(config.timeout_s, [self._key, self._secret])
         self._folder = config.folder.strip("/") + "/" if config.folder.strip("/") else ""
         self._clock = clock  # Unix time: signatures' timestamps and URLs' expiry
-        self._client: httpx.AsyncClient | None = None
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.config.timeout_s))
-        return self._client
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
 
     # -- names ------------------------------------------------------------------------------------
 
@@ -131,57 +118,34 @@ class CloudinaryImageStore(ImageStore):
         params["timestamp"] = str(int(self._clock()))
         return {**params, "api_key": self._key, "signature": signature(params, self._secret)}
 
-    def _said(self, response: httpx.Response) -> str:
-        """Cloudinary's error message, redacted (it may echo the key), as `: message` or nothing."""
-        try:
-            message = response.json().get("error", {}).get("message")
-        except (ValueError, AttributeError):
-            return ""
-        return f": {redact(str(message), [self._key, self._secret])[:200]}" if message else ""
+    def _error_text(self, response: httpx.Response) -> str:
+        return str(response.json().get("error", {}).get("message") or "")
 
     # -- the interface -------------------------------------------------------------------------------
 
     async def check(self) -> None:
-        try:
-            response = await self._http().get(
-                f"{self.config.api_base_url.rstrip('/')}/v1_1/{self.config.cloud_name}/ping",
-                auth=(self._key, self._secret),
-            )
-        except httpx.HTTPError as exc:
-            raise StorageError("Cloudinary is unreachable.", error_code="S3_UNAVAILABLE") from exc
+        ping = f"{self.config.api_base_url.rstrip('/')}/v1_1/{self.config.cloud_name}/ping"
+        response = await self._send("GET", ping, "S3_UNAVAILABLE", auth=(self._key, self._secret))
         if response.status_code != 200:
-            raise StorageError(
-                f"Cloudinary answered HTTP {response.status_code}{self._said(response)}.", error_code="S3_UNAVAILABLE"
-            )
+            raise self._refused(response, "S3_UNAVAILABLE", "the ping")
 
     async def _put_object(self, key: str, data: bytes, content_type: str) -> None:
         form = self._signed({"public_id": self.public_id(key), "overwrite": "true", "type": PRIVATE})
-        try:
-            response = await self._http().post(
-                self._api(self._kind(key), "upload"),
-                data=form,
-                files={"file": (key.rsplit("/", 1)[-1], data, content_type)},
-            )
-        except httpx.HTTPError as exc:
-            log.warning("Cloudinary upload of %s failed: %s", key, type(exc).__name__)
-            raise StorageError(UPLOAD_FAILED, error_code="S3_UPLOAD_FAILED") from exc
+        files = {"file": (key.rsplit("/", 1)[-1], data, content_type)}
+        response = await self._send(
+            "POST", self._api(self._kind(key), "upload"), "S3_UPLOAD_FAILED", data=form, files=files
+        )
         if response.status_code != 200:
-            said = self._said(response)
-            log.warning("Cloudinary refused the upload of %s: HTTP %s%s", key, response.status_code, said)
-            raise StorageError(f"{UPLOAD_FAILED[:-1]} (Cloudinary{said}).", error_code="S3_UPLOAD_FAILED")
+            raise self._refused(response, "S3_UPLOAD_FAILED", f"the upload of {key}")
 
     async def _get_object(self, key: str) -> bytes:
         for delivery_type in (PRIVATE, LEGACY):
             url = self.download_url(key, int(self._clock()) + READ_URL_TTL_S, delivery_type)
-            try:
-                response = await self._http().get(url)
-            except httpx.HTTPError as exc:
-                raise StorageError(DOWNLOAD_FAILED, error_code="S3_DOWNLOAD_FAILED") from exc
+            response = await self._send("GET", url, "S3_DOWNLOAD_FAILED")
             if response.status_code == 200:
                 return response.content
             if response.status_code != 404:
-                log.warning("Cloudinary refused to read %s: HTTP %s%s", key, response.status_code, self._said(response))
-                raise StorageError(DOWNLOAD_FAILED, error_code="S3_DOWNLOAD_FAILED")
+                raise self._refused(response, "S3_DOWNLOAD_FAILED", f"to read {key}")
         raise NotFound(f"No stored object {key!r}.")
 
     async def _delete_objects(self, keys: list[str]) -> None:
@@ -192,18 +156,13 @@ class CloudinaryImageStore(ImageStore):
     async def _destroy(self, key: str, delivery_type: str) -> bool:
         """Destroy one resource; whether it was there."""
         form = self._signed({"public_id": self.public_id(key), "type": delivery_type, "invalidate": "true"})
-        try:
-            response = await self._http().post(self._api(self._kind(key), "destroy"), data=form)
-        except httpx.HTTPError as exc:
-            raise StorageError("Failed to delete stored images.", error_code="STORAGE_DELETE_FAILED") from exc
+        response = await self._send("POST", self._api(self._kind(key), "destroy"), "STORAGE_DELETE_FAILED", data=form)
         try:
             result = response.json().get("result") if response.status_code == 200 else None
         except (ValueError, AttributeError):
             result = None
         if result not in ("ok", "not found"):
-            raise StorageError(
-                f"Cloudinary refused to delete {key!r}{self._said(response)}.", error_code="STORAGE_DELETE_FAILED"
-            )
+            raise self._refused(response, "STORAGE_DELETE_FAILED", f"to delete {key}")
         return result == "ok"
 
     async def delete_older_than(self, cutoff: float) -> int:
@@ -226,23 +185,11 @@ class CloudinaryImageStore(ImageStore):
         stem = public_id[len(self._folder) :]
         return stem if kind == "raw" else f"{stem}.{resource.get('format', '')}"
 
-    async def _list(self, kind: str, delivery_type: str) -> AsyncIterator[dict[str, Any]]:
-        cursor: str | None = None
-        while True:
-            params = {"prefix": self._folder, "max_results": 500, **({"next_cursor": cursor} if cursor else {})}
-            try:
-                response = await self._http().get(
-                    f"{self._api('resources', kind)}/{delivery_type}", params=params, auth=(self._key, self._secret)
-                )
-            except httpx.HTTPError as exc:
-                raise StorageError("Failed to sweep old images.", error_code="STORAGE_DELETE_FAILED") from exc
-            if response.status_code != 200:
-                raise StorageError(
-                    f"Cloudinary refused the listing{self._said(response)}.", error_code="STORAGE_DELETE_FAILED"
-                )
-            body = response.json()
-            for resource in body.get("resources", []):
-                yield resource
-            cursor = body.get("next_cursor")
-            if not cursor:
-                return
+    def _list(self, kind: str, delivery_type: str) -> AsyncIterator[dict[str, Any]]:
+        return self._paged(
+            f"{self._api('resources', kind)}/{delivery_type}",
+            "STORAGE_DELETE_FAILED",
+            {"prefix": self._folder, "max_results": 500},
+            ("resources", "next_cursor", "next_cursor"),
+            auth=(self._key, self._secret),
+        )

@@ -1,10 +1,11 @@
-"""Where images are stored: local files, any S3-compatible store, or Cloudinary (`storage:`)."""
+"""Where images are stored: local files, any S3-compatible store, Cloudinary, Google Drive or Imgur (`storage:`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class LocalStorageConfig(BaseModel):
@@ -59,4 +60,112 @@ class CloudinaryStorageConfig(BaseModel):
     )
 
 
-StorageConfig = LocalStorageConfig | S3StorageConfig | CloudinaryStorageConfig
+class GoogleDriveStorageConfig(BaseModel):
+    """Google Drive (source spec image-generation-storage-guide.md) through the Drive API v3: every
+    image and record is a private file in one folder, and the app serves images itself under
+    `/files/{key}` (with API keys on, only to the owning key), as with local storage.
+
+    Credentials come from the environment (serve_app.settings), never from YAML: `auth: oauth` uses a
+    user's refresh token (GOOGLE_DRIVE_CLIENT_ID, GOOGLE_DRIVE_CLIENT_SECRET,
+    GOOGLE_DRIVE_REFRESH_TOKEN), `auth: service_account` a service account key (the JSON in
+    GOOGLE_DRIVE_SERVICE_ACCOUNT_JSON, or its file in GOOGLE_APPLICATION_CREDENTIALS)."""
+
+    kind: Literal["google_drive"] = "google_drive"
+    auth: Literal["oauth", "service_account"] = Field(
+        default="oauth", description="oauth: a user's refresh token; service_account: a signed JWT assertion (RS256)."
+    )
+    folder_id: str = Field(
+        default="root",
+        pattern=r"^[A-Za-z0-9_-]{1,200}$",
+        description="The folder files go in: `root` (My Drive) or a folder id; a service account needs a folder "
+        "of a shared drive (it has no storage of its own).",
+    )
+    scope: str = Field(
+        default="https://www.googleapis.com/auth/drive.file",
+        description="OAuth scope a service account asks for; drive.file: only the files this app created.",
+    )
+    api_base_url: str = Field(default="https://www.googleapis.com", description="Root of /drive/v3 and /upload.")
+    token_url: str = Field(default="https://oauth2.googleapis.com/token", description="Google's OAuth token endpoint.")
+    public_base_url: str | None = Field(
+        default=None, description="Base URL the ingress serves /files/ under; the app's public_base_url when None."
+    )
+    resumable_above_bytes: int = Field(
+        default=5 * 1024 * 1024,
+        ge=0,
+        description="Files larger than this go up as a resumable upload, smaller ones as one multipart request "
+        "(Drive's advice: multipart up to 5 MB).",
+    )
+    timeout_s: float = Field(default=30.0, gt=0, le=300)
+
+    @model_validator(mode="after")
+    def _a_service_account_needs_a_shared_folder(self) -> GoogleDriveStorageConfig:
+        if self.auth == "service_account" and self.folder_id == "root":
+            raise ValueError(
+                "a service account has no Drive storage of its own: set folder_id to a folder of a shared drive "
+                "it is a member of (and scope https://www.googleapis.com/auth/drive)."
+            )
+        return self
+
+
+class ImgurStorageConfig(BaseModel):
+    """Imgur (source spec image-generation-storage-guide.md) through its API 3: anonymous uploads with
+    a Client-ID. Images are public to anyone holding their link (unlisted, never in the gallery), so
+    this store is refused with API keys on. The `.json` records are never sent to Imgur (it takes
+    images only): they stay in the ledger beside each image's id, link and deletehash, a SQLite file
+    on this node, so the store is refused with a cluster's shared task store (tasks.store postgres)."""
+
+    kind: Literal["imgur"] = "imgur"
+    api_base_url: str = Field(default="https://api.imgur.com", description="Root of /3/image.")
+    ledger_path: str | None = Field(
+        default=None, description="SQLite file of ids, links, deletehashes and records; <data_dir>/imgur.db when None."
+    )
+    timeout_s: float = Field(default=30.0, gt=0, le=300)
+
+
+StorageConfig = (
+    LocalStorageConfig | S3StorageConfig | CloudinaryStorageConfig | GoogleDriveStorageConfig | ImgurStorageConfig
+)
+
+
+def storage_refusal(storage: StorageConfig, *, keys_on: bool, shared_tasks: bool) -> str | None:
+    """Why `storage` is unsafe with API keys on (`keys_on`) or on a cluster whose nodes share the
+    task store (`shared_tasks`), or None when it is fine."""
+    if keys_on and isinstance(storage, S3StorageConfig) and storage.url_mode == "public":
+        return (
+            "auth.enabled with storage.url_mode 'public' would show every key's images to anyone holding "
+            "a URL; use url_mode 'presigned' (time-limited URLs handed only to the task's key)."
+        )
+    if keys_on and isinstance(storage, CloudinaryStorageConfig) and storage.url_mode == "cdn":
+        return (
+            "auth.enabled with Cloudinary storage.url_mode 'cdn' would give every key's images URLs that never "
+            "expire, open to anyone holding one; use url_mode 'expiring' (signed URLs valid for url_expiry_s)."
+        )
+    if keys_on and isinstance(storage, ImgurStorageConfig):
+        return (
+            "auth.enabled with storage.kind 'imgur' would show every key's images to anyone holding a link: "
+            "Imgur images are public (unlisted by link) and never expire; use google_drive, s3 (presigned), "
+            "cloudinary (expiring) or local storage."
+        )
+    if shared_tasks and isinstance(storage, ImgurStorageConfig):
+        return (
+            "storage.kind 'imgur' keeps its deletehashes and records in a ledger on one node, which the other "
+            "nodes of a cluster (tasks.store postgres) cannot see or delete from; use s3, cloudinary or "
+            "google_drive there."
+        )
+    return None
+
+
+def resolve_storage(storage: StorageConfig, data_dir: Path, public_base_url: str) -> StorageConfig:
+    """`storage` with its defaults that depend on the app filled in: absolute paths under `data_dir`,
+    and the ingress's `public_base_url` for the stores whose images it serves."""
+    if isinstance(storage, LocalStorageConfig):
+        root = Path(storage.root or data_dir / "images").expanduser().resolve()
+        base = storage.public_base_url or public_base_url
+        return storage.model_copy(update={"root": str(root), "public_base_url": base.rstrip("/")})
+    if isinstance(storage, GoogleDriveStorageConfig):
+        base = storage.public_base_url or public_base_url
+        return storage.model_copy(update={"public_base_url": base.rstrip("/")})
+    if isinstance(storage, ImgurStorageConfig):
+        ledger = Path(storage.ledger_path or data_dir / "imgur.db").expanduser().resolve()
+        return storage.model_copy(update={"ledger_path": str(ledger)})
+    return storage

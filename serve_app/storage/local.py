@@ -11,10 +11,9 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from urllib.parse import quote
 
 from serve_app.errors import ConfigurationError, InvalidInput, NotFound, StorageError
-from serve_app.storage.base import ImageStore, is_own_key, validate_key
+from serve_app.storage.base import ImageStore, ingress_url, is_own_key, validate_key
 from serve_app.storage.config import LocalStorageConfig
 
 log = logging.getLogger(__name__)
@@ -25,6 +24,8 @@ class LocalImageStore(ImageStore):
 
     Error codes: STORAGE_WRITE_FAILED / STORAGE_READ_FAILED / STORAGE_UNAVAILABLE (StorageError, 500).
     """
+
+    ingress_serves = True
 
     def __init__(self, config: LocalStorageConfig) -> None:
         if not config.root:
@@ -41,7 +42,7 @@ class LocalImageStore(ImageStore):
         return path
 
     def url_for(self, key: str) -> str:
-        return f"{self._base_url}/files/{quote(validate_key(key), safe='/')}"
+        return ingress_url(self._base_url, key)
 
     async def start(self) -> None:
         await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)

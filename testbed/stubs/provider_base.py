@@ -155,6 +155,8 @@ class ProviderStub(LocalServer):
             do_GET = _serve  # noqa: N815 - stdlib names
             do_POST = _serve  # noqa: N815
             do_DELETE = _serve  # noqa: N815
+            do_PUT = _serve  # noqa: N815
+            do_PATCH = _serve  # noqa: N815
 
         super().__init__(Handler, name=f"{type(self).__name__}-server")
         self.on_reset()

@@ -31,7 +31,10 @@ from testbed.seaweed import SeaweedServer
 from testbed.stubs.cloudinary_stub import API_KEY as CLOUDINARY_KEY
 from testbed.stubs.cloudinary_stub import API_SECRET as CLOUDINARY_SECRET
 from testbed.stubs.cloudinary_stub import CLOUD, CloudinaryStub
+from testbed.stubs.google_drive_stub import GoogleDriveStub
+from testbed.stubs.imgur_stub import ImgurStub
 from testbed.stubs.provider_base import make_png
+from tests.support.storage import drive_store, imgur_store
 
 PNG_BYTES = make_png(16, 16)
 
@@ -248,7 +251,8 @@ async def test_s3_outage_and_recovery(seaweed: SeaweedServer) -> None:
     assert await store.get(before) == b"before"  # same data dir: the old object survived
 
 
-# --- one contract for every store: local files, S3 (SeaweedFS), Cloudinary (its stub) ----------------
+# --- one contract for every store: local files, S3 (SeaweedFS), Cloudinary, Google Drive and Imgur
+# (each on its stub) ---------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +273,19 @@ def cloudinary_store(stub: CloudinaryStub, monkeypatch: pytest.MonkeyPatch, **ov
     return CloudinaryImageStore(cfg)
 
 
-@pytest.fixture(params=["local", "s3", "cloudinary"])
+@pytest.fixture(scope="module")
+def google_drive() -> Iterator[GoogleDriveStub]:
+    with GoogleDriveStub() as stub:
+        yield stub
+
+
+@pytest.fixture(scope="module")
+def imgur() -> Iterator[ImgurStub]:
+    with ImgurStub() as stub:
+        yield stub
+
+
+@pytest.fixture(params=["local", "s3", "cloudinary", "google_drive", "imgur"])
 async def any_store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ImageStore:
     if request.param == "local":
         store: ImageStore = LocalImageStore(
@@ -277,8 +293,12 @@ async def any_store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch:
         )
     elif request.param == "s3":
         store = s3_store(request.getfixturevalue("seaweed"), prefix=f"contract-{tmp_path.name}")
-    else:
+    elif request.param == "cloudinary":
         store = cloudinary_store(request.getfixturevalue("cloudinary"), monkeypatch, folder=f"contract-{tmp_path.name}")
+    elif request.param == "google_drive":
+        store = drive_store(request.getfixturevalue("google_drive"))  # a folder of its own
+    else:
+        store = imgur_store(request.getfixturevalue("imgur"), tmp_path / "imgur.db")
     await store.start()
     return store
 
