@@ -21,6 +21,7 @@ const fieldsets = () => [
 ];
 
 let picker = null;
+let sent = null; // the photo of the run in flight, shown as "Before" (another may be picked meanwhile)
 
 export function setup() {
   picker = photoPicker("edit-photo", "edit-samples", "edit-photo-choice");
@@ -30,8 +31,9 @@ function request() {
   const instruction = $("edit-instruction").value.trim();
   if (!instruction) throw new Error("Write what to change in the photo.");
   if (!picker.photo) throw new Error("Choose a photo to edit, or pick a sample.");
+  sent = picker.photo;
   const form = new FormData();
-  form.append("image", picker.photo.blob, picker.photo.name);
+  form.append("image", sent.blob, sent.name);
   form.append("instruction", instruction);
   for (const [field, id] of [["image_guidance_scale", "edit-image-guidance"], ["num_inference_steps", "edit-steps"]]) {
     const value = numberOf(id);
@@ -45,7 +47,7 @@ async function render(result) {
   // The route's answer names the image `url`; the task's result (followed live) `processed_image_url`.
   const url = result.url || result.processed_image_url;
   const seed = result.seed ?? (result.images && result.images[0] ? result.images[0].seed : undefined);
-  const original = el("figure", {}, el("img", { className: "original", src: picker.photo.url, alt: "The photo before the edit" }));
+  const original = el("figure", {}, el("img", { className: "original", src: URL.createObjectURL(sent.blob), alt: "The photo before the edit" }));
   original.append(el("figcaption", { textContent: "Before" }));
   const pair = el("div", { className: "pair" }, original, await imageFigure(url, "The edited photo", "After"));
   const fields = fieldList([
