@@ -1,41 +1,25 @@
-// imagegen-serve's web page: submit, follow the task's Server-Sent Events, show the result.
-// Plain browser JavaScript, no build step and nothing fetched from another site. API URLs are
-// relative to the page, so the page works behind a route prefix (/s3/ calls /s3/v1/...).
-"use strict";
+// imagegen-serve's web page: a tab per product, each a small form; a run is submitted, followed
+// live through the task's Server-Sent Events and its result shown. Plain browser JavaScript in ES
+// modules (common.js, tasks.js, tabs/*.js), no build step and nothing fetched from another site.
+import { $, KEY_STORAGE, api, buildPanel, errorText, showError, state } from "./common.js";
+import { cancelTask, finishProgress, parseSSE, renderProgress, runTab } from "./tasks.js";
+import * as articles from "./tabs/articles.js";
+import * as compose from "./tabs/compose.js";
+import * as desk from "./tabs/desk.js";
+import * as edits from "./tabs/edits.js";
+import * as scenes from "./tabs/scenes.js";
+import * as textures from "./tabs/textures.js";
 
-const BASE = location.pathname.endsWith("/") ? location.pathname : location.pathname + "/";
-const KEY_STORAGE = "imagegen-api-key";
-const $ = (id) => document.getElementById(id);
-const state = { product: "desk", photo: null, taskId: null, abort: null, info: null };
+const TABS = [desk.tab, textures.tab, edits.tab, scenes.tab, articles.tab, compose.tab];
 
-function api(path) {
-  return BASE + path;
+// --- server info: LoRAs, limits, sizes ---------------------------------------------------------
+
+// Square sizes a tab offers beside the preset's default: the smallest side, then doublings.
+function sizeChoices(info) {
+  const sides = [];
+  for (let side = info.limits.min_side; side <= Math.min(info.limits.max_side, 512); side *= 2) sides.push(side);
+  return sides;
 }
-
-function authHeaders() {
-  const key = localStorage.getItem(KEY_STORAGE);
-  return key ? { Authorization: "Bearer " + key } : {};
-}
-
-async function errorText(response) {
-  try {
-    const body = await response.json();
-    if (body.message) return `${body.error_code || response.status}: ${body.message}`;
-    if (body.detail) return typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
-    if (body.error && body.error.message) return body.error.message;
-  } catch (_) {
-    // not JSON
-  }
-  return `HTTP ${response.status}`;
-}
-
-function showError(message) {
-  const el = $("error");
-  el.textContent = message;
-  el.hidden = !message;
-}
-
-// --- server info: LoRAs, limits --------------------------------------------------------------
 
 async function loadInfo() {
   const response = await fetch(api("info"));
@@ -48,296 +32,49 @@ async function loadInfo() {
   $("server-info").textContent =
     `Preset ${info.preset} (${info.models.generator.model_id}) · version ${info.version}` +
     (info.auth && info.auth.api_keys === "required" ? " · API key required" : "");
-  const select = $("lora");
-  for (const lora of info.loras || []) {
-    const option = document.createElement("option");
-    option.value = lora.name;
-    option.textContent = lora.description ? `${lora.name}: ${lora.description}` : lora.name;
-    select.appendChild(option);
+  desk.applyInfo(info);
+  for (const steps of document.querySelectorAll("input.steps")) {
+    steps.max = info.limits.max_steps;
+    steps.value = Math.min(Number(steps.value), info.limits.max_steps);
   }
-  if (info.loras && info.loras.length) select.value = info.loras[0].name;
-  const steps = $("steps");
-  steps.max = info.limits.max_steps;
-  steps.value = Math.min(info.defaults.num_inference_steps, info.limits.max_steps);
-  $("count").max = info.limits.max_images || 1;
-  if (info.auth && info.auth.api_keys === "required") document.querySelector("details").open = true;
+  for (const select of document.querySelectorAll("select.size")) {
+    select.options[0].textContent = `preset default (${info.defaults.width}×${info.defaults.height})`;
+    for (const side of sizeChoices(info)) {
+      if (side === info.defaults.width && side === info.defaults.height) continue;
+      select.append(new Option(`${side}×${side}`, `${side}x${side}`));
+    }
+  }
+  if (info.auth && info.auth.api_keys === "required") $("key-box").open = true;
 }
 
-// --- choosing the product and the photo -------------------------------------------------------
+// --- tabs ------------------------------------------------------------------------------------------
 
+// Show the product's panel (its form and result box). The one progress box and error line move
+// into it: while a run goes on they follow the visitor (and say which product runs), else they
+// start empty.
 function selectProduct(product) {
-  state.product = product;
   for (const tab of document.querySelectorAll('[role="tab"]')) {
     tab.setAttribute("aria-selected", String(tab.dataset.product === product));
   }
-  $("photo-fields").hidden = product !== "desk";
-  $("submit").textContent = product === "desk" ? "Restyle my desk" : "Generate";
-}
-
-function choosePhoto(blob, name, label) {
-  if (state.photo && state.photo.url) URL.revokeObjectURL(state.photo.url);
-  state.photo = { blob, name, url: URL.createObjectURL(blob) };
-  $("photo-choice").textContent = "Photo: " + label;
-}
-
-async function pickSample(button) {
-  for (const other of document.querySelectorAll(".sample")) other.setAttribute("aria-pressed", "false");
-  button.setAttribute("aria-pressed", "true");
-  $("photo").value = "";
-  const name = button.dataset.sample;
-  const response = await fetch(api("ui/samples/" + name));
-  if (!response.ok) return showError("Could not load the sample: " + (await errorText(response)));
-  choosePhoto(await response.blob(), name, "sample " + name);
-}
-
-// --- submitting --------------------------------------------------------------------------------
-
-async function submit(event) {
-  event.preventDefault();
-  showError("");
-  const prompt = $("prompt").value.trim();
-  if (!prompt) return showError("Write what the image should look like.");
-  if (state.product === "desk" && !state.photo) return showError("Choose a photo of your desk, or pick a sample.");
-  const form = new FormData();
-  form.append("prompt", prompt);
-  form.append("num_inference_steps", $("steps").value);
-  form.append("n", $("count").value);
-  if ($("lora").value) form.append("lora", $("lora").value);
-  if (state.product === "desk") form.append("image", state.photo.blob, state.photo.name);
-  $("submit").disabled = true;
-  resetProgress();
-  try {
-    const response = await fetch(api("v1/generate"), { method: "POST", body: form, headers: authHeaders() });
-    if (response.status !== 202) {
-      $("progress").hidden = true;
-      return showError(await errorText(response));
-    }
-    const accepted = await response.json();
-    state.taskId = accepted.task_id;
-    $("cancel").disabled = false;
-    await follow(accepted.task_id);
-  } catch (error) {
-    showError("The request failed: " + error);
-  } finally {
-    $("submit").disabled = false;
-  }
-}
-
-async function cancelTask() {
-  if (!state.taskId) return;
-  $("cancel").disabled = true;
-  const response = await fetch(api("v1/tasks/" + state.taskId), { method: "DELETE", headers: authHeaders() });
-  if (!response.ok && response.status !== 409) showError(await errorText(response));
-}
-
-// --- live events (Server-Sent Events over fetch, so the API key header can be sent) ------------
-
-// Parse complete SSE blocks out of `buffer`; returns [events, rest]. Each event: {id, event, data}.
-function parseSSE(buffer) {
-  const events = [];
-  const blocks = buffer.replace(/\r\n?/g, "\n").split("\n\n");
-  const rest = blocks.pop();
-  for (const block of blocks) {
-    const event = { id: null, event: "message", data: [] , retry: null };
-    for (const line of block.split("\n")) {
-      if (!line || line.startsWith(":")) continue;
-      const colon = line.indexOf(":");
-      const field = colon < 0 ? line : line.slice(0, colon);
-      let value = colon < 0 ? "" : line.slice(colon + 1);
-      if (value.startsWith(" ")) value = value.slice(1);
-      if (field === "data") event.data.push(value);
-      else if (field === "event") event.event = value;
-      else if (field === "id") event.id = value;
-      else if (field === "retry") event.retry = parseInt(value, 10);
-    }
-    if (event.data.length || event.id !== null) events.push({ ...event, data: event.data.join("\n") });
-  }
-  return [events, rest];
-}
-
-async function follow(taskId) {
-  let lastId = null;
-  let retryMs = 1000;
-  for (let attempt = 0; attempt < 30; attempt++) {
-    const headers = { ...authHeaders(), Accept: "text/event-stream" };
-    if (lastId !== null) headers["Last-Event-ID"] = lastId;
-    let response;
-    try {
-      response = await fetch(api(`v1/tasks/${taskId}/events`), { headers });
-    } catch (_) {
-      await new Promise((resolve) => setTimeout(resolve, retryMs));
-      continue;
-    }
-    if (!response.ok) return showError(await errorText(response));
-    const reader = response.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for (;;) {
-      let chunk;
-      try {
-        chunk = await reader.read();
-      } catch (_) {
-        break; // the connection dropped: reconnect with Last-Event-ID
-      }
-      if (chunk.done) break;
-      buffer += decoder.decode(chunk.value, { stream: true });
-      const [events, rest] = parseSSE(buffer);
-      buffer = rest;
-      for (const event of events) {
-        if (event.retry) retryMs = event.retry;
-        if (event.id !== null) lastId = event.id;
-        if (event.event === "progress") renderProgress(JSON.parse(event.data));
-        if (event.event === "result") {
-          await renderResult(JSON.parse(event.data));
-          return;
-        }
-      }
-    }
-    await new Promise((resolve) => setTimeout(resolve, retryMs));
-  }
-  showError("Lost the task's event stream; its result is at v1/result/" + taskId);
-}
-
-function resetProgress() {
-  const section = $("progress");
-  section.hidden = false;
-  section.dataset.events = "0";
-  section.dataset.stages = "";
-  $("status").textContent = "submitting";
-  $("stage").textContent = "";
-  $("steps-bar").value = 0;
-  $("step-text").textContent = "";
-  $("queue-text").textContent = "";
-  $("result").hidden = true;
-}
-
-function renderProgress(event) {
-  const section = $("progress");
-  section.hidden = false;
-  section.dataset.events = String(Number(section.dataset.events || 0) + 1);
-  const stages = section.dataset.stages ? section.dataset.stages.split(",") : [];
-  if (event.stage && !stages.includes(event.stage)) stages.push(event.stage);
-  section.dataset.stages = stages.join(",");
-  $("status").textContent = event.status;
-  $("stage").textContent = event.stage || "";
-  if (event.total_steps) {
-    $("steps-bar").max = event.total_steps;
-    $("steps-bar").value = event.step || 0;
-    $("step-text").textContent = `step ${event.step || 0} of ${event.total_steps}`;
-  }
-  const parts = [];
-  if (event.queue_position !== undefined && event.queue_position !== null) {
-    parts.push(event.queue_position === 0 ? "next in line" : `${event.queue_position} ahead in the queue`);
-  }
-  if (event.eta_s !== undefined && event.eta_s !== null) parts.push(`about ${Math.max(0, event.eta_s).toFixed(1)} s left`);
-  $("queue-text").textContent = parts.join(" · ");
-}
-
-// --- the result ----------------------------------------------------------------------------------
-
-async function imageSource(url) {
-  const headers = authHeaders();
-  if (!headers.Authorization) return url;
-  const response = await fetch(url, { headers }); // /files needs the key when keys are on
-  if (!response.ok) throw new Error(await errorText(response));
-  return URL.createObjectURL(await response.blob());
-}
-
-async function renderResult(result) {
-  $("status").textContent = result.status;
-  $("stage").textContent = result.status === "done" ? "finished" : result.error_code || "";
-  if (result.status === "done") {
-    $("steps-bar").value = $("steps-bar").max;
-    $("step-text").textContent = result.timings
-      ? "took " + Object.values(result.timings).reduce((a, b) => a + b, 0).toFixed(1) + " s of stage time"
-      : "";
-  }
-  $("queue-text").textContent = "";
-  $("cancel").disabled = true;
-  $("progress").dataset.final = result.status;
-  if (result.status === "failed") {
-    showError(`The task failed: ${result.error_code}: ${result.message}`);
-  }
-  const section = $("result");
-  section.hidden = result.status === "failed" && !result.recommendations;
-  const original = $("original-figure");
-  original.hidden = !(state.product === "desk" && state.photo);
-  if (!original.hidden) $("original").src = state.photo.url;
-
-  const generated = $("generated");
-  generated.replaceChildren();
-  const images = result.images || (result.processed_image_url ? [{ url: result.processed_image_url, seed: result.seed }] : []);
-  for (const [index, image] of images.entries()) {
-    const figure = document.createElement("figure");
-    const img = document.createElement("img");
-    img.className = "generated";
-    img.alt = `Generated image ${index + 1} (seed ${image.seed})`;
-    try {
-      img.src = await imageSource(image.url);
-    } catch (error) {
-      showError("Could not load the image: " + error.message);
-    }
-    const caption = document.createElement("figcaption");
-    caption.textContent = `Restyled · seed ${image.seed}`;
-    figure.append(img, caption);
-    generated.appendChild(figure);
-  }
-  const skipped = $("skipped");
-  skipped.hidden = !result.generation_skipped;
-  if (result.generation_skipped === "not_a_desk") {
-    skipped.textContent = "This photo does not look like a desk, so no restyled image was made; here are the offers.";
-  } else if (result.generation_skipped) {
-    skipped.textContent = "No image this time (" + result.generation_skipped + "); the offers are below.";
-  }
-  $("prompt-used").textContent = result.prompt ? "Prompt: " + result.prompt : "";
-  renderOffers(result.recommendations || {});
-}
-
-function renderOffers(recommendations) {
-  const container = $("offers");
-  container.replaceChildren();
-  const names = Object.keys(recommendations);
-  $("offers-title").hidden = names.length === 0;
-  for (const name of names) {
-    const heading = document.createElement("h3");
-    heading.textContent = name;
-    heading.className = "item";
-    container.appendChild(heading);
-    for (const offer of recommendations[name]) {
-      const card = document.createElement("article");
-      card.className = "offer";
-      if (offer.image) {
-        const img = document.createElement("img");
-        img.src = offer.image;
-        img.alt = offer.title;
-        img.loading = "lazy";
-        card.appendChild(img);
-      }
-      const title = document.createElement("p");
-      title.className = "title";
-      title.textContent = offer.title;
-      const price = document.createElement("p");
-      price.className = "price";
-      price.textContent = offer.price;
-      const mall = document.createElement("p");
-      mall.className = "mall";
-      mall.textContent = offer.mall;
-      const link = document.createElement("a");
-      link.href = offer.link;
-      link.textContent = "View product";
-      link.target = "_blank";
-      link.rel = "noopener noreferrer";
-      card.append(title, price, mall, link);
-      container.appendChild(card);
-    }
+  const panel = $(document.querySelector(`[role="tab"][data-product="${product}"]`).getAttribute("aria-controls"));
+  for (const other of document.querySelectorAll('[role="tabpanel"]')) other.hidden = other !== panel;
+  if (product === "desk" || product === "text") desk.selectMode(product);
+  const form = panel.querySelector("form");
+  form.after($("progress"), $("error"));
+  if (!state.running) {
+    $("progress").hidden = true;
+    showError("");
   }
 }
 
 // --- wiring ----------------------------------------------------------------------------------------
 
-window.igs = { parseSSE, renderProgress, renderResult, renderOffers };
+window.igs = { parseSSE, renderProgress, finishProgress, renderResult: desk.renderResult, renderOffers: desk.renderOffers };
 
-document.addEventListener("DOMContentLoaded", () => {
+function start() {
+  for (const tab of TABS) {
+    if (tab.fieldsets) buildPanel(tab); // the desk and text form is in the page itself
+  }
   const keyInput = $("api-key");
   keyInput.value = localStorage.getItem(KEY_STORAGE) || "";
   keyInput.addEventListener("change", () => {
@@ -347,19 +84,19 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const tab of document.querySelectorAll('[role="tab"]')) {
     tab.addEventListener("click", () => selectProduct(tab.dataset.product));
   }
-  for (const button of document.querySelectorAll(".sample")) {
-    button.setAttribute("aria-pressed", "false");
-    button.addEventListener("click", () => pickSample(button));
+  desk.setup();
+  edits.setup();
+  for (const tab of TABS) {
+    $(tab.form).addEventListener("submit", (event) => {
+      event.preventDefault();
+      runTab(tab);
+    });
   }
-  $("photo").addEventListener("change", (event) => {
-    const file = event.target.files[0];
-    if (!file) return;
-    for (const other of document.querySelectorAll(".sample")) other.setAttribute("aria-pressed", "false");
-    choosePhoto(file, file.name, file.name);
-  });
-  $("request-form").addEventListener("submit", submit);
   $("cancel").addEventListener("click", cancelTask);
   loadInfo().catch((error) => {
     $("server-info").textContent = "Could not reach the server: " + error;
   });
-});
+}
+
+// A module runs after the document is parsed (it is deferred), so the page is there already.
+start();

@@ -1,6 +1,8 @@
 """The web page in a real headless Chromium (Playwright driving Debian's `chromium`; no browser is
 downloaded), against the running Serve app: the whole desk flow from a sample, an upload on the
-app that never sees a desk, text to image, and the live progress display.
+app that never sees a desk, text to image, the live progress display, and a tab per other product
+(textures and their cache, an edit on the Editor, a scene through the KLING stub, article images,
+and compose, which says so when the server has no compose route).
 
 The page runs under its own Content-Security-Policy here too, so waits use function predicates
 (Playwright evaluates a string predicate with eval, which the policy refuses). Screenshots of each
@@ -195,3 +197,152 @@ def test_docs_render_swagger_ui_from_this_server_under_the_policy(page: Any, ser
     assert page.locator(".opblock").count() > 5, "the operations are listed"
     assert all(url.startswith(serve_app.base_url) for url in requested), requested
     assert not [line for line in console if "Content Security Policy" in line], console
+
+
+# -- the other products' tabs --------------------------------------------------------------------------
+
+
+def _open_tab(page: Any, serve_app: ServeApp, product: str) -> None:
+    page.goto(f"{serve_app.base_url}/")
+    page.wait_for_function("() => document.getElementById('server-info').textContent.includes('Preset')")
+    page.click(f"#tab-{product}")
+    assert page.is_visible(f"#panel-{product}") and page.is_hidden("#panel")
+    assert page.get_attribute(f"#tab-{product}", "aria-selected") == "true"
+
+
+def _field(page: Any, result: str, name: str) -> str:
+    """The value of one key field (a <dt>/<dd> pair) in a tab's result box."""
+    return str(
+        page.evaluate(
+            """([result, name]) => {
+                const term = [...document.querySelectorAll(`#${result} dt`)].find((dt) => dt.textContent === name);
+                return term ? term.nextElementSibling.textContent : null;
+            }""",
+            [result, name],
+        )
+    )
+
+
+def _run_tab(page: Any, product: str, fields: dict[str, str], images: int) -> None:
+    """Fill the tab's fields, submit, and wait for its task to be done and its images to load."""
+    for selector, value in fields.items():
+        page.fill(selector, value)
+    page.click(f"#{product}-submit")
+    assert _wait_for_result(page) == "done"
+    assert page.is_hidden("#error")
+    _loaded(page, f"#{product}-result img.generated")
+    assert len(page.query_selector_all(f"#{product}-result img.generated")) == images
+
+
+def test_textures_tab_makes_a_texture_then_answers_it_from_the_cache(
+    page: Any, serve_app: ServeApp, artifacts: Path
+) -> None:
+    _open_tab(page, serve_app, "textures")
+    texture = {"#texture-product": "sofa", "#texture-material": "linen", "#texture-colour": "sage green"}
+    _run_tab(page, "textures", {**texture, "#texture-pattern": "herringbone", "#texture-steps": "2"}, images=1)
+    assert "made by local" in page.inner_text("#textures-result figcaption")
+    assert "seamless tileable texture" in page.inner_text("#textures-result .prompt")
+    assert len(_field(page, "textures-result", "Task")) >= 16, "the task the page followed"
+    assert _field(page, "textures-result", "From the cache") == "0 of 1"
+    page.screenshot(path=str(artifacts / "textures-2-made.png"), full_page=True)
+
+    page.click("#textures-submit")  # the same parameters: the cache answers at once, no task
+    page.wait_for_function(
+        "() => document.querySelector('#textures-result figcaption')?.textContent.includes('from the cache')"
+    )
+    _loaded(page, "#textures-result img.generated")
+    assert _field(page, "textures-result", "From the cache") == "1 of 1"
+    assert "from the cache" in _field(page, "textures-result", "Task")
+    assert _field(page, "textures-result", "Cost") == "$0.0000"
+    page.screenshot(path=str(artifacts / "textures-3-cached.png"), full_page=True)
+
+
+def test_edits_tab_edits_a_sample_on_the_editor(page: Any, serve_app: ServeApp, artifacts: Path) -> None:
+    _open_tab(page, serve_app, "edits")
+    page.click("#edits-submit")  # no photo yet: said on the page, nothing sent
+    page.wait_for_function("() => document.getElementById('error').textContent.includes('Choose a photo')")
+    page.click('#edit-samples .sample[data-sample="white-desk.jpg"]')
+    page.wait_for_function("() => document.getElementById('edit-photo-choice').textContent.includes('white-desk')")
+    page.select_option("#edit-backend", "local")
+    _run_tab(page, "edits", {"#edit-instruction": "조명을 따뜻하게", "#edit-steps": "2"}, images=1)
+    _loaded(page, "#edits-result img.original")
+    assert _field(page, "edits-result", "Instruction") == "조명을 따뜻하게"
+    assert "warm" in _field(page, "edits-result", "Edit prompt")
+    assert _field(page, "edits-result", "Backend").startswith("local")
+    width, height = map(int, _field(page, "edits-result", "Size").split("×"))
+    assert width > height, "the sample's landscape aspect is kept"
+    page.screenshot(path=str(artifacts / "edits.png"), full_page=True)
+
+
+def test_scenes_tab_draws_the_seeds_scene_through_kling(page: Any, serve_app: ServeApp, artifacts: Path) -> None:
+    kling = serve_app.providers["kling"]
+    before = len(kling.requests)
+    _open_tab(page, serve_app, "scenes")
+    _run_tab(page, "scenes", {"#scene-script-id": "8801", "#scene-steps": "2"}, images=1)
+    assert _field(page, "scenes-result", "Backend") == "kling"
+    assert _field(page, "scenes-result", "Image prompt").strip()
+    assert _field(page, "scenes-result", "Cost").startswith("$")
+    assert len(kling.requests) > before, "the scene went to the KLING stub"
+    page.screenshot(path=str(artifacts / "scenes.png"), full_page=True)
+
+    page.fill("#scene-dialogue", "안녕")
+    page.fill("#scene-character", "")  # a line without its speaker: said on the page, nothing sent
+    page.click("#scenes-submit")
+    page.wait_for_function("() => document.getElementById('error').textContent.includes('character')")
+
+
+def test_articles_tab_illustrates_each_placeholder_in_order(page: Any, serve_app: ServeApp, artifacts: Path) -> None:
+    _open_tab(page, serve_app, "articles")
+    alts = "[이미지 설명: 미래적인 AI 로봇]\n\nA sunny reading room"  # a blank line is no placeholder
+    _run_tab(page, "articles", {"#article-alts": alts, "#article-steps": "2"}, images=2)
+    captions = [
+        text.split(" · ")[:2]
+        for text in page.eval_on_selector_all(
+            "#articles-result figcaption", "(nodes) => nodes.map((node) => node.textContent)"
+        )
+    ]
+    assert captions == [["#0", "[이미지 설명: 미래적인 AI 로봇]"], ["#1", "A sunny reading room"]]
+    assert _field(page, "articles-result", "Placeholders without an image") == "0"
+    page.screenshot(path=str(artifacts / "articles.png"), full_page=True)
+
+
+def test_the_apis_error_code_is_shown_on_a_products_tab(page: Any, serve_app: ServeApp) -> None:
+    _open_tab(page, serve_app, "articles")
+    page.fill("#article-steps", "100000")  # past the preset's limit: the server's 422
+    page.click("#articles-submit")
+    page.wait_for_function("() => document.getElementById('error').textContent.includes('INVALID_INPUT')")
+    assert page.is_hidden("#progress") and page.is_hidden("#articles-result")
+    page.click("#tab-textures")  # the error belongs to the tab it came from
+    assert page.is_hidden("#error")
+
+
+def test_compose_tab_says_when_the_server_has_no_compose_route(
+    page: Any, serve_app: ServeApp, artifacts: Path, tmp_path: Path
+) -> None:
+    person, garment = tmp_path / "person.jpg", tmp_path / "garment.jpg"
+    person.write_bytes(desk_photo(seed=3))
+    garment.write_bytes(desk_photo(seed=4))
+    with serve_app.client() as client:
+        route_exists = client.post("/api/compose-dress").status_code != 404
+    _open_tab(page, serve_app, "compose")
+    page.click("#compose-submit")  # no photos yet: said on the page, nothing sent
+    page.wait_for_function("() => document.getElementById('error').textContent.includes('photo of the person')")
+    page.set_input_files("#compose-person", str(person))
+    page.set_input_files("#compose-garment", str(garment))
+    page.fill("#compose-prompt", "keep the pose")
+    page.click("#compose-submit")
+    if not route_exists:
+        page.wait_for_function("() => document.getElementById('error').textContent.includes('not available')")
+        assert "POST /api/compose-dress answered 404" in page.inner_text("#error")
+        assert page.is_hidden("#progress") and page.is_hidden("#compose-result")
+    else:  # the route has landed: the page shows its picture, or the API's own error
+        page.wait_for_function(
+            """() => document.getElementById('progress').dataset.final
+                || (document.getElementById('error').textContent && document.getElementById('progress').hidden)""",
+            timeout=TASK_TIMEOUT_MS,
+        )
+        if page.get_attribute("#progress", "data-final") == "done":
+            _loaded(page, "#compose-result img.generated")
+        else:
+            assert "not available" not in page.inner_text("#error") and ":" in page.inner_text("#error")
+    page.screenshot(path=str(artifacts / "compose.png"), full_page=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import io
+import posixpath
 import re
 import tomllib
 from collections.abc import Iterator
@@ -29,12 +30,18 @@ def test_the_page_is_served_at_the_root_with_a_strict_policy(client: TestClient)
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
     policy = response.headers["content-security-policy"]
     assert "script-src 'self'" in policy and "connect-src 'self'" in policy
-    assert 'src="ui/app.js"' in response.text and 'href="ui/style.css"' in response.text
+    assert '<script type="module" src="ui/app.js">' in response.text and 'href="ui/style.css"' in response.text
 
 
 @pytest.mark.parametrize(
     ("path", "media_type"),
-    [("/ui/app.js", "text/javascript"), ("/ui/style.css", "text/css"), ("/ui/samples/oak-desk.jpg", "image/jpeg")],
+    [
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/tasks.js", "text/javascript"),
+        ("/ui/tabs/textures.js", "text/javascript"),
+        ("/ui/style.css", "text/css"),
+        ("/ui/samples/oak-desk.jpg", "image/jpeg"),
+    ],
 )
 def test_its_files_have_their_media_types(client: TestClient, path: str, media_type: str) -> None:
     response = client.get(path)
@@ -70,12 +77,78 @@ def test_nothing_is_fetched_from_another_site() -> None:
     assert "http" not in html and not re.search(r"""(src|href)=["']//""", html)
 
 
-def test_every_element_the_script_uses_is_on_the_page() -> None:
-    script = (PAGE_DIR / "app.js").read_text()
+def _scripts() -> dict[str, str]:
+    """Every shipped script by its path under /ui/."""
+    return {name: path.read_text() for name, path in shipped_files().items() if path.suffix == ".js"}
+
+
+def test_every_module_a_script_imports_is_served_from_this_server() -> None:
+    """app.js is an ES module (a module script is allowed by `script-src 'self'` like any other):
+    each `import ... from "./x.js"` resolves, relative to the importing file, to a shipped file."""
+    scripts = _scripts()
+    reached, todo = set(), ["app.js"]
+    while todo:
+        name = todo.pop()
+        reached.add(name)
+        for target in re.findall(r'^import .* from "([^"]+)";$', scripts[name], flags=re.MULTILINE):
+            assert target.startswith("./") or target.startswith("../"), f"{name}: {target} is not relative"
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+            assert resolved in scripts, f"{name} imports {target}, which is not shipped"
+            if resolved not in reached:
+                todo.append(resolved)
+    assert reached == set(scripts), f"scripts no page loads: {set(scripts) - reached}"
+
+
+def test_the_page_has_no_inline_script_or_style_the_policy_would_block() -> None:
     html = (PAGE_DIR / "index.html").read_text()
-    used = set(re.findall(r'\$\("([\w-]+)"\)', script))
+    assert not re.search(r"<script(?![^>]*\ssrc=)[^>]*>", html)
+    assert not re.search(r"\son[a-z]+=", html), "no inline event handler"
+    assert "<style" not in html and " style=" not in html
+    for name, script in _scripts().items():
+        assert "eval(" not in script and "new Function" not in script and "innerHTML" not in script, name
+        assert ".style." not in script and 'setAttribute("style' not in script, name
+
+
+def test_every_element_the_scripts_use_is_on_the_page_or_built_by_them() -> None:
+    """The desk form is in the page; the other tabs' forms are built from their field specs
+    (`["id", "label", value]`, settings("p"), photoFields("p")) into their panels."""
+    scripts = "\n".join(_scripts().values())
+    html = (PAGE_DIR / "index.html").read_text()
+    used = set(re.findall(r'\$\("([\w-]+)"\)', scripts))
+    used |= set(re.findall(r'photoPicker\("([\w-]+)", "([\w-]+)", "([\w-]+)"\)', scripts)[0])
+    built = set(re.findall(r'\["([\w-]+)", "', scripts))  # field specs (and <select> options)
+    for prefix in re.findall(r'settings\("([\w-]+)"', scripts):
+        built |= {f"{prefix}-steps", f"{prefix}-size"}
+    for prefix in re.findall(r'photoFields\("([\w-]+)"\)', scripts):
+        built |= {f"{prefix}-photo", f"{prefix}-samples", f"{prefix}-photo-choice"}
+    products = re.findall(r'makeTab\("([\w-]+)"', scripts)
+    assert len(products) == 5
+    for product in products:
+        built |= {f"{product}-form", f"{product}-result", f"{product}-submit"}
+        assert f'id="panel-{product}"' in html, product
     defined = set(re.findall(r'id="([\w-]+)"', html))
-    assert used and used <= defined, used - defined
+    assert used and used <= defined | built, used - defined - built
+    assert not defined & built, "an id the page has is built again"
+
+
+def test_a_tab_per_product_each_with_its_panel_and_form() -> None:
+    html = (PAGE_DIR / "index.html").read_text()
+    tab = r'role="tab" id="tab-[\w-]+" aria-selected="\w+" aria-controls="([\w-]+)" data-product="(\w+)"'
+    tabs = re.findall(tab, html)
+    assert {product for _, product in tabs} == {"desk", "text", "textures", "edits", "scenes", "articles", "compose"}
+    for panel, _ in tabs:
+        assert re.search(rf'<section id="{panel}" role="tabpanel"', html), panel
+    scripts = "\n".join(_scripts().values())
+    paths = {
+        "v1/generate",
+        "v1/textures",
+        "v1/edits",
+        "api/v1/images/generations/",
+        "v1/articles/images",
+        "api/compose-dress",
+    }
+    for path in paths:
+        assert f'"{path}' in scripts, path
 
 
 # -- /docs: Swagger UI from this server ------------------------------------------------------------
