@@ -58,6 +58,23 @@ def test_the_tiny_decoder_has_no_piece_that_could_write_hangul(tiny_translator: 
     assert any(has_hangul(piece) for piece in tokenizer.encoder)  # the source side does read Korean
 
 
+def test_the_tiny_marian_builds_the_same_files_every_time(tiny_translator: TranslationEngine, tmp_path: Path) -> None:
+    """SentencePiece is trained offline on one thread from fixed text, the weights from a fixed seed:
+    every replica and machine builds the same model."""
+    import hashlib
+
+    from serve_app.models.tiny_marian import TINY_MARIAN_DIR, ensure_tiny_marian
+
+    def digests(folder: Path) -> dict[str, str]:
+        files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
+        return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+
+    built = ensure_tiny_marian(tmp_path)
+    assert built == tmp_path / TINY_MARIAN_DIR
+    assert {"source.spm", "target.spm", "vocab.json", "target_vocab.json", "model.safetensors"} <= set(digests(built))
+    assert digests(built) == digests(Path(tiny_translator.tokenizer.name_or_path))
+
+
 def test_the_translator_deployment_batches_through_its_engine(tiny_cache_dir: Path) -> None:
     from deployments.translator import Translator
 
