@@ -61,7 +61,9 @@ from testbed.harness import desk_photo, free_port, local_app_config, preset_file
 
 NAME = "chaos"
 APP = "imagegen"
-KINDS = ("Ingress", "TaskRunner", "Captioner", "DeskClassifier", "Generator", "ShoppingSearch")
+KINDS = ("Ingress", "TaskRunner", "Captioner", "DeskClassifier", "Generator", "ShoppingSearch", "Translator")
+# The Translator's kill phase: desk prompts with a word the glossary lacks, so each task calls it.
+KOREAN_PROMPT = "쿼카가 있는 아늑한 책상"
 PHASES = ("overload", "kill", "storage", "webhook")
 FINAL = ("done", "failed")
 WEBHOOK_SECRET = "whsec_" + "Y2hhb3MtYmVuY2htYXJrLXdlYmhvb2stc2VjcmV0"  # base64("chaos-benchmark-webhook-secret")
@@ -246,11 +248,13 @@ class Client:
         self.args = args
         self.photo = photo
 
-    async def submit(self, kind: str, steps: int, seed: int, webhook_url: str | None = None) -> Task:
+    async def submit(
+        self, kind: str, steps: int, seed: int, webhook_url: str | None = None, prompt: str = PROMPT
+    ) -> Task:
         task = Task(kind=kind, started=time.perf_counter())
         try:
             if kind == "desk":
-                fields = form_fields(steps, self.args.size, seed=seed)
+                fields = {**form_fields(steps, self.args.size, seed=seed), "prompt": prompt}
                 if webhook_url:
                     fields["webhook_url"] = webhook_url
                 response = await self.http.post(
@@ -258,7 +262,7 @@ class Client:
                 )
             else:
                 body: dict[str, Any] = {
-                    "prompt": PROMPT,
+                    "prompt": prompt,
                     "num_inference_steps": steps,
                     "height": self.args.size,
                     "width": self.args.size,
@@ -311,8 +315,8 @@ class Client:
                 return task
             await asyncio.sleep(self.args.poll_interval_s)
 
-    async def run(self, kind: str, steps: int, seed: int, deadline: Callable[[], float]) -> Task:
-        task = await self.submit(kind, steps, seed)
+    async def run(self, kind: str, steps: int, seed: int, deadline: Callable[[], float], prompt: str = PROMPT) -> Task:
+        task = await self.submit(kind, steps, seed, prompt=prompt)
         return await self.follow(task, deadline)
 
     async def healthy(self) -> bool:
@@ -514,8 +518,11 @@ async def phase_overload(client: Client, args: Any) -> dict[str, Any]:
 
 
 async def phase_kill(client: Client, args: Any, kind: str, rate: float) -> dict[str, Any]:
-    """Desk tasks arrive at `rate`; halfway, every replica of `kind` gets SIGKILL."""
+    """Desk tasks arrive at `rate`; halfway, every replica of `kind` gets SIGKILL. The Translator's
+    tasks have a Korean prompt with a word the glossary lacks, so each one calls it."""
     from testbed.replicas import kill_9, replaced
+
+    prompt = KOREAN_PROMPT if kind == "Translator" else PROMPT
 
     offsets = arrival_offsets(rate, math.inf, args.kill_tasks, f"{args.seed}-kill-{kind}")
     deadline = time.perf_counter() + (offsets[-1] if offsets else 0.0) + args.settle_s  # moved to kill + settle
@@ -542,7 +549,7 @@ async def phase_kill(client: Client, args: Any, kind: str, rate: float) -> dict[
     recovery = asyncio.create_task(watch_recovery())
     try:
         t0, started = await arrivals(
-            offsets, lambda i: client.run("desk", args.kill_steps, 9000 + i, lambda: deadline), at=maybe_kill
+            offsets, lambda i: client.run("desk", args.kill_steps, 9000 + i, lambda: deadline, prompt), at=maybe_kill
         )
     except BaseException:
         recovery.cancel()  # the kill itself failed: nothing to watch
@@ -550,7 +557,7 @@ async def phase_kill(client: Client, args: Any, kind: str, rate: float) -> dict[
     tasks = list(await asyncio.gather(*started))
     recovered_s = await recovery
     # After recovery: a new task must end done.
-    after = await client.run("desk", args.steps, 9999, within(args.settle_s))
+    after = await client.run("desk", args.steps, 9999, within(args.settle_s), prompt)
     counts = outcome_counts(tasks)
     at = killed.get("at", math.inf)
     in_flight = [t for t in tasks if t.accepted and t.started < at and (t.ended is None or t.ended > at)]
@@ -745,6 +752,9 @@ def chaos_config(args: Any, port: int, data_dir: Path, preset: str, seaweed: Any
     for deployment in app.get("deployments", []):
         deployment["health_check_period_s"] = 2
         deployment["health_check_timeout_s"] = 30
+        if deployment["name"] == "Translator" and "autoscaling_config" in deployment:
+            # serve_config.yaml starts it from zero: one replica from the start, so there is one to kill
+            deployment["autoscaling_config"].update(min_replicas=1, initial_replicas=1)
     return config
 
 

@@ -8,22 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 from ray import serve
 
-from serve_app.batching import ModelReplica
+from serve_app.batching import DEFAULT_BATCH_WAIT_TIMEOUT_S, DEFAULT_MAX_BATCH_SIZE, ModelReplica
 from serve_app.errors import ConfigurationError
 from serve_app.images import decode_image
-from serve_app.metrics import ModelMetrics
 from serve_app.presets import Preset
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MAX_BATCH_SIZE = 8
-DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.02
 
 
 @serve.deployment
@@ -38,13 +35,8 @@ class Captioner(ModelReplica):
 
         self.preset = preset
         configure_torch_threads()
-        self.engine = CaptionEngine(
-            self.preset.captioner, Path(model_cache_dir), device=self.preset.device, dtype=self.preset.dtype
-        )
+        self.hold(CaptionEngine(preset.captioner, Path(model_cache_dir), preset.device, preset.dtype), "captioner")
         self.max_new_tokens = 30
-        self.max_batch_size = DEFAULT_MAX_BATCH_SIZE
-        self.batch_wait_timeout_s = DEFAULT_BATCH_WAIT_TIMEOUT_S
-        self.metrics = ModelMetrics("captioner")
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Live knobs: max_batch_size, batch_wait_timeout_s, max_new_tokens."""
@@ -63,8 +55,7 @@ class Captioner(ModelReplica):
 
     @serve.batch(max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_TIMEOUT_S)
     async def _caption_batch(self, images: list[Image.Image]) -> list[str]:
-        with self.metrics.batch_call(len(images)):
-            return await asyncio.to_thread(self.engine.caption, images, self.max_new_tokens)
+        return await self.model_call(partial(self.engine.caption, max_new_tokens=self.max_new_tokens), images)
 
     def info(self) -> dict[str, Any]:
         return {

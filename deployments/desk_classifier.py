@@ -14,10 +14,8 @@ from typing import Any
 from PIL import Image
 from ray import serve
 
-from deployments.captioner import DEFAULT_BATCH_WAIT_TIMEOUT_S, DEFAULT_MAX_BATCH_SIZE
-from serve_app.batching import ModelReplica
+from serve_app.batching import DEFAULT_BATCH_WAIT_TIMEOUT_S, DEFAULT_MAX_BATCH_SIZE, ModelReplica
 from serve_app.images import decode_image
-from serve_app.metrics import ModelMetrics
 from serve_app.presets import Preset
 from serve_app.stages import Classification
 
@@ -36,12 +34,8 @@ class DeskClassifier(ModelReplica):
 
         self.preset = preset
         configure_torch_threads()
-        self.engine = DeskClassifierEngine(
-            self.preset.classifier, Path(model_cache_dir), device=self.preset.device, dtype=self.preset.dtype
-        )
-        self.max_batch_size = DEFAULT_MAX_BATCH_SIZE
-        self.batch_wait_timeout_s = DEFAULT_BATCH_WAIT_TIMEOUT_S
-        self.metrics = ModelMetrics("classifier")
+        engine = DeskClassifierEngine(preset.classifier, Path(model_cache_dir), preset.device, preset.dtype)
+        self.hold(engine, "classifier")
 
     async def classify(self, image_png: bytes) -> Classification:
         """Classify one image. Decoding happens per request, so one bad image fails only its caller."""
@@ -51,8 +45,7 @@ class DeskClassifier(ModelReplica):
 
     @serve.batch(max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_TIMEOUT_S)
     async def _classify_batch(self, images: list[Image.Image]) -> list[Classification]:
-        with self.metrics.batch_call(len(images)):
-            return await asyncio.to_thread(self.engine.classify, images)
+        return await self.model_call(self.engine.classify, images)
 
     def info(self) -> dict[str, Any]:
         return {

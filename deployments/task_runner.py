@@ -32,18 +32,19 @@ from serve_app.writing import build_writer
 class TaskRunner:
     async def __init__(self, args: CoreArgs, stages: dict[str, DeploymentHandle]) -> None:
         """`stages`: the model deployments' handles by HandleStages field (captioner, classifier,
-        generator, shopping, editor)."""
+        generator, shopping, editor, translator)."""
         settings = get_settings()
         tasks = await asyncio.to_thread(open_task_store, args.tasks, settings)
         images = await start_store(args.storage, settings)
         metrics = TaskMetrics()
         images.on_error = metrics.storage_failed
         preset = load_preset(args.preset)
+        handles = HandleStages(**stages)
         deps = FlowDeps(
-            stages=HandleStages(**stages),
+            stages=handles,
             images=images,
             backends=BackendRegistry(args.backends, preset.generator.model_id, preset.editor.model_id, args.fetch),
-            writer=build_writer(args.prompt_writer),
+            writer=build_writer(args.prompt_writer, handles.translate, preset.translator.model_id, args.retries),
             retries=args.retries,
             task_store=tasks,
         )

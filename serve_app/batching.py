@@ -1,11 +1,21 @@
 """What every batched model deployment shares: its batching knobs (user_config, applied live in
-`reconfigure`) and its health check."""
+`reconfigure`), its health check, and for the small models (Captioner, DeskClassifier, Translator)
+holding the engine and calling it once per batch."""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from serve_app.errors import ConfigurationError
+
+#: The small models' batching defaults; serve_config.yaml's user_config overrides them live.
+DEFAULT_MAX_BATCH_SIZE = 8
+DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.02
+
+In = TypeVar("In")
+Out = TypeVar("Out")
 
 
 def parse_batch_knobs(user_config: dict[str, Any]) -> tuple[int | None, float | None]:
@@ -37,6 +47,20 @@ class ModelReplica:
         if wait is not None:
             method.set_batch_wait_timeout_s(wait)
             self.batch_wait_timeout_s = wait
+
+    def hold(self, engine: Any, model: str) -> None:
+        """Keep the loaded `engine`, with the default batching knobs and `model`'s metrics."""
+        from serve_app.metrics import ModelMetrics
+
+        self.engine = engine
+        self.max_batch_size = DEFAULT_MAX_BATCH_SIZE
+        self.batch_wait_timeout_s = DEFAULT_BATCH_WAIT_TIMEOUT_S
+        self.metrics = ModelMetrics(model)
+
+    async def model_call(self, call: Callable[[list[In]], list[Out]], batch: list[In]) -> list[Out]:
+        """One model call for a whole batch, on a worker thread, measured (size, seconds, failure)."""
+        with self.metrics.batch_call(len(batch)):
+            return await asyncio.to_thread(call, batch)
 
     async def check_health(self) -> None:
         """Serve calls this periodically; a replica without a loaded model is unhealthy."""

@@ -12,13 +12,14 @@ from deployments.editor import Editor
 from deployments.generator import Generator
 from deployments.shopping_search import ShoppingSearch
 from deployments.task_runner import TaskRunner
+from deployments.translator import Translator
 from serve_app.config import AppArgs
 from serve_app.ingress import Ingress
 from serve_app.presets import load_preset
 
 
 def build_app(args: dict[str, Any] | AppArgs) -> Application:
-    """Ingress -> TaskRunner -> {Captioner, DeskClassifier, Generator, Editor, ShoppingSearch}.
+    """Ingress -> TaskRunner -> {Captioner, DeskClassifier, Generator, Editor, ShoppingSearch, Translator}.
 
     Replica counts, resources, autoscaling and batching knobs are not set here: they come from
     serve_config.yaml (`deployments:` by class name).
@@ -33,12 +34,14 @@ def build_app(args: dict[str, Any] | AppArgs) -> Application:
     generator = Generator.bind(preset, cache_dir)
     shopping = ShoppingSearch.bind(parsed.shopping, f"{parsed.public_base_url}/static")
     editor = Editor.bind(preset, cache_dir)
+    translator = Translator.bind(preset, cache_dir)
     stages = {
         "captioner": captioner,
         "classifier": classifier,
         "generator": generator,
         "shopping": shopping,
         "editor": editor,
+        "translator": translator,
     }
     runner = TaskRunner.bind(parsed, stages)
     # /healthcheck reports each model deployment by the names it has always used

@@ -144,6 +144,13 @@ class ClassifierModel(ModelSpec):
     threshold: float = Field(default=0.5, description="is_desk when the desk labels' mass >= this.")
 
 
+class TranslatorModel(ModelSpec):
+    """The Korean -> English machine-translation model (MarianMT), `tiny` or a hub id/folder."""
+
+    max_new_tokens: int = Field(default=128, ge=1, le=512, description="Longest translation, in tokens.")
+    num_beams: int = Field(default=1, ge=1, le=8, description="Beam search width (1: greedy); never sampled.")
+
+
 class Preset(BaseModel):
     name: str
     description: str = ""
@@ -157,6 +164,9 @@ class Preset(BaseModel):
     )
     captioner: ModelSpec
     classifier: ClassifierModel
+    translator: TranslatorModel = Field(
+        description="Korean -> English for the prompt writer when the glossary does not know a word."
+    )
     loras: list[LoraSpec] = Field(default_factory=list)
     defaults: GenerationDefaults = Field(default_factory=GenerationDefaults)
     limits: GenerationLimits = Field(default_factory=GenerationLimits)

@@ -155,6 +155,7 @@ async def info(ctx: Ctx) -> dict[str, Any]:
                 "threshold": preset.classifier.threshold,
                 "desk_labels": preset.classifier.desk_labels,
             },
+            "translator": {"model_id": preset.translator.model_id, "num_beams": preset.translator.num_beams},
         },
         "device": preset.device,
         "dtype": preset.dtype,
@@ -183,6 +184,7 @@ async def info(ctx: Ctx) -> dict[str, Any]:
                 "provider": ctx.args.prompt_writer.provider,
                 "model": ctx.args.prompt_writer.chat.model if ctx.args.prompt_writer.provider == "chat" else None,
                 "fallback_to_template": ctx.args.prompt_writer.fallback_to_template,
+                "machine_translation": ctx.args.prompt_writer.machine_translation,
             },
         },
         **{  # each product's own settings

@@ -28,6 +28,7 @@ class HandleStages:
     generator: DeploymentHandle
     shopping: DeploymentHandle
     editor: DeploymentHandle
+    translator: DeploymentHandle
 
     async def caption(self, image_png: bytes) -> str:
         return await self.captioner.caption.remote(image_png)
@@ -60,3 +61,6 @@ class HandleStages:
 
     async def search(self, items: list[DeskItem]) -> dict[str, ItemSearchResult]:
         return await self.shopping.search.remote(items)
+
+    async def translate(self, text: str) -> str:
+        return await self.translator.translate.remote(text)

@@ -40,7 +40,7 @@ from serve_app.stages import (
 )
 from serve_app.storage.base import ImageStore, make_key, sidecar_key
 from serve_app.tasks.records import Stage, TaskRecord
-from serve_app.writing import PromptWriter, TemplateWriter
+from serve_app.writing import PromptWriter, TemplateWriter, Written
 from serve_app.writing.glossary import has_hangul
 
 OnStep = Callable[[int, int], Awaitable[None]]
@@ -196,7 +196,13 @@ class Run(Generic[P]):
             "english": written.text,
             **written.record(),
         }
+        self.time_translation(written)
         return written.text
+
+    def time_translation(self, written: Written) -> None:
+        """The Translator's seconds for `written`, added to `timings.translate`."""
+        if written.machine_translated:
+            self.timings["translate"] = self.timings.get("translate", 0.0) + written.translate_s
 
     # -- storing ---------------------------------------------------------------------------------
 

@@ -13,8 +13,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from serve_app.models.device import log_gpu_share, resolve_device, resolve_dtype
-from serve_app.models.tiny_vision import ensure_tiny_blip, model_source
+from serve_app.models.tiny_vision import ensure_tiny_blip, load_pretrained
 from serve_app.presets import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -27,19 +26,14 @@ class CaptionEngine:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         self.model_id = model.model_id
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        source, revision = model_source(model, cache_dir, ensure_tiny_blip)
-        self.processor = AutoProcessor.from_pretrained(source, revision=revision)
-        self.model = AutoModelForImageTextToText.from_pretrained(source, revision=revision, dtype=self.dtype)
-        self.model.to(self.device).eval()
+        self.processor, self.model, self.device, self.dtype = load_pretrained(
+            "captioner", model, cache_dir, ensure_tiny_blip, (AutoProcessor, AutoModelForImageTextToText), device, dtype
+        )
         # Captions longer than the decoder's position table would fail; clamp to it.
         text_config = getattr(self.model.config, "text_config", None)
         self.max_positions = int(getattr(text_config, "max_position_embeddings", 512))
         # One generate at a time: a replica may call from several threads.
         self._lock = threading.Lock()
-        logger.info("captioner %s loaded from %s on %s (%s)", self.model_id, source, self.device, self.dtype)
-        log_gpu_share(f"captioner {self.model_id}", self.device)
 
     @torch.inference_mode()
     def caption(self, images: list[Image.Image], max_new_tokens: int = 30) -> list[str]:

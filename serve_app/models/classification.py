@@ -16,8 +16,7 @@ import torch
 from PIL import Image
 
 from serve_app.errors import ConfigurationError
-from serve_app.models.device import log_gpu_share, resolve_device, resolve_dtype
-from serve_app.models.tiny_vision import ensure_tiny_clip, model_source
+from serve_app.models.tiny_vision import ensure_tiny_clip, load_pretrained
 from serve_app.presets import ClassifierModel
 from serve_app.stages import Classification
 
@@ -43,12 +42,9 @@ class DeskClassifierEngine:
         self.threshold = model.threshold
         self.labels = [*model.desk_labels, *model.other_labels]
         self.num_desk_labels = len(model.desk_labels)
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        source, revision = model_source(model, cache_dir, ensure_tiny_clip)
-        self.processor = AutoProcessor.from_pretrained(source, revision=revision)
-        self.model = CLIPModel.from_pretrained(source, revision=revision, dtype=self.dtype)
-        self.model.to(self.device).eval()
+        self.processor, self.model, self.device, self.dtype = load_pretrained(
+            "desk classifier", model, cache_dir, ensure_tiny_clip, (AutoProcessor, CLIPModel), device, dtype
+        )
         self._lock = threading.Lock()
         # Label embeddings, normalised and pre-multiplied by CLIP's learned temperature.
         with torch.inference_mode():
@@ -57,8 +53,6 @@ class DeskClassifierEngine:
             embeds = _features(self.model.get_text_features(**text)).float()
             embeds = embeds / embeds.norm(dim=-1, keepdim=True)
             self._text_embeds = embeds * self.model.logit_scale.exp().float()
-        logger.info("desk classifier %s loaded from %s on %s (%s)", self.model_id, source, self.device, self.dtype)
-        log_gpu_share(f"desk classifier {self.model_id}", self.device)
 
     @torch.inference_mode()
     def scores(self, images: list[Image.Image]) -> list[float]:

@@ -27,6 +27,7 @@ from serve_app.presets import Preset, load_preset
 
 def prebuild(preset: Preset, cache_dir: Path) -> list[Path]:
     from serve_app.models.tiny import ensure_tiny_ip2p, ensure_tiny_lora, ensure_tiny_sd
+    from serve_app.models.tiny_marian import ensure_tiny_marian
     from serve_app.models.tiny_vision import ensure_tiny_blip, ensure_tiny_clip
 
     built: list[Path] = []
@@ -41,6 +42,8 @@ def prebuild(preset: Preset, cache_dir: Path) -> list[Path]:
         built.append(ensure_tiny_blip(cache_dir))
     if preset.classifier.model_id == "tiny":
         built.append(ensure_tiny_clip(cache_dir))
+    if preset.translator.model_id == "tiny":
+        built.append(ensure_tiny_marian(cache_dir))
     return built
 
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from serve_app.models.cache import build_atomically
 
 if TYPE_CHECKING:
+    import torch
+
     from serve_app.presets import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -164,3 +166,38 @@ def model_source(model: ModelSpec, cache_dir: Path, tiny_builder: Callable[[Path
     if model.model_id == TINY_MODEL_ID:
         return str(tiny_builder(Path(cache_dir))), None
     return model.model_id, model.revision
+
+
+class Loaded(NamedTuple):
+    """A processor (or tokenizer) and its model, on their device in eval mode."""
+
+    processor: Any
+    model: Any
+    device: torch.device
+    dtype: torch.dtype
+
+
+def load_pretrained(
+    what: str,
+    model: ModelSpec,
+    cache_dir: Path,
+    tiny_builder: Callable[[Path], Path],
+    classes: tuple[Any, Any],
+    device: str = "auto",
+    dtype: str = "auto",
+) -> Loaded:
+    """`classes` (processor, model) loaded with from_pretrained from the spec's source (the tiny
+    folder for `tiny`, built on first use), the model moved to the device in eval mode; logged,
+    with its share of the GPU."""
+    from serve_app.models.device import log_gpu_share, resolve_device, resolve_dtype
+
+    processor_cls, model_cls = classes
+    on = resolve_device(device)
+    as_dtype = resolve_dtype(dtype, on)
+    source, revision = model_source(model, cache_dir, tiny_builder)
+    processor = processor_cls.from_pretrained(source, revision=revision)
+    loaded = model_cls.from_pretrained(source, revision=revision, dtype=as_dtype)
+    loaded.to(on).eval()
+    logger.info("%s %s loaded from %s on %s (%s)", what, model.model_id, source, on, as_dtype)
+    log_gpu_share(f"{what} {model.model_id}", on)
+    return Loaded(processor=processor, model=loaded, device=on, dtype=as_dtype)

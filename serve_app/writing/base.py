@@ -14,13 +14,17 @@ class Written(BaseModel):
 
     text: str = Field(description="English; what goes to the image model.")
     source: str = Field(description="What it was written from.")
-    writer: str = Field(description="template, or chat:<model>.")
-    untranslated: list[str] = Field(default_factory=list, description="Korean words the template writer dropped.")
-    fallback_reason: str | None = Field(default=None, description="Why the chat writer was not used, when it failed.")
+    writer: str = Field(description="template (the glossary), chat:<model> or translator:<model>.")
+    untranslated: list[str] = Field(default_factory=list, description="Korean words every writer dropped.")
+    fallback_reason: str | None = Field(default=None, description="Why the writers before this one were not used.")
+    machine_translated: bool = Field(default=False, description="Some Korean went through the Translator model.")
+    translate_s: float = Field(default=0.0, description="Seconds spent waiting for the Translator.")
 
     def record(self) -> dict[str, object]:
         """What a task's result says about the writing."""
         out: dict[str, object] = {"writer": self.writer}
+        if self.machine_translated:
+            out["machine_translated"] = True
         if self.untranslated:
             out["untranslated"] = self.untranslated
         if self.fallback_reason:

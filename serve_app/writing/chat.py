@@ -3,7 +3,8 @@
 Each call asks for JSON that follows a schema (`response_format: json_schema`, strict), validates
 the answer (parses, has the field, is English: no Hangul, not empty, bounded length) and asks
 once more, saying what was wrong, when it is not valid. A second invalid answer, a refusal or an
-API failure raises; `FallbackWriter` then writes from templates and records why.
+API failure raises; the writer chain (serve_app.writing.chain) then tries the next writer and
+records why.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from serve_app.backends.http import ProviderHTTP, bad_response
 from serve_app.backends.provider import CloudBackendConfig
-from serve_app.errors import AppError, ConfigurationError, UpstreamError
+from serve_app.errors import ConfigurationError, UpstreamError
 from serve_app.products.scenes.payload import Scene
 from serve_app.writing.base import PromptWriter, Written
 from serve_app.writing.glossary import has_hangul, unwrap_alt
@@ -187,34 +188,3 @@ def _describe(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())[:300]
     return f"not JSON ({exc})"[:300]
-
-
-class FallbackWriter(PromptWriter):
-    """The chat writer, and the template writer when it fails (the failure is recorded)."""
-
-    def __init__(self, primary: PromptWriter, fallback: PromptWriter) -> None:
-        self.primary = primary
-        self.fallback = fallback
-        self.name = primary.name
-
-    async def _either(self, method: str, arg: Any) -> Written:
-        try:
-            return await getattr(self.primary, method)(arg)
-        except AppError as exc:
-            written: Written = await getattr(self.fallback, method)(arg)
-            return written.model_copy(update={"fallback_reason": f"{exc.error_code}: {exc.message}"[:300]})
-
-    async def translate(self, text: str) -> Written:
-        return await self._either("translate", text)
-
-    async def scene_prompt(self, scene: Scene) -> Written:
-        return await self._either("scene_prompt", scene)
-
-    async def article_prompt(self, alt: str) -> Written:
-        return await self._either("article_prompt", alt)
-
-    async def edit_prompt(self, instruction: str) -> Written:
-        return await self._either("edit_prompt", instruction)
-
-    async def aclose(self) -> None:
-        await self.primary.aclose()

@@ -16,13 +16,20 @@ class PromptWriterConfig(BaseModel):
 
     provider: Literal["template", "chat"] = Field(
         default="template",
-        description="template: deterministic, offline (glossary translation); chat: an OpenAI-compatible chat API.",
+        description="template: the glossary, then the Translator model (offline); chat: an OpenAI-compatible chat "
+        "API after the glossary, before the Translator.",
     )
     chat: CloudBackendConfig = Field(
         default_factory=lambda: cloud_config("https://api.openai.com/v1", "gpt-4o-mini", "OPENAI_API_KEY", 60, 0.0),
         description="The chat API (any OpenAI-compatible server: OpenAI, vLLM, Ollama...).",
     )
     fallback_to_template: bool = Field(
-        default=True, description="When the chat API fails or answers invalid JSON twice, write from templates."
+        default=True,
+        description="The glossary first and the Translator after the chat API; false: the chat API alone.",
+    )
+    machine_translation: bool = Field(
+        default=True,
+        description="Korean with a word the glossary does not know goes to the Translator deployment (MarianMT) "
+        "when no writer before it could write it; false: such words are dropped and reported.",
     )
     glossary_path: str | None = Field(default=None, description="Korean->English glossary; configs/ when None.")

@@ -24,11 +24,12 @@ def test_healthcheck_reports_every_deployment(client: httpx.Client) -> None:
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["status"] == "ok"
-    deployments = {"task_runner", "captioner", "desk_classifier", "generator", "shopping", "editor"}
+    deployments = {"task_runner", "captioner", "desk_classifier", "generator", "shopping", "editor", "translator"}
     assert set(body["deployments"]) == deployments
-    # serve_config.yaml autoscales the Editor from zero: ready while none runs, and it says so.
-    editor = body["deployments"].pop("editor")
-    assert editor == "ready" or editor.startswith(("ready (scaled to zero", "ready (starting from zero")), editor
+    # serve_config.yaml autoscales the Editor and the Translator from zero: ready while none runs, and it says so.
+    for name in ("editor", "translator"):
+        state = body["deployments"].pop(name)
+        assert state == "ready" or state.startswith(("ready (scaled to zero", "ready (starting from zero")), state
     assert all(state == "ready" for state in body["deployments"].values())
     assert body["storage"] == "ok" and body["task_store"] == "ok"
 

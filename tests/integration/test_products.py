@@ -82,11 +82,17 @@ def test_article_images_come_from_hugging_face_onto_s3_in_order(serve_app: Serve
         assert result["status"] == "done", result
         entries = result["placeholders"]
         assert [entry["index"] for entry in entries] == [2, 0, 1]
-        assert entries[1]["error_code"] == "PROMPT_UNTRANSLATABLE"
-        for entry in (entries[0], entries[2]):
+        # 쿼카 is not in the glossary: the Translator deployment (tiny random-weight Marian) writes
+        # its English, so it gets an image too, marked and timed as machine-translated.
+        assert "error_code" not in entries[1], entries[1]
+        assert entries[1]["machine_translated"] is True and entries[1]["writer"] == "translator:tiny"
+        assert entries[1]["timings"]["translate"] > 0 and result["timings"]["translate"] > 0
+        assert "untranslated" not in entries[1]
+        for entry in entries:
             assert entry["backend"] == "huggingface" and entry["url"].startswith(serve_app.seaweed.endpoint_url)
             assert _png(client, entry["url"]).format == "PNG"
         assert "futuristic AI robot" in entries[0]["prompt"]
+        assert "machine_translated" not in entries[0]  # the glossary knew every word
     hf = serve_app.providers["huggingface"]
     assert any("futuristic AI robot" in r.body.decode(errors="replace") for r in hf.requests)
 

@@ -1,10 +1,11 @@
-"""Fixtures shared by the unit tests: the tiny models' cache and torch threads, the Naver stub, a fake
-clock, and the painting Generator stand-in of the in-process flows."""
+"""Fixtures shared by the unit tests: the tiny models' cache and torch threads, the tiny translator,
+the Naver stub, a fake clock, and the painting Generator stand-in of the in-process flows."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
@@ -13,6 +14,9 @@ from testbed.harness import PaintingStages
 from testbed.stubs.fake_clock import FakeClock
 from testbed.stubs.naver_stub import NaverStub
 from testbed.stubs.provider_base import ProviderStub
+
+if TYPE_CHECKING:
+    from serve_app.models.translation import TranslationEngine
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -28,6 +32,15 @@ def one_torch_thread() -> Iterator[None]:
 def tiny_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny-model cache for the session, so each tiny model is built once."""
     return tmp_path_factory.getbasetemp() / "tiny-model-cache"
+
+
+@pytest.fixture(scope="session")
+def tiny_translator(tiny_cache_dir: Path) -> TranslationEngine:
+    """The tiny random-weight Marian (Korean -> random English words), built once per session."""
+    from serve_app.models.translation import TranslationEngine
+    from serve_app.presets import load_preset
+
+    return TranslationEngine(load_preset("tiny").translator, tiny_cache_dir, device="cpu")
 
 
 @pytest.fixture

@@ -261,6 +261,8 @@ def test_info_lists_loras_and_limits(client: TestClient) -> None:
     assert [lora["name"] for lora in body["loras"]] == ["cozy-wood", "neon-minimal", "pastel-studio"]
     assert body["limits"]["max_side"] == 512 and body["backends"]["webhooks"] == "disabled"
     assert body["models"]["generator"]["tuning"] == {} and body["models"]["editor"]["tuning"] == {}  # tiny: none
+    assert body["models"]["translator"] == {"model_id": "tiny", "num_beams": 1}
+    assert body["backends"]["prompt_writer"]["machine_translation"] is True
 
 
 async def test_a_resolver_that_never_answers_stalls_nothing_else(

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
-from benchmarks.chaos import Task, arrival_offsets, outcome_counts, shed_summary
+from benchmarks.chaos import KINDS, KOREAN_PROMPT, Task, arrival_offsets, chaos_config, outcome_counts, shed_summary
+from benchmarks.common import REPO_ROOT
+from serve_app.writing.glossary import load_glossary
 
 
 def test_arrival_offsets_are_seeded_bounded_and_near_the_rate() -> None:
@@ -81,3 +86,21 @@ def test_shed_summary() -> None:
     assert shed["submit_503"]["p50_ms"] == pytest.approx(50)
     empty = shed_summary([], t0=0.0, window_s=1.0)
     assert empty["offered"] == 0 and math.isnan(empty["first_503_s"]) and math.isnan(empty["share_503"])
+
+
+def test_every_deployment_with_a_replica_to_kill_is_a_kind_and_the_translator_starts_with_one(tmp_path: Path) -> None:
+    """serve_config.yaml starts the Translator (like the Editor) from zero; the benchmark starts one,
+    so its kill phase has a replica to kill, and its tasks' Korean prompt has a word the glossary lacks."""
+
+    class Seaweed:
+        def storage_config(self, bucket: str) -> dict[str, Any]:
+            return {"kind": "s3", "bucket": bucket}
+
+    args = SimpleNamespace(
+        model_cache_dir=tmp_path, config=REPO_ROOT / "serve_config.yaml", lease_s=4.0, max_active=4, retry_after_s=2
+    )
+    app = chaos_config(args, 8123, tmp_path, "tiny", Seaweed())["applications"][0]
+    deployments = {d["name"]: d for d in app["deployments"]}
+    assert set(deployments) - {"Editor"} == set(KINDS)
+    assert deployments["Translator"]["autoscaling_config"]["min_replicas"] == 1
+    assert load_glossary().translate(KOREAN_PROMPT).untranslated

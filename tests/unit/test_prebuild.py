@@ -11,8 +11,8 @@ from serve_app.presets import load_preset
 
 def test_prebuild_builds_every_tiny_model_of_the_preset(tiny_cache_dir: Path) -> None:
     built = prebuild(load_preset("tiny"), tiny_cache_dir)
-    # The generator and its tiny LoRAs, the editor, the captioner and the classifier: a replica of
-    # any of them then only loads.
+    # The generator and its tiny LoRAs, the editor, the captioner, the classifier and the
+    # translator: a replica of any of them then only loads.
     assert [path.name for path in built] == [
         "tiny-sd",
         "tiny-lora-1",
@@ -21,6 +21,7 @@ def test_prebuild_builds_every_tiny_model_of_the_preset(tiny_cache_dir: Path) ->
         "tiny-instruct-pix2pix",
         "tiny-blip",
         "tiny-clip",
+        "tiny-marian",
     ]
     assert all(path.is_dir() and any(path.iterdir()) for path in built)
 

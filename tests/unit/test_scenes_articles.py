@@ -12,6 +12,7 @@ integration tests; here a chain's cloud member is a scripted backend, so the cha
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,13 @@ from serve_app.backends.config import Variant
 from serve_app.errors import UpstreamError
 from serve_app.flows.kit import FlowDeps
 from serve_app.ingress import app
+from serve_app.models.translation import TranslationEngine
 from serve_app.products.articles.flow import ArticleFlow
 from serve_app.products.images.flow import ImageFlow
 from serve_app.products.scenes.flow import SceneFlow
 from serve_app.products.textures.flow import TextureFlow
+from serve_app.writing import PromptWriter, TemplateWriter, build_writer
+from serve_app.writing.config import PromptWriterConfig
 from serve_app.writing.glossary import has_hangul
 from testbed.harness import PaintingStages, WorkerRunner
 from tests.support.bodies import scene_body
@@ -62,8 +66,23 @@ def registry(ctx: IngressContext) -> BackendRegistry:
 
 
 @pytest.fixture
-def runner(ctx: IngressContext, stages: PaintingStages, registry: BackendRegistry) -> WorkerRunner:
-    deps = FlowDeps(stages, ctx.images, backends=registry, task_store=ctx.tasks)  # type: ignore[arg-type]
+def writer(request: pytest.FixtureRequest) -> PromptWriter:
+    """The glossary alone; with `indirect` "translator", the chain with the tiny Translator model."""
+    if getattr(request, "param", None) != "translator":
+        return TemplateWriter()
+    engine: TranslationEngine = request.getfixturevalue("tiny_translator")
+
+    async def translate(text: str) -> str:
+        return (await asyncio.to_thread(engine.translate, [text]))[0]
+
+    return build_writer(PromptWriterConfig(), translate, "tiny")
+
+
+@pytest.fixture
+def runner(
+    ctx: IngressContext, stages: PaintingStages, registry: BackendRegistry, writer: PromptWriter
+) -> WorkerRunner:
+    deps = FlowDeps(stages, ctx.images, backends=registry, writer=writer, task_store=ctx.tasks)  # type: ignore[arg-type]
     flows = {
         "image": ImageFlow(deps),
         "scene": SceneFlow(deps),
@@ -211,6 +230,23 @@ def test_article_placeholders_come_back_in_order_each_on_its_own(client: TestCli
     assert len(stages.specs) == 2 and len({spec.seed for spec in stages.specs}) == 2
 
 
+@pytest.mark.parametrize("writer", ["translator"], indirect=True)
+def test_a_placeholder_outside_the_glossary_gets_its_english_from_the_translator(
+    client: TestClient, stages: PaintingStages
+) -> None:
+    result = wait_result(client, posted(client, "/v1/articles/images", ARTICLE, 202).json()["task_id"])
+    entries = result["placeholders"]
+    assert result["status"] == "done" and result["failed_placeholders"] == 0
+    quokka = entries[1]
+    assert quokka["url"] and quokka["writer"] == "translator:tiny" and quokka["machine_translated"] is True
+    assert not has_hangul(quokka["prompt"]) and "untranslated" not in quokka
+    assert "machine_translated" not in entries[0] and "timings" not in entries[0]  # the glossary knew its words
+    # each machine-translated placeholder's own seconds; the task's timings.translate is their sum
+    spent = [entry["timings"]["translate"] for entry in entries if entry.get("machine_translated")]
+    assert quokka["timings"]["translate"] > 0 and result["timings"]["translate"] == pytest.approx(sum(spent), abs=1e-3)
+    assert len(stages.specs) == 3
+
+
 def test_article_wait_answers_the_placeholders(client: TestClient) -> None:
     response = posted(client, "/v1/articles/images", ARTICLE, headers={"Prefer": "wait=10"})
     body = response.json()
@@ -281,6 +317,17 @@ TEXTURES = {
         {"product_type": "소파", "material": "벨벳", "colour": "베이지"},
     ]
 }
+
+
+@pytest.mark.parametrize("writer", ["translator"], indirect=True)
+def test_a_texture_word_outside_the_glossary_is_machine_translated_in_the_flow(
+    client: TestClient, stages: PaintingStages
+) -> None:
+    body = {"textures": [{"product_type": "소파", "material": "벨벳", "colour": "쿼카색"}]}
+    made = posted(client, "/v1/textures", body).json()["textures"][0]
+    assert made["url"] and made["machine_translated"] is True and made["timings"]["translate"] >= 0
+    assert "untranslated" not in made and not has_hangul(made["prompt"])
+    assert stages.specs[-1].prompt == made["prompt"] and "plush velvet" in made["prompt"]
 
 
 def test_textures_are_made_then_answered_from_the_cache_without_generating(

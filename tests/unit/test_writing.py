@@ -11,8 +11,8 @@ import pytest
 
 from serve_app.errors import ConfigurationError, UpstreamError
 from serve_app.products.scenes.payload import Scene
-from serve_app.writing import TemplateWriter, build_writer
-from serve_app.writing.chat import ChatWriter, FallbackWriter
+from serve_app.writing import TemplateWriter, WriterChain, build_writer
+from serve_app.writing.chat import ChatWriter
 from serve_app.writing.config import PromptWriterConfig
 from serve_app.writing.glossary import has_hangul, load_glossary, unwrap_alt
 from testbed.stubs.chat_stub import KEY, ChatStub
@@ -130,8 +130,8 @@ async def test_two_invalid_answers_raise_and_the_fallback_writes_from_templates(
         await writer.article_prompt("AI 로봇")
     assert caught.value.error_code == "WRITER_INVALID_OUTPUT"
     chat.bad_answers = 2
-    written = await FallbackWriter(writer, TemplateWriter()).article_prompt("AI 로봇")
-    assert written.text == "AI robot" and written.writer == "template"
+    written = await WriterChain(TemplateWriter(), writer).article_prompt("AI 로봇 쿼카")
+    assert written.text == "AI robot" and written.writer == "template" and written.untranslated == ["쿼카"]
     assert written.fallback_reason and "WRITER_INVALID_OUTPUT" in written.fallback_reason
 
 
@@ -162,6 +162,16 @@ async def test_missing_and_rejected_keys_are_configuration_errors(
 
 
 def test_build_writer_follows_the_config() -> None:
-    assert isinstance(build_writer(PromptWriterConfig()), TemplateWriter)
-    assert isinstance(build_writer(PromptWriterConfig(provider="chat")), FallbackWriter)
-    assert isinstance(build_writer(PromptWriterConfig(provider="chat", fallback_to_template=False)), ChatWriter)
+    async def translate(text: str) -> str:
+        return "english"
+
+    template = build_writer(PromptWriterConfig())
+    assert isinstance(template, WriterChain) and template.chat is None and template.machine is None
+    chained = build_writer(PromptWriterConfig(provider="chat"), translate, "tiny")
+    assert isinstance(chained, WriterChain) and isinstance(chained.chat, ChatWriter)
+    assert chained.machine is not None and chained.machine.machine is not None
+    assert chained.machine.machine.name == "translator:tiny"
+    off = build_writer(PromptWriterConfig(machine_translation=False), translate, "tiny")
+    assert isinstance(off, WriterChain) and off.machine is None
+    alone = build_writer(PromptWriterConfig(provider="chat", fallback_to_template=False), translate, "tiny")
+    assert isinstance(alone, ChatWriter)

@@ -85,11 +85,15 @@ class ArticleFlow(Flow[ArticlePayload]):
                 entry.update(error_code=words.error_code, message=f"The prompt writer failed: {words.message}")
                 continue
             entry.update(words.record())
+            if words.machine_translated:
+                entry["timings"] = {"translate": words.translate_s}
+                run.time_translation(words)
             if not words.text.strip():
+                failed = f"; {words.fallback_reason}" if words.fallback_reason else ""
                 entry.update(
                     error_code="PROMPT_UNTRANSLATABLE",
-                    message="No English prompt could be written from this alt text "
-                    f"(untranslated: {', '.join(words.untranslated) or 'everything'}); configure a chat prompt writer.",
+                    message="No writer could write an English prompt from this alt text "
+                    f"(untranslated: {', '.join(words.untranslated) or 'everything'}{failed}).",
                 )
                 continue
             built = build_prompt(

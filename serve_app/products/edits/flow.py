@@ -49,6 +49,7 @@ class EditFlow(Flow[EditPayload]):
             if payload.rewrite:
                 written = await self.deps.writer.edit_prompt(payload.instruction)
                 result.update(edit_prompt=written.text, **written.record())
+                run.time_translation(written)
             else:
                 result["edit_prompt"] = await run.english(payload.instruction, "instruction")
         negative = await run.english(request.negative_prompt, "negative_prompt") or ""

@@ -34,6 +34,7 @@ class SceneFlow(Flow[ScenePayload]):
 
         async with run.stage(Stage.writing, "write"):
             written = await self.deps.writer.scene_prompt(scene)
+        run.time_translation(written)
         built = build_prompt(
             written.text,
             [],

@@ -17,6 +17,7 @@ from serve_app.backends import variant_chain
 from serve_app.errors import AppError, GenerationFailed
 from serve_app.flows.kit import Flow, FlowDeps, FlowOutcome, Run, failed_fields, item_error
 from serve_app.products.textures.payload import TextureItem, TexturePayload
+from serve_app.products.textures.prompts import korean_words, texture_prompt
 from serve_app.tasks.records import Stage
 
 KIND = "texture"
@@ -49,10 +50,18 @@ class TextureFlow(Flow[TexturePayload]):
             result["variant"] = payload.variant.name
         missing = [position for position, item in enumerate(payload.items) if not item.cached]
 
+        # A texture with a Korean word the glossary did not know: its words through the writer chain.
+        items = list(payload.items)
+        if any(items[position].untranslated for position in missing):
+            async with run.stage(Stage.writing, "write"):
+                for position in missing:
+                    if items[position].untranslated:
+                        items[position] = await self._rewritten(run, items[position], entries[position], payload)
+
         async with run.stage(Stage.generating, "generate"):
             specs = []
             for position in missing:
-                item = payload.items[position]
+                item = items[position]
                 spec = request.generation_spec(
                     item.prompt, item.negative_prompt, None, run.record.task_id, seed=item.seed
                 )
@@ -62,7 +71,7 @@ class TextureFlow(Flow[TexturePayload]):
         cache: dict[str, tuple[str, dict[str, Any]]] = {}
         async with run.stage(Stage.storing):
             for position, outcome in zip(missing, outcomes, strict=True):
-                item, entry = payload.items[position], entries[position]
+                item, entry = items[position], entries[position]
                 entry.update(prompt=item.prompt, seed=item.seed)
                 if isinstance(outcome, AppError):
                     entry.update(item_error(outcome))
@@ -80,7 +89,7 @@ class TextureFlow(Flow[TexturePayload]):
 
         made_entries = [entry for entry in entries if entry.get("url")]
         result.update(
-            cache_hits=sum(1 for item in payload.items if item.cached),
+            cache_hits=sum(1 for item in items if item.cached),
             failed_textures=sum(1 for entry in entries if "error_code" in entry),
             cost_usd=round(sum(entry.get("cost_usd") or 0.0 for entry in entries if not entry["cache_hit"]), 6),
             tileable=payload.tileable,
@@ -94,3 +103,27 @@ class TextureFlow(Flow[TexturePayload]):
             output_format=request.output_format,
         )
         return run.outcome()
+
+    async def _rewritten(
+        self, run: Run[TexturePayload], item: TextureItem, entry: dict[str, Any], payload: TexturePayload
+    ) -> TextureItem:
+        """`item` with its prompt written again from its Korean words' English by the writer chain
+        (the Translator for a word the glossary does not know); what was used goes in `entry`."""
+        english: dict[str, str] = {}
+        spent = 0.0
+        for words in korean_words(item.texture):
+            written = await self.deps.writer.translate(words)
+            run.time_translation(written)
+            if not written.untranslated and written.text:
+                english[words] = written.text
+            if written.machine_translated:
+                entry["machine_translated"] = True
+                spent += written.translate_s
+            if written.fallback_reason:
+                entry["writer_fallback"] = written.fallback_reason
+        if spent:
+            entry["timings"] = {"translate": round(spent, 4)}
+        prompt = texture_prompt(item.texture, tileable=payload.tileable, english=english)
+        if prompt.untranslated:
+            entry["untranslated"] = prompt.untranslated
+        return item.model_copy(update={"prompt": prompt.prompt, "untranslated": prompt.untranslated})

@@ -2,11 +2,12 @@
 
 A texture is a product type, a material and a colour, optionally a pattern and a finish. Its
 prompt and negative prompt come from this product's prompts.yaml, deterministically (Korean words go
-through the glossary), so identical parameters give an identical prompt, an identical seed (derived
-from the parameters when none is given) and therefore one content hash: the key of the texture
-cache. The hash also covers everything else that shapes the image (size, steps, guidance, tiling,
-the backend chain and its models) and the caller's scope, so one API key never gets another's
-image from the cache.
+through the glossary at the edge; the flow writes again, through the prompt writer's chain, a
+texture with a word the glossary does not know), so identical parameters give an identical
+prompt, an identical seed (derived from the parameters when none is given) and therefore one
+content hash: the key of the texture cache. The hash also covers everything else that shapes the
+image (size, steps, guidance, tiling, the backend chain and its models) and the caller's scope, so
+one API key never gets another's image from the cache.
 """
 
 from __future__ import annotations
@@ -46,28 +47,43 @@ class TexturePrompt(BaseModel):
     untranslated: list[str] = Field(default_factory=list)
 
 
-def _english(text: str | None, dropped: list[str]) -> str:
+def _english(text: str | None, dropped: list[str], known: dict[str, str]) -> str:
     if not text:
         return ""
     if not has_hangul(text):
         return text
+    if text in known:
+        return known[text]
     result = load_glossary().translate(text)
     dropped.extend(result.untranslated)
     return result.english
 
 
-def texture_prompt(texture: Texture, *, tileable: bool, templates: TextureTemplates | None = None) -> TexturePrompt:
-    """The macro-photo fabric prompt of prompts.yaml for `texture`."""
+def korean_words(texture: Texture) -> list[str]:
+    """The texture's parameters that are Korean, in order."""
+    return [value for value in texture.model_dump().values() if value and has_hangul(value)]
+
+
+def texture_prompt(
+    texture: Texture,
+    *,
+    tileable: bool,
+    templates: TextureTemplates | None = None,
+    english: dict[str, str] | None = None,
+) -> TexturePrompt:
+    """The macro-photo fabric prompt of prompts.yaml for `texture`; `english`: Korean parameters
+    already translated (by the prompt writer's chain), used before the glossary."""
     templates = templates or load_texture_templates()
+    known = english or {}
     canonical = texture.canonical()
     dropped: list[str] = []
-    material = templates.materials.get(canonical["material"] or "") or _english(texture.material, dropped)
-    product = templates.products.get(canonical["product_type"] or "") or _english(texture.product_type, dropped)
+    material = templates.materials.get(canonical["material"] or "") or _english(texture.material, dropped, known)
+    product = templates.products.get(canonical["product_type"] or "") or _english(texture.product_type, dropped, known)
     words = {
-        "colour": _english(texture.colour, dropped),
-        "finish": _english(texture.finish, dropped),
+        "colour": _english(texture.colour, dropped, known),
+        "finish": _english(texture.finish, dropped, known),
         "material": material,
-        "pattern": _english(texture.pattern, dropped),
+        "pattern": _english(texture.pattern, dropped, known),
         "product": product,
     }
     prompt = templates.prompt.format(**words)
