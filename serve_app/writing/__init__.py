@@ -20,7 +20,7 @@ def build_writer(
     translator_model: str = "",
     retries: RetryConfig | None = None,
 ) -> PromptWriter:
-    """The writer chain: the glossary, the chat writer when configured, then `translate` (the
+    """The writer chain: the chat writer when configured, the glossary, then `translate` (the
     Translator deployment) when given and `cfg.machine_translation` is on. A chat writer without
     `fallback_to_template` is used alone."""
     from serve_app.writing.glossary import load_glossary

@@ -1,11 +1,13 @@
-"""The writers in order: the glossary, the chat writer (when configured), the Translator model.
+"""The writers in order: the chat writer (when configured), the glossary, the Translator model.
 
-1. The glossary (TemplateWriter): deterministic, free. When it knows every Korean word, its text
+1. The chat writer, when `prompt_writer.provider` is chat: it writes the prompt from the source
+   (a scene's whole description, an article's alt text), as it did before the Translator existed.
+2. The glossary (TemplateWriter): deterministic, free. When it knows every Korean word, its text
    is the answer and nothing else is called.
-2. The chat writer, when `prompt_writer.provider` is chat: it writes the prompt from the source.
-3. The template writer again, with every piece of Korean that has a word the glossary does not
-   know translated whole by the Translator deployment (MarianMT). Its answer is checked like any
-   writer's: an empty translation or one that still has Hangul is that writer failing.
+3. The template writer again, the glossary applied first and every piece of Korean that still has
+   a word the glossary does not know translated whole by the Translator deployment (MarianMT).
+   Its answer is checked like any writer's: an empty translation or one that still has Hangul is
+   that writer failing.
 
 Each failure is recorded (`writer_fallback`) and the next writer tried. When all fail, the
 glossary's words are what is left, the unknown ones reported as `untranslated`; a product with
@@ -24,7 +26,7 @@ from serve_app.writing.template import TemplateWriter
 
 
 class WriterChain(PromptWriter):
-    """The glossary, then the chat writer, then machine translation: the first that succeeds answers."""
+    """The chat writer, then the glossary, then machine translation: the first that succeeds answers."""
 
     def __init__(
         self,
@@ -38,9 +40,6 @@ class WriterChain(PromptWriter):
         self.name = chat.name if chat is not None else glossary.name
 
     async def _first(self, method: str, arg: Any) -> Written:
-        written: Written = await getattr(self.glossary, method)(arg)
-        if not written.untranslated and written.text.strip():
-            return written
         reasons: list[str] = []
         if self.chat is not None:
             try:
@@ -48,7 +47,8 @@ class WriterChain(PromptWriter):
                 return answer
             except AppError as exc:
                 reasons.append(f"{self.chat.name}: {exc.error_code}: {exc.message}"[:300])
-        if self.machine is not None:
+        written: Written = await getattr(self.glossary, method)(arg)
+        if (written.untranslated or not written.text.strip()) and self.machine is not None:
             written = await getattr(self.machine, method)(arg)
             if written.fallback_reason:
                 reasons.append(written.fallback_reason)

@@ -17,7 +17,7 @@ class PromptWriterConfig(BaseModel):
     provider: Literal["template", "chat"] = Field(
         default="template",
         description="template: the glossary, then the Translator model (offline); chat: an OpenAI-compatible chat "
-        "API after the glossary, before the Translator.",
+        "API first, then the glossary and the Translator when it fails.",
     )
     chat: CloudBackendConfig = Field(
         default_factory=lambda: cloud_config("https://api.openai.com/v1", "gpt-4o-mini", "OPENAI_API_KEY", 60, 0.0),
@@ -25,7 +25,7 @@ class PromptWriterConfig(BaseModel):
     )
     fallback_to_template: bool = Field(
         default=True,
-        description="The glossary first and the Translator after the chat API; false: the chat API alone.",
+        description="The glossary and the Translator after a failed chat API call; false: the chat API alone.",
     )
     machine_translation: bool = Field(
         default=True,

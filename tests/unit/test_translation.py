@@ -199,7 +199,7 @@ async def test_when_every_writer_fails_nothing_may_be_left(
     assert "TRANSLATION_EMPTY" in (written.fallback_reason or "")
 
 
-# -- with a chat writer: the glossary, then chat, then the translator --------------------------------------
+# -- with a chat writer: chat, then the glossary, then the translator --------------------------------------
 
 
 @pytest.fixture
@@ -211,16 +211,28 @@ def chat(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ChatStub, ChatWriter
         yield stub, ChatWriter(cfg, clock=clock, sleep=clock.sleep)
 
 
-async def test_the_chat_writer_comes_after_the_glossary_and_before_the_translator(
+async def test_a_configured_chat_writer_writes_first_and_the_translator_is_not_called(
     translations: Translations, chat: tuple[ChatStub, ChatWriter]
 ) -> None:
     stub, writer = chat
     writers = chain(translations, writer)
-    assert (await writers.translate("아늑한 책상")).writer == "template" and stub.requests == []
+    stub.answers["아늑한 책상을"] = "a cozy desk by a window, morning light"
+    written = await writers.translate("아늑한 책상을")
+    assert written.writer == "chat:gpt-4o-mini" and len(stub.requests) == 1, "chat writes even what the glossary knows"
     stub.answers["쿼카"] = "a quokka beside a cozy desk"
     written = await writers.translate(UNKNOWN)
     assert written.text == "a quokka beside a cozy desk" and written.writer == "chat:gpt-4o-mini"
-    assert len(stub.requests) == 1 and translations.calls == []
+    assert len(stub.requests) == 2 and translations.calls == [] and written.fallback_reason is None
+
+
+async def test_when_the_chat_writer_fails_the_glossary_answers_what_it_knows(
+    translations: Translations, chat: tuple[ChatStub, ChatWriter]
+) -> None:
+    stub, writer = chat
+    stub.refuse = True
+    written = await chain(translations, writer).translate("아늑한 책상")
+    assert written.writer == "template" and written.text and translations.calls == []
+    assert written.fallback_reason and "chat:gpt-4o-mini: UPSTREAM_REJECTED" in written.fallback_reason
 
 
 async def test_when_the_chat_writer_fails_the_translator_writes_and_the_result_says_why(
