@@ -69,7 +69,7 @@ class BackendsConfig(BaseModel):
             "scene_external": ["kling", "local"],
             "article": ["local", "huggingface"],
             "texture": ["local", "huggingface:black-forest-labs/FLUX.1-dev"],
-            "edit": ["local", "openai:gpt-image-1"],
+            "edit": ["local", "gemini", "openai:gpt-image-1"],
         },
         description="Product -> backends tried in order; the next one runs when the one before fails.",
     )

@@ -161,10 +161,21 @@ def _check(stub: GeminiStub, spec: object) -> None:
     assert body["generationConfig"]["imageConfig"] == {"aspectRatio": "1:1"}
 
 
+def _check_edit(stub: GeminiStub, spec: object) -> None:
+    """An edit: the instruction, then the image as inlineData (base64), asking for an image back."""
+    body = stub.requests[-1].json()
+    text, image = body["contents"][0]["parts"]
+    assert text == {"text": spec.prompt}  # type: ignore[attr-defined]
+    assert image["inlineData"]["mimeType"] == "image/png"
+    assert base64.b64decode(image["inlineData"]["data"]) == spec.init_image_png  # type: ignore[attr-defined]
+    assert body["generationConfig"]["responseModalities"] == ["TEXT", "IMAGE"]
+
+
 CASE = BackendCase(
     name="gemini",
     stub=GeminiStub,
     env={"GEMINI_API_KEY": KEY},
     refusal_words="invalid argument",
     check_request=_check,
+    check_edit=_check_edit,
 )

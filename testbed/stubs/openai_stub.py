@@ -137,4 +137,5 @@ CASE = BackendCase(
     refusal_words="rejected as a result of our safety system",
     api_path="/v1",
     check_request=_check,
+    edit_model="gpt-image-1",
 )

@@ -244,7 +244,9 @@ class BackendCase:
     (`key_var`) first; refusal_words: a phrase from the stub's `bad_request` body that the raised error
     must carry; check_request(stub, spec): asserts on what the stub received for the ok case
     (wire format: path, auth header, body fields); api_path: the API root's path below the stub's
-    base URL (e.g. /v1)."""
+    base URL (e.g. /v1); edit_model: the model an edit is asked of when the default one cannot
+    edit (OpenAI's dall-e-3 cannot, gpt-image-1 can); check_edit(stub, spec): asserts on what the
+    stub received for an edit (a registered `edits=True` backend)."""
 
     name: str
     stub: Callable[[], ProviderStub]
@@ -252,6 +254,8 @@ class BackendCase:
     refusal_words: str
     check_request: Callable[[Any, Any], None]
     api_path: str = ""
+    edit_model: str | None = None
+    check_edit: Callable[[Any, Any], None] | None = None
 
     @property
     def key_var(self) -> str:

@@ -5,7 +5,9 @@ class and the environment its key lives in. What must hold for all of them: a PN
 it, how long and what it cost; a missing key is BACKEND_NOT_CONFIGURED before any request; a
 rejected key is BACKEND_AUTH_FAILED and not retried; 429 and 503 are retried with backoff that
 honours Retry-After, a bounded number of times; a refusal is UPSTREAM_REJECTED with the
-provider's own words; a body that is not the API's is UPSTREAM_BAD_RESPONSE. Sleeps and the
+provider's own words; a body that is not the API's is UPSTREAM_BAD_RESPONSE. A backend
+registered as an editor (`edits=True`, the edit chain) sends the image it edits and answers the
+edited one; any other refuses an edit with EDIT_NOT_SUPPORTED before any request. Sleeps and the
 rate limiter run on a fake clock, so nothing here waits.
 """
 
@@ -17,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 from PIL import Image
 
-from serve_app.backends.base import BackendAuthFailed, BackendNotConfigured
+from serve_app.backends.base import BackendAuthFailed, BackendNotConfigured, EditNotSupported
 from serve_app.backends.cloud import CloudBackend
 from serve_app.backends.config import BackendsConfig  # noqa: F401 - imports (registers) every backend
 from serve_app.backends.registry import REGISTERED
@@ -143,3 +145,42 @@ async def test_the_rate_limiter_spaces_calls(case, stub, clock, keyed) -> None:
     for _ in range(3):
         await backend.generate(_spec())
     assert sum(s for s in clock.sleeps if s > 0) >= 20 - 1e-6
+
+
+# -- edits: what the edit chain may name ------------------------------------------------------------
+
+
+def _edit_spec() -> GenerationSpec:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 120, 40)).save(out, format="PNG")
+    return _spec(prompt="make the lighting warmer", init_image_png=out.getvalue(), image_guidance_scale=1.5)
+
+
+def _sent(stub, data: bytes) -> bool:
+    """Whether some request the stub received carries `data`, raw (a multipart file) or base64."""
+    import base64
+
+    encoded = base64.b64encode(data)
+    return any(data in request.body or encoded in request.body for request in stub.requests)
+
+
+async def test_an_editor_sends_the_image_and_answers_the_edit(case, stub, clock, keyed) -> None:
+    if not REGISTERED[case.name].edits:
+        pytest.skip(f"{case.name} does not edit (the next test holds it to that)")
+    spec = _edit_spec()
+    backend = _backend(case, stub, clock, **({"model": case.edit_model} if case.edit_model else {}))
+    image = await backend.generate(spec)
+    with Image.open(io.BytesIO(image.image_png)) as decoded:
+        assert decoded.format == "PNG" and decoded.width > 0
+    assert image.backend == case.name and "init_image" not in image.ignored
+    assert _sent(stub, spec.init_image_png or b""), "the image to edit never reached the provider"
+    if case.check_edit is not None:
+        case.check_edit(stub, spec)
+
+
+async def test_a_backend_that_cannot_edit_refuses_before_any_request(case, stub, clock, keyed) -> None:
+    if REGISTERED[case.name].edits:
+        pytest.skip(f"{case.name} edits (the test above holds it to that)")
+    with pytest.raises(EditNotSupported):
+        await _backend(case, stub, clock).generate(_edit_spec())
+    assert stub.requests == []

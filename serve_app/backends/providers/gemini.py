@@ -89,10 +89,13 @@ DEFAULTS = cloud_config(
 )
 
 
-@register_backend("gemini", defaults=DEFAULTS)
+@register_backend("gemini", defaults=DEFAULTS, edits=True)
 class GeminiBackend(CloudBackend):
     label = LABEL
     honoured: frozenset[str] = frozenset()
+
+    def honours(self, spec: GenerationSpec) -> set[str]:
+        return {"init_image"} if spec.init_image_png is not None else set()
 
     def auth_headers(self) -> Mapping[str, str]:
         return {"x-goog-api-key": self.api_key}
@@ -110,8 +113,9 @@ class GeminiBackend(CloudBackend):
         return await self.http.json("POST", f"/v1beta/models/{self.cfg.model}:generateContent", json=body)
 
     async def _make(self, spec: GenerationSpec) -> Made:
+        images = [spec.init_image_png] if spec.init_image_png is not None else []
         answer = await self.generate_content(
-            [{"text": spec.prompt}],
+            [{"text": spec.prompt}, *(inline_image(image) for image in images)],
             {
                 "responseModalities": ["TEXT", "IMAGE"],
                 "imageConfig": {"aspectRatio": nearest_aspect_ratio(spec.width, spec.height, ASPECT_RATIOS)},
