@@ -43,6 +43,11 @@ class EditNotSupported(ConfigurationError):
     default_message = "The image backend cannot edit an image."
 
 
+class ComposeNotSupported(ConfigurationError):
+    default_code = "COMPOSE_NOT_SUPPORTED"
+    default_message = "The image backend cannot compose several images into one."
+
+
 class BackendImage(BaseModel):
     """One image a backend made."""
 
@@ -137,6 +142,15 @@ def check_pixels(size: tuple[int, int], provider: str, max_pixels: int) -> None:
             f"{provider} answered a {width}x{height} image; at most {max_pixels} pixels are accepted.",
             error_code="UPSTREAM_BAD_RESPONSE",
         )
+
+
+def image_mime(data: bytes) -> str:
+    """The media type of input image bytes (PNG, JPEG or WEBP: what the app stores), from their magic numbers."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return "image/png"
 
 
 def ignored_fields(spec: GenerationSpec, honoured: set[str]) -> list[str]:

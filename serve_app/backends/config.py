@@ -22,6 +22,11 @@ def edit_backends() -> tuple[str, ...]:
     return ("local", *(name for name, reg in REGISTERED.items() if reg.edits))
 
 
+def compose_backends() -> tuple[str, ...]:
+    """The backends that can compose several images into one (what a compose chain may name)."""
+    return tuple(name for name, reg in REGISTERED.items() if reg.composes)
+
+
 def chain_entry(entry: str) -> tuple[str, str | None]:
     """A chain entry `backend` or `backend:model` (a cloud backend with another model, e.g.
     `huggingface:black-forest-labs/FLUX.1-dev` for textures)."""

@@ -47,15 +47,21 @@ MODES = (
 
 
 def multipart(request: StubRequest) -> tuple[dict[str, str], dict[str, bytes]]:
-    """A multipart body's text fields and file parts (bytes)."""
+    """A multipart body's text fields and file parts (bytes; the last of a repeated name)."""
+    fields, files = multipart_all(request)
+    return fields, dict(files)
+
+
+def multipart_all(request: StubRequest) -> tuple[dict[str, str], list[tuple[str, bytes]]]:
+    """A multipart body's text fields and every file part (name, bytes), in order (`image[]` repeats)."""
     head = f"Content-Type: {request.headers.get('content-type', '')}\r\n\r\n".encode()
     message = BytesParser(policy=default).parsebytes(head + request.body)
     fields: dict[str, str] = {}
-    files: dict[str, bytes] = {}
+    files: list[tuple[str, bytes]] = []
     for part in message.iter_parts():
         name = str(part.get_param("name", header="content-disposition") or "")
         if part.get_filename() is not None:
-            files[name] = part.get_payload(decode=True) or b""
+            files.append((name, part.get_payload(decode=True) or b""))
         else:
             fields[name] = part.get_content()
     return fields, files

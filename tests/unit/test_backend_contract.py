@@ -7,7 +7,9 @@ rejected key is BACKEND_AUTH_FAILED and not retried; 429 and 503 are retried wit
 honours Retry-After, a bounded number of times; a refusal is UPSTREAM_REJECTED with the
 provider's own words; a body that is not the API's is UPSTREAM_BAD_RESPONSE. A backend
 registered as an editor (`edits=True`, the edit chain) sends the image it edits and answers the
-edited one; any other refuses an edit with EDIT_NOT_SUPPORTED before any request. Sleeps and the
+edited one; any other refuses an edit with EDIT_NOT_SUPPORTED before any request. Likewise a
+composer (`composes=True`, the compose chain) sends every image, and any other refuses with
+COMPOSE_NOT_SUPPORTED before any request. Sleeps and the
 rate limiter run on a fake clock, so nothing here waits.
 """
 
@@ -19,7 +21,13 @@ from collections.abc import Iterator
 import pytest
 from PIL import Image
 
-from serve_app.backends.base import BackendAuthFailed, BackendNotConfigured, EditNotSupported
+from serve_app.backends.base import (
+    BackendAuthFailed,
+    BackendImage,
+    BackendNotConfigured,
+    ComposeNotSupported,
+    EditNotSupported,
+)
 from serve_app.backends.cloud import CloudBackend
 from serve_app.backends.config import BackendsConfig  # noqa: F401 - imports (registers) every backend
 from serve_app.backends.registry import REGISTERED
@@ -156,6 +164,20 @@ def _edit_spec() -> GenerationSpec:
     return _spec(prompt="make the lighting warmer", init_image_png=out.getvalue(), image_guidance_scale=1.5)
 
 
+def _image_backend(case: BackendCase, stub, clock: FakeClock) -> CloudBackend:
+    """The backend with the model that takes images (the case's edit_model, where its default does not)."""
+    return _backend(case, stub, clock, **({"model": case.edit_model} if case.edit_model else {}))
+
+
+async def _made_png(backend: CloudBackend, spec: GenerationSpec) -> BackendImage:
+    """What the backend made for `spec`, checked to be a PNG it says it made."""
+    image = await backend.generate(spec)
+    with Image.open(io.BytesIO(image.image_png)) as decoded:
+        assert decoded.format == "PNG" and decoded.width > 0
+    assert image.backend == backend.name
+    return image
+
+
 def _sent(stub, data: bytes) -> bool:
     """Whether some request the stub received carries `data`, raw (a multipart file) or base64."""
     import base64
@@ -168,11 +190,8 @@ async def test_an_editor_sends_the_image_and_answers_the_edit(case, stub, clock,
     if not REGISTERED[case.name].edits:
         pytest.skip(f"{case.name} does not edit (the next test holds it to that)")
     spec = _edit_spec()
-    backend = _backend(case, stub, clock, **({"model": case.edit_model} if case.edit_model else {}))
-    image = await backend.generate(spec)
-    with Image.open(io.BytesIO(image.image_png)) as decoded:
-        assert decoded.format == "PNG" and decoded.width > 0
-    assert image.backend == case.name and "init_image" not in image.ignored
+    image = await _made_png(_image_backend(case, stub, clock), spec)
+    assert "init_image" not in image.ignored
     assert _sent(stub, spec.init_image_png or b""), "the image to edit never reached the provider"
     if case.check_edit is not None:
         case.check_edit(stub, spec)
@@ -183,4 +202,31 @@ async def test_a_backend_that_cannot_edit_refuses_before_any_request(case, stub,
         pytest.skip(f"{case.name} edits (the test above holds it to that)")
     with pytest.raises(EditNotSupported):
         await _backend(case, stub, clock).generate(_edit_spec())
+    assert stub.requests == []
+
+
+# -- compositions: what the compose chain may name ------------------------------------------------
+
+
+def _compose_spec() -> GenerationSpec:
+    out = io.BytesIO()
+    Image.new("RGB", (32, 32), (20, 40, 200)).save(out, format="PNG")
+    return _edit_spec().model_copy(update={"reference_images_png": [out.getvalue()], "image_guidance_scale": None})
+
+
+async def test_a_composer_sends_every_image_and_answers_one(case, stub, clock, keyed) -> None:
+    if not REGISTERED[case.name].composes:
+        pytest.skip(f"{case.name} does not compose (the next test holds it to that)")
+    spec = _compose_spec()
+    await _made_png(_image_backend(case, stub, clock), spec)
+    assert len(stub.requests) == 1
+    for sent in (spec.init_image_png or b"", *spec.reference_images_png):
+        assert _sent(stub, sent), "an image of the composition never reached the provider"
+
+
+async def test_a_backend_that_cannot_compose_refuses_before_any_request(case, stub, clock, keyed) -> None:
+    if REGISTERED[case.name].composes:
+        pytest.skip(f"{case.name} composes (the test above holds it to that)")
+    with pytest.raises(ComposeNotSupported):
+        await _image_backend(case, stub, clock).generate(_compose_spec())
     assert stub.requests == []

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from serve_app.backends.base import BackendAuthFailed
+from serve_app.backends.base import BackendAuthFailed, image_mime
 from serve_app.backends.cloud import CloudBackend, Made, nearest_aspect_ratio
 from serve_app.backends.http import bad_response
 from serve_app.backends.provider import cloud_config
@@ -54,15 +54,6 @@ def invalid_key(response: httpx.Response) -> bool:
     return any(isinstance(d, dict) and d.get("reason") == "API_KEY_INVALID" for d in details)
 
 
-def image_mime(data: bytes) -> str:
-    """The media type of image bytes Gemini takes (PNG, JPEG, WEBP), from their magic numbers."""
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return "image/png"
-
-
 def inline_image(data: bytes) -> dict[str, Any]:
     """An image as a request part: `{"inlineData": {"mimeType", "data" (base64)}}`."""
     return {"inlineData": {"mimeType": image_mime(data), "data": base64.b64encode(data).decode("ascii")}}
@@ -89,7 +80,7 @@ DEFAULTS = cloud_config(
 )
 
 
-@register_backend("gemini", defaults=DEFAULTS, edits=True)
+@register_backend("gemini", defaults=DEFAULTS, edits=True, composes=True)
 class GeminiBackend(CloudBackend):
     label = LABEL
     honoured: frozenset[str] = frozenset()
@@ -113,7 +104,7 @@ class GeminiBackend(CloudBackend):
         return await self.http.json("POST", f"/v1beta/models/{self.cfg.model}:generateContent", json=body)
 
     async def _make(self, spec: GenerationSpec) -> Made:
-        images = [spec.init_image_png] if spec.init_image_png is not None else []
+        images = [spec.init_image_png, *spec.reference_images_png] if spec.init_image_png is not None else []
         answer = await self.generate_content(
             [{"text": spec.prompt}, *(inline_image(image) for image in images)],
             {
