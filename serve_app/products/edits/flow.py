@@ -54,10 +54,13 @@ class EditFlow(Flow[EditPayload]):
         # 1. The edit prompt: rewritten (from the image and the instruction when an analyst is
         #    configured, else from the instruction), or the instruction in English.
         async with run.stage(Stage.writing, "write"):
-            if payload.rewrite and not await self._analyse(photo, payload.instruction, result):
+            analysed_by = await self._analyse(photo, payload.instruction, result) if payload.rewrite else None
+            if analysed_by:
+                result["writer"] = analysed_by
+            elif payload.rewrite:
                 written = await self.deps.writer.edit_prompt(payload.instruction)
                 result.update(edit_prompt=written.text, **written.record())
-            elif not payload.rewrite:
+            else:
                 result["edit_prompt"] = await run.english(payload.instruction, "instruction")
         negative = await run.english(request.negative_prompt, "negative_prompt") or ""
         result.update(
@@ -87,22 +90,18 @@ class EditFlow(Flow[EditPayload]):
         result.update(run.image_fields([made]), model_id=edited.model)
         return run.outcome()
 
-    async def _analyse(self, photo: bytes, instruction: str, result: dict[str, Any]) -> bool:
-        """The edit prompt from Gemini's analysis of the image and the instruction, in `result`;
-        False (and why, in `analysis_fallback`) when there is no analyst or it failed."""
+    async def _analyse(self, photo: bytes, instruction: str, result: dict[str, Any]) -> str | None:
+        """The edit prompt from Gemini's analysis of the image and the instruction, in `result`, and
+        who wrote it; None (and why, in `analysis_fallback`) when there is no analyst or it failed."""
         if self.analyst is None:
-            return False
+            return None
         try:
             analysis, call = await self.analyst.analyse(photo, instruction)
         except AppError as exc:
             result["analysis_fallback"] = f"{exc.error_code}: {exc.message}"[:300]
-            return False
-        result.update(
-            edit_prompt=analysis.improved_prompt,
-            writer=self.analyst.name,
-            analysis={**analysis.model_dump(), **call},
-        )
-        return True
+            return None
+        result.update(edit_prompt=analysis.improved_prompt, analysis={**analysis.model_dump(), **call})
+        return self.analyst.name
 
     async def _restore(self, edited: BackendImage, result: dict[str, Any]) -> BackendImage:
         """The edit with restored faces, or the edit itself when restoration fails (recorded)."""
