@@ -43,9 +43,10 @@ class EditNotSupported(ConfigurationError):
     default_message = "The image backend cannot edit an image."
 
 
-class ComposeNotSupported(ConfigurationError):
+class ComposeNotSupported(EditNotSupported):
+    """A composition (several input images made into one) asked of a backend that takes one image at most."""
+
     default_code = "COMPOSE_NOT_SUPPORTED"
-    default_message = "The image backend cannot compose several images into one."
 
 
 class BackendImage(BaseModel):

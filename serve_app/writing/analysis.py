@@ -61,14 +61,11 @@ class EditAnalysisConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    model: str = Field(default="gemini-2.5-flash", description="A Gemini model that reads images, answers JSON.")
     provider: Literal["gemini", "off"] = Field(
         default="gemini",
         description="gemini: the image and the instruction go to Gemini (backends.gemini's URL and key, "
         "$GEMINI_API_KEY) when the instruction is rewritten; off, or no key: the text-only rewrite.",
-    )
-    model: str = Field(
-        default="gemini-2.5-flash",
-        description="A Gemini model that reads images and answers structured JSON.",
     )
 
 

@@ -13,21 +13,15 @@ import httpx
 import pytest
 from PIL import Image
 
-from testbed.stubs.provider_base import multipart_all
+from testbed.stubs.provider_base import make_png, multipart_all
 from testbed.webhook_receiver import WebhookReceiver
 from tests.integration.conftest import ServeApp, wait_for_task
 
 pytestmark = pytest.mark.integration
 
 
-def _photo(width: int, height: int, color: tuple[int, int, int]) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(out, format="PNG")
-    return out.getvalue()
-
-
-PERSON = _photo(48, 80, (210, 160, 130))
-GARMENT = _photo(40, 40, (30, 60, 190))
+PERSON = make_png(48, 80, (210, 160, 130))
+GARMENT = make_png(40, 40, (30, 60, 190))
 FILES = {"person_image": ("me.png", PERSON, "image/png"), "garment_image": ("dress.png", GARMENT, "image/png")}
 
 
@@ -100,7 +94,7 @@ def _rewritten_edit(client: httpx.Client, instruction: str, width: int, height: 
     response = client.post(
         "/v1/edits",
         data={"instruction": instruction, "rewrite": "true", "num_inference_steps": "2"},
-        files={"image": ("desk.png", _photo(width, height, (180, 120, 60)), "image/png")},
+        files={"image": ("desk.png", make_png(width, height, (180, 120, 60)), "image/png")},
     )
     assert response.status_code == 200, response.text
     return dict(response.json())

@@ -34,7 +34,7 @@ from serve_app.backends.registry import REGISTERED
 from serve_app.errors import AppError, UpstreamError
 from serve_app.stages import GenerationSpec
 from testbed.stubs.fake_clock import FakeClock
-from testbed.stubs.provider_base import BackendCase, backend_case
+from testbed.stubs.provider_base import BackendCase, backend_case, make_png
 
 
 def test_every_registered_backend_has_a_stub_that_speaks_its_wire_format() -> None:
@@ -159,9 +159,7 @@ async def test_the_rate_limiter_spaces_calls(case, stub, clock, keyed) -> None:
 
 
 def _edit_spec() -> GenerationSpec:
-    out = io.BytesIO()
-    Image.new("RGB", (64, 48), (200, 120, 40)).save(out, format="PNG")
-    return _spec(prompt="make the lighting warmer", init_image_png=out.getvalue(), image_guidance_scale=1.5)
+    return _spec(prompt="make the lighting warmer", init_image_png=make_png(64, 48), image_guidance_scale=1.5)
 
 
 def _image_backend(case: BackendCase, stub, clock: FakeClock) -> CloudBackend:
@@ -197,21 +195,12 @@ async def test_an_editor_sends_the_image_and_answers_the_edit(case, stub, clock,
         case.check_edit(stub, spec)
 
 
-async def test_a_backend_that_cannot_edit_refuses_before_any_request(case, stub, clock, keyed) -> None:
-    if REGISTERED[case.name].edits:
-        pytest.skip(f"{case.name} edits (the test above holds it to that)")
-    with pytest.raises(EditNotSupported):
-        await _backend(case, stub, clock).generate(_edit_spec())
-    assert stub.requests == []
-
-
 # -- compositions: what the compose chain may name ------------------------------------------------
 
 
 def _compose_spec() -> GenerationSpec:
-    out = io.BytesIO()
-    Image.new("RGB", (32, 32), (20, 40, 200)).save(out, format="PNG")
-    return _edit_spec().model_copy(update={"reference_images_png": [out.getvalue()], "image_guidance_scale": None})
+    garment = make_png(32, 32, (20, 40, 200))
+    return _edit_spec().model_copy(update={"reference_images_png": [garment], "image_guidance_scale": None})
 
 
 async def test_a_composer_sends_every_image_and_answers_one(case, stub, clock, keyed) -> None:
@@ -224,9 +213,11 @@ async def test_a_composer_sends_every_image_and_answers_one(case, stub, clock, k
         assert _sent(stub, sent), "an image of the composition never reached the provider"
 
 
-async def test_a_backend_that_cannot_compose_refuses_before_any_request(case, stub, clock, keyed) -> None:
-    if REGISTERED[case.name].composes:
-        pytest.skip(f"{case.name} composes (the test above holds it to that)")
-    with pytest.raises(ComposeNotSupported):
-        await _image_backend(case, stub, clock).generate(_compose_spec())
-    assert stub.requests == []
+@pytest.mark.parametrize(("can", "error"), [("edits", EditNotSupported), ("composes", ComposeNotSupported)])
+async def test_a_backend_refuses_what_it_cannot_do_before_any_request(case, stub, clock, keyed, can, error) -> None:
+    """An edit asked of a backend that cannot edit, a composition of one that cannot compose."""
+    if getattr(REGISTERED[case.name], can):
+        pytest.skip(f"{case.name} {can} (the tests above hold it to that)")
+    with pytest.raises(error) as caught:
+        await _image_backend(case, stub, clock).generate(_edit_spec() if can == "edits" else _compose_spec())
+    assert type(caught.value) is error and stub.requests == []

@@ -9,14 +9,12 @@ openai_stub.py: /v1/images/edits with both as `image[]` parts).
 from __future__ import annotations
 
 import base64
-import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 from pydantic import ValidationError
 
 from serve_app.api.deps import IngressContext
@@ -30,18 +28,12 @@ from testbed.stubs.gemini_stub import KEY as GEMINI_KEY
 from testbed.stubs.gemini_stub import GeminiStub
 from testbed.stubs.openai_stub import KEY as OPENAI_KEY
 from testbed.stubs.openai_stub import OpenAIStub
+from testbed.stubs.provider_base import make_png
 from tests.support.http_server import StaticServer
 from tests.support.ingress import ingress_context
 
-
-def _png(width: int, height: int, color: tuple[int, int, int]) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(out, format="PNG")
-    return out.getvalue()
-
-
-PERSON = _png(60, 90, (200, 150, 120))
-GARMENT = _png(40, 40, (20, 40, 200))
+PERSON = make_png(60, 90, (200, 150, 120))
+GARMENT = make_png(40, 40, (20, 40, 200))
 
 
 @pytest.fixture

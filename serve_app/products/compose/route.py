@@ -105,12 +105,10 @@ _ERRORS[503] = {
     "OPENAI_API_KEY); or the queue is full (QUEUE_FULL, retry after Retry-After seconds)."
 }
 
+_MEDIA = {"multipart/form-data": "ComposeRequest", "application/json": "ComposeUrlsRequest"}
 _BODY = {
     "required": True,
-    "content": {
-        "multipart/form-data": {"schema": {"$ref": "#/components/schemas/ComposeRequest"}},
-        "application/json": {"schema": {"$ref": "#/components/schemas/ComposeUrlsRequest"}},
-    },
+    "content": {media: {"schema": {"$ref": f"#/components/schemas/{name}"}} for media, name in _MEDIA.items()},
 }
 
 

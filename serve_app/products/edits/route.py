@@ -71,9 +71,7 @@ class EditForm(BaseModel):
     height: OptInt = Field(default=None, description="Output height; with width. Default: the image's aspect ratio.")
     width: OptInt = None
     rewrite: bool | None = Field(
-        default=None,
-        description="Rewrite the instruction into an English edit prompt first: by Gemini from the image and the "
-        "instruction together when configured (edits.analysis), else by the prompt writer.",
+        default=None, description="Rewrite the instruction into an English edit prompt first (edits.analysis)."
     )
     restore_faces: bool | None = Field(
         default=None, description="Restore faces after the edit (GFPGAN through Replicate, when configured)."
