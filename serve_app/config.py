@@ -12,34 +12,45 @@ from typing import Any, Self
 from pydantic import Field, create_model, model_validator
 
 from serve_app.args import CoreArgs
-from serve_app.backends.config import chain_entry, edit_backends
+from serve_app.backends.config import chain_entry, compose_backends, edit_backends
 from serve_app.products.registry import PRODUCTS
 
 CHAINS = tuple(chain for product in PRODUCTS for chain in product.chains)
-EDIT_CHAINS = tuple(chain for product in PRODUCTS for chain in product.edit_chains)
+DEFAULT_CHAINS = {chain: list(entries) for product in PRODUCTS for chain, entries in product.default_chains.items()}
+#: The chains whose every backend must be able to do something: (chains, the backends that can, what).
+CAPABLE_CHAINS = (
+    (tuple(chain for product in PRODUCTS for chain in product.edit_chains), edit_backends, "edit an image"),
+    (
+        tuple(chain for product in PRODUCTS for chain in product.compose_chains),
+        compose_backends,
+        "compose several images into one",
+    ),
+)
 
 
 class _ProductArgs(CoreArgs):
     @model_validator(mode="after")
     def _chains_are_products(self) -> Self:
         """Every backends.chains / backends.experiments entry names a product's chain, every
-        product's chain exists (the local Generator by default), and an edit chain can edit."""
+        product's chain exists (its product's default, else the local Generator), and an edit
+        (compose) chain's backends can edit (compose)."""
         backends = self.backends
         for section, named in (("chains", backends.chains), ("experiments", backends.experiments)):
             for product in named:
                 if product not in CHAINS:
                     raise ValueError(f"backends.{section}: unknown product {product!r} (known: {', '.join(CHAINS)})")
         for chain in CHAINS:
-            backends.chains.setdefault(chain, ["local"])
-        for product in EDIT_CHAINS:
-            edit_chains = [(f"backends.chains.{product}", backends.chains[product])] + [
-                (f"backends.experiments.{product}.{v.name}", v.chain) for v in backends.experiments.get(product, [])
-            ]
-            editors = edit_backends()
-            for where, chain in edit_chains:
-                cannot = [entry for entry in chain if chain_entry(entry)[0] not in editors]
-                if cannot:
-                    raise ValueError(f"{where}: {cannot} cannot edit an image (edit backends: {', '.join(editors)})")
+            backends.chains.setdefault(chain, list(DEFAULT_CHAINS.get(chain, ["local"])))
+        for products, capable, what in CAPABLE_CHAINS:
+            able = capable()
+            for product in products:
+                chains = [(f"backends.chains.{product}", backends.chains[product])] + [
+                    (f"backends.experiments.{product}.{v.name}", v.chain) for v in backends.experiments.get(product, [])
+                ]
+                for where, chain in chains:
+                    cannot = [entry for entry in chain if chain_entry(entry)[0] not in able]
+                    if cannot:
+                        raise ValueError(f"{where}: {cannot} cannot {what} (backends that can: {', '.join(able)})")
         return self
 
 

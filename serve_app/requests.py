@@ -235,6 +235,10 @@ class ResolvedGenerate(BaseModel):
         description="The API the task was submitted on: its webhook is in that API's shape (`seed`: the seed's "
         "flat shape, for POST /generate).",
     )
+    more_input_keys: list[str] = Field(
+        default_factory=list,
+        description="The task's input images after its photo, stored at intake (the compose product's garment).",
+    )
     product: Any = Field(
         default=None,
         description="The product's own payload model (scene, placeholders, textures, edit), for the products "

@@ -55,6 +55,11 @@ class GenerationSpec(BaseModel):
     seed: int
     strength: float = 0.75
     init_image_png: bytes | None = Field(default=None, description="img2img source; txt2img when None.")
+    reference_images_png: list[bytes] = Field(
+        default_factory=list,
+        description="More input images after init_image_png, for a multi-image composition (the compose chain: "
+        "a garment put on the person of init_image_png); only backends registered with composes=True take them.",
+    )
     lora_name: str | None = None
     lora_scale: float = 1.0
     tileable: bool = Field(default=False, description="Seamless tiling: circular padding in the UNet and VAE.")

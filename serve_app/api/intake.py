@@ -5,6 +5,7 @@ and handing it to a runner, the webhook check, and the OpenAPI patches of the sh
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import uuid
 from collections.abc import Callable
@@ -18,18 +19,16 @@ from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve_app.api.auth import Caller, CallerDep
-from serve_app.api.budgets import header_pixels
 from serve_app.api.deps import Ctx, IdempotencyKey, IngressContext
 from serve_app.api.errors import validation_error
+from serve_app.api.photos import Photo, decoded_size, take_in_image, take_in_photo
 from serve_app.api.schemas import ErrorResponse
 from serve_app.api.views import request_fingerprint
 from serve_app.api.waiting import PreferHeader, respond_or_wait
-from serve_app.errors import ImageFetchFailed, InvalidInput, NotFound, PayloadTooLarge
-from serve_app.images import decode_image, decode_image_and_format, stored_photo
-from serve_app.net import acheck_url, fetch_bytes
+from serve_app.errors import InvalidInput, PayloadTooLarge
+from serve_app.net import acheck_url
 from serve_app.presets import GenerationLimits
 from serve_app.requests import ResolvedGenerate
-from serve_app.storage.base import make_key
 from serve_app.tasks import TaskRecord
 from serve_app.tasks.store import Admission
 
@@ -182,28 +181,42 @@ def image_form(
     return {**form, "examples": examples} if examples else form
 
 
-async def read_image_form(
-    request: Request, ctx: IngressContext, take: Any, refused: dict[str, str] | None = None
-) -> tuple[dict[str, str], bytes]:
-    """A multipart form with one image in the file part `image` (or `image[]`): its text fields
-    (each at most once; empty ones left out) and the image's bytes, read within the upload limit.
-    File parts named in `refused` are refused with their reason."""
+async def form_parts(
+    request: Request, ctx: IngressContext, take: Any, *, uploads: int, what: str
+) -> tuple[dict[str, str], list[tuple[str, bytes]]]:
+    """A multipart form of at most `uploads` images: its text fields (each at most once; empty
+    ones left out) and its file parts (name, bytes) in order, read within the upload limit. Not
+    multipart is INVALID_INPUT asking for `what`."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "multipart/form-data":
-        raise InvalidInput("Send multipart/form-data with the image in the file part `image`.")
-    limit = ctx.limits.max_upload_bytes + FORM_OVERHEAD
+        raise InvalidInput(f"Send multipart/form-data with {what}.")
+    limit = ctx.limits.max_upload_bytes * uploads + FORM_OVERHEAD
     request._body = await read_body(request, limit, take)  # type: ignore[attr-defined]
     form = await read_form(request, max_files=4, max_fields=32)
     fields: dict[str, str] = {}
-    images: list[bytes] = []
+    files: list[tuple[str, bytes]] = []
     for key, value in form.multi_items():
         if isinstance(value, str):
             if key in fields:
                 raise refuse(f"{key}: given more than once.", key)
             if value != "":
                 fields[key] = value
-        elif key in ("image", "image[]"):
-            images.append(await value.read())
+        else:
+            files.append((key, await value.read()))
+    return fields, files
+
+
+async def read_image_form(
+    request: Request, ctx: IngressContext, take: Any, refused: dict[str, str] | None = None
+) -> tuple[dict[str, str], bytes]:
+    """A multipart form with one image in the file part `image` (or `image[]`): its text fields
+    (each at most once; empty ones left out) and the image's bytes, read within the upload limit.
+    File parts named in `refused` are refused with their reason."""
+    fields, files = await form_parts(request, ctx, take, uploads=1, what="the image in the file part `image`")
+    images: list[bytes] = []
+    for key, data in files:
+        if key in ("image", "image[]"):
+            images.append(data)
         elif refused is not None and key in refused:
             raise refuse(f"{key}: not supported{'; ' + refused[key] if refused[key] else ''}.", key)
         else:
@@ -227,12 +240,7 @@ async def image_request(
         form = model.model_validate(fields)
     except ValidationError as exc:
         raise validation_error(list(exc.errors())) from exc
-    limits = ctx.limits
-    async with ctx.pixels.hold(header_pixels(upload)):  # the decoded image is dropped before any wait
-        image = await asyncio.to_thread(decode_image, upload, limits.max_image_pixels, limits.max_upload_bytes)
-        size = image.size
-        del image
-    return form, upload, size
+    return form, upload, await decoded_size(ctx, upload)  # the decoded image is dropped before any wait
 
 
 def refuse(message: str, param: str) -> InvalidInput:
@@ -252,49 +260,6 @@ def auto_size(image_size: tuple[int, int], ctx: IngressContext) -> tuple[int, in
         return max(limits.min_side, min(limits.max_side, int(round(value * scale / 8)) * 8))
 
     return side(width), side(height)
-
-
-async def photo_bytes(ctx: IngressContext, url: str, owner: str | None = None) -> bytes:
-    """The bytes behind an image URL: fetched (SSRF-guarded), or an `s3://` object of the bucket,
-    only under the `owner`'s own folder of the input prefixes when one is given (keys on)."""
-    if url.startswith("s3://"):
-        from serve_app.storage.s3 import S3ImageStore
-
-        if not isinstance(ctx.images, S3ImageStore):
-            raise InvalidInput("initial_image_url: s3:// URLs need the S3 storage backend.")
-        try:
-            return await ctx.images.get_s3_url(url, max_bytes=ctx.limits.max_upload_bytes, owner=owner)
-        except NotFound as exc:
-            raise ImageFetchFailed("initial_image_url: no such object in the bucket.") from exc
-    policy = ctx.args.fetch.model_copy(update={"max_bytes": ctx.limits.max_upload_bytes})
-    return await fetch_bytes(url, policy)
-
-
-async def take_in_photo(
-    ctx: IngressContext, request: ResolvedGenerate, upload: bytes | None, owner: str | None = None
-) -> tuple[str | None, str | None]:
-    """Fetch or receive the photo, decode and bound it, store it (as sent when PNG, JPEG or WEBP,
-    else as PNG) under the request's user: (input_key, initial_image_url). `owner`: the caller's
-    storage owner with keys on, whose folder an `s3://` URL must name."""
-    if request.initial_image_url and upload is not None:
-        raise InvalidInput("Give initial_image_url or an uploaded image, not both.")
-    if not request.initial_image_url and upload is None:
-        return None, None
-    limits = ctx.limits
-    with ctx.uploads.hold() as take:  # fetched bytes count against the upload budget, as uploads do
-        if upload is None:
-            take(limits.max_upload_bytes)  # what the fetch may bring, reserved before it starts
-        data = upload if upload is not None else await photo_bytes(ctx, request.initial_image_url or "", owner)
-        async with ctx.pixels.hold(header_pixels(data)):
-            image, fmt = await asyncio.to_thread(
-                decode_image_and_format, data, limits.max_image_pixels, limits.max_upload_bytes
-            )
-            stored, ext, media_type = await asyncio.to_thread(stored_photo, data, image, fmt)
-            del image
-        del data
-    key = make_key(request.user_id, ext=ext)
-    stored_url = await ctx.images.put(key, stored, content_type=media_type)
-    return key, request.initial_image_url or stored_url
 
 
 def admission_for(ctx: IngressContext, caller: Caller) -> Admission:
@@ -326,16 +291,20 @@ async def accept_task(
     resolved: ResolvedGenerate,
     upload: bytes | None,
     idempotency_key: str | None,
+    more: tuple[Photo, ...] = (),
 ) -> tuple[TaskRecord, bool]:
     """Record a validated request as a task of `kind` and hand it to a runner: (record, created).
 
     Idempotent per Idempotency-Key (the same key and body answer with the first task, another body
     is a 409), shed by admission before the photo is taken in, admitted again inside the insert.
+    `more`: input images after the photo (the compose product's garment), taken in after it; their
+    keys go in `resolved.more_input_keys`, and with the task's objects (the retention sweep).
     """
     # 1. Idempotency: keys are scoped to the API key (auth on) or the user id, so callers never see
     #    each other's.
     body = req.model_dump(mode="json")
-    fingerprint = request_fingerprint(body if kind == "desk" else {"kind": kind, **body}, upload or b"")
+    uploads = (upload or b"") + b"".join(hashlib.sha256(photo.upload or b"").digest() for photo in more)
+    fingerprint = request_fingerprint(body if kind == "desk" else {"kind": kind, **body}, uploads)
     scope = f"key:{caller.key_id}" if caller.key_id else resolved.user_id
     scoped_key = f"{scope}:{idempotency_key}" if idempotency_key else None
     if scoped_key:
@@ -350,6 +319,9 @@ async def accept_task(
     # 3. Take the photo in (nothing a user sent is lost), then record the task and hand it off;
     #    the insert checks admission again, serialised with every other submit.
     input_key, initial_image_url = await take_in_photo(ctx, resolved, upload, caller.owner)
+    more_keys = [(await take_in_image(ctx, resolved.user_id, p.upload, p.url, caller.owner))[0] for p in more]
+    if more_keys:
+        resolved = resolved.model_copy(update={"more_input_keys": more_keys})
     task_id = uuid.uuid4().hex
     record, _ = await asyncio.to_thread(
         lambda: ctx.tasks.create(
@@ -357,6 +329,7 @@ async def accept_task(
             kind=kind,
             request=resolved.model_dump(mode="json"),
             input_key=input_key,
+            more_keys=more_keys,
             initial_image_url=initial_image_url,
             webhook_url=resolved.webhook_url,
             idempotency_key=scoped_key,
@@ -385,9 +358,14 @@ class Submission:
     prefer: str | None
 
     async def accept(
-        self, kind: str, req: BaseModel, resolved: ResolvedGenerate, upload: bytes | None = None
+        self,
+        kind: str,
+        req: BaseModel,
+        resolved: ResolvedGenerate,
+        upload: bytes | None = None,
+        more: tuple[Photo, ...] = (),
     ) -> TaskRecord:
-        """The webhook check, then `accept_task` (idempotency, admission, the photo, the insert)."""
+        """The webhook check, then `accept_task` (idempotency, admission, the photos, the insert)."""
         await check_webhook(self.ctx, resolved)
         record, _ = await accept_task(
             self.ctx,
@@ -397,6 +375,7 @@ class Submission:
             resolved=resolved,
             upload=upload,
             idempotency_key=self.idempotency_key,
+            more=more,
         )
         return record
 

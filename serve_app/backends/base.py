@@ -43,6 +43,12 @@ class EditNotSupported(ConfigurationError):
     default_message = "The image backend cannot edit an image."
 
 
+class ComposeNotSupported(EditNotSupported):
+    """A composition (several input images made into one) asked of a backend that takes one image at most."""
+
+    default_code = "COMPOSE_NOT_SUPPORTED"
+
+
 class BackendImage(BaseModel):
     """One image a backend made."""
 
@@ -137,6 +143,15 @@ def check_pixels(size: tuple[int, int], provider: str, max_pixels: int) -> None:
             f"{provider} answered a {width}x{height} image; at most {max_pixels} pixels are accepted.",
             error_code="UPSTREAM_BAD_RESPONSE",
         )
+
+
+def image_mime(data: bytes) -> str:
+    """The media type of input image bytes (PNG, JPEG or WEBP: what the app stores), from their magic numbers."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return "image/png"
 
 
 def ignored_fields(spec: GenerationSpec, honoured: set[str]) -> list[str]:

@@ -17,6 +17,7 @@ from serve_app.backends.base import (
     BackendImage,
     BackendNotConfigured,
     BackendStatus,
+    ComposeNotSupported,
     EditNotSupported,
     ImageBackend,
     OnStep,
@@ -24,7 +25,7 @@ from serve_app.backends.base import (
     to_png,
 )
 from serve_app.backends.http import Clock, ProviderHTTP, Sleep
-from serve_app.backends.provider import CloudBackendConfig
+from serve_app.backends.provider import CloudBackendConfig, missing_keys
 from serve_app.errors import AppError
 from serve_app.net import FetchPolicy
 from serve_app.stages import GenerationSpec
@@ -48,6 +49,7 @@ class CloudBackend(ImageBackend):
     label: str  # the provider's name in messages, e.g. "OpenAI"
     honoured: frozenset[str] = frozenset()  # GenerationSpec fields the provider honours (see ignored_fields)
     edits: bool = False  # whether `_make` can edit the spec's init image by its prompt (the edit chain)
+    composes: bool = False  # whether `_make` takes the spec's reference images too (the compose chain)
 
     def __init__(
         self,
@@ -78,8 +80,7 @@ class CloudBackend(ImageBackend):
     # -- keys --------------------------------------------------------------------------------------
 
     def _missing_keys(self) -> list[str]:
-        names = [self.cfg.api_key_env, *([self.cfg.secret_key_env] if self.cfg.secret_key_env else [])]
-        return [name for name in names if not os.environ.get(name, "").strip()]
+        return missing_keys(self.cfg)
 
     @property
     def api_key(self) -> str:
@@ -124,6 +125,8 @@ class CloudBackend(ImageBackend):
 
     async def generate(self, spec: GenerationSpec, on_step: OnStep | None = None) -> BackendImage:
         self.api_key  # noqa: B018 - a clear configuration error before any request
+        if spec.reference_images_png and not self.composes:
+            raise ComposeNotSupported(f"The {self.label} backend cannot compose several images into one.")
         if spec.init_image_png is not None and not self.edits:
             raise EditNotSupported(f"The {self.label} backend cannot edit an image (it only makes new ones).")
         started = time.perf_counter()

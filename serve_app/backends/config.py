@@ -22,6 +22,11 @@ def edit_backends() -> tuple[str, ...]:
     return ("local", *(name for name, reg in REGISTERED.items() if reg.edits))
 
 
+def compose_backends() -> tuple[str, ...]:
+    """The backends that can compose several images into one (what a compose chain may name)."""
+    return tuple(name for name, reg in REGISTERED.items() if reg.composes)
+
+
 def chain_entry(entry: str) -> tuple[str, str | None]:
     """A chain entry `backend` or `backend:model` (a cloud backend with another model, e.g.
     `huggingface:black-forest-labs/FLUX.1-dev` for textures)."""
@@ -69,7 +74,7 @@ class BackendsConfig(BaseModel):
             "scene_external": ["kling", "local"],
             "article": ["local", "huggingface"],
             "texture": ["local", "huggingface:black-forest-labs/FLUX.1-dev"],
-            "edit": ["local", "openai:gpt-image-1"],
+            "edit": ["local", "gemini", "openai:gpt-image-1"],
         },
         description="Product -> backends tried in order; the next one runs when the one before fails.",
     )

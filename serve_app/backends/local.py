@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-from serve_app.backends.base import BackendImage, BackendStatus, ImageBackend, OnStep
+from serve_app.backends.base import BackendImage, BackendStatus, ComposeNotSupported, ImageBackend, OnStep
 from serve_app.backends.config import LocalBackendConfig
 from serve_app.stages import GenerationOutput, GenerationSpec
 
@@ -34,6 +34,8 @@ class LocalBackend(ImageBackend):
         return BackendStatus(name=self.name, kind="local", model=self.model_id, configured=True)
 
     async def generate(self, spec: GenerationSpec, on_step: OnStep | None = None) -> BackendImage:
+        if spec.reference_images_png:
+            raise ComposeNotSupported("The in-cluster models cannot compose several images into one.")
         started = time.perf_counter()
         output = await self._generate(spec, on_step or _no_progress)
         return self.from_output(output, time.perf_counter() - started)

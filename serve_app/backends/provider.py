@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -39,6 +41,12 @@ class CloudBackendConfig(BaseModel):
         default_factory=dict,
         description="Provider-specific request fields (OpenAI quality, Stability output_format, KLING aspect...).",
     )
+
+
+def missing_keys(cfg: CloudBackendConfig) -> list[str]:
+    """The environment variables the provider's keys live in that are not set (none: configured)."""
+    names = [cfg.api_key_env, *([cfg.secret_key_env] if cfg.secret_key_env else [])]
+    return [name for name in names if not os.environ.get(name, "").strip()]
 
 
 def cloud_config(base_url: str, model: str, key: str, rate: float, price: float, **extra: object) -> CloudBackendConfig:

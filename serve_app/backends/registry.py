@@ -17,18 +17,22 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class Registration:
     """A registered cloud backend: its client class, whether it can edit an image by an
-    instruction (the edit chain), and its default settings."""
+    instruction (the edit chain), whether it can compose several images into one (the compose
+    chain), and its default settings."""
 
     name: str
     cls: Callable[..., Any]
     edits: bool
     defaults: CloudBackendConfig
+    composes: bool = False
 
 
 REGISTERED: dict[str, Registration] = {}
 
 
-def register_backend(name: str, *, defaults: CloudBackendConfig, edits: bool = False) -> Callable[[T], T]:
+def register_backend(
+    name: str, *, defaults: CloudBackendConfig, edits: bool = False, composes: bool = False
+) -> Callable[[T], T]:
     """Register a cloud backend class under `name` (its `backends.<name>:` config section and the
     name chains use)."""
 
@@ -37,7 +41,8 @@ def register_backend(name: str, *, defaults: CloudBackendConfig, edits: bool = F
             raise ValueError(f"image backend {name!r} is registered twice")
         setattr(cls, "name", name)  # noqa: B010 - the class's backend name is its registered one
         setattr(cls, "edits", edits)  # noqa: B010
-        REGISTERED[name] = Registration(name=name, cls=cls, edits=edits, defaults=defaults)  # type: ignore[arg-type]
+        setattr(cls, "composes", composes)  # noqa: B010
+        REGISTERED[name] = Registration(name=name, cls=cls, edits=edits, defaults=defaults, composes=composes)  # type: ignore[arg-type]
         return cls
 
     return register

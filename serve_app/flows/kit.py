@@ -210,6 +210,10 @@ class Run(Generic[P]):
         """The task's input photo (uploaded or fetched at the edge), if it has one."""
         return await self.deps.images.get(self.record.input_key) if self.record.input_key else None
 
+    async def more_input_images(self) -> list[bytes]:
+        """The task's input images after its photo (stored at intake, in the order given)."""
+        return [await self.deps.images.get(key) for key in self.request.more_input_keys]
+
     async def store(self, image: GenerationOutput | BackendImage, metadata: dict[str, Any]) -> GeneratedImage:
         """Encode an image as the request asks and store it with its reproducibility record; both
         keys are kept for the retention sweep."""
@@ -249,7 +253,7 @@ class Run(Generic[P]):
     def outcome(self) -> FlowOutcome:
         """The run's result (with its stage timings) and the objects it stored."""
         self.record_timings()
-        return FlowOutcome(result=self.result, object_keys=self.stored)
+        return FlowOutcome(result=self.result, object_keys=[*self.request.more_input_keys, *self.stored])
 
 
 class Flow(Generic[P]):

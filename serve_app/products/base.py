@@ -5,8 +5,8 @@ config, and `AppArgs` takes its config section, all by iterating the registry.""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from fastapi import APIRouter
@@ -58,6 +58,8 @@ class Product:
     config: ConfigSection | None = None
     chains: tuple[str, ...] = ()  # the backends.chains it owns
     edit_chains: tuple[str, ...] = ()  # those of its chains whose backends must edit an image
+    compose_chains: tuple[str, ...] = ()  # those of its chains whose backends must compose several images
+    default_chains: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # when config names none (else local)
     # More routers, mounted beside `router` (the desk's seed paths). Not one router including the
     # others: an included router does not pickle, and the runner's class carries the registry.
     more_routers: tuple[APIRouter, ...] = ()

@@ -17,6 +17,7 @@ REGISTERED = (
     "articles",
     "edits",
     "textures",
+    "compose",
 )
 
 PRODUCTS: tuple[Product, ...] = tuple(

@@ -1,6 +1,7 @@
 """A local OpenAI Images API (`POST /v1/images/generations`, `POST /v1/images/edits`) for tests.
 
-Edits are multipart/form-data as OpenAI takes them: the `image` file part (a real image), `prompt`,
+Edits are multipart/form-data as OpenAI takes them: the `image` file part (a real image), or for
+gpt-image-1 up to 16 `image[]` parts (a multi-image edit; dall-e-2 takes one image), `prompt`,
 `model` (gpt-image-1 or dall-e-2; dall-e-3 cannot edit), `n`, `size`.
 
 Answers `{created, data: [{b64_json, revised_prompt}], usage?}` as OpenAI does, checks the Bearer
@@ -18,7 +19,7 @@ import time
 
 from PIL import Image
 
-from testbed.stubs.provider_base import BackendCase, ProviderStub, Reply, StubRequest, make_png, multipart
+from testbed.stubs.provider_base import BackendCase, ProviderStub, Reply, StubRequest, make_png, multipart_all
 
 KEY = "sk-test-openai"
 SIZES = {"dall-e-3": {"1024x1024", "1792x1024", "1024x1792"}, "gpt-image-1": {"1024x1024", "1536x1024", "1024x1536"}}
@@ -61,6 +62,9 @@ def openai_error(
 
 
 class OpenAIStub(ProviderStub):
+    def on_reset(self) -> None:
+        self.edited_images: list[bytes] = []  # the images of the last edit, in the order sent
+
     def error_reply(self, mode: str, request: StubRequest) -> Reply:
         return openai_error(*ERRORS[mode])
 
@@ -95,19 +99,26 @@ class OpenAIStub(ProviderStub):
             return self.error_reply("unauthorized", request)
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             return self._invalid("Expected multipart/form-data.", "image")
-        fields, files = multipart(request)
+        fields, parts = multipart_all(request)
         model = fields.get("model", "dall-e-2")
         if model not in ("gpt-image-1", "dall-e-2"):
             return self._invalid(f"Invalid value: '{model}'. Value must be 'dall-e-2' or 'gpt-image-1'.", "model")
         if not fields.get("prompt"):
             return self._invalid("Missing required parameter: 'prompt'.", "prompt")
-        if "image" not in files:
+        images = [data for name, data in parts if name in ("image", "image[]")]
+        if not images:
             return self._invalid("Missing required parameter: 'image'.", "image")
-        try:
-            with Image.open(io.BytesIO(files["image"])) as source:
-                source.verify()
-        except Exception:
-            return self._invalid("Invalid image file or mode for image 1, please check your image file.", "image")
+        if len(images) > (16 if model.startswith("gpt-image") else 1):
+            return self._invalid(f"Too many images for {model}.", "image")
+        for number, data in enumerate(images, 1):
+            try:
+                with Image.open(io.BytesIO(data)) as source:
+                    source.verify()
+            except Exception:
+                return self._invalid(
+                    f"Invalid image file or mode for image {number}, please check your image file.", "image"
+                )
+        self.edited_images = images
         if fields.get("size") not in SIZES.get(model, {"1024x1024", "512x512", "256x256"}):
             return self._invalid(f"'{fields.get('size')}' is not one of the supported sizes for {model}.", "size")
         if mode == "malformed":
@@ -137,4 +148,5 @@ CASE = BackendCase(
     refusal_words="rejected as a result of our safety system",
     api_path="/v1",
     check_request=_check,
+    edit_model="gpt-image-1",
 )

@@ -48,15 +48,21 @@ MODES = (
 
 
 def multipart(request: StubRequest) -> tuple[dict[str, str], dict[str, bytes]]:
-    """A multipart body's text fields and file parts (bytes)."""
+    """A multipart body's text fields and file parts (bytes; the last of a repeated name)."""
+    fields, files = multipart_all(request)
+    return fields, dict(files)
+
+
+def multipart_all(request: StubRequest) -> tuple[dict[str, str], list[tuple[str, bytes]]]:
+    """A multipart body's text fields and every file part (name, bytes), in order (`image[]` repeats)."""
     head = f"Content-Type: {request.headers.get('content-type', '')}\r\n\r\n".encode()
     message = BytesParser(policy=default).parsebytes(head + request.body)
     fields: dict[str, str] = {}
-    files: dict[str, bytes] = {}
+    files: list[tuple[str, bytes]] = []
     for part in message.iter_parts():
         name = str(part.get_param("name", header="content-disposition") or "")
         if part.get_filename() is not None:
-            files[name] = part.get_payload(decode=True) or b""
+            files.append((name, part.get_payload(decode=True) or b""))
         else:
             fields[name] = part.get_content()
     return fields, files
@@ -247,7 +253,9 @@ class BackendCase:
     (`key_var`) first; refusal_words: a phrase from the stub's `bad_request` body that the raised error
     must carry; check_request(stub, spec): asserts on what the stub received for the ok case
     (wire format: path, auth header, body fields); api_path: the API root's path below the stub's
-    base URL (e.g. /v1)."""
+    base URL (e.g. /v1); edit_model: the model an edit is asked of when the default one cannot
+    edit (OpenAI's dall-e-3 cannot, gpt-image-1 can); check_edit(stub, spec): asserts on what the
+    stub received for an edit (a registered `edits=True` backend)."""
 
     name: str
     stub: Callable[[], ProviderStub]
@@ -255,6 +263,8 @@ class BackendCase:
     refusal_words: str
     check_request: Callable[[Any, Any], None]
     api_path: str = ""
+    edit_model: str | None = None
+    check_edit: Callable[[Any, Any], None] | None = None
 
     @property
     def key_var(self) -> str:

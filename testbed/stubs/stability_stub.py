@@ -109,4 +109,5 @@ CASE = BackendCase(
     env={"STABILITY_API_KEY": KEY},
     refusal_words="cannot be empty",
     check_request=_check,
+    edit_model="sd3",
 )

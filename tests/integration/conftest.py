@@ -44,7 +44,7 @@ class ServeApp:
     seaweed: SeaweedServer
     naver: NaverStub
     config: dict[str, Any]
-    providers: dict[str, ProviderStub]  # cloud image provider stubs by backend name (kling, huggingface)
+    providers: dict[str, ProviderStub]  # cloud image provider stubs by backend name (kling, huggingface, gemini)
     metrics_url: str = ""  # Ray's Prometheus endpoint (app and Serve metrics, every 10 s)
 
     def client(self, **kw: Any) -> httpx.Client:
@@ -56,11 +56,12 @@ class ServeApp:
 
 
 def _provider_cases() -> dict[str, BackendCase]:
+    from testbed.stubs.gemini_stub import CASE as GEMINI
     from testbed.stubs.huggingface_stub import CASE as HUGGINGFACE
     from testbed.stubs.kling_stub import CASE as KLING
     from testbed.stubs.openai_stub import CASE as OPENAI
 
-    return {"kling": KLING, "huggingface": HUGGINGFACE, "openai": OPENAI}
+    return {"kling": KLING, "huggingface": HUGGINGFACE, "openai": OPENAI, "gemini": GEMINI}
 
 
 def _backend_args(cases: dict[str, BackendCase], stubs: dict[str, ProviderStub]) -> dict[str, Any]:
@@ -114,6 +115,8 @@ def _test_config(
                 "scene_external": ["kling", "local"],
                 "article": ["local"],
                 "edit": ["local", "openai:gpt-image-1"],  # edits: the Editor, OpenAI's edits (its stub) on failure
+                # Compose: Gemini (its stub), OpenAI's multi-image edit (its stub) when it fails.
+                "compose": ["gemini", "openai:gpt-image-1"],
             },
         },
     )

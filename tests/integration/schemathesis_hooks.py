@@ -42,6 +42,7 @@ WAITING_ROUTES = (
     *SCENE_ROUTES,
     "/v1/textures",
     "/v1/edits",
+    "/api/compose-dress",
 )  # answer when done unless asked for the task at once
 TASK_ROUTES = ("/v1/generate", "/generate", "/v1/articles/images", *WAITING_ROUTES)  # /generate: the seed's, 200
 

@@ -5,7 +5,11 @@ class and the environment its key lives in. What must hold for all of them: a PN
 it, how long and what it cost; a missing key is BACKEND_NOT_CONFIGURED before any request; a
 rejected key is BACKEND_AUTH_FAILED and not retried; 429 and 503 are retried with backoff that
 honours Retry-After, a bounded number of times; a refusal is UPSTREAM_REJECTED with the
-provider's own words; a body that is not the API's is UPSTREAM_BAD_RESPONSE. Sleeps and the
+provider's own words; a body that is not the API's is UPSTREAM_BAD_RESPONSE. A backend
+registered as an editor (`edits=True`, the edit chain) sends the image it edits and answers the
+edited one; any other refuses an edit with EDIT_NOT_SUPPORTED before any request. Likewise a
+composer (`composes=True`, the compose chain) sends every image, and any other refuses with
+COMPOSE_NOT_SUPPORTED before any request. Sleeps and the
 rate limiter run on a fake clock, so nothing here waits.
 """
 
@@ -17,14 +21,20 @@ from collections.abc import Iterator
 import pytest
 from PIL import Image
 
-from serve_app.backends.base import BackendAuthFailed, BackendNotConfigured
+from serve_app.backends.base import (
+    BackendAuthFailed,
+    BackendImage,
+    BackendNotConfigured,
+    ComposeNotSupported,
+    EditNotSupported,
+)
 from serve_app.backends.cloud import CloudBackend
 from serve_app.backends.config import BackendsConfig  # noqa: F401 - imports (registers) every backend
 from serve_app.backends.registry import REGISTERED
 from serve_app.errors import AppError, UpstreamError
 from serve_app.stages import GenerationSpec
 from testbed.stubs.fake_clock import FakeClock
-from testbed.stubs.provider_base import BackendCase, backend_case
+from testbed.stubs.provider_base import BackendCase, backend_case, make_png
 
 
 def test_every_registered_backend_has_a_stub_that_speaks_its_wire_format() -> None:
@@ -142,3 +152,71 @@ async def test_the_rate_limiter_spaces_calls(case, stub, clock, keyed) -> None:
     for _ in range(3):
         await backend.generate(_spec())
     assert sum(s for s in clock.sleeps if s > 0) >= 20 - 1e-6
+
+
+# -- edits: what the edit chain may name ------------------------------------------------------------
+
+
+def _edit_spec() -> GenerationSpec:
+    return _spec(prompt="make the lighting warmer", init_image_png=make_png(64, 48), image_guidance_scale=1.5)
+
+
+def _image_backend(case: BackendCase, stub, clock: FakeClock) -> CloudBackend:
+    """The backend with the model that takes images (the case's edit_model, where its default does not)."""
+    return _backend(case, stub, clock, **({"model": case.edit_model} if case.edit_model else {}))
+
+
+async def _made_png(backend: CloudBackend, spec: GenerationSpec) -> BackendImage:
+    """What the backend made for `spec`, checked to be a PNG it says it made."""
+    image = await backend.generate(spec)
+    with Image.open(io.BytesIO(image.image_png)) as decoded:
+        assert decoded.format == "PNG" and decoded.width > 0
+    assert image.backend == backend.name
+    return image
+
+
+def _sent(stub, data: bytes) -> bool:
+    """Whether some request the stub received carries `data`, raw (a multipart file) or base64."""
+    import base64
+
+    encoded = base64.b64encode(data)
+    return any(data in request.body or encoded in request.body for request in stub.requests)
+
+
+async def test_an_editor_sends_the_image_and_answers_the_edit(case, stub, clock, keyed) -> None:
+    if not REGISTERED[case.name].edits:
+        pytest.skip(f"{case.name} does not edit (the next test holds it to that)")
+    spec = _edit_spec()
+    image = await _made_png(_image_backend(case, stub, clock), spec)
+    assert "init_image" not in image.ignored
+    assert _sent(stub, spec.init_image_png or b""), "the image to edit never reached the provider"
+    if case.check_edit is not None:
+        case.check_edit(stub, spec)
+
+
+# -- compositions: what the compose chain may name ------------------------------------------------
+
+
+def _compose_spec() -> GenerationSpec:
+    garment = make_png(32, 32, (20, 40, 200))
+    return _edit_spec().model_copy(update={"reference_images_png": [garment], "image_guidance_scale": None})
+
+
+async def test_a_composer_sends_every_image_and_answers_one(case, stub, clock, keyed) -> None:
+    if not REGISTERED[case.name].composes:
+        pytest.skip(f"{case.name} does not compose (the next test holds it to that)")
+    spec = _compose_spec()
+    await _made_png(_image_backend(case, stub, clock), spec)
+    assert len(stub.requests) == 1
+    for sent in (spec.init_image_png or b"", *spec.reference_images_png):
+        assert _sent(stub, sent), "an image of the composition never reached the provider"
+
+
+@pytest.mark.parametrize(("can", "error"), [("edits", EditNotSupported), ("composes", ComposeNotSupported)])
+async def test_a_backend_refuses_what_it_cannot_do_before_any_request(case, stub, clock, keyed, can, error) -> None:
+    """An edit asked of a backend that cannot edit, a composition of one that cannot compose."""
+    if getattr(REGISTERED[case.name], can):
+        pytest.skip(f"{case.name} {can} (the tests above hold it to that)")
+    with pytest.raises(error) as caught:
+        await _image_backend(case, stub, clock).generate(_edit_spec() if can == "edits" else _compose_spec())
+    assert type(caught.value) is error and stub.requests == []

@@ -1,4 +1,5 @@
-"""Gemini beyond the contract: Google's invalid-key answer (a 400) and a prompt blocked for safety."""
+"""Gemini beyond the contract: Google's invalid-key answer (a 400), a prompt blocked for safety, and
+Gemini as an edit backend (the shipped edit chain, a JPEG sent as one)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,41 @@ async def test_a_blocked_prompt_is_refused_with_the_reason(monkeypatch: pytest.M
         aspect = stub.requests[-1].json()["generationConfig"]["imageConfig"]["aspectRatio"]
     assert caught.value.error_code == "UPSTREAM_REJECTED" and "SAFETY" in caught.value.message
     assert aspect == "16:9"
+
+
+# -- Gemini in the edit chain --------------------------------------------------------------------------
+
+
+def test_the_shipped_edit_chain_tries_gemini_after_the_editor() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from serve_app.backends.config import BackendsConfig, edit_backends
+    from serve_app.config import AppArgs
+
+    config = yaml.safe_load((Path(__file__).parents[2] / "serve_config.yaml").read_text())
+    args = AppArgs.model_validate(config["applications"][0]["args"])
+    assert args.backends.chains["edit"] == ["local", "gemini", "openai:gpt-image-1"]
+    assert BackendsConfig().chains["edit"] == ["local", "gemini", "openai:gpt-image-1"]
+    assert "gemini" in edit_backends()
+
+
+async def test_an_edit_of_a_jpeg_sends_it_as_image_jpeg(monkeypatch: pytest.MonkeyPatch) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    monkeypatch.setenv("GEMINI_API_KEY", KEY)
+    out = io.BytesIO()
+    Image.new("RGB", (80, 48), (10, 20, 30)).save(out, format="JPEG")
+    spec = SPEC.model_copy(update={"init_image_png": out.getvalue(), "image_guidance_scale": 1.5})
+    clock = FakeClock()
+    with GeminiStub() as stub:
+        made = await GeminiBackend(CASE.config(stub.base_url), clock=clock, sleep=clock.sleep).generate(spec)
+        image = stub.requests[-1].json()["contents"][0]["parts"][1]["inlineData"]
+    assert image["mimeType"] == "image/jpeg" and base64.b64decode(image["data"]) == out.getvalue()
+    with Image.open(io.BytesIO(made.image_png)) as answered:
+        assert answered.size == (80, 48)  # the stub edits the image it was sent
+    assert made.backend == "gemini" and "init_image" not in made.ignored and "image_guidance_scale" in made.ignored

@@ -1,13 +1,15 @@
-"""Gemini image generation (https://ai.google.dev/gemini-api/docs/image-generation).
+"""Gemini image generation and editing (https://ai.google.dev/gemini-api/docs/image-generation).
 
 `POST {base_url}/v1beta/models/{model}:generateContent` with the key in `x-goog-api-key` and
-`{"contents": [{"parts": [{"text": prompt}]}], "generationConfig": {"responseModalities":
-["TEXT", "IMAGE"], "imageConfig": {"aspectRatio": ...}}}`. The image comes back as a part with
-`inlineData {mimeType, data (base64)}` in `candidates[0].content.parts`. No image part means
-Gemini declined: `promptFeedback.blockReason` or the candidate's `finishReason` (SAFETY,
-PROHIBITED_CONTENT, ...) says why (UPSTREAM_REJECTED). Errors are Google's `{"error": {code,
-message, status}}`; an invalid key is a 400 INVALID_ARGUMENT whose details say API_KEY_INVALID,
-reported as a rejected key like a 401/403.
+`{"contents": [{"role": "user", "parts": [{"text": prompt}, ...]}], "generationConfig":
+{"responseModalities": ["TEXT", "IMAGE"], "imageConfig": {"aspectRatio": ...}}}`. An edit (the
+edit chain: a spec with an init image) sends the image as an `inlineData {mimeType, data
+(base64)}` part after the instruction; a composition (the compose chain) sends every image, the
+init image first. The image comes back as a part with `inlineData {mimeType, data (base64)}` in
+`candidates[0].content.parts`. No image part means Gemini declined: `promptFeedback.blockReason`
+or the candidate's `finishReason` (SAFETY, PROHIBITED_CONTENT, ...) says why (UPSTREAM_REJECTED).
+Errors are Google's `{"error": {code, message, status}}`; an invalid key is a 400
+INVALID_ARGUMENT whose details say API_KEY_INVALID, reported as a rejected key like a 401/403.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from serve_app.backends.base import BackendAuthFailed
+from serve_app.backends.base import BackendAuthFailed, image_mime
 from serve_app.backends.cloud import CloudBackend, Made, nearest_aspect_ratio
 from serve_app.backends.http import bad_response
 from serve_app.backends.provider import cloud_config
@@ -39,6 +41,7 @@ ASPECT_RATIOS = {
     "16:9": 16 / 9,
     "21:9": 21 / 9,
 }
+LABEL = "Gemini"
 
 
 def invalid_key(response: httpx.Response) -> bool:
@@ -51,15 +54,39 @@ def invalid_key(response: httpx.Response) -> bool:
     return any(isinstance(d, dict) and d.get("reason") == "API_KEY_INVALID" for d in details)
 
 
+def inline_image(data: bytes) -> dict[str, Any]:
+    """An image as a request part: `{"inlineData": {"mimeType", "data" (base64)}}`."""
+    return {"inlineData": {"mimeType": image_mime(data), "data": base64.b64encode(data).decode("ascii")}}
+
+
+def candidate_parts(answer: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A generateContent answer's first candidate and its parts; UPSTREAM_REJECTED when the prompt
+    was blocked, UPSTREAM_BAD_RESPONSE when the body is not the API's."""
+    if not isinstance(answer, dict):
+        raise bad_response(LABEL, "a body that is not an object")
+    blocked = (answer.get("promptFeedback") or {}).get("blockReason")
+    if blocked:
+        raise UpstreamError(f"Gemini blocked the prompt ({blocked}).", error_code="UPSTREAM_REJECTED")
+    candidates = answer.get("candidates")
+    if not isinstance(candidates, list) or not candidates:
+        raise bad_response(LABEL, "a body without candidates")
+    candidate = candidates[0] if isinstance(candidates[0], dict) else {}
+    parts = (candidate.get("content") or {}).get("parts") or []
+    return candidate, [part for part in parts if isinstance(part, dict)] if isinstance(parts, list) else []
+
+
 DEFAULTS = cloud_config(
     "https://generativelanguage.googleapis.com", "gemini-2.5-flash-image", "GEMINI_API_KEY", 10, 0.039
 )
 
 
-@register_backend("gemini", defaults=DEFAULTS)
+@register_backend("gemini", defaults=DEFAULTS, edits=True, composes=True)
 class GeminiBackend(CloudBackend):
-    label = "Gemini"
+    label = LABEL
     honoured: frozenset[str] = frozenset()
+
+    def honours(self, spec: GenerationSpec) -> set[str]:
+        return {"init_image"} if spec.init_image_png is not None else set()
 
     def auth_headers(self) -> Mapping[str, str]:
         return {"x-goog-api-key": self.api_key}
@@ -71,28 +98,25 @@ class GeminiBackend(CloudBackend):
             )
         return None
 
+    async def generate_content(self, parts: list[dict[str, Any]], generation_config: dict[str, Any]) -> Any:
+        """One generateContent call of the configured model with one user turn of `parts`."""
+        body = {"contents": [{"role": "user", "parts": parts}], "generationConfig": generation_config}
+        return await self.http.json("POST", f"/v1beta/models/{self.cfg.model}:generateContent", json=body)
+
     async def _make(self, spec: GenerationSpec) -> Made:
-        body: dict[str, Any] = {
-            "contents": [{"parts": [{"text": spec.prompt}]}],
-            "generationConfig": {
+        images = [spec.init_image_png, *spec.reference_images_png] if spec.init_image_png is not None else []
+        answer = await self.generate_content(
+            [{"text": spec.prompt}, *(inline_image(image) for image in images)],
+            {
                 "responseModalities": ["TEXT", "IMAGE"],
                 "imageConfig": {"aspectRatio": nearest_aspect_ratio(spec.width, spec.height, ASPECT_RATIOS)},
                 **self.cfg.options,
             },
-        }
-        answer = await self.http.json("POST", f"/v1beta/models/{self.cfg.model}:generateContent", json=body)
-        if not isinstance(answer, dict):
-            raise bad_response(self.label, "a body that is not an object")
-        blocked = (answer.get("promptFeedback") or {}).get("blockReason")
-        if blocked:
-            raise UpstreamError(f"Gemini blocked the prompt ({blocked}).", error_code="UPSTREAM_REJECTED")
-        candidates = answer.get("candidates")
-        if not isinstance(candidates, list) or not candidates:
-            raise bad_response(self.label, "a body without candidates")
-        candidate = candidates[0] if isinstance(candidates[0], dict) else {}
-        for part in (candidate.get("content") or {}).get("parts") or []:
-            inline = part.get("inlineData") if isinstance(part, dict) else None
-            if inline and str(inline.get("mimeType", "")).startswith("image/"):
+        )
+        candidate, parts = candidate_parts(answer)
+        for part in parts:
+            inline = part.get("inlineData")
+            if isinstance(inline, dict) and str(inline.get("mimeType", "")).startswith("image/"):
                 try:
                     data = base64.b64decode(inline.get("data") or "", validate=True)
                 except binascii.Error as exc:

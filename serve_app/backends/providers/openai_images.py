@@ -6,7 +6,9 @@ base64 and refuse that field. The answer is `{created, data: [{b64_json, revised
 OpenAI takes a fixed set of sizes per model: the one nearest the spec's aspect ratio is sent.
 An edit (a spec with an init image: the edit chain) is `POST {base_url}/images/edits` as
 multipart/form-data: the `image` file part, `prompt`, `model`, `n`, `size` (gpt-image models and
-dall-e-2 edit; dall-e-3 cannot, EDIT_NOT_SUPPORTED), with the same answer.
+dall-e-2 edit; dall-e-3 cannot, EDIT_NOT_SUPPORTED), with the same answer. A composition (the
+compose chain: reference images after the init image) sends every image as an `image[]` part,
+init image first (gpt-image models take up to 16; dall-e models one, COMPOSE_NOT_SUPPORTED).
 Errors are `{"error": {message, type, param, code}}`: a content-policy refusal is a 400 with
 code `content_policy_violation` (UPSTREAM_REJECTED), a bad key 401, quota and rate limits 429.
 """
@@ -17,7 +19,7 @@ import base64
 import binascii
 from typing import Any
 
-from serve_app.backends.base import EditNotSupported
+from serve_app.backends.base import ComposeNotSupported, EditNotSupported, image_mime
 from serve_app.backends.cloud import CloudBackend, Made, nearest_aspect_ratio
 from serve_app.backends.http import bad_response
 from serve_app.backends.provider import cloud_config
@@ -44,7 +46,7 @@ def openai_size(model: str, width: int, height: int) -> str:
 DEFAULTS = cloud_config("https://api.openai.com/v1", "dall-e-3", "OPENAI_API_KEY", 5, 0.04)
 
 
-@register_backend("openai", defaults=DEFAULTS, edits=True)
+@register_backend("openai", defaults=DEFAULTS, edits=True, composes=True)
 class OpenAIImagesBackend(CloudBackend):
     label = "OpenAI"
     honoured: frozenset[str] = frozenset({"init_image"})  # no negative prompt, seed, steps or guidance
@@ -78,8 +80,14 @@ class OpenAIImagesBackend(CloudBackend):
         }
         if model == "dall-e-2":
             fields["response_format"] = "b64_json"
-        parts: dict[str, Any] = {key: (None, value) for key, value in fields.items()}
-        parts["image"] = ("image.png", image_png, "image/png")
+        parts: list[tuple[str, Any]] = [(key, (None, value)) for key, value in fields.items()]
+        if spec.reference_images_png:
+            if not model.startswith("gpt-image"):
+                raise ComposeNotSupported(f"OpenAI's {model} takes one image; compositions need gpt-image-1.")
+            images = [image_png, *spec.reference_images_png][:16]
+            parts += [("image[]", _file(f"image{i}", image)) for i, image in enumerate(images)]
+        else:
+            parts.append(("image", _file("image", image_png)))
         answer = await self.http.json("POST", "/images/edits", files=parts)
         return self._made(answer)
 
@@ -90,3 +98,9 @@ class OpenAIImagesBackend(CloudBackend):
         except (KeyError, IndexError, TypeError, binascii.Error) as exc:
             raise bad_response(self.label, "a body without data[0].b64_json") from exc
         return Made(data, provider_request_id=str(answer.get("created", "")) or None)
+
+
+def _file(name: str, image: bytes) -> tuple[str, bytes, str]:
+    """A multipart file part of an input image, named and typed as what it is (PNG, JPEG, WEBP)."""
+    mime = image_mime(image)
+    return f"{name}.{mime.split('/')[1].replace('jpeg', 'jpg')}", image, mime

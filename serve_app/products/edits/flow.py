@@ -2,7 +2,10 @@
 
 The uploaded image (the task's input) and an instruction ("make the lighting warmer", Korean or
 English). The instruction becomes the edit prompt: in English through the prompt writer's
-translation, or rewritten by it into a better edit instruction when the request asks. Then the
+translation, or rewritten into a better edit instruction when the request asks (`rewrite`): by
+Gemini from the image and the instruction together when it is configured (serve_app.writing.
+analysis: `{edits, preserve, improved_prompt}`, all three in the result), else, or when that
+fails (the result says why), by the prompt writer from the instruction's text. Then the
 `edit` backend chain makes the edit: the in-cluster Editor (InstructPix2Pix, batched with other
 edits) first and a cloud edit API (OpenAI image edits, Replicate) when it fails, or the
 reverse, or only one side when the request asks (`backend=local|cloud`). With `restore_faces`,
@@ -25,6 +28,7 @@ from serve_app.errors import AppError, GenerationFailed
 from serve_app.flows.kit import Flow, FlowDeps, FlowOutcome, Run
 from serve_app.products.edits.payload import EditPayload
 from serve_app.tasks.records import Stage
+from serve_app.writing.analysis import GeminiEditAnalyst
 
 KIND = "edit"
 
@@ -32,9 +36,12 @@ KIND = "edit"
 class EditFlow(Flow[EditPayload]):
     payload = EditPayload
 
-    def __init__(self, deps: FlowDeps, restorer: FaceRestorer | None = None) -> None:
+    def __init__(
+        self, deps: FlowDeps, restorer: FaceRestorer | None = None, analyst: GeminiEditAnalyst | None = None
+    ) -> None:
         super().__init__(deps)
         self.restorer = restorer
+        self.analyst = analyst
 
     async def steps(self, run: Run[EditPayload]) -> FlowOutcome:
         payload, result, request = run.payload, run.result, run.request
@@ -44,9 +51,13 @@ class EditFlow(Flow[EditPayload]):
         if payload.variant is not None:
             result["variant"] = payload.variant.name
 
-        # 1. The edit prompt: rewritten by the prompt writer, or the instruction in English.
+        # 1. The edit prompt: rewritten (from the image and the instruction when an analyst is
+        #    configured, else from the instruction), or the instruction in English.
         async with run.stage(Stage.writing, "write"):
-            if payload.rewrite:
+            analysed_by = await self._analyse(photo, payload.instruction, result) if payload.rewrite else None
+            if analysed_by:
+                result["writer"] = analysed_by
+            elif payload.rewrite:
                 written = await self.deps.writer.edit_prompt(payload.instruction)
                 result.update(edit_prompt=written.text, **written.record())
                 run.time_translation(written)
@@ -79,6 +90,19 @@ class EditFlow(Flow[EditPayload]):
             result["width"], result["height"] = stored_image.size
         result.update(run.image_fields([made]), model_id=edited.model)
         return run.outcome()
+
+    async def _analyse(self, photo: bytes, instruction: str, result: dict[str, Any]) -> str | None:
+        """The edit prompt from Gemini's analysis of the image and the instruction, in `result`, and
+        who wrote it; None (and why, in `analysis_fallback`) when there is no analyst or it failed."""
+        if self.analyst is None:
+            return None
+        try:
+            analysis, call = await self.analyst.analyse(photo, instruction)
+        except AppError as exc:
+            result["analysis_fallback"] = f"{exc.error_code}: {exc.message}"[:300]
+            return None
+        result.update(edit_prompt=analysis.improved_prompt, analysis={**analysis.model_dump(), **call})
+        return self.analyst.name
 
     async def _restore(self, edited: BackendImage, result: dict[str, Any]) -> BackendImage:
         """The edit with restored faces, or the edit itself when restoration fails (recorded)."""

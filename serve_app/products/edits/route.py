@@ -71,7 +71,7 @@ class EditForm(BaseModel):
     height: OptInt = Field(default=None, description="Output height; with width. Default: the image's aspect ratio.")
     width: OptInt = None
     rewrite: bool | None = Field(
-        default=None, description="The prompt writer rewrites the instruction into an English edit prompt first."
+        default=None, description="Rewrite the instruction into an English edit prompt first (edits.analysis)."
     )
     restore_faces: bool | None = Field(
         default=None, description="Restore faces after the edit (GFPGAN through Replicate, when configured)."
@@ -103,6 +103,14 @@ class EditResponse(BaseModel):
     variant: str | None = Field(default=None, description="The A/B arm, when an experiment runs on edits.")
     face_restoration: dict[str, Any] | None = Field(
         default=None, description="With restore_faces: restored (true/false), by whom, or why not."
+    )
+    analysis: dict[str, Any] | None = Field(
+        default=None,
+        description="With rewrite and Gemini configured: its analysis of the image and the instruction: edits "
+        "(what to change), preserve (what to keep), improved_prompt (the edit_prompt), model, seconds.",
+    )
+    analysis_fallback: str | None = Field(
+        default=None, description="Why the analysis was not used (the text-only rewrite wrote the prompt)."
     )
 
 
@@ -228,5 +236,7 @@ async def edits(request: Request, task: SubmissionDep) -> JSONResponse:
         backends_failed=result.get("backends_failed"),
         variant=result.get("variant"),
         face_restoration=result.get("face_restoration"),
+        analysis=result.get("analysis"),
+        analysis_fallback=result.get("analysis_fallback"),
     )
     return JSONResponse(answer.model_dump(mode="json", exclude_none=True), headers={"X-Task-Id": waited.task_id})
