@@ -33,7 +33,7 @@ from serve_app.products.scenes.flow import SceneFlow
 from serve_app.products.textures.flow import TextureFlow
 from serve_app.writing.glossary import has_hangul
 from testbed.harness import PaintingStages, WorkerRunner
-from tests.support.bodies import scene_body
+from tests.support.bodies import jackson_article, jackson_scene, scene_body
 from tests.support.ingress import ingress_context
 from tests.support.stages import ScriptedBackend, wait_result
 
@@ -174,7 +174,8 @@ def test_scene_respond_async_answers_202(client: TestClient, runner: WorkerRunne
         ({"audios": [{"type": "dialogue", "text": "안녕"}]}, "needs its character"),
         ({"script_metadata": {**SCENE["script_metadata"], "characters": [{"name": "a", "gender": 2}]}}, "gender"),
         ({"script_metadata": {**SCENE["script_metadata"], "title": "  "}}, "title"),
-        ({"unknown_field": 1}, "unknown_field"),
+        ({"scene_id": None}, "scene_id"),  # null is a field left out, and scene_id is required
+        ({"script_metadata": {**SCENE["script_metadata"], "title": None}}, "title"),
         ({"num_inference_steps": 10_000}, "inference steps"),
     ],
 )
@@ -183,6 +184,23 @@ def test_bad_scenes_are_422_and_make_no_task(
 ) -> None:
     body = refused(client, ctx, "/api/v1/images/generations/internal", {**SCENE, **change})
     assert body["error_code"] == "INVALID_INPUT" and needle in body["message"]
+
+
+def test_a_scene_as_jackson_sends_it_is_the_same_scene(client: TestClient) -> None:
+    """Unknown fields (at every level) are ignored and null is a field left out, so a Spring/Jackson
+    client's body makes the very scene the plain body makes."""
+    plain = posted(client, "/api/v1/images/generations/internal", scene_body(8)).json()
+    lenient = posted(client, "/api/v1/images/generations/internal", jackson_scene(8)).json()
+    assert lenient["image_prompt"] == plain["image_prompt"] and lenient["scene_id"] == plain["scene_id"]
+    assert lenient["task_id"] != plain["task_id"]
+    scene = wait_result(client, lenient["task_id"])
+    assert scene["status"] == "done" and scene["seed"] == wait_result(client, plain["task_id"])["seed"]
+
+
+def test_a_v1_route_stays_strict(client: TestClient, ctx: IngressContext) -> None:
+    body = refused(client, ctx, "/v1/textures", {**TEXTURES, "unknown_field": 1})
+    assert body["error_code"] == "INVALID_INPUT" and "unknown_field" in body["message"]
+    assert "extra" in refused(client, ctx, "/v1/generate", {"prompt": "desk", "extra": 1})["message"]
 
 
 # -- articles ----------------------------------------------------------------------------------------
@@ -209,6 +227,14 @@ def test_article_placeholders_come_back_in_order_each_on_its_own(client: TestCli
     assert "futuristic AI robot" in entries[0]["prompt"]
     assert result["failed_placeholders"] == 1
     assert len(stages.specs) == 2 and len({spec.seed for spec in stages.specs}) == 2
+
+
+def test_an_article_as_jackson_sends_it_keeps_each_tag(client: TestClient) -> None:
+    body = posted(client, "/v1/articles/images", jackson_article(), headers={"Prefer": "wait=10"}).json()
+    entries = body["placeholders"]
+    assert [(p["index"], p.get("tag")) for p in entries] == [(0, "hero"), (1, None)]
+    assert all(p["url"] for p in entries) and "position" not in entries[0] and "articleId" not in body
+    assert wait_result(client, body["task_id"])["placeholders"][0]["tag"] == "hero"
 
 
 def test_article_wait_answers_the_placeholders(client: TestClient) -> None:
@@ -250,6 +276,8 @@ def test_no_placeholder_made_fails_the_task_but_keeps_each_reason(
         ({"placeholders": [{"index": i, "alt": "a"} for i in range(17)]}, "at most 16"),
         ({"placeholders": [{"index": 0, "alt": " "}]}, "alt"),
         ({"placeholders": [{"index": -1, "alt": "a"}]}, "index"),
+        ({"placeholders": [{"index": 0, "alt": "a", "tag": "x" * 201}]}, "tag"),
+        ({"placeholders": [{"index": 0, "alt": None}]}, "alt"),
     ],
 )
 def test_bad_articles_are_422_and_make_no_task(
@@ -523,3 +551,35 @@ def test_the_document_says_placeholder_indexes_are_distinct_and_its_422_is_the_s
     assert answer["error_code"] == "DUPLICATE_INDEX" and "DUPLICATE_INDEX" in documented["description"]
     error_shape = documented["content"]["application/json"]["schema"]
     assert _validator(document, error_shape["$ref"].rsplit("/", 1)[1]).is_valid(answer)
+
+
+@pytest.mark.parametrize(
+    ("component", "lenient"),
+    [
+        ("SceneRequest", True),
+        ("ScriptMetadata", True),
+        ("Character", True),
+        ("Audio", True),
+        ("ArticleImagesRequest", True),
+        ("Placeholder", True),
+        ("SeedLoraSelection", True),
+        ("SeedGenerateRequest", True),
+        ("GenerateRequest", False),
+        ("LoraSelection", False),
+        ("TexturesRequest", False),
+        ("ImageGenerationRequest", False),
+    ],
+)
+def test_the_document_says_which_bodies_are_lenient(client: TestClient, component: str, lenient: bool) -> None:
+    app.openapi_schema = None
+    schema = client.get("/openapi.json").json()["components"]["schemas"][component]
+    assert schema.get("additionalProperties", False) is lenient
+    assert ("Read leniently" in schema.get("description", "")) is lenient
+
+
+def test_the_document_accepts_the_bodies_jackson_sends(client: TestClient) -> None:
+    app.openapi_schema = None
+    document = client.get("/openapi.json").json()
+    assert _validator(document, "SceneRequest").is_valid(jackson_scene(1))
+    assert _validator(document, "ArticleImagesRequest").is_valid(jackson_article())
+    assert not _validator(document, "SceneRequest").is_valid({**SCENE, "scene_id": None}), "a required field"
