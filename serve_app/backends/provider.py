@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
+
+#: The Hugging Face Inference Providers the huggingface backend can route text-to-image through
+#: (huggingface_hub's provider helpers define each one's route and payload).
+HuggingFaceProvider = Literal["hf-inference", "fal-ai", "together", "nscale", "replicate"]
 
 
 class CloudBackendConfig(BaseModel):
@@ -16,6 +22,10 @@ class CloudBackendConfig(BaseModel):
     model: str = Field(description="The provider's model id.")
     api_key_env: str = Field(description="Environment variable holding the API key (KLING: the access key).")
     secret_key_env: str | None = Field(default=None, description="KLING only: the secret key's variable.")
+    # Hugging Face only: the Inference Provider (hf-inference when unset), reached as {base_url}/{provider}/...
+    # through the router, and the Hub that says the model's id there (https://huggingface.co when unset).
+    provider: HuggingFaceProvider | None = None
+    hub_url: str | None = None
     timeout_s: float = Field(default=60.0, gt=0, le=600, description="One HTTP request.")
     max_retries: int = Field(default=3, ge=0, le=10, description="Retries of 429/502/503/504, on top of the try.")
     backoff_base_s: float = Field(default=1.0, gt=0, description="First retry delay; doubles each time.")

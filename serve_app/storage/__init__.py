@@ -7,7 +7,13 @@ import logging
 from serve_app.errors import AppError, ConfigurationError
 from serve_app.settings import Settings
 from serve_app.storage.base import ImageStore, make_key, sanitize_user_id, sidecar_key, validate_key
-from serve_app.storage.config import CloudinaryStorageConfig, LocalStorageConfig, S3StorageConfig, StorageConfig
+from serve_app.storage.config import (
+    CloudinaryStorageConfig,
+    LocalStorageConfig,
+    S3StorageConfig,
+    StorageConfig,
+    cloudinary_from_environment,
+)
 from serve_app.storage.local import LocalImageStore
 from serve_app.storage.s3 import S3ImageStore, parse_s3_url
 
@@ -34,7 +40,7 @@ def build_store(cfg: StorageConfig, settings: Settings) -> ImageStore:
     if isinstance(cfg, CloudinaryStorageConfig):
         from serve_app.storage.cloudinary import CloudinaryImageStore
 
-        return CloudinaryImageStore(cfg)
+        return CloudinaryImageStore(cloudinary_from_environment(cfg, settings))
     raise ConfigurationError(f"Unknown storage kind {getattr(cfg, 'kind', cfg)!r}.")
 
 

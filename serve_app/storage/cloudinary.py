@@ -73,6 +73,8 @@ def url_signature(to_sign: str, secret: str) -> str:
 
 class CloudinaryImageStore(ImageStore):
     def __init__(self, config: CloudinaryStorageConfig, *, clock: Callable[[], float] = time.time) -> None:
+        if not config.cloud_name:  # build_store fills it from $CLOUDINARY_CLOUD_NAME
+            raise ConfigurationError("Cloudinary storage needs storage.cloud_name or $CLOUDINARY_CLOUD_NAME.")
         missing = [var for var in (config.api_key_env, config.api_secret_env) if not os.environ.get(var, "").strip()]
         if missing:
             raise ConfigurationError(f"Cloudinary storage needs ${' and $'.join(missing)} set in the environment.")
