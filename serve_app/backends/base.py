@@ -43,6 +43,11 @@ class EditNotSupported(ConfigurationError):
     default_message = "The image backend cannot edit an image."
 
 
+class TilingNotSupported(ConfigurationError):
+    default_code = "TILING_NOT_SUPPORTED"
+    default_message = "The image backend cannot make a seamless tile."
+
+
 class BackendImage(BaseModel):
     """One image a backend made."""
 

@@ -19,6 +19,7 @@ from serve_app.backends.base import (
     EditNotSupported,
     ImageBackend,
     OnStep,
+    TilingNotSupported,
     ignored_fields,
     to_png,
 )
@@ -131,6 +132,8 @@ class CloudBackend(ImageBackend):
         self.api_key  # noqa: B018 - a clear configuration error before any request
         if spec.init_image_png is not None and not self.edits:
             raise EditNotSupported(f"The {self.label} backend cannot edit an image (it only makes new ones).")
+        if spec.tileable:  # only the Generator pads circularly; a chain goes on to it
+            raise TilingNotSupported(f"The {self.label} backend cannot make a seamless tile (tileable).")
         started = time.perf_counter()
         attempts_before = self.http.attempts
         made = await self._make(spec)

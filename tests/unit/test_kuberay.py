@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import AliasChoices
 
 from serve_app.settings import Settings
 from tests.support.configs import check_serve_config, pinned
@@ -22,9 +23,13 @@ from tests.support.configs import check_serve_config, pinned
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = REPO / "deploy" / "kuberay" / "rayservice.yaml"
 
-# Every Settings field is a secret except this knob; a secret added to Settings must be wired here.
-NOT_SECRET = {"IMAGEGEN_TORCH_THREADS"}
-SECRET_ENV = {name.upper() for name in Settings.model_fields} - NOT_SECRET
+# Every Settings field is a secret except these knobs and names (the cluster's bucket, region and cloud
+# name are in its YAML); a secret added to Settings must be wired here, by the first name it is read by.
+NOT_SECRET = {"IMAGEGEN_TORCH_THREADS", "S3_BUCKET_NAME", "AWS_REGION", "CLOUDINARY_CLOUD_NAME"}
+SECRET_ENV = {
+    str(info.validation_alias.choices[0]) if isinstance(info.validation_alias, AliasChoices) else name.upper()
+    for name, info in Settings.model_fields.items()
+} - NOT_SECRET
 SECRET_LOOKING = re.compile(r"SECRET|PASSWORD|TOKEN|DSN|_KEY|CREDENTIAL", re.IGNORECASE)
 
 

@@ -23,7 +23,7 @@ from httpx import Response
 
 from serve_app.api.deps import IngressContext
 from serve_app.backends import BackendRegistry
-from serve_app.backends.config import Variant
+from serve_app.backends.config import BackendsConfig, Variant
 from serve_app.errors import UpstreamError
 from serve_app.flows.kit import FlowDeps
 from serve_app.ingress import app
@@ -31,8 +31,9 @@ from serve_app.products.articles.flow import ArticleFlow
 from serve_app.products.images.flow import ImageFlow
 from serve_app.products.scenes.flow import SceneFlow
 from serve_app.products.textures.flow import TextureFlow
+from serve_app.settings import variable_names
 from serve_app.writing.glossary import has_hangul
-from testbed.harness import PaintingStages, WorkerRunner
+from testbed.harness import PaintingStages, WorkerRunner, load_serve_config
 from tests.support.bodies import jackson_article, jackson_scene, scene_body
 from tests.support.ingress import ingress_context
 from tests.support.stages import ScriptedBackend, wait_result
@@ -583,3 +584,29 @@ def test_the_document_accepts_the_bodies_jackson_sends(client: TestClient) -> No
     assert _validator(document, "SceneRequest").is_valid(jackson_scene(1))
     assert _validator(document, "ArticleImagesRequest").is_valid(jackson_article())
     assert not _validator(document, "SceneRequest").is_valid({**SCENE, "scene_id": None}), "a required field"
+
+
+# -- the shipped texture chain: FLUX.1-dev first, the Generator without a token -----------------------
+
+
+def test_the_shipped_texture_chain_starts_with_flux_and_falls_back_to_the_generator(
+    tmp_path: Path, stages: PaintingStages, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in variable_names("HF_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    chains = load_serve_config()["applications"][0]["args"]["backends"]["chains"]
+    assert chains["texture"] == ["huggingface:black-forest-labs/FLUX.1-dev", "local"]
+    assert BackendsConfig().chains["texture"] == chains["texture"], "the other profiles' default chain too"
+    with ingress_context(tmp_path, {"max_active": 8}, backends={"chains": chains}) as context:
+        registry = BackendRegistry(context.args.backends, "painter")  # the real Hugging Face client, no token
+        deps = FlowDeps(stages, context.images, backends=registry, task_store=context.tasks)  # type: ignore[arg-type]
+        context.runner = WorkerRunner(context, {"texture": TextureFlow(deps, cache=context.tasks)})  # type: ignore[assignment]
+        with TestClient(app) as client:
+            made = posted(client, "/v1/textures", {**TEXTURES, "seed": 1}).json()["textures"]
+            assert [t["backend"] for t in made] == ["local", "local"]
+            failed = made[0]["backends_failed"][0]
+            assert failed["backend"] == "huggingface" and failed["error_code"] == "BACKEND_NOT_CONFIGURED"
+            monkeypatch.setenv("HUGGINGFACE_TOKEN", "hf_unused")  # a token, but FLUX cannot tile: no request
+            tile = posted(client, "/v1/textures", {**TEXTURES, "seed": 2, "tileable": True}).json()["textures"]
+            assert tile[0]["backend"] == "local"
+            assert tile[0]["backends_failed"][0]["error_code"] == "TILING_NOT_SUPPORTED"
