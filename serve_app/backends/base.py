@@ -89,6 +89,7 @@ class BackendStatus(BaseModel):
     reason: str | None = Field(default=None, description="Why it is not usable, when it is not.")
     price_usd_per_image: float | None = None
     rate_limit_per_minute: float | None = None
+    provider: str | None = Field(default=None, description="Hugging Face: the Inference Provider that runs it.")
 
 
 class ImageBackend(ABC):

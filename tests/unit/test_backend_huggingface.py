@@ -104,6 +104,7 @@ async def test_each_provider_is_called_on_its_route_with_its_payload(
     for image in (first, second):
         assert image.backend == "huggingface" and image.image_png.startswith(b"\x89PNG") and image.model == model
     assert ("num_inference_steps" in first.ignored) == (provider == "nscale")
+    assert backend.status().provider == provider
 
 
 async def test_a_model_the_provider_does_not_serve_is_not_configured_and_nothing_is_generated(

@@ -119,4 +119,4 @@ def test_info_says_which_variable_was_used_never_its_value(monkeypatch: pytest.M
     assert environment["s3_region"]["variable"] == "AWS_REGION" and environment["s3_bucket"]["variable"] is None
     assert "hf_secret_value" not in response.text and "ap-northeast-2" not in response.text
     hugging_face = next(b for b in response.json()["backends"]["image"] if b["name"] == "huggingface")
-    assert hugging_face["configured"] is True
+    assert hugging_face["configured"] is True and hugging_face["provider"] == "hf-inference"

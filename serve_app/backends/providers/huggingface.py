@@ -36,7 +36,7 @@ from urllib.parse import quote
 
 import httpx
 
-from serve_app.backends.base import BackendNotConfigured, check_pixels
+from serve_app.backends.base import BackendNotConfigured, BackendStatus, check_pixels
 from serve_app.backends.cloud import CloudBackend, Made
 from serve_app.backends.http import Retryable, b64_image, bad_response
 from serve_app.backends.provider import CloudBackendConfig, cloud_config
@@ -155,6 +155,9 @@ class HuggingFaceBackend(CloudBackend):
     def router(self) -> str:
         """The router's root (a base_url that still names the hf-inference route, the old default, works too)."""
         return self.cfg.base_url.rstrip("/").removesuffix("/hf-inference")
+
+    def status(self) -> BackendStatus:
+        return super().status().model_copy(update={"provider": self.provider})
 
     def retry_hint(self, response: httpx.Response) -> float | None:
         return estimated_time(response)
