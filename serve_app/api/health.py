@@ -15,6 +15,7 @@ from serve_app.api.schemas import HealthResponse
 from serve_app.backends import BackendRegistry, BackendStatus
 from serve_app.errors import AppError
 from serve_app.products.registry import PRODUCTS
+from serve_app.settings import Settings
 
 logger = logging.getLogger("ray.serve")
 router = APIRouter(tags=["health"])
@@ -193,6 +194,7 @@ async def info(ctx: Ctx) -> dict[str, Any]:
             if product.config is not None and product.config.in_info
         },
         "webhooks": ctx.webhooks.info(),  # on or off, where the secret lives; never the secret
+        "environment": Settings.environment(),  # which variable each seed-named setting was read from; never a value
         "queue": {
             "max_active_tasks": ctx.args.tasks.max_active,
             "max_active_cost": ctx.args.admission.max_active_cost,

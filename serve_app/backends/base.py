@@ -49,6 +49,11 @@ class ComposeNotSupported(EditNotSupported):
     default_code = "COMPOSE_NOT_SUPPORTED"
 
 
+class TilingNotSupported(ConfigurationError):
+    default_code = "TILING_NOT_SUPPORTED"
+    default_message = "The image backend cannot make a seamless tile."
+
+
 class BackendImage(BaseModel):
     """One image a backend made."""
 
@@ -90,6 +95,7 @@ class BackendStatus(BaseModel):
     reason: str | None = Field(default=None, description="Why it is not usable, when it is not.")
     price_usd_per_image: float | None = None
     rate_limit_per_minute: float | None = None
+    provider: str | None = Field(default=None, description="Hugging Face: the Inference Provider that runs it.")
 
 
 class ImageBackend(ABC):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import time
 from abc import abstractmethod
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from serve_app.backends.base import (
     EditNotSupported,
     ImageBackend,
     OnStep,
+    TilingNotSupported,
     ignored_fields,
     to_png,
 )
@@ -28,6 +28,7 @@ from serve_app.backends.http import Clock, ProviderHTTP, Sleep
 from serve_app.backends.provider import CloudBackendConfig, missing_keys
 from serve_app.errors import AppError
 from serve_app.net import FetchPolicy
+from serve_app.settings import env_choice, spelled
 from serve_app.stages import GenerationSpec
 
 
@@ -80,22 +81,27 @@ class CloudBackend(ImageBackend):
     # -- keys --------------------------------------------------------------------------------------
 
     def _missing_keys(self) -> list[str]:
-        return missing_keys(self.cfg)
+        """The key variables not set, each with the seeds' names for it (`$HF_TOKEN (or $HF_API_KEY, ...)`)."""
+        return [spelled(name) for name in missing_keys(self.cfg)]
+
+    def _key(self, name: str) -> str:
+        """A key variable's value, read from the environment at each use (a rotated secret takes
+        effect at once) by its name or one of the seeds' names for it (serve_app.settings.SEED_NAMES);
+        BackendNotConfigured naming every missing variable when any is."""
+        missing, found = self._missing_keys(), env_choice(name)
+        if missing or found is None:
+            raise BackendNotConfigured(
+                f"The {self.label} image backend needs {' and '.join(missing)} set in the environment."
+            )
+        return found[1]
 
     @property
     def api_key(self) -> str:
-        """The key, read from the environment at each use (a rotated secret takes effect at once)."""
-        missing = self._missing_keys()
-        if missing:
-            raise BackendNotConfigured(
-                f"The {self.label} image backend needs ${' and $'.join(missing)} set in the environment."
-            )
-        return os.environ[self.cfg.api_key_env].strip()
+        return self._key(self.cfg.api_key_env)
 
     @property
     def secret_key(self) -> str:
-        self.api_key  # noqa: B018 - raises BackendNotConfigured naming every missing variable
-        return os.environ[self.cfg.secret_key_env or ""].strip()
+        return self._key(self.cfg.secret_key_env or "")
 
     def auth_headers(self) -> Mapping[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"}
@@ -118,7 +124,7 @@ class CloudBackend(ImageBackend):
             kind="cloud",
             model=self.cfg.model,
             configured=not missing,
-            reason=f"${' and $'.join(missing)} not set" if missing else None,
+            reason=f"{' and '.join(missing)} not set" if missing else None,
             price_usd_per_image=self.cfg.price_usd_per_image,
             rate_limit_per_minute=self.cfg.rate_limit_per_minute,
         )
@@ -129,6 +135,8 @@ class CloudBackend(ImageBackend):
             raise ComposeNotSupported(f"The {self.label} backend cannot compose several images into one.")
         if spec.init_image_png is not None and not self.edits:
             raise EditNotSupported(f"The {self.label} backend cannot edit an image (it only makes new ones).")
+        if spec.tileable:  # only the Generator pads circularly; a chain goes on to it
+            raise TilingNotSupported(f"The {self.label} backend cannot make a seamless tile (tileable).")
         started = time.perf_counter()
         attempts_before = self.http.attempts
         made = await self._make(spec)

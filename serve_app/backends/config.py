@@ -73,7 +73,8 @@ class BackendsConfig(BaseModel):
             "scene_internal": ["local"],
             "scene_external": ["kling", "local"],
             "article": ["local", "huggingface"],
-            "texture": ["local", "huggingface:black-forest-labs/FLUX.1-dev"],
+            # the texture seed's model first (the Generator without a token, and for seamless tiles)
+            "texture": ["huggingface:black-forest-labs/FLUX.1-dev", "local"],
             "edit": ["local", "gemini", "openai:gpt-image-1"],
         },
         description="Product -> backends tried in order; the next one runs when the one before fails.",

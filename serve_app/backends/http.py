@@ -16,8 +16,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
@@ -30,6 +31,7 @@ from serve_app.errors import AppError, ImageFetchFailed, PayloadTooLarge, Unsafe
 from serve_app.net import FetchPolicy, UnresolvableHost, fetch_bytes
 from serve_app.redact import redact
 from serve_app.retry import parse_retry_after
+from serve_app.settings import env_choice, spelled
 from serve_app.shopping.ratelimit import AsyncTokenBucket
 
 log = logging.getLogger(__name__)
@@ -191,7 +193,7 @@ class ProviderHTTP:
         detail = f" (HTTP {status}{': ' + said if said else ''})"
         if status in (401, 403):
             raise BackendAuthFailed(
-                f"{self.provider} rejected the API key{detail}; check ${self.cfg.api_key_env}.",
+                f"{self.provider} rejected the API key{detail}; check {spelled(self.cfg.api_key_env)}.",
             )
         if status in RETRYABLE_STATUS:
             hint = parse_retry_after(response.headers.get("Retry-After"))
@@ -214,7 +216,7 @@ class ProviderHTTP:
     def secrets(self) -> list[str]:
         """The configured key values (read at each use, as the keys are)."""
         names = [self.cfg.api_key_env, self.cfg.secret_key_env]
-        return [os.environ.get(name, "") for name in names if name]
+        return [found[1] for name in names if name and (found := env_choice(name)) is not None]
 
     def redact(self, text: str) -> str:
         """Provider text fit for a result or a log line (see serve_app.redact)."""
@@ -261,6 +263,15 @@ class ProviderHTTP:
 
 def bad_response(provider: str, what: str) -> UpstreamError:
     return UpstreamError(f"{provider} answered with {what}.", error_code="UPSTREAM_BAD_RESPONSE")
+
+
+def b64_image(answer: Any, provider: str) -> bytes:
+    """The image of an OpenAI-shaped answer, `{"data": [{"b64_json": ...}]}` (OpenAI, and the
+    Together and Nscale providers of Hugging Face)."""
+    try:
+        return base64.b64decode(answer["data"][0]["b64_json"], validate=True)
+    except (KeyError, IndexError, TypeError, binascii.Error) as exc:
+        raise bad_response(provider, "a body without data[0].b64_json") from exc
 
 
 class Retryable(Exception):

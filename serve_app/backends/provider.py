@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-import os
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from serve_app.settings import env_choice
+
+#: The Hugging Face Inference Providers the huggingface backend can route text-to-image through
+#: (huggingface_hub's provider helpers define each one's route and payload).
+HuggingFaceProvider = Literal["hf-inference", "fal-ai", "together", "nscale", "replicate"]
 
 
 class CloudBackendConfig(BaseModel):
@@ -18,6 +24,10 @@ class CloudBackendConfig(BaseModel):
     model: str = Field(description="The provider's model id.")
     api_key_env: str = Field(description="Environment variable holding the API key (KLING: the access key).")
     secret_key_env: str | None = Field(default=None, description="KLING only: the secret key's variable.")
+    # Hugging Face only: the Inference Provider (hf-inference when unset), reached as {base_url}/{provider}/...
+    # through the router, and the Hub that says the model's id there (https://huggingface.co when unset).
+    provider: HuggingFaceProvider | None = None
+    hub_url: str | None = None
     timeout_s: float = Field(default=60.0, gt=0, le=600, description="One HTTP request.")
     max_retries: int = Field(default=3, ge=0, le=10, description="Retries of 429/502/503/504, on top of the try.")
     backoff_base_s: float = Field(default=1.0, gt=0, description="First retry delay; doubles each time.")
@@ -44,9 +54,10 @@ class CloudBackendConfig(BaseModel):
 
 
 def missing_keys(cfg: CloudBackendConfig) -> list[str]:
-    """The environment variables the provider's keys live in that are not set (none: configured)."""
+    """The environment variables the provider's keys live in that are not set, under any of the
+    seeds' names for them (serve_app.settings.SEED_NAMES); none: configured."""
     names = [cfg.api_key_env, *([cfg.secret_key_env] if cfg.secret_key_env else [])]
-    return [name for name in names if not os.environ.get(name, "").strip()]
+    return [name for name in names if env_choice(name) is None]
 
 
 def cloud_config(base_url: str, model: str, key: str, rate: float, price: float, **extra: object) -> CloudBackendConfig:

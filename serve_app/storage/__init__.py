@@ -15,6 +15,7 @@ from serve_app.storage.config import (
     LocalStorageConfig,
     S3StorageConfig,
     StorageConfig,
+    cloudinary_from_environment,
 )
 from serve_app.storage.local import LocalImageStore
 from serve_app.storage.s3 import S3ImageStore, parse_s3_url
@@ -42,7 +43,7 @@ def build_store(cfg: StorageConfig, settings: Settings) -> ImageStore:
     if isinstance(cfg, CloudinaryStorageConfig):
         from serve_app.storage.cloudinary import CloudinaryImageStore
 
-        return CloudinaryImageStore(cfg)
+        return CloudinaryImageStore(cloudinary_from_environment(cfg, settings))
     if isinstance(cfg, GoogleDriveStorageConfig):
         from serve_app.storage.google_drive import GoogleDriveImageStore
 

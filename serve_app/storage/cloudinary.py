@@ -43,7 +43,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from serve_app.errors import NotFound
+from serve_app.errors import ConfigurationError, NotFound
 from serve_app.storage.base import is_own_key
 from serve_app.storage.config import CloudinaryStorageConfig
 from serve_app.storage.http_store import HttpImageStore, required_secrets
@@ -70,6 +70,8 @@ class CloudinaryImageStore(HttpImageStore):
     service = "Cloudinary"
 
     def __init__(self, config: CloudinaryStorageConfig, *, clock: Callable[[], float] = time.time) -> None:
+        if not config.cloud_name:  # build_store fills it from $CLOUDINARY_CLOUD_NAME
+            raise ConfigurationError("Cloudinary storage needs storage.cloud_name or $CLOUDINARY_CLOUD_NAME.")
         env = required_secrets(
             "Cloudinary", {var: os.environ.get(var) for var in (config.api_key_env, config.api_secret_env)}
         )

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
+
+from serve_app.errors import ConfigurationError
+from serve_app.settings import Settings
+
+#: S3's region when neither storage.region nor $AWS_REGION says one.
+DEFAULT_REGION = "us-east-1"
 
 
 class LocalStorageConfig(BaseModel):
@@ -18,9 +25,11 @@ class LocalStorageConfig(BaseModel):
 
 class S3StorageConfig(BaseModel):
     kind: Literal["s3"] = "s3"
-    bucket: str
+    bucket: str | None = Field(default=None, description="The bucket; $S3_BUCKET_NAME (the seed's name) when not set.")
     endpoint_url: str | None = Field(default=None, description="None for AWS; SeaweedFS/MinIO/R2 URL.")
-    region: str = "us-east-1"
+    region: str | None = Field(
+        default=None, description=f"$AWS_REGION (or $AWS_DEFAULT_REGION) when not set, else {DEFAULT_REGION}."
+    )
     prefix: str = Field(default="", description="Key prefix inside the bucket.")
     url_mode: Literal["presigned", "public"] = "presigned"
     public_base_url: str | None = Field(default=None, description="Base of public URLs (CDN).")
@@ -36,6 +45,9 @@ class S3StorageConfig(BaseModel):
     max_attempts: int = 3
 
 
+CLOUD_NAME = r"^[A-Za-z0-9_-]{1,100}$"
+
+
 class CloudinaryStorageConfig(BaseModel):
     """Cloudinary (source spec image-generation-storage-guide.md): signed uploads of `authenticated`
     (never public) resources, and signed URLs (see serve_app.storage.cloudinary).
@@ -43,7 +55,11 @@ class CloudinaryStorageConfig(BaseModel):
     The API key and secret are never in YAML: `api_key_env` / `api_secret_env` name the variables."""
 
     kind: Literal["cloudinary"] = "cloudinary"
-    cloud_name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,100}$", description="The account's cloud name.")
+    cloud_name: str | None = Field(
+        default=None,
+        pattern=CLOUD_NAME,
+        description="The account's cloud name; $CLOUDINARY_CLOUD_NAME (the seed's name) when not set.",
+    )
     api_base_url: str = Field(default="https://api.cloudinary.com", description="Upload and Admin API root.")
     delivery_base_url: str = Field(default="https://res.cloudinary.com", description="Delivery (CDN) root.")
     folder: str = Field(default="", pattern=r"^[A-Za-z0-9_/-]*$", description="Public ids start with this folder.")
@@ -169,3 +185,21 @@ def resolve_storage(storage: StorageConfig, data_dir: Path, public_base_url: str
         ledger = Path(storage.ledger_path or data_dir / "imgur.db").expanduser().resolve()
         return storage.model_copy(update={"ledger_path": str(ledger)})
     return storage
+
+
+def s3_from_environment(cfg: S3StorageConfig, settings: Settings) -> S3StorageConfig:
+    """`cfg` with the bucket and region the environment gives where the YAML is silent."""
+    bucket = cfg.bucket or settings.s3_bucket
+    if not bucket:
+        raise ConfigurationError("S3 storage needs storage.bucket or $S3_BUCKET_NAME.")
+    return cfg.model_copy(update={"bucket": bucket, "region": cfg.region or settings.s3_region or DEFAULT_REGION})
+
+
+def cloudinary_from_environment(cfg: CloudinaryStorageConfig, settings: Settings) -> CloudinaryStorageConfig:
+    """`cfg` with the cloud name the environment gives where the YAML is silent."""
+    name = cfg.cloud_name or settings.cloudinary_cloud_name
+    if not name or not re.fullmatch(CLOUD_NAME, name):
+        raise ConfigurationError(
+            "Cloudinary storage needs storage.cloud_name or $CLOUDINARY_CLOUD_NAME (letters, digits, _ and -)."
+        )
+    return cfg.model_copy(update={"cloud_name": name})

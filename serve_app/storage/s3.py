@@ -21,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from serve_app.errors import ConfigurationError, InvalidInput, NotFound, PayloadTooLarge, StorageError
 from serve_app.settings import Settings
 from serve_app.storage.base import ImageStore, is_own_key, sanitize_user_id, validate_key
-from serve_app.storage.config import S3StorageConfig
+from serve_app.storage.config import S3StorageConfig, s3_from_environment
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class S3ImageStore(ImageStore):
     """An S3 bucket; URLs are presigned GETs (url_mode presigned) or `{public_base_url}/{prefix}{key}`."""
 
     def __init__(self, config: S3StorageConfig, settings: Settings) -> None:
+        config = s3_from_environment(config, settings)  # the bucket and region of $S3_BUCKET_NAME / $AWS_REGION
         if config.url_mode == "public" and not config.public_base_url:
             raise ConfigurationError("storage.public_base_url is required when url_mode is public.")
         self.config = config

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import AliasChoices
 
 from serve_app.settings import Settings
 from tests.support.configs import check_serve_config, pinned
@@ -22,11 +23,19 @@ from tests.support.configs import check_serve_config, pinned
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = REPO / "deploy" / "kuberay" / "rayservice.yaml"
 
-# Every Settings field is a secret except this knob; a secret added to Settings must be wired here,
+# Every Settings field is a secret except these knobs and names (the cluster's bucket, region and cloud
+# name are in its YAML); a secret added to Settings must be wired here, by the first name it is read by,
 # unless what it configures is refused on the cluster profile (Imgur storage: its ledger is node-local).
-NOT_SECRET = {"IMAGEGEN_TORCH_THREADS"}
+NOT_SECRET = {"IMAGEGEN_TORCH_THREADS", "S3_BUCKET_NAME", "AWS_REGION", "CLOUDINARY_CLOUD_NAME"}
 NOT_ON_A_CLUSTER = {"IMGUR_CLIENT_ID"}
-SECRET_ENV = {name.upper() for name in Settings.model_fields} - NOT_SECRET - NOT_ON_A_CLUSTER
+SECRET_ENV = (
+    {
+        str(info.validation_alias.choices[0]) if isinstance(info.validation_alias, AliasChoices) else name.upper()
+        for name, info in Settings.model_fields.items()
+    }
+    - NOT_SECRET
+    - NOT_ON_A_CLUSTER
+)
 SECRET_LOOKING = re.compile(r"SECRET|PASSWORD|TOKEN|DSN|_KEY|CREDENTIAL", re.IGNORECASE)
 
 

@@ -24,7 +24,7 @@ from httpx import Response
 
 from serve_app.api.deps import IngressContext
 from serve_app.backends import BackendRegistry
-from serve_app.backends.config import Variant
+from serve_app.backends.config import BackendsConfig, Variant
 from serve_app.errors import UpstreamError
 from serve_app.flows.kit import FlowDeps
 from serve_app.ingress import app
@@ -33,11 +33,12 @@ from serve_app.products.articles.flow import ArticleFlow
 from serve_app.products.images.flow import ImageFlow
 from serve_app.products.scenes.flow import SceneFlow
 from serve_app.products.textures.flow import TextureFlow
+from serve_app.settings import variable_names
 from serve_app.writing import PromptWriter, TemplateWriter, build_writer
 from serve_app.writing.config import PromptWriterConfig
 from serve_app.writing.glossary import has_hangul
-from testbed.harness import PaintingStages, WorkerRunner
-from tests.support.bodies import scene_body
+from testbed.harness import PaintingStages, WorkerRunner, load_serve_config
+from tests.support.bodies import jackson_article, jackson_scene, scene_body
 from tests.support.ingress import ingress_context
 from tests.support.stages import ScriptedBackend, wait_result
 
@@ -193,7 +194,8 @@ def test_scene_respond_async_answers_202(client: TestClient, runner: WorkerRunne
         ({"audios": [{"type": "dialogue", "text": "안녕"}]}, "needs its character"),
         ({"script_metadata": {**SCENE["script_metadata"], "characters": [{"name": "a", "gender": 2}]}}, "gender"),
         ({"script_metadata": {**SCENE["script_metadata"], "title": "  "}}, "title"),
-        ({"unknown_field": 1}, "unknown_field"),
+        ({"scene_id": None}, "scene_id"),  # null is a field left out, and scene_id is required
+        ({"script_metadata": {**SCENE["script_metadata"], "title": None}}, "title"),
         ({"num_inference_steps": 10_000}, "inference steps"),
     ],
 )
@@ -202,6 +204,23 @@ def test_bad_scenes_are_422_and_make_no_task(
 ) -> None:
     body = refused(client, ctx, "/api/v1/images/generations/internal", {**SCENE, **change})
     assert body["error_code"] == "INVALID_INPUT" and needle in body["message"]
+
+
+def test_a_scene_as_jackson_sends_it_is_the_same_scene(client: TestClient) -> None:
+    """Unknown fields (at every level) are ignored and null is a field left out, so a Spring/Jackson
+    client's body makes the very scene the plain body makes."""
+    plain = posted(client, "/api/v1/images/generations/internal", scene_body(8)).json()
+    lenient = posted(client, "/api/v1/images/generations/internal", jackson_scene(8)).json()
+    assert lenient["image_prompt"] == plain["image_prompt"] and lenient["scene_id"] == plain["scene_id"]
+    assert lenient["task_id"] != plain["task_id"]
+    scene = wait_result(client, lenient["task_id"])
+    assert scene["status"] == "done" and scene["seed"] == wait_result(client, plain["task_id"])["seed"]
+
+
+def test_a_v1_route_stays_strict(client: TestClient, ctx: IngressContext) -> None:
+    body = refused(client, ctx, "/v1/textures", {**TEXTURES, "unknown_field": 1})
+    assert body["error_code"] == "INVALID_INPUT" and "unknown_field" in body["message"]
+    assert "extra" in refused(client, ctx, "/v1/generate", {"prompt": "desk", "extra": 1})["message"]
 
 
 # -- articles ----------------------------------------------------------------------------------------
@@ -247,6 +266,14 @@ def test_a_placeholder_outside_the_glossary_gets_its_english_from_the_translator
     assert len(stages.specs) == 3
 
 
+def test_an_article_as_jackson_sends_it_keeps_each_tag(client: TestClient) -> None:
+    body = posted(client, "/v1/articles/images", jackson_article(), headers={"Prefer": "wait=10"}).json()
+    entries = body["placeholders"]
+    assert [(p["index"], p.get("tag")) for p in entries] == [(0, "hero"), (1, None)]
+    assert all(p["url"] for p in entries) and "position" not in entries[0] and "articleId" not in body
+    assert wait_result(client, body["task_id"])["placeholders"][0]["tag"] == "hero"
+
+
 def test_article_wait_answers_the_placeholders(client: TestClient) -> None:
     response = posted(client, "/v1/articles/images", ARTICLE, headers={"Prefer": "wait=10"})
     body = response.json()
@@ -286,6 +313,8 @@ def test_no_placeholder_made_fails_the_task_but_keeps_each_reason(
         ({"placeholders": [{"index": i, "alt": "a"} for i in range(17)]}, "at most 16"),
         ({"placeholders": [{"index": 0, "alt": " "}]}, "alt"),
         ({"placeholders": [{"index": -1, "alt": "a"}]}, "index"),
+        ({"placeholders": [{"index": 0, "alt": "a", "tag": "x" * 201}]}, "tag"),
+        ({"placeholders": [{"index": 0, "alt": None}]}, "alt"),
     ],
 )
 def test_bad_articles_are_422_and_make_no_task(
@@ -570,3 +599,61 @@ def test_the_document_says_placeholder_indexes_are_distinct_and_its_422_is_the_s
     assert answer["error_code"] == "DUPLICATE_INDEX" and "DUPLICATE_INDEX" in documented["description"]
     error_shape = documented["content"]["application/json"]["schema"]
     assert _validator(document, error_shape["$ref"].rsplit("/", 1)[1]).is_valid(answer)
+
+
+@pytest.mark.parametrize(
+    ("component", "lenient"),
+    [
+        ("SceneRequest", True),
+        ("ScriptMetadata", True),
+        ("Character", True),
+        ("Audio", True),
+        ("ArticleImagesRequest", True),
+        ("Placeholder", True),
+        ("SeedLoraSelection", True),
+        ("SeedGenerateRequest", True),
+        ("GenerateRequest", False),
+        ("LoraSelection", False),
+        ("TexturesRequest", False),
+        ("ImageGenerationRequest", False),
+    ],
+)
+def test_the_document_says_which_bodies_are_lenient(client: TestClient, component: str, lenient: bool) -> None:
+    app.openapi_schema = None
+    schema = client.get("/openapi.json").json()["components"]["schemas"][component]
+    assert schema.get("additionalProperties", False) is lenient
+    assert ("Read leniently" in schema.get("description", "")) is lenient
+
+
+def test_the_document_accepts_the_bodies_jackson_sends(client: TestClient) -> None:
+    app.openapi_schema = None
+    document = client.get("/openapi.json").json()
+    assert _validator(document, "SceneRequest").is_valid(jackson_scene(1))
+    assert _validator(document, "ArticleImagesRequest").is_valid(jackson_article())
+    assert not _validator(document, "SceneRequest").is_valid({**SCENE, "scene_id": None}), "a required field"
+
+
+# -- the shipped texture chain: FLUX.1-dev first, the Generator without a token -----------------------
+
+
+def test_the_shipped_texture_chain_starts_with_flux_and_falls_back_to_the_generator(
+    tmp_path: Path, stages: PaintingStages, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in variable_names("HF_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    chains = load_serve_config()["applications"][0]["args"]["backends"]["chains"]
+    assert chains["texture"] == ["huggingface:black-forest-labs/FLUX.1-dev", "local"]
+    assert BackendsConfig().chains["texture"] == chains["texture"], "the other profiles' default chain too"
+    with ingress_context(tmp_path, {"max_active": 8}, backends={"chains": chains}) as context:
+        registry = BackendRegistry(context.args.backends, "painter")  # the real Hugging Face client, no token
+        deps = FlowDeps(stages, context.images, backends=registry, task_store=context.tasks)  # type: ignore[arg-type]
+        context.runner = WorkerRunner(context, {"texture": TextureFlow(deps, cache=context.tasks)})  # type: ignore[assignment]
+        with TestClient(app) as client:
+            made = posted(client, "/v1/textures", {**TEXTURES, "seed": 1}).json()["textures"]
+            assert [t["backend"] for t in made] == ["local", "local"]
+            failed = made[0]["backends_failed"][0]
+            assert failed["backend"] == "huggingface" and failed["error_code"] == "BACKEND_NOT_CONFIGURED"
+            monkeypatch.setenv("HUGGINGFACE_TOKEN", "hf_unused")  # a token, but FLUX cannot tile: no request
+            tile = posted(client, "/v1/textures", {**TEXTURES, "seed": 2, "tileable": True}).json()["textures"]
+            assert tile[0]["backend"] == "local"
+            assert tile[0]["backends_failed"][0]["error_code"] == "TILING_NOT_SUPPORTED"

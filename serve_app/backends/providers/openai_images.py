@@ -15,13 +15,11 @@ code `content_policy_violation` (UPSTREAM_REJECTED), a bad key 401, quota and ra
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 from serve_app.backends.base import ComposeNotSupported, EditNotSupported, image_mime
 from serve_app.backends.cloud import CloudBackend, Made, nearest_aspect_ratio
-from serve_app.backends.http import bad_response
+from serve_app.backends.http import b64_image
 from serve_app.backends.provider import cloud_config
 from serve_app.backends.registry import register_backend
 from serve_app.stages import GenerationSpec
@@ -92,11 +90,7 @@ class OpenAIImagesBackend(CloudBackend):
         return self._made(answer)
 
     def _made(self, answer: Any) -> Made:
-        try:
-            encoded = answer["data"][0]["b64_json"]
-            data = base64.b64decode(encoded, validate=True)
-        except (KeyError, IndexError, TypeError, binascii.Error) as exc:
-            raise bad_response(self.label, "a body without data[0].b64_json") from exc
+        data = b64_image(answer, self.label)
         return Made(data, provider_request_id=str(answer.get("created", "")) or None)
 
 

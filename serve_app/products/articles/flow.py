@@ -31,7 +31,9 @@ class ArticleFlow(Flow[ArticlePayload]):
 
     async def steps(self, run: Run[ArticlePayload]) -> FlowOutcome:
         payload, result = run.payload, run.result
-        entries: list[dict[str, Any]] = [{"index": p.index, "alt": p.alt} for p in payload.placeholders]
+        entries: list[dict[str, Any]] = [
+            p.model_dump(include={"index", "alt", "tag"}, exclude_none=True) for p in payload.placeholders
+        ]
         result["placeholders"] = entries
         if payload.variant is not None:
             result["variant"] = payload.variant.name
@@ -120,6 +122,7 @@ class ArticleFlow(Flow[ArticlePayload]):
             "kind": KIND,
             "index": entry["index"],
             "alt": entry["alt"],
+            "tag": entry.get("tag"),
             "prompt": entry.get("prompt"),
             "negative_prompt": entry.get("negative_prompt"),
             "writer": entry.get("writer"),

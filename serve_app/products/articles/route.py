@@ -1,11 +1,12 @@
 """Article images (source spec image-generation-storage-guide.md): `POST /v1/articles/images`.
 
-A list of placeholders `{index, alt}` (alt text often Korean) becomes one durable task of kind
+A list of placeholders `{index, alt, tag}` (alt text often Korean; the body read leniently, as a
+Spring/Jackson client sends it: serve_app.lenient) becomes one durable task of kind
 `article`: one image per placeholder through the `article` backend chain, batched through the
 in-cluster Generator. The answer is 202 with the task id, like /v1/generate; `Prefer: wait=N`
 waits up to N seconds (at most `scenes.max_wait_s`) and answers the finished placeholders. The
 result lists the placeholders in the request's order, each with its `url` or its own
-`error_code` and `message`.
+`error_code` and `message`, and its `tag` when it had one.
 """
 
 from __future__ import annotations
@@ -21,26 +22,27 @@ from serve_app.api.schemas import ErrorResponse, TaskAccepted
 from serve_app.api.slots import LONG
 from serve_app.api.waiting import preferences
 from serve_app.errors import InvalidInput
+from serve_app.lenient import LENIENT, SeedBody, SeedLoraSelection
 from serve_app.products.articles.config import ArticlesConfig
 from serve_app.products.articles.flow import KIND
 from serve_app.products.articles.payload import ArticlePayload, Placeholder
 from serve_app.products.base import SchemaContext
 from serve_app.products.scenes.config import ScenesConfig  # articles wait as long as scenes (scenes.max_wait_s)
-from serve_app.requests import GenerateRequest, LoraSelection, OptInt
+from serve_app.requests import GenerateRequest, OptInt
 
 router = APIRouter(prefix="/v1/articles", tags=["Article images"])
 
 EXAMPLE = {
     "placeholders": [
-        {"index": 0, "alt": "[이미지 설명: 미래적인 AI 로봇]"},
+        {"index": 0, "alt": "[이미지 설명: 미래적인 AI 로봇]", "tag": "hero"},
         {"index": 1, "alt": "햇살이 드는 아늑한 카페"},
     ],
     "style": "editorial illustration",
 }
 
 
-class ArticleImagesRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE]})
+class ArticleImagesRequest(SeedBody):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE]})
 
     placeholders: list[Placeholder] = Field(
         min_length=1,
@@ -48,7 +50,7 @@ class ArticleImagesRequest(BaseModel):
         "otherwise; JSON Schema cannot state this rule).",
     )
     style: str | None = Field(default=None, max_length=300, description="Words added to every prompt.")
-    lora: LoraSelection | None = Field(default=None, description="A LoRA for every image (see GET /info).")
+    lora: SeedLoraSelection | None = Field(default=None, description="A LoRA for every image (see GET /info).")
     seed: OptInt = Field(default=None, ge=0, lt=2**63, description="Placeholder i uses seed + i (random when omitted).")
     num_inference_steps: OptInt = None
     height: OptInt = None
@@ -62,6 +64,7 @@ class ArticleImage(BaseModel):
 
     index: int
     alt: str
+    tag: str | None = Field(default=None, description="The placeholder's `tag`, when it had one.")
     url: str | None = Field(default=None, description="The image, when it was made.")
     prompt: str | None = None
     backend: str | None = None
@@ -90,12 +93,10 @@ def request_schemas(doc: SchemaContext) -> dict[str, dict[str, Any]]:
     if not lora_names:
         props["lora"] = {"type": "null", "description": "This preset has no LoRA adapters."}
     else:
-        nested = {**nested, "LoraSelection": {**nested["LoraSelection"]}}
-        nested["LoraSelection"]["properties"] = {
-            **nested["LoraSelection"]["properties"],
-            "name": {**nested["LoraSelection"]["properties"]["name"], "enum": lora_names},
-        }
-    schema["description"] = (
+        lora = {**nested["SeedLoraSelection"]}
+        lora["properties"] = {**lora["properties"], "name": {**lora["properties"]["name"], "enum": lora_names}}
+        nested = {**nested, "SeedLoraSelection": lora}
+    schema["description"] = LENIENT + (
         "Placeholder indexes must be distinct (422 DUPLICATE_INDEX otherwise); height x width x num_inference_steps x "
         f"placeholders must be at most {limits.request_cost_limit()} (422 COST_TOO_HIGH)."
     )

@@ -30,8 +30,9 @@ from serve_app.api.intake import ERRORS, json_object
 from serve_app.api.schemas import TaskAccepted
 from serve_app.api.slots import LONG_UPLOADS
 from serve_app.errors import InvalidInput
+from serve_app.lenient import SeedLoraSelection, left_out_nulls, lenient_schema
 from serve_app.products.desk.route import take_in
-from serve_app.requests import SEED_SURFACE, GenerateRequest, LoraSelection
+from serve_app.requests import SEED_SURFACE, GenerateRequest
 from serve_app.tasks.views import SeedResult, seed_body, task_view
 
 router = APIRouter(tags=["seed API (desk)"])
@@ -49,26 +50,18 @@ EXAMPLES: dict[str, str] = {
 URL_FIELDS = ("initial_image_url", "webhook_url")
 
 
-def _null_is_left_out(data: Any) -> Any:
-    if not isinstance(data, dict):
-        return data
-    return {k: v for k, v in data.items() if v is not None and not (k in URL_FIELDS and v == "")}
-
-
-class SeedLoraSelection(LoraSelection):
-    model_config = ConfigDict(extra="ignore")
-
-    _nulls = model_validator(mode="before")(_null_is_left_out)
-
-
 class SeedGenerateRequest(GenerateRequest):
-    """POST /v1/generate's fields, read leniently: unknown fields ignored, null as left out."""
+    """POST /v1/generate's fields, read leniently (serve_app.lenient): unknown fields ignored, null
+    (and an empty URL) as left out."""
 
     model_config = ConfigDict(extra="ignore")
 
     lora: SeedLoraSelection | None = Field(default=None, description="LoRA adapter and scale to apply.")
 
-    _nulls = model_validator(mode="before")(_null_is_left_out)
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls_are_left_out(cls, data: Any) -> Any:
+        return left_out_nulls(data, URL_FIELDS)
 
 
 def _trailing_commas(text: str) -> list[int]:
@@ -129,31 +122,22 @@ def seed_schemas(v1: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     text = json.dumps({name: v1[name] for name in ("GenerateRequest", "GenerateForm", "LoraSelection") if name in v1})
     seed = json.loads(text.replace("#/components/schemas/LoraSelection", "#/components/schemas/SeedLoraSelection"))
     request, form = seed["GenerateRequest"], seed["GenerateForm"]
-    for name, prop in request["properties"].items():
-        nullable = prop.get("type") == "null" or any(b.get("type") == "null" for b in prop.get("anyOf", []))
-        if not nullable:
-            branch = {k: v for k, v in prop.items() if k not in ("title", "description", "default")}
-            request["properties"][name] = {"anyOf": [branch, {"type": "null"}], "description": prop.get("description")}
     for name in URL_FIELDS:  # "" is left out too
         prop = request["properties"][name]
         branches = prop["anyOf"] if "anyOf" in prop else [{"type": "null"}]
         request["properties"][name] = {**prop, "anyOf": [*branches, {"type": "string", "maxLength": 0}]}
         request["properties"][name].pop("type", None)
-    lenient = (
-        "The seed's body (desk-generate-api-spec.md), read leniently as a Spring/Jackson client sends it: "
-        "unknown fields are ignored, null (and an empty URL) is a field left out, a trailing comma is read past. "
+    request["description"] = (
+        "The seed's body (desk-generate-api-spec.md); an empty URL is left out too, and a trailing comma is read "
+        "past. " + request.get("description", "")
     )
     out = {
-        "SeedGenerateRequest": {
-            **request,
-            "title": "SeedGenerateRequest",
-            "additionalProperties": True,
-            "description": lenient + request.get("description", ""),
-        },
+        "SeedGenerateRequest": {**lenient_schema(request, everything_optional=True), "title": "SeedGenerateRequest"},
         "SeedGenerateForm": {**form, "title": "SeedGenerateForm", "additionalProperties": True},
     }
     if "LoraSelection" in seed:
-        out["SeedLoraSelection"] = {**copy.deepcopy(seed["LoraSelection"]), "additionalProperties": True}
+        lora = lenient_schema(copy.deepcopy(seed["LoraSelection"]))
+        out["SeedLoraSelection"] = {**lora, "title": "SeedLoraSelection"}
     return out
 
 

@@ -1,6 +1,9 @@
 """A script's scene, as the source spec's Spring Boot backend sends it (scene-image-service-readme.md):
 script metadata with its characters (gender 0 male, 1 female), the scene id, and its audios
-(narration, and dialogue with its character and emotion)."""
+(narration, and dialogue with its character and emotion).
+
+Every model of the body is a `SeedBody`: read as a Spring/Jackson client sends it (unknown fields
+ignored, null as left out, at every level)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from serve_app.backends.config import Variant
+from serve_app.lenient import SeedBody
 from serve_app.patterns import NON_BLANK_PATTERN
 
 Text = Annotated[str, Field(max_length=2000)]
@@ -21,9 +25,7 @@ MAX_CHARACTERS = 20
 MAX_AUDIOS = 50
 
 
-class Character(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Character(SeedBody):
     name: Name = Field(description="The character's name, as the dialogue names them.")
     # "the seed" here is the source spec: this text is in the OpenAPI document, kept as published
     gender: Literal[0, 1] = Field(description="0: male, 1: female (the seed's encoding).")
@@ -37,9 +39,7 @@ class Character(BaseModel):
         return value
 
 
-class ScriptMetadata(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ScriptMetadata(SeedBody):
     title: Annotated[str, Field(min_length=1, max_length=200, pattern=NON_BLANK_PATTERN)]
     script_id: Annotated[int, Field(ge=0, le=2**53)] = Field(description="Scenes of one script share its style.")
     characters: list[Character] = Field(default_factory=list, max_length=MAX_CHARACTERS)
@@ -59,10 +59,10 @@ DIALOGUE_NEEDS_A_SPEAKER = {
 }
 
 
-class Audio(BaseModel):
+class Audio(SeedBody):
     """A narration, or a line of dialogue, which names its character."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=DIALOGUE_NEEDS_A_SPEAKER)
+    model_config = ConfigDict(json_schema_extra=DIALOGUE_NEEDS_A_SPEAKER)
 
     type: Literal["narration", "dialogue"]
     text: Annotated[str, Field(min_length=1, max_length=2000, pattern=NON_BLANK_PATTERN)]
@@ -78,10 +78,8 @@ class Audio(BaseModel):
         return self
 
 
-class Scene(BaseModel):
+class Scene(SeedBody):
     """A scene of a script, as the source spec's Spring Boot backend sends it."""
-
-    model_config = ConfigDict(extra="forbid")
 
     script_metadata: ScriptMetadata
     scene_id: Annotated[int, Field(ge=0, le=2**53)]

@@ -23,6 +23,7 @@ from serve_app.api.deps import IngressContext
 from serve_app.api.intake import Submission, SubmissionDep, answered, given, patch_settings, waiting_route_errors
 from serve_app.api.schemas import ErrorResponse
 from serve_app.api.slots import LONG
+from serve_app.lenient import LENIENT
 from serve_app.products.base import SchemaContext
 from serve_app.products.scenes.config import ScenesConfig
 from serve_app.products.scenes.flow import KIND
@@ -51,7 +52,7 @@ EXAMPLE: dict[str, Any] = {
 class SceneRequest(Scene):
     """The source spec's body; the optional fields after it are this service's."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE]})
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE]})
 
     user_id: str | None = Field(default=None, max_length=64, description="Whose images these are (storage keys).")
     webhook_url: str | None = Field(default=None, max_length=2048, description="POSTed the result when done.")
@@ -108,7 +109,7 @@ def request_schemas(doc: SchemaContext) -> dict[str, dict[str, Any]]:
     schema = SceneRequest.model_json_schema(ref_template="#/components/schemas/{model}")
     nested = schema.pop("$defs", {})
     patch_settings(schema["properties"], limits, webhooks=doc.webhooks)
-    schema["description"] = (
+    schema["description"] = LENIENT + (
         # "the seed" here is the source spec: this text is in the OpenAPI document, kept as published
         "The seed's scene. Every dialogue audio names its character, one of script_metadata.characters "
         "(422 otherwise). height x width x num_inference_steps must be at most "
