@@ -44,7 +44,12 @@ def _measure(requests: int, sizes: list[int]) -> dict[str, Any]:
     from testbed.harness import PaintingStages, WorkerRunner, in_process_context
 
     root = Path(tempfile.mkdtemp(prefix="igb-tc-", dir="/tmp"))
-    ctx = in_process_context(root, None, tasks={"max_active": 64}, openai={"poll_s": 0.005})
+    # The stand-in Generator makes every texture: the shipped chain tries FLUX.1-dev on Hugging Face
+    # first, which with a token in the environment would be a network call per miss.
+    chains = {"texture": ["local"]}
+    ctx = in_process_context(
+        root, None, tasks={"max_active": 64}, openai={"poll_s": 0.005}, backends={"chains": chains}
+    )
     registry = BackendRegistry(ctx.args.backends, "painter")
     deps = FlowDeps(PaintingStages(), ctx.images, backends=registry)  # type: ignore[arg-type]
     ctx.runner = WorkerRunner(ctx, {"texture": TextureFlow(deps, cache=ctx.tasks)})  # type: ignore[assignment]
