@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from serve_app.args import CoreArgs
-from serve_app.errors import ConfigurationError
+from serve_app.errors import ConfigurationError, InvalidInput
 from serve_app.settings import Settings
 from serve_app.webhooks import SECRET_PREFIX, secret_bytes
 
@@ -57,6 +57,12 @@ class WebhookSecret:
     def configured(cls, value: str | None) -> WebhookSecret:
         """The secret of the environment alone (no file): what a context built without args uses."""
         return cls(value, "environment") if value else cls(None, "none")
+
+    def require(self, subject: str) -> None:
+        """422 WEBHOOKS_DISABLED ("<subject> are not enabled on this server (why)") unless webhooks are on."""
+        if not self.enabled:
+            why = f" ({self.off_because})" if self.off_because else ""
+            raise InvalidInput(f"{subject} are not enabled on this server{why}.", error_code="WEBHOOKS_DISABLED")
 
     def info(self) -> dict[str, Any]:
         """What /info shows: on or off, where the secret lives (never the secret itself)."""

@@ -274,11 +274,7 @@ def admission_for(ctx: IngressContext, caller: Caller) -> Admission:
 async def check_webhook(ctx: IngressContext, resolved: ResolvedGenerate) -> None:
     """A webhook URL is refused unless webhooks are on and the URL is safe to post to."""
     if resolved.webhook_url:
-        if not ctx.webhooks.enabled:
-            why = f" ({ctx.webhooks.off_because})" if ctx.webhooks.off_because else ""
-            raise InvalidInput(
-                f"webhook_url: webhooks are not enabled on this server{why}.", error_code="WEBHOOKS_DISABLED"
-            )
+        ctx.webhooks.require("webhook_url: webhooks")
         await acheck_url(resolved.webhook_url, ctx.args.fetch)
 
 

@@ -20,7 +20,6 @@ from serve_app.api.auth import CallerDep
 from serve_app.api.deps import Ctx
 from serve_app.api.intake import ERRORS
 from serve_app.api.schemas import ErrorResponse
-from serve_app.errors import InvalidInput
 from serve_app.tasks.outbox import ReplayLimits
 from serve_app.webhooks import make_msg_id
 
@@ -60,9 +59,7 @@ class WebhookReplay(BaseModel):
     summary="Deliver a finished task's signed webhook again (same webhook-id), through the outbox.",
 )
 async def replay_webhook(task_id: str, request: Request, ctx: Ctx, caller: CallerDep) -> WebhookReplay:
-    if not ctx.webhooks.enabled:
-        why = f" ({ctx.webhooks.off_because})" if ctx.webhooks.off_because else ""
-        raise InvalidInput(f"Webhooks are not enabled on this server{why}.", error_code="WEBHOOKS_DISABLED")
+    ctx.webhooks.require("Webhooks")
     bounds, retention = ctx.args.webhooks.replay, ctx.args.retention
     limits = ReplayLimits(
         per_caller=bounds.per_caller_per_minute,
