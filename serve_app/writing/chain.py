@@ -47,11 +47,11 @@ class WriterChain(PromptWriter):
                 return answer
             except AppError as exc:
                 reasons.append(f"{self.chat.name}: {exc.error_code}: {exc.message}"[:300])
-        written: Written = await getattr(self.glossary, method)(arg)
-        if (written.untranslated or not written.text.strip()) and self.machine is not None:
-            written = await getattr(self.machine, method)(arg)
-            if written.fallback_reason:
-                reasons.append(written.fallback_reason)
+        # The template writer with the Translator behind it asks it only for the pieces with a word
+        # the glossary does not know: the glossary's own text when it knows every word.
+        written: Written = await getattr(self.machine or self.glossary, method)(arg)
+        if written.fallback_reason:
+            reasons.append(written.fallback_reason)
         return written.model_copy(update={"fallback_reason": "; ".join(reasons) or None})
 
     async def translate(self, text: str) -> Written:
