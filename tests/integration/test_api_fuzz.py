@@ -62,8 +62,11 @@ def test_schemathesis_all_checks_find_nothing(serve_app: ServeApp, tmp_path: Pat
         "80",
         "--seed",
         "20261122",
+        # One worker: with two, hypothesis describes strategies (ast.parse of lambdas) on two threads
+        # at once, and CPython 3.11 can raise "SystemError: AST constructor recursion depth mismatch"
+        # from that race: a Runtime Error of the tool, not a finding (one CI run in three hit it).
         "--workers",
-        "2",
+        "1",
         "--request-timeout",
         "60",
         "--generation-database",
