@@ -121,6 +121,13 @@ def _test_config(
         },
     )
 
+    # The laptop profile runs two Generator processes from the start (one per core): here one that
+    # autoscales out to two, so test_autoscaling sees the autoscaler act, and the suite's shared
+    # app starts one model replica fewer.
+    for deployment in main["deployments"]:
+        if deployment["name"] == "Generator":
+            deployment["autoscaling_config"].update(min_replicas=1, initial_replicas=1, max_replicas=2)
+
     s3 = copy.deepcopy(base)
     s3["name"] = "s3"
     s3["route_prefix"] = "/s3"

@@ -42,6 +42,7 @@ EXPECTED: dict[str, set[str]] = {
     "gpu_session": {"model", "floor", "peers", "peak_tflops"},
     "hostile": {"quiet", "one_caller", "many_callers", "memory", "slowloris", "startup_s"},
     "ingress_path": {"tree", "routes"},
+    "lanes": {"workers", "lanes", "processes"},
 }
 
 
@@ -92,6 +93,11 @@ def _check_ingress_path(results: dict[str, Any]) -> None:
     statuses = {label: route["statuses"] for label, route in results["routes"].items()}
     assert list(statuses.values()) == [[404], [400], [200]], statuses
     assert all(route["n"] > 0 for route in results["routes"].values())
+
+
+def _check_lanes(results: dict[str, Any]) -> None:
+    assert len(results["lanes"]) == len(results["processes"]) == 1
+    assert all(rate > 0 for rate in results["lanes"] + results["processes"])
 
 
 def _check_scale_up(results: dict[str, Any]) -> None:

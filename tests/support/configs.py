@@ -37,7 +37,9 @@ def check_serve_config(config: dict[str, Any]) -> None:
                 assert deployment["max_ongoing_requests"] >= batch, f"{deployment['name']} would cap its batches"
         generator = next(d for d in raw["deployments"] if d["name"] == "Generator")
         if "autoscaling_config" in generator:
-            assert generator["autoscaling_config"]["max_replicas"] > generator["autoscaling_config"]["min_replicas"]
+            scaling = generator["autoscaling_config"]
+            assert scaling["min_replicas"] <= scaling.get("initial_replicas", scaling["min_replicas"])
+            assert scaling.get("initial_replicas", scaling["min_replicas"]) <= scaling["max_replicas"]
         else:
             assert generator["num_replicas"] == 1 and generator["ray_actor_options"].get("num_gpus", 0) < 1
 
