@@ -57,7 +57,7 @@ from benchmarks.common import (
     running_app,
     short_tmpdir,
 )
-from testbed.harness import desk_photo, free_port, local_app_config, preset_file
+from testbed.harness import desk_photo, free_port, generator_replicas, local_app_config, preset_file
 
 NAME = "chaos"
 APP = "imagegen"
@@ -732,6 +732,8 @@ def chaos_config(args: Any, port: int, data_dir: Path, preset: str, seaweed: Any
     """serve_config.yaml with the benchmark's overrides: S3 on SeaweedFS, a small queue, short leases."""
     cache = args.model_cache_dir.expanduser().resolve()
     config = local_app_config(port, data_dir, args.config, preset=preset, model_cache_dir=cache)
+    if args.smoke:
+        generator_replicas(config, 1)
     app = config["applications"][0]
     app["name"] = APP
     app["args"].update(

@@ -42,7 +42,7 @@ from benchmarks.common import (
     stop_process,
 )
 from serve_app.presets import load_preset
-from testbed.harness import desk_photo, free_port, local_app_config, preset_file
+from testbed.harness import desk_photo, free_port, generator_replicas, local_app_config, preset_file
 
 NAME = "cold_start"
 PRESETS = ("tiny", "sd15", "sdxl")
@@ -106,6 +106,8 @@ def one_start(args: Any, preset: str, mode: str) -> dict[str, Any]:
         fast_shutdown=not args.keep_shutdown_defaults,
         model_cache_dir=cache,
     )
+    if args.smoke:
+        generator_replicas(config, 1)
     config_path = root / "serve_config.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     extra = {"RAY_TMPDIR": str(root / "r"), "RAY_ADDRESS": "local"}

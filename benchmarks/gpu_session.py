@@ -96,6 +96,7 @@ def run_peers(args: Any, device: str, left_s: float) -> dict[str, Any]:
         str(out),
         "--rates",
         *[str(rate) for rate in args.rates],
+        *(["--smoke"] if args.smoke else []),  # the rehearsal: the same sizes, one Generator replica to start
     ]
     before = set(out.glob("peers-*.json"))
     try:

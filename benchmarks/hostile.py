@@ -42,7 +42,7 @@ from benchmarks.common import (
     print_table,
     running_app,
 )
-from testbed.harness import local_app_config
+from testbed.harness import generator_replicas, local_app_config
 
 NAME = "hostile"
 APP = "imagegen"
@@ -309,6 +309,8 @@ def main() -> None:
     with bench_run(NAME, args) as run:
         with app_workspace("igb-ho-") as ws:
             config = local_app_config(ws.port, ws.data_dir, args.config, preset="tiny")
+            if args.smoke:
+                generator_replicas(config, 1)
             app_args = config["applications"][0]["args"]
             long_requests = {**app_args.get("long_requests", {}), "client_ip_header": "X-Forwarded-For"}
             if args.body_timeout_s is not None:

@@ -37,7 +37,7 @@ from benchmarks.common import (
     print_table,
     running_app,
 )
-from testbed.harness import desk_photo, local_app_config, preset_file
+from testbed.harness import desk_photo, generator_replicas, local_app_config, preset_file
 
 NAME = "load_sweep"
 
@@ -184,6 +184,8 @@ def main() -> None:
                 preset = str(preset_file(ws.root, args.preset, threshold))
                 cache = args.model_cache_dir.expanduser().resolve()
                 config = local_app_config(ws.port, ws.data_dir, args.config, preset=preset, model_cache_dir=cache)
+                if args.smoke:
+                    generator_replicas(config, 1)
                 with running_app(config, ws.port, run, "igb-lsr-", env) as url:
                     run.results["target"] = f"in-process {args.config.name}, preset {args.preset}"
                     results = asyncio.run(sweep(url, args))

@@ -52,7 +52,7 @@ from benchmarks.common import (
     print_table,
     short_tmpdir,
 )
-from testbed.harness import free_port, local_app_config, preset_file, wait_http_ok
+from testbed.harness import free_port, generator_replicas, local_app_config, preset_file, wait_http_ok
 
 NAME = "peers"
 PROMPT = "a cozy wooden desk with a monitor, a keyboard and a plant"
@@ -237,6 +237,8 @@ def measure(args: Any, run: BenchRun) -> list[dict[str, Any]]:
             preset = str(_preset(root, args))
             profile = "serve_config.gpu.yaml" if args.device == "cuda" else "serve_config.yaml"
             config = local_app_config(port, data_dir, REPO_ROOT / profile, preset=preset, model_cache_dir=cache)
+            if getattr(args, "smoke", False):  # numbers meaningless: one Generator (and one peer replica) to start
+                generator_replicas(config, 1)
             many_clients(config)
 
             url = _deploy_peer(port, config["http_options"], args, run, _generator(config))

@@ -26,7 +26,7 @@ from benchmarks.common import (
     print_table,
     running_app,
 )
-from testbed.harness import local_app_config
+from testbed.harness import generator_replicas, local_app_config
 
 NAME = "scale_up"
 APP, DEPLOYMENT = "imagegen", "Generator"  # serve_config.yaml's application
@@ -114,11 +114,8 @@ def main() -> None:
     args = parse_args()
     with bench_run(NAME, args) as run:
         with app_workspace("igb-su-") as ws:
-            config = local_app_config(ws.port, ws.data_dir)
+            config = generator_replicas(local_app_config(ws.port, ws.data_dir), 1, 2)  # its delays, from 1
             generator = next(d for d in config["applications"][0]["deployments"] if d["name"] == DEPLOYMENT)
-            # serve_config.yaml's own delays and targets, from one replica: the laptop profile runs
-            # its two from the start, which leaves the autoscaler nothing to add on 2 cores.
-            generator["autoscaling_config"].update(min_replicas=1, initial_replicas=1, max_replicas=2)
             run.results["autoscaling_config"] = generator["autoscaling_config"]
             with running_app(config, ws.port, run, "igb-sur-") as url:
                 with httpx.Client(base_url=url, timeout=30) as client:

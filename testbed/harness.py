@@ -75,6 +75,20 @@ def local_app_config(
     return config
 
 
+def generator_replicas(config: dict[str, Any], initial: int, maximum: int | None = None) -> dict[str, Any]:
+    """The Generator's autoscaling started (and floored) at `initial` replicas, optionally capped at
+    `maximum`: the laptop profile's two from the start are one model replica's start too many for a
+    smoke run, and leave a scale-up benchmark nothing to add."""
+    for app in config["applications"]:
+        for deployment in app.get("deployments", []):
+            if deployment["name"] == "Generator" and "autoscaling_config" in deployment:
+                scaling = deployment["autoscaling_config"]
+                scaling.update(min_replicas=initial, initial_replicas=initial)
+                if maximum is not None:
+                    scaling["max_replicas"] = maximum
+    return config
+
+
 def preset_file(folder: Path, base: str = "tiny", desk_threshold: float | None = None, name: str | None = None) -> Path:
     """A copy of preset `base` in `folder` (optionally with another desk threshold); its path."""
     data = yaml.safe_load((CONFIGS_DIR / "presets" / f"{base}.yaml").read_text(encoding="utf-8"))

@@ -48,6 +48,7 @@ FORM: dict[str, Any] = {
     },
 }
 SEEDS = range(6)  # with the tool alone, 5 of these 6 raise within 100 examples (schemathesis 4.32.5)
+MENDED_SEEDS = range(3)  # 2 of these 3 raise without the mend
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +71,13 @@ def fresh_strategies() -> Iterator[None]:
     clear_all()
 
 
-def _draw_negative(operation: Any, check: Callable[[Any], None]) -> list[str]:
-    errors = []
+def _draw_negative(operation: Any, check: Callable[[Any], None], seeds: range, first: bool = False) -> list[str]:
+    """The tool's errors over 100 negative cases per seed (`first`: stop at the first error)."""
+    errors: list[str] = []
     strategy = operation.as_strategy(generation_mode=GenerationMode.NEGATIVE)
-    for number in SEEDS:
+    for number in seeds:
+        if first and errors:
+            break
 
         @seed(number)
         @settings(
@@ -97,7 +101,7 @@ def _draw_negative(operation: Any, check: Callable[[Any], None]) -> list[str]:
 def test_the_tool_alone_fails_on_the_upload_form(upload_form: Any) -> None:
     """If this stops failing, schemathesis reads `Binary` itself and the mend can go."""
     jsonschema_strategy._validator = schemathesis_hooks._tool_validator
-    errors = _draw_negative(upload_form, lambda case: None)
+    errors = _draw_negative(upload_form, lambda case: None, SEEDS, first=True)
     assert errors and all("Unsupported type: 'Binary'" in error for error in errors)
 
 
@@ -114,5 +118,5 @@ def test_with_the_mend_every_negative_upload_form_is_drawn_and_invalid(upload_fo
             seen["uploads"] += 1
         assert not form.is_valid(_strip_binary(case.body)), case.body
 
-    assert _draw_negative(upload_form, check) == []
+    assert _draw_negative(upload_form, check, MENDED_SEEDS) == []
     assert seen["uploads"] > 0, "the draws included an uploaded image"
