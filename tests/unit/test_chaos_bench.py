@@ -97,7 +97,12 @@ def test_every_deployment_with_a_replica_to_kill_is_a_kind_and_the_translator_st
             return {"kind": "s3", "bucket": bucket}
 
     args = SimpleNamespace(
-        model_cache_dir=tmp_path, config=REPO_ROOT / "serve_config.yaml", lease_s=4.0, max_active=4, retry_after_s=2
+        model_cache_dir=tmp_path,
+        config=REPO_ROOT / "serve_config.yaml",
+        lease_s=4.0,
+        max_active=4,
+        retry_after_s=2,
+        smoke=False,
     )
     app = chaos_config(args, 8123, tmp_path, "tiny", Seaweed())["applications"][0]
     deployments = {d["name"]: d for d in app["deployments"]}
