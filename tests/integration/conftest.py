@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from serve_app.webhook_secret import SECRET_FILE
-from testbed.harness import deploy_config, free_port, load_serve_config, preset_file, wait_http_ok
+from testbed.harness import deploy_config, free_port, generator_replicas, load_serve_config, preset_file, wait_http_ok
 from testbed.processes import kill_orphaned_haproxy
 from testbed.seaweed import SeaweedServer
 from testbed.stubs.naver_stub import NaverStub
@@ -121,13 +121,6 @@ def _test_config(
         },
     )
 
-    # The laptop profile runs two Generator processes from the start (one per core): here one that
-    # autoscales out to two, so test_autoscaling sees the autoscaler act, and the suite's shared
-    # app starts one model replica fewer.
-    for deployment in main["deployments"]:
-        if deployment["name"] == "Generator":
-            deployment["autoscaling_config"].update(min_replicas=1, initial_replicas=1, max_replicas=2)
-
     s3 = copy.deepcopy(base)
     s3["name"] = "s3"
     s3["route_prefix"] = "/s3"
@@ -153,7 +146,10 @@ def _test_config(
             deployment.pop("autoscaling_config", None)
             deployment["num_replicas"] = 1
     config["applications"] = [main, s3]
-    return config
+    # The laptop profile runs two Generator processes from the start (one per core): main's here
+    # autoscales from one to two, so test_autoscaling sees the autoscaler act, and the suite's
+    # shared app starts one model replica fewer (s3's has no autoscaling: one replica).
+    return generator_replicas(config, 1, 2)
 
 
 @pytest.fixture(scope="package")
