@@ -20,6 +20,11 @@ arrivals are the same seeded exponential gaps, and each request times one HTTP c
 its image (the app's answer carries the image as b64_json, the peer's is the PNG body).
 Goodput: images back within `--slo-s`, per second of the rate's span.
 
+`--app-max-wait-s none 2` runs the app once as shipped (no bound in time) and once with
+`admission.max_predicted_wait_s: 2` (its time bound set from the SLO, as an operator with that SLO
+would): the tasks it cannot finish within the bound at the recent rate get `503
+QUEUE_WAIT_TOO_LONG` at once instead of a place at the back of a growing queue.
+
 On a GPU (`--device cuda`): both load `--model-dir` (a diffusers SD folder, e.g. the SD 1.5-shaped
 random weights `benchmarks.gpu_session` saves) in float16; the peer as Ray's doc example runs it
 (one replica with `num_gpus: 1`, `torch.autocast`), the app from serve_config.gpu.yaml with a preset
@@ -59,6 +64,21 @@ PROMPT = "a cozy wooden desk with a monitor, a keyboard and a plant"
 TARGETS = ("ray-doc-example", "imagegen-serve", "imagegen-serve-static")
 
 
+def wait_bound(text: str) -> float | None:
+    """`--app-max-wait-s` values: seconds, or none (no bound in time)."""
+    return None if text.lower() == "none" else float(text)
+
+
+def target_name(batching: str, max_wait_s: float | None) -> str:
+    """The app's label in the tables: its batching and its bound in time, when it has one."""
+    name = TARGETS[1] if batching == "step" else TARGETS[2]
+    return name if max_wait_s is None else f"{name} wait<={max_wait_s:g}s"
+
+
+def _order(target: str) -> tuple[int, str]:
+    return (next(i for i, t in enumerate(TARGETS) if target.split(" ")[0] == t), target)
+
+
 def parse_args() -> Any:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--rates", type=float, nargs="+", default=[1.0, 2.0, 4.0], help="offered req/s")
@@ -75,6 +95,13 @@ def parse_args() -> Any:
         choices=["step", "static"],
         default=["step"],
         help="the app's Generator batching, each a run of its own (step: requests join at the next step)",
+    )
+    parser.add_argument(
+        "--app-max-wait-s",
+        nargs="+",
+        type=wait_bound,
+        default=[None],
+        help="the app's admission.max_predicted_wait_s, each a run of its own (none: as shipped, no bound)",
     )
     parser.add_argument(
         "--model-cache-dir", type=Path, default=DEFAULT_CACHE_DIR / "models", help="tiny model cache (both)"
@@ -247,12 +274,14 @@ def measure(args: Any, run: BenchRun) -> list[dict[str, Any]]:
                 _print(results[-1])
             serve.delete("peer")
 
-            for batching in args.app_batching:
+            for batching, max_wait_s in [(b, w) for b in args.app_batching for w in args.app_max_wait_s]:
                 generator = _generator(config)
                 generator["user_config"] = {**generator.get("user_config", {}), "batching": batching}
-                target = "imagegen-serve" if batching == "step" else "imagegen-serve-static"
+                admission = config["applications"][0]["args"].setdefault("admission", {})
+                admission["max_predicted_wait_s"] = max_wait_s
+                target = target_name(batching, max_wait_s)
                 url = deploy_and_wait(config, port, run)
-                startup = "app_startup_s" if batching == "step" else "app_static_startup_s"
+                startup = "app_startup_s" if target == TARGETS[1] else f"app_startup_s[{target}]"
                 run.results[startup] = run.results.pop("startup_s")
                 for rate in args.rates:
                     results.append(asyncio.run(run_rate(url, target, args, rate)))
@@ -282,7 +311,7 @@ def report(run: BenchRun, args: Any, results: list[dict[str, Any]]) -> None:
             r["latency"]["p99_ms"] / 1e3,
             r["goodput_rps"],
         ]
-        for r in sorted(results, key=lambda r: (r["rate"], TARGETS.index(r["target"])))
+        for r in sorted(results, key=lambda r: (r["rate"], _order(r["target"])))
     ]
     print_table(
         f"Same {'SD model from ' + args.model_dir.name if args.model_dir else 'tiny SD model'} on {args.device}, "

@@ -25,6 +25,14 @@ class AdmissionConfig(BaseModel):
         description="Sum of the costs of queued and running tasks above which a submit gets 503 + Retry-After; "
         "None: only tasks.max_active bounds the queue.",
     )
+    max_predicted_wait_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=86400,
+        description="A submit whose task is predicted to be done later than this many seconds from now gets 503 "
+        "QUEUE_WAIT_TOO_LONG + Retry-After: (tasks in flight + 1) x the mean interval between the last 20 "
+        "completions while the server had a backlog. Set it from your latency SLO; None: no bound in time.",
+    )
     upload_bytes_in_flight: int = Field(
         default=256 * 1024 * 1024,
         ge=1024,

@@ -198,6 +198,7 @@ async def info(ctx: Ctx) -> dict[str, Any]:
         "queue": {
             "max_active_tasks": ctx.args.tasks.max_active,
             "max_active_cost": ctx.args.admission.max_active_cost,
+            "max_predicted_wait_s": ctx.args.admission.max_predicted_wait_s,
             "max_request_cost": ctx.limits.request_cost_limit(),
             "upload_bytes_in_flight": ctx.args.admission.upload_bytes_in_flight,
             "retry_after_s": ctx.args.tasks.retry_after_s,

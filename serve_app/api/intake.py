@@ -266,6 +266,7 @@ def admission_for(ctx: IngressContext, caller: Caller) -> Admission:
     return Admission(
         max_active=ctx.args.tasks.max_active,
         max_active_cost=ctx.args.admission.max_active_cost,
+        max_predicted_wait_s=ctx.args.admission.max_predicted_wait_s,
         retry_after_s=ctx.args.tasks.retry_after_s,
         limits=caller.limits,
     )

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from serve_app.errors import Conflict, NotFound, QueueFull, TaskCancelled, TooManyRequests
-from serve_app.tasks.api_keys import ApiKeyStore, KeyLimits
-from serve_app.tasks.db import Database, Row, Tx
+from serve_app.errors import Conflict, NotFound, TaskCancelled
+from serve_app.tasks.admission import Admission
+from serve_app.tasks.api_keys import ApiKeyStore
+from serve_app.tasks.db import Database, Row
 from serve_app.tasks.outbox import WebhookOutbox
 from serve_app.tasks.queue import TaskQueue
 from serve_app.tasks.records import ACTIVE, FINISHED, Progress, Stage, TaskRecord, create_schema, dumps, parse_keys
@@ -30,70 +31,6 @@ def _same_request(row: Row, request_hash: str | None) -> TaskRecord:
             "Idempotency-Key was already used with a different request body.", error_code="IDEMPOTENCY_KEY_REUSED"
         )
     return record
-
-
-@dataclass(frozen=True)
-class Admission:
-    """The bounds a new task must fit, checked inside the insert's serialised transaction.
-
-    Whole queue: `max_active` tasks and `max_active_cost` pixel-steps queued or running (503 +
-    Retry-After). Per API key, when `key_id` is given: `limits` (tasks and cost in flight, and
-    requests in the last `rate_window_s`: 429 + Retry-After).
-    """
-
-    max_active: int | None = None
-    max_active_cost: int | None = None
-    retry_after_s: int = 5
-    limits: KeyLimits | None = None
-    rate_window_s: float = 60.0
-
-    def check(self, tx: Tx, cost: int, key_id: str | None, now: float) -> None:
-        if self.max_active is not None or self.max_active_cost is not None:
-            row = tx.one("SELECT COUNT(*) AS n, SUM(cost) AS c FROM tasks WHERE status IN (?, ?)", ACTIVE)
-            count, queued_cost = (int(row["n"] or 0), int(row["c"] or 0)) if row else (0, 0)
-            if self.max_active is not None and count >= self.max_active:
-                raise QueueFull(f"{count} tasks are in flight; retry later.", retry_after_s=self.retry_after_s)
-            if self.max_active_cost is not None and queued_cost + cost > self.max_active_cost:
-                raise QueueFull(
-                    "The queue holds as much work as this server takes at once; retry later.",
-                    error_code="QUEUE_COST_FULL",
-                    retry_after_s=self.retry_after_s,
-                )
-        limits = self.limits
-        if key_id is None or limits is None:
-            return
-        if limits.max_in_flight is not None or limits.max_cost_in_flight is not None:
-            row = tx.one(
-                "SELECT COUNT(*) AS n, SUM(cost) AS c FROM tasks WHERE key_id = ? AND status IN (?, ?)",
-                (key_id, *ACTIVE),
-            )
-            count, key_cost = (int(row["n"] or 0), int(row["c"] or 0)) if row else (0, 0)
-            if limits.max_in_flight is not None and count >= limits.max_in_flight:
-                raise TooManyRequests(
-                    f"This API key has {count} tasks in flight, its limit; retry when one ends.",
-                    error_code="TOO_MANY_TASKS",
-                    retry_after_s=self.retry_after_s,
-                )
-            if limits.max_cost_in_flight is not None and key_cost + cost > limits.max_cost_in_flight:
-                raise TooManyRequests(
-                    f"This API key's tasks in flight cost {key_cost} pixel-steps; with this one ({cost}) they "
-                    f"would pass its budget of {limits.max_cost_in_flight}. Retry when one ends.",
-                    error_code="KEY_BUDGET_EXCEEDED",
-                    retry_after_s=self.retry_after_s,
-                )
-        if limits.requests_per_minute is not None:
-            since = now - self.rate_window_s
-            row = tx.one(
-                "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM tasks WHERE key_id = ? AND created_at > ?",
-                (key_id, since),
-            )
-            if row and int(row["n"] or 0) >= limits.requests_per_minute:
-                wait = float(row["oldest"]) + self.rate_window_s - now
-                raise TooManyRequests(
-                    f"This API key may make {limits.requests_per_minute} requests per minute.",
-                    error_code="RATE_LIMITED",
-                    retry_after_s=wait,
-                )
 
 
 @dataclass(frozen=True)

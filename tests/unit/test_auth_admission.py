@@ -254,6 +254,29 @@ def test_the_queue_cost_budget_is_503_with_retry_after(open_ctx: IngressContext)
     assert client.get("/info").json()["queue"]["max_active_cost"] == 64 * 64 * 20 * 2
 
 
+def test_a_bound_in_time_is_503_queue_wait_too_long_and_stores_nothing(tmp_path: Path) -> None:
+    with ingress_context(tmp_path, {"max_active": 50}, admission={"max_predicted_wait_s": 2.5}) as ctx:
+        client = TestClient(app)
+        for _ in range(2):  # no backlog seen yet: taken
+            assert client.post("/v1/generate", json={"prompt": "a desk"}).status_code == 202
+        with ctx.tasks.db.tx() as tx:  # five done before, in one backlog, one a second
+            for index in range(6):
+                tx.run(
+                    "INSERT INTO tasks (task_id, kind, status, request, created_at, updated_at, available_at,"
+                    " started_at, finished_at) VALUES (?, 'desk', 'done', '{}', 0, 0, 0, 1, ?)",
+                    (f"before{index}", 10.0 + index),
+                )
+        # two in flight, so a third is done in 3 s at that rate: past the bound
+        photo = {"image": ("d.png", png(), "image/png")}
+        response = client.post("/v1/generate", data={"prompt": "a desk"}, files=photo)
+        assert response.status_code == 503 and response.json()["error_code"] == "QUEUE_WAIT_TOO_LONG"
+        assert response.headers["retry-after"] == "1" and _files(ctx) == [] and ctx.tasks.count_active() == 2
+        body = {"prompt": "a desk", "size": "64x64", "response_format": "b64_json"}
+        response = client.post("/v1/images/generations", json=body, headers={"Prefer": "respond-async"})
+        assert response.status_code == 503 and response.headers["retry-after"] == "1"
+        assert client.get("/info").json()["queue"]["max_predicted_wait_s"] == 2.5
+
+
 def test_uploads_share_a_byte_budget_and_give_it_back(open_ctx: IngressContext) -> None:
     client = TestClient(app)
     budget = open_ctx.uploads

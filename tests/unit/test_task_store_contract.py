@@ -575,6 +575,42 @@ def test_queue_cost_budget_sheds_the_task_that_would_pass_it(store: TaskStore) -
     _create(store, "b", cost=500, admission=budget)  # finished work no longer counts
 
 
+def _finish_overlapping(store: TaskStore, clock: Clock, ids: list[str], interval_s: float) -> None:
+    """Run `ids` as one backlog: all claimed at once, then done one every `interval_s`."""
+    for task_id in ids:
+        _create(store, task_id)
+    leases = {task_id: _claim(store, task_id) for task_id in ids}
+    for task_id in ids:
+        clock.now += interval_s
+        assert store.queue.complete(task_id, leases[task_id], {})
+
+
+def test_a_bound_in_time_sheds_what_the_recent_rate_cannot_finish_within_it(store: TaskStore, clock: Clock) -> None:
+    bound = Admission(max_predicted_wait_s=3.0)
+    for task_id in ("idle1", "idle2", "idle3", "idle4", "idle5", "idle6"):  # one at a time, idle between
+        _create(store, task_id, admission=bound)
+        assert store.queue.complete(task_id, _claim(store, task_id), {})
+        clock.now += 5
+    for task_id in ("q1", "q2", "q3", "q4", "q5"):  # no backlog seen yet: no prediction, no refusal
+        _create(store, task_id, admission=bound)
+    for task_id in ("q1", "q2", "q3", "q4", "q5"):
+        store.request_cancel(task_id)
+    _finish_overlapping(store, clock, ["b1", "b2", "b3", "b4", "b5", "b6"], interval_s=1.0)  # 5 busy gaps of 1 s
+    for task_id in ("a", "b", "c"):  # done in 1, 2 and 3 s at that rate
+        _create(store, task_id, admission=bound)
+    with pytest.raises(QueueFull) as info:  # 4 s
+        _create(store, "d", admission=bound)
+    assert info.value.error_code == "QUEUE_WAIT_TOO_LONG" and info.value.headers["Retry-After"] == "1"
+    assert store.get("d") is None
+    with pytest.raises(QueueFull):
+        store.precheck(bound, cost=0, key_id=None)
+    store.request_cancel("a")
+    _create(store, "d", admission=bound)  # one fewer ahead of it
+    with pytest.raises(QueueFull) as info:
+        _create(store, "e", admission=Admission(max_predicted_wait_s=1.5))  # 4 s: the excess, rounded up
+    assert info.value.headers["Retry-After"] == "3"
+
+
 def test_key_in_flight_and_cost_limits_are_429_per_key(store: TaskStore) -> None:
     limits = Admission(limits=KeyLimits(max_in_flight=2, max_cost_in_flight=100), retry_after_s=4)
     _create(store, "a1", key_id="ka", cost=10, admission=limits)
