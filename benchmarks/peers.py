@@ -34,9 +34,12 @@ whose generator is that folder (the other models stay tiny: nothing is downloade
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import random
 import shutil
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +124,7 @@ class Sample:
     sent_at_s: float
     status: int | str
     seconds: float | None = None
+    sent_wall: float = 0.0  # time.time() at send, to line up with the task store's clock
 
 
 async def _peer_call(client: httpx.AsyncClient, args: Any, seed: int) -> tuple[int, bool]:
@@ -168,12 +172,13 @@ async def run_rate(base_url: str, target: str, args: Any, rate: float) -> dict[s
 
         async def one(index: int, at: float) -> Sample:
             await asyncio.sleep(max(0.0, at - (time.perf_counter() - started)))
-            sent = time.perf_counter()
+            sent, sent_wall = time.perf_counter(), time.time()
             try:
                 status, ok = await call(client, args, index)
             except httpx.HTTPError as exc:
-                return Sample(sent - started, type(exc).__name__)
-            return Sample(sent - started, status if ok or status != 200 else "no image", time.perf_counter() - sent)
+                return Sample(sent - started, type(exc).__name__, sent_wall=sent_wall)
+            status = status if ok or status != 200 else "no image"
+            return Sample(sent - started, status, time.perf_counter() - sent, sent_wall)
 
         arrivals = [sum(gaps[: i + 1]) for i in range(len(gaps))]
         samples = await asyncio.gather(*(one(i, at) for i, at in enumerate(arrivals)))
@@ -195,10 +200,52 @@ async def run_rate(base_url: str, target: str, args: Any, rate: float) -> dict[s
         "goodput_rps": len(good) / span,
         "span_s": span,
         "statuses": statuses,
-        "samples": [  # [sent at s, status, seconds to the image]
-            [round(s.sent_at_s, 3), s.status, None if s.seconds is None else round(s.seconds, 3)] for s in samples
+        "samples": [  # [sent at s, status, seconds to the image, sent at (epoch s)]
+            [round(s.sent_at_s, 3), s.status, None if s.seconds is None else round(s.seconds, 3), round(s.sent_wall, 4)]
+            for s in samples
         ],
     }
+
+
+STAGES = ("to task", "to claim", "generate", "rest of run", "to answer")
+
+
+def server_breakdown(db_path: Path, result: dict[str, Any]) -> dict[str, float] | None:
+    """Where the app's time went for one rate's images, from its task store (SQLite, same clock):
+    p50 ms of send -> task made (HTTP, proxy, ingress, insert), -> claimed (dispatch, claim),
+    the generate stage, the rest of the run (its other stages and writes), done -> answer back."""
+    if not db_path.exists():
+        return None
+    import sqlite3
+
+    first = min(sample[3] for sample in result["samples"]) - 1.0
+    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as db:
+        rows = db.execute(
+            "SELECT request, created_at, started_at, finished_at, result FROM tasks"
+            " WHERE status = 'done' AND created_at >= ?",
+            (first,),
+        ).fetchall()
+    by_seed = {json.loads(request).get("seed"): row for request, *row in rows}
+    parts: list[tuple[float, ...]] = []
+    for seed, (_, status, seconds, sent_wall) in enumerate(result["samples"]):  # request i has seed i
+        row = by_seed.get(seed)
+        if status != 200 or seconds is None or row is None:
+            continue
+        created, started, finished, stored = row
+        timings = json.loads(stored or "{}").get("timings", {})
+        generate = float(timings.get("generate", 0.0))
+        parts.append(
+            (
+                created - sent_wall,
+                started - created,
+                generate,
+                finished - started - generate,
+                sent_wall + seconds - finished,
+            )
+        )
+    if not parts:
+        return None
+    return {name: round(statistics.median(p[i] for p in parts) * 1e3, 1) for i, name in enumerate(STAGES)}
 
 
 def _generator(config: dict[str, Any]) -> dict[str, Any]:
@@ -285,6 +332,7 @@ def measure(args: Any, run: BenchRun) -> list[dict[str, Any]]:
                 run.results[startup] = run.results.pop("startup_s")
                 for rate in args.rates:
                     results.append(asyncio.run(run_rate(url, target, args, rate)))
+                    results[-1]["server_p50_ms"] = server_breakdown(data_dir / "tasks.db", results[-1])
                     _print(results[-1])
                 serve.delete(config["applications"][0]["name"])
     finally:
@@ -321,6 +369,18 @@ def report(run: BenchRun, args: Any, results: list[dict[str, Any]]) -> None:
         rows,
         run,
     )
+    breakdown = [
+        [r["rate"], r["target"], *(r["server_p50_ms"][name] for name in STAGES)]
+        for r in sorted(results, key=lambda r: (r["rate"], _order(r["target"])))
+        if r.get("server_p50_ms")
+    ]
+    if breakdown:
+        print_table(
+            "Where the app's time went (p50 ms per stage, from its task store; done images only)",
+            ["rate", "target", *STAGES],
+            breakdown,
+            run,
+        )
     run.results["rates"] = results
     run.notes.append(
         f"Both apps in one private Ray cluster, one after the other; torch threads {args.torch_threads} per "
