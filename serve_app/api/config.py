@@ -30,8 +30,9 @@ class AdmissionConfig(BaseModel):
         gt=0,
         le=86400,
         description="A submit whose task is predicted to be done later than this many seconds from now gets 503 "
-        "QUEUE_WAIT_TOO_LONG + Retry-After: (tasks in flight + 1) x the mean interval between the last 20 "
-        "completions while the server had a backlog. Set it from your latency SLO; None: no bound in time.",
+        "QUEUE_WAIT_TOO_LONG + Retry-After: the pixel-steps in flight and its own, over the pixel-steps a second "
+        "the last 20 tasks done were finished at while the server had a backlog. Set it from your latency SLO; "
+        "None: no bound in time.",
     )
     upload_bytes_in_flight: int = Field(
         default=256 * 1024 * 1024,

@@ -3,10 +3,10 @@
 `Admission.check` runs inside the insert's serialised transaction (`TaskStore.create`), and alone
 as a read-only precheck before an upload is stored. Besides counts and costs, the queue can be
 bounded in time: `max_predicted_wait_s` refuses a task whose result is predicted to come later
-than that, from how fast the server has been finishing tasks while it had a backlog
-(`predicted_wait_s`). Under a sustained overload a queue bounded only by count makes every task
-late; bounded by time, the tasks it takes come back within the bound and the rest get a 503 with
-a Retry-After at once.
+than that, from how fast the server has been getting through work (pixel-steps) while it had a
+backlog (`predicted_wait_s`). Under a sustained overload a queue bounded only by count makes
+every task late; bounded by time, the tasks it takes come back within the bound and the rest get
+a 503 with a Retry-After at once.
 """
 
 from __future__ import annotations
@@ -22,38 +22,41 @@ from serve_app.tasks.records import ACTIVE
 
 RECENT_DONE = 20  # completions the rate is read from
 MIN_BUSY_GAPS = 4  # fewer such gaps than this: no evidence of a backlog yet, no prediction
+WEIGHT_SQL = "CASE WHEN cost > 0 THEN cost ELSE 1 END"  # a task's work: its pixel-steps (1 when it has none)
 
 
-def busy_interval_s(done: Sequence[tuple[float, float]]) -> float | None:
-    """Mean seconds between two completions while the server had a backlog, or None.
+def busy_rate(done: Sequence[tuple[float, float, int]]) -> float | None:
+    """Work (pixel-steps) done per second while the server had a backlog, or None.
 
-    `done` holds (started_at, finished_at) of recent tasks done. The gap between two consecutive
-    completions counts only when the later task had already started before the earlier one
-    finished: the server was busy for the whole gap, so the gap measures its rate, not the
-    arrivals'. An idle machine's gaps (the next task came later) say nothing and are skipped.
+    `done` holds (started_at, finished_at, work) of recent tasks done. The gap between two
+    consecutive completions counts only when the later task had already started before the
+    earlier one finished: the server was busy for the whole gap, so the gap and the later task's
+    work measure its rate, not the arrivals'. An idle machine's gaps (the next task came later)
+    say nothing and are skipped.
     """
-    ordered = sorted(done, key=lambda pair: pair[1])
-    gaps = [
-        finished - previous
-        for (_, previous), (started, finished) in zip(ordered, ordered[1:], strict=False)
+    ordered = sorted(done, key=lambda row: row[1])
+    busy = [
+        (finished - previous, work)
+        for (_, previous, _), (started, finished, work) in zip(ordered, ordered[1:], strict=False)
         if started < previous
     ]
-    if len(gaps) < MIN_BUSY_GAPS:
+    seconds = sum(gap for gap, _ in busy)
+    if len(busy) < MIN_BUSY_GAPS or seconds <= 0:
         return None
-    return sum(gaps) / len(gaps)
+    return sum(work for _, work in busy) / seconds
 
 
-def predicted_wait_s(tx: Tx, active: int) -> float | None:
-    """Seconds until a task submitted now is done, if the `active` tasks before it go first at the
-    recent busy rate (`busy_interval_s` over the last `RECENT_DONE` tasks done); None without
-    evidence. It counts tasks, not their size."""
+def predicted_wait_s(tx: Tx, work_ahead: int, work: int) -> float | None:
+    """Seconds until a task of `work` pixel-steps submitted now is done, if the `work_ahead` of the
+    tasks queued or running goes first at the recent busy rate (`busy_rate` over the last
+    `RECENT_DONE` tasks done); None without evidence."""
     rows: list[Row] = tx.rows(
-        "SELECT started_at, finished_at FROM tasks WHERE status = 'done' AND started_at IS NOT NULL"
-        " AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT ?",
+        f"SELECT started_at, finished_at, {WEIGHT_SQL} AS work FROM tasks WHERE status = 'done'"
+        " AND started_at IS NOT NULL AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT ?",
         (RECENT_DONE,),
     )
-    interval = busy_interval_s([(float(row["started_at"]), float(row["finished_at"])) for row in rows])
-    return None if interval is None else (active + 1) * interval
+    rate = busy_rate([(float(row["started_at"]), float(row["finished_at"]), int(row["work"])) for row in rows])
+    return None if rate is None else (work_ahead + max(1, work)) / rate
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,8 @@ class Admission:
                 retry_after_s=self.retry_after_s,
             )
         if self.max_predicted_wait_s is not None:
-            wait = predicted_wait_s(tx, count)
+            ahead = tx.one(f"SELECT SUM({WEIGHT_SQL}) AS w FROM tasks WHERE status IN (?, ?)", ACTIVE)
+            wait = predicted_wait_s(tx, int(ahead["w"] or 0) if ahead else 0, cost)
             if wait is not None and wait > self.max_predicted_wait_s:
                 raise QueueFull(
                     f"A task submitted now would be done in about {wait:.1f} s, past this server's bound of "

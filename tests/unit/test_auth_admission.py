@@ -259,12 +259,12 @@ def test_a_bound_in_time_is_503_queue_wait_too_long_and_stores_nothing(tmp_path:
         client = TestClient(app)
         for _ in range(2):  # no backlog seen yet: taken
             assert client.post("/v1/generate", json={"prompt": "a desk"}).status_code == 202
-        with ctx.tasks.db.tx() as tx:  # five done before, in one backlog, one a second
+        with ctx.tasks.db.tx() as tx:  # five done before, in one backlog, one a second, each as big
             for index in range(6):
                 tx.run(
                     "INSERT INTO tasks (task_id, kind, status, request, created_at, updated_at, available_at,"
-                    " started_at, finished_at) VALUES (?, 'desk', 'done', '{}', 0, 0, 0, 1, ?)",
-                    (f"before{index}", 10.0 + index),
+                    " started_at, finished_at, cost) VALUES (?, 'desk', 'done', '{}', 0, 0, 0, 1, ?, ?)",
+                    (f"before{index}", 10.0 + index, 64 * 64 * 20),  # as the submits here cost
                 )
         # two in flight, so a third is done in 3 s at that rate: past the bound
         photo = {"image": ("d.png", png(), "image/png")}

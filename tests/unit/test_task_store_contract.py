@@ -575,10 +575,10 @@ def test_queue_cost_budget_sheds_the_task_that_would_pass_it(store: TaskStore) -
     _create(store, "b", cost=500, admission=budget)  # finished work no longer counts
 
 
-def _finish_overlapping(store: TaskStore, clock: Clock, ids: list[str], interval_s: float) -> None:
+def _finish_overlapping(store: TaskStore, clock: Clock, ids: list[str], interval_s: float, cost: int = 0) -> None:
     """Run `ids` as one backlog: all claimed at once, then done one every `interval_s`."""
     for task_id in ids:
-        _create(store, task_id)
+        _create(store, task_id, cost=cost)
     leases = {task_id: _claim(store, task_id) for task_id in ids}
     for task_id in ids:
         clock.now += interval_s
@@ -609,6 +609,16 @@ def test_a_bound_in_time_sheds_what_the_recent_rate_cannot_finish_within_it(stor
     with pytest.raises(QueueFull) as info:
         _create(store, "e", admission=Admission(max_predicted_wait_s=1.5))  # 4 s: the excess, rounded up
     assert info.value.headers["Retry-After"] == "3"
+
+
+def test_a_bound_in_time_weighs_tasks_by_their_pixel_steps(store: TaskStore, clock: Clock) -> None:
+    bound = Admission(max_predicted_wait_s=3.0)
+    _finish_overlapping(store, clock, [f"w{i}" for i in range(6)], interval_s=1.0, cost=100)  # 100 a second
+    _create(store, "big", cost=250, admission=bound)  # done in 2.5 s
+    _create(store, "small", cost=50, admission=bound)  # 3.0 s
+    with pytest.raises(QueueFull) as info:  # one more task, however small, is past 3 s
+        _create(store, "tiny", cost=1, admission=bound)
+    assert info.value.error_code == "QUEUE_WAIT_TOO_LONG" and store.get("tiny") is None
 
 
 def test_key_in_flight_and_cost_limits_are_429_per_key(store: TaskStore) -> None:
