@@ -30,7 +30,7 @@ class AdmissionConfig(BaseModel):
         gt=0,
         le=86400,
         description="A submit whose task is predicted to be done later than this many seconds from now gets 503 "
-        "QUEUE_WAIT_TOO_LONG + Retry-After: the pixel-steps still to do and its own, over the pixel-steps a second "
+        "QUEUE_WAIT_TOO_LONG + Retry-After: the pixel-steps in flight and its own, over the pixel-steps a second "
         "the last 20 tasks done were finished at while the server had a backlog. Set it from your latency SLO; "
         "None: no bound in time.",
     )

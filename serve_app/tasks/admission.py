@@ -3,10 +3,10 @@
 `Admission.check` runs inside the insert's serialised transaction (`TaskStore.create`), and alone
 as a read-only precheck before an upload is stored. Besides counts and costs, the queue can be
 bounded in time: `max_predicted_wait_s` refuses a task whose result is predicted to come later
-than that, from the work (pixel-steps) still to do ahead of it and how fast the server has been
-getting through work while it had a backlog (`predicted_wait_s`). Under a sustained overload a
-queue bounded only by count makes every task late; bounded by time, the tasks it takes come back
-within the bound and the rest get a 503 with a Retry-After at once.
+than that, from how fast the server has been getting through work (pixel-steps) while it had a
+backlog (`predicted_wait_s`). Under a sustained overload a queue bounded only by count makes
+every task late; bounded by time, the tasks it takes come back within the bound and the rest get
+a 503 with a Retry-After at once.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from serve_app.errors import QueueFull, TooManyRequests
 from serve_app.tasks.api_keys import KeyLimits
 from serve_app.tasks.db import Row, Tx
-from serve_app.tasks.records import ACTIVE, Progress, Stage
+from serve_app.tasks.records import ACTIVE
 
 RECENT_DONE = 20  # completions the rate is read from
 MIN_BUSY_GAPS = 4  # fewer such gaps than this: no evidence of a backlog yet, no prediction
@@ -46,35 +46,9 @@ def busy_rate(done: Sequence[tuple[float, float, int]]) -> float | None:
     return sum(work for _, work in busy) / seconds
 
 
-PAST_GENERATING = {Stage.restoring.value, Stage.searching.value, Stage.storing.value}
-
-
-def work_left(work: int, progress: str | None) -> float:
-    """The part of a task's `work` still to do, from its progress: a generating task's steps left
-    (its last written step: progress writes are coalesced), none once it is past generating, all of
-    it before."""
-    if not progress:
-        return float(work)
-    try:
-        seen = Progress.model_validate_json(progress)
-    except ValueError:
-        return float(work)
-    if seen.stage.value in PAST_GENERATING:
-        return 0.0
-    if seen.stage == Stage.generating and seen.step is not None and seen.total_steps:
-        return work * max(0.0, 1.0 - seen.step / seen.total_steps)
-    return float(work)
-
-
-def work_in_flight(tx: Tx) -> float:
-    """Pixel-steps still to do across the tasks queued or running."""
-    rows = tx.rows(f"SELECT {WEIGHT_SQL} AS work, progress FROM tasks WHERE status IN (?, ?)", ACTIVE)
-    return sum(work_left(int(row["work"]), row["progress"]) for row in rows)
-
-
-def predicted_wait_s(tx: Tx, work_ahead: float, work: int) -> float | None:
-    """Seconds until a task of `work` pixel-steps submitted now is done, if the `work_ahead` left in
-    the tasks queued or running goes first at the recent busy rate (`busy_rate` over the last
+def predicted_wait_s(tx: Tx, work_ahead: int, work: int) -> float | None:
+    """Seconds until a task of `work` pixel-steps submitted now is done, if the `work_ahead` of the
+    tasks queued or running goes first at the recent busy rate (`busy_rate` over the last
     `RECENT_DONE` tasks done); None without evidence."""
     rows: list[Row] = tx.rows(
         f"SELECT started_at, finished_at, {WEIGHT_SQL} AS work FROM tasks WHERE status = 'done'"
@@ -153,7 +127,8 @@ class Admission:
                 retry_after_s=self.retry_after_s,
             )
         if self.max_predicted_wait_s is not None:
-            wait = predicted_wait_s(tx, work_in_flight(tx), cost)
+            ahead = tx.one(f"SELECT SUM({WEIGHT_SQL}) AS w FROM tasks WHERE status IN (?, ?)", ACTIVE)
+            wait = predicted_wait_s(tx, int(ahead["w"] or 0) if ahead else 0, cost)
             if wait is not None and wait > self.max_predicted_wait_s:
                 raise QueueFull(
                     f"A task submitted now would be done in about {wait:.1f} s, past this server's bound of "

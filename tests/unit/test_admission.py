@@ -1,11 +1,10 @@
-"""What a bound in time is read from: the busy rate and the work left (serve_app.tasks.admission)."""
+"""The rate a bound in time is read from (serve_app.tasks.admission.busy_rate)."""
 
 from __future__ import annotations
 
 import pytest
 
-from serve_app.tasks.admission import busy_rate, work_left
-from serve_app.tasks.records import Progress, Stage
+from serve_app.tasks.admission import busy_rate
 
 
 def test_only_gaps_with_a_task_already_running_measure_the_rate() -> None:
@@ -33,15 +32,3 @@ def test_too_few_busy_gaps_make_no_prediction() -> None:
     assert busy_rate([(0.0, 1.0, 1), (0.0, 2.0, 1), (0.5, 3.0, 1)]) is None
     shuffled = [(1.5, 4.0, 1), (0.0, 1.0, 1), (0.5, 3.0, 1), (0.0, 2.0, 1), (2.5, 5.0, 1)]
     assert busy_rate(shuffled) == pytest.approx(1.0)
-
-
-def test_a_running_task_counts_the_work_it_has_left() -> None:
-    def progress(stage: str, step: int | None = None, total: int | None = None) -> str:
-        return Progress(stage=Stage(stage), step=step, total_steps=total).model_dump_json()
-
-    assert work_left(100, None) == 100 and work_left(100, progress("queued")) == 100
-    assert work_left(100, progress("captioning")) == 100, "not generating yet: all of it"
-    assert work_left(100, progress("generating", 6, 8)) == pytest.approx(25.0)
-    assert work_left(100, progress("generating")) == 100, "no step written yet"
-    assert work_left(100, progress("storing")) == 0 and work_left(100, progress("searching")) == 0
-    assert work_left(100, "not json") == 100
