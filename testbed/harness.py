@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import io
-import socket
 import subprocess
 import time
 from collections.abc import Mapping
@@ -35,13 +34,6 @@ from serve_app.stages import GenerationOutput, GenerationSpec
 from serve_app.storage.local import LocalImageStore
 from serve_app.tasks import SqliteDatabase, TaskStore
 from serve_app.tasks.worker import TaskWorker
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def load_serve_config(path: Path | str | None = None) -> dict[str, Any]:
