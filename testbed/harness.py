@@ -34,6 +34,7 @@ from serve_app.stages import GenerationOutput, GenerationSpec
 from serve_app.storage.local import LocalImageStore
 from serve_app.tasks import SqliteDatabase, TaskStore
 from serve_app.tasks.worker import TaskWorker
+from testbed.ports import free_port as free_port  # re-exported: tests and benchmarks take it from here
 
 
 def load_serve_config(path: Path | str | None = None) -> dict[str, Any]:
