@@ -348,6 +348,7 @@ def _print(result: dict[str, Any]) -> None:
 
 
 def report(run: BenchRun, args: Any, results: list[dict[str, Any]]) -> None:
+    ordered = sorted(results, key=lambda r: (r["rate"], _order(r["target"])))
     rows = [
         [
             r["rate"],
@@ -359,7 +360,7 @@ def report(run: BenchRun, args: Any, results: list[dict[str, Any]]) -> None:
             r["latency"]["p99_ms"] / 1e3,
             r["goodput_rps"],
         ]
-        for r in sorted(results, key=lambda r: (r["rate"], _order(r["target"])))
+        for r in ordered
     ]
     print_table(
         f"Same {'SD model from ' + args.model_dir.name if args.model_dir else 'tiny SD model'} on {args.device}, "
@@ -371,7 +372,7 @@ def report(run: BenchRun, args: Any, results: list[dict[str, Any]]) -> None:
     )
     breakdown = [
         [r["rate"], r["target"], *(r["server_p50_ms"][name] for name in STAGES)]
-        for r in sorted(results, key=lambda r: (r["rate"], _order(r["target"])))
+        for r in ordered
         if r.get("server_p50_ms")
     ]
     if breakdown:

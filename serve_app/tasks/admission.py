@@ -116,8 +116,12 @@ class Admission:
                 )
 
     def _check_queue(self, tx: Tx, cost: int) -> None:
-        row = tx.one("SELECT COUNT(*) AS n, SUM(cost) AS c FROM tasks WHERE status IN (?, ?)", ACTIVE)
-        count, queued_cost = (int(row["n"] or 0), int(row["c"] or 0)) if row else (0, 0)
+        row = tx.one(
+            f"SELECT COUNT(*) AS n, SUM(cost) AS c, SUM({WEIGHT_SQL}) AS w FROM tasks WHERE status IN (?, ?)", ACTIVE
+        )
+        count, queued_cost, work_ahead = (
+            (int(row["n"] or 0), int(row["c"] or 0), int(row["w"] or 0)) if row else (0, 0, 0)
+        )
         if self.max_active is not None and count >= self.max_active:
             raise QueueFull(f"{count} tasks are in flight; retry later.", retry_after_s=self.retry_after_s)
         if self.max_active_cost is not None and queued_cost + cost > self.max_active_cost:
@@ -127,8 +131,7 @@ class Admission:
                 retry_after_s=self.retry_after_s,
             )
         if self.max_predicted_wait_s is not None:
-            ahead = tx.one(f"SELECT SUM({WEIGHT_SQL}) AS w FROM tasks WHERE status IN (?, ?)", ACTIVE)
-            wait = predicted_wait_s(tx, int(ahead["w"] or 0) if ahead else 0, cost)
+            wait = predicted_wait_s(tx, work_ahead, cost)
             if wait is not None and wait > self.max_predicted_wait_s:
                 raise QueueFull(
                     f"A task submitted now would be done in about {wait:.1f} s, past this server's bound of "
