@@ -16,6 +16,7 @@ private temp dir are killed by pid (never `ray stop`, which would stop everybody
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
 import subprocess
@@ -35,6 +36,7 @@ from benchmarks.common import (
     base_parser,
     bench_env,
     bench_run,
+    cpu_seconds,
     kill_pids,
     pids_mentioning,
     print_table,
@@ -127,11 +129,13 @@ def one_start(args: Any, preset: str, mode: str) -> dict[str, Any]:
         serve_bin = Path(sys.executable).with_name("serve")
         cmd = [str(serve_bin), "run", str(config_path), "--address", "local"]
         with open(log_path, "wb") as log:
+            cpu_before = cpu_seconds()
             started = time.perf_counter()
             proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
             base = f"http://127.0.0.1:{port}"
             result["ready_s"] = _wait_healthy(f"{base}/healthcheck", started, args.timeout_s, proc)
             result["to_healthy_s"] = time.perf_counter() - started
+            result["cpu_s_to_healthy"] = cpu_spent(cpu_before, cpu_seconds())
             outcome = asyncio.run(_first_task(base, args))
             result["to_first_task_s"] = time.perf_counter() - started
             result["first_task_s"] = outcome.finished_s
@@ -153,6 +157,25 @@ def one_start(args: Any, preset: str, mode: str) -> dict[str, Any]:
         kill_pids(leftovers)
         shutil.rmtree(root, ignore_errors=True)
     return result
+
+
+MODEL_ROLES = ("Generator", "Captioner", "DeskClassifier", "Editor", "Translator")
+APP_ROLES = ("Ingress", "TaskRunner", "ShoppingSearch")
+
+
+def cpu_spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each process role spent between two `cpu_seconds()` snapshots, largest first
+    (processes that exited meanwhile are missing: a lower bound)."""
+    spent = {role: round(after[role] - before.get(role, 0.0), 2) for role in after}
+    return dict(sorted(((k, v) for k, v in spent.items() if v >= 0.05), key=lambda kv: -kv[1]))
+
+
+def cpu_groups(spent: dict[str, float]) -> tuple[float, float, float, float]:
+    """(all, model replicas, the app's other replicas, everything else: Ray, Serve, this process)."""
+    models = sum(v for k, v in spent.items() if k in MODEL_ROLES)
+    app = sum(v for k, v in spent.items() if k in APP_ROLES)
+    total = sum(spent.values())
+    return total, models, app, total - models - app
 
 
 def _wait_healthy(url: str, started: float, timeout_s: float, proc: subprocess.Popen[bytes]) -> dict[str, float]:
@@ -212,6 +235,24 @@ def report(run: BenchRun, runs: list[dict[str, Any]]) -> None:
             "First reported ready (seconds from process start; `proxy`: the first HTTP answer)",
             ["preset", "mode", *names],
             [[r["preset"], r["mode"], *(r.get("ready_s", {}).get(name) for name in names)] for r in runs],
+            run,
+        )
+    cores = os.cpu_count() or 1
+    spent = [r for r in runs if r.get("cpu_s_to_healthy")]
+    if spent:
+        print_table(
+            f"CPU seconds until the first 200, by whom (processes alive then); `floor`: all of it / {cores} cores",
+            ["preset", "mode", "to 200 s", "cpu s", "model replicas", "other replicas", "Ray, Serve, rest", "floor s"],
+            [
+                [
+                    r["preset"],
+                    r["mode"],
+                    r["to_healthy_s"],
+                    *cpu_groups(r["cpu_s_to_healthy"]),
+                    cpu_groups(r["cpu_s_to_healthy"])[0] / cores,
+                ]
+                for r in spent
+            ],
             run,
         )
     for preset, reason in run.skipped.items():

@@ -389,6 +389,32 @@ def bench_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def process_role(proc: Any) -> str:
+    """A process's role: a Serve replica's deployment, a Ray daemon, or its executable's name."""
+    name = proc.name()
+    cmdline = " ".join(proc.cmdline())
+    if cmdline.startswith("ray::"):
+        return cmdline.split()[0].removeprefix("ray::").split(":")[-1].split(".")[0]
+    for daemon in ("raylet", "gcs_server", "haproxy", "dashboard", "log_monitor", "monitor.py"):
+        if daemon in cmdline:
+            return daemon
+    return "the load generator (this process)" if proc.pid == os.getpid() else name
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) so far of every process on the machine, summed by role
+    (`process_role`). Processes that have exited are not counted."""
+    import psutil
+
+    totals: dict[str, float] = {}
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            label = process_role(proc)
+            totals[label] = totals.get(label, 0.0) + times.user + times.system
+    return totals
+
+
 # --- Ray and Serve ---------------------------------------------------------------------------------
 
 

@@ -15,7 +15,6 @@ same user; root in a container may need CAP_SYS_PTRACE).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 import subprocess
@@ -25,13 +24,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from benchmarks.common import (
     DEFAULT_CACHE_DIR,
     REPO_ROOT,
     base_parser,
     bench_run,
+    cpu_seconds,
     deploy_and_wait,
     local_ray,
     print_table,
@@ -73,29 +71,6 @@ def top_frames(raw: str, top: int) -> tuple[int, list[tuple[str, int]]]:
         total += int(count)
         leaves[stack.rsplit(";", 1)[-1].strip()] += int(count)
     return total, leaves.most_common(top)
-
-
-def _label(proc: psutil.Process) -> str:
-    """A process's role: a Serve replica's deployment, a Ray daemon, or its executable's name."""
-    name = proc.name()
-    cmdline = " ".join(proc.cmdline())
-    if cmdline.startswith("ray::"):
-        return cmdline.split()[0].removeprefix("ray::").split(":")[-1]
-    for daemon in ("raylet", "gcs_server", "haproxy", "dashboard", "log_monitor", "monitor.py"):
-        if daemon in cmdline:
-            return daemon
-    return "the load generator (this process)" if proc.pid == os.getpid() else name
-
-
-def cpu_seconds() -> dict[str, float]:
-    """CPU seconds (user + system) so far of every process on the machine, summed by role."""
-    totals: dict[str, float] = {}
-    for proc in psutil.process_iter():
-        with contextlib.suppress(psutil.Error):
-            times = proc.cpu_times()
-            label = _label(proc)
-            totals[label] = totals.get(label, 0.0) + times.user + times.system
-    return totals
 
 
 def _py_spy() -> str:
