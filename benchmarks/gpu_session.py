@@ -8,7 +8,8 @@ comparison on an SD 1.5-shaped model and the app's throughput as a % of the FLOP
    architecture, nothing downloaded) as a diffusers folder, float16.
 2. Runs `benchmarks.peers --device cuda --model-dir <it> --size 512 --steps 30 --slo-s 5` in a child
    process: Ray's doc example (one GPU replica, no batching) and the app from serve_config.gpu.yaml
-   (step-level batching), each through HTTP under the same Poisson load.
+   (step-level batching), each through HTTP under the same Poisson load; the app twice, as shipped
+   and with its bound in time set to the SLO (`--app-max-wait-s none slo`).
 3. FLOPs per image of that architecture at 512², 30 steps, CFG (FlopCounterMode on the meta
    device), and so each target's images/s at the highest rate as a % of the device's peak.
 
@@ -37,6 +38,12 @@ def parse_args() -> Any:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--slo-s", type=float, default=5.0)
+    parser.add_argument(
+        "--app-max-wait-s",
+        nargs="+",
+        default=["none", "slo"],
+        help="the app's admission.max_predicted_wait_s per app run (peers): seconds, none, or slo (= --slo-s)",
+    )
     parser.add_argument("--budget-s", type=float, default=450.0, help="the whole session's time bound")
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_CACHE_DIR / "sd15-shaped-fp16")
     args = parser.parse_args()
@@ -96,6 +103,8 @@ def run_peers(args: Any, device: str, left_s: float) -> dict[str, Any]:
         str(out),
         "--rates",
         *[str(rate) for rate in args.rates],
+        "--app-max-wait-s",
+        *[str(args.slo_s) if bound == "slo" else bound for bound in args.app_max_wait_s],
         *(["--smoke"] if args.smoke else []),  # the rehearsal: the same sizes, one Generator replica to start
     ]
     before = set(out.glob("peers-*.json"))
