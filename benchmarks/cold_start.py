@@ -238,21 +238,12 @@ def report(run: BenchRun, runs: list[dict[str, Any]]) -> None:
             run,
         )
     cores = os.cpu_count() or 1
-    spent = [r for r in runs if r.get("cpu_s_to_healthy")]
+    spent = [(r, cpu_groups(r["cpu_s_to_healthy"])) for r in runs if r.get("cpu_s_to_healthy")]
     if spent:
         print_table(
             f"CPU seconds until the first 200, by whom (processes alive then); `floor`: all of it / {cores} cores",
             ["preset", "mode", "to 200 s", "cpu s", "model replicas", "other replicas", "Ray, Serve, rest", "floor s"],
-            [
-                [
-                    r["preset"],
-                    r["mode"],
-                    r["to_healthy_s"],
-                    *cpu_groups(r["cpu_s_to_healthy"]),
-                    cpu_groups(r["cpu_s_to_healthy"])[0] / cores,
-                ]
-                for r in spent
-            ],
+            [[r["preset"], r["mode"], r["to_healthy_s"], *groups, groups[0] / cores] for r, groups in spent],
             run,
         )
     for preset, reason in run.skipped.items():
