@@ -100,6 +100,7 @@ class Generator(BatchedPipeline):
         self.metrics = GeneratorMetrics()
         self._lora_loads = 0  # adapters loaded so far: a pipeline call that loads none was a cache hit
         self._warmed: set[tuple[str, int]] = set()  # (batching, batch size) compiled at start
+        self._traced_ahead = False  # the traced UNet's default shapes were started (tuning.trace_unet)
 
         # The LRU size comes from the preset, so the multiplexed loader is wired per instance (Ray
         # 2.60 supports `self.x = serve.multiplexed(...)(fn)`, see `_callable_uses_multiplexing`).
@@ -148,10 +149,18 @@ class Generator(BatchedPipeline):
 
     def _warm_up(self) -> None:
         """With a compiled UNet: compile each batch shape this replica can run now, before traffic
-        (serve_app.models.warmup); shapes warmed once stay warm."""
+        (serve_app.models.warmup); shapes warmed once stay warm. With a traced one (CPU): start
+        tracing those shapes in the background, once, at the replica's start (Serve calls
+        reconfigure before the replica takes traffic); other shapes trace on first use."""
+        from serve_app.models.warmup import batch_sizes, default_spec
+
+        if self.engine.traced is not None and self.steps is not None and not self._traced_ahead:
+            self._traced_ahead = True
+            sizes = batch_sizes(self.max_batch_size, self.steps.batcher.lanes, step_level=True)
+            self.steps.batcher.trace_ahead(default_spec(self.preset.defaults), sizes)
         if self.preset.generator.tuning.compile_mode() is None:
             return
-        from serve_app.models.warmup import batch_sizes, warm_up
+        from serve_app.models.warmup import warm_up
 
         step_level = self.batching == "step" and self.steps is not None
         lanes = self.steps.batcher.lanes if self.steps is not None else 1

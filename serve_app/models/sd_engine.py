@@ -26,6 +26,7 @@ from serve_app.errors import ConfigurationError, GenerationFailed, InvalidInput,
 from serve_app.images import decode_image
 from serve_app.models.device import log_gpu_share, resolve_device, resolve_dtype
 from serve_app.models.tiny import LORA_WEIGHT_NAME, ensure_tiny_lora, ensure_tiny_sd, parse_tiny_lora_path
+from serve_app.models.traced import TracedUNet
 from serve_app.models.tuning import apply_tuning, has_safety_checker, load_kwargs, local_or_hub, verdicts
 from serve_app.presets import GeneratorModel, LoraSpec
 from serve_app.stages import GenerationOutput, GenerationSpec
@@ -196,6 +197,7 @@ class SDEngine:
         # (adapter or None, scale) last set on the pipeline; None when unknown (after a load/unload).
         self._state: tuple[str | None, float] | None = None
         self._tiling = False  # whether the UNet's and VAE's convolutions pad circularly now
+        self._version = 0  # bumped by every adapter or tiling change (a traced UNet graph checks it)
 
         # 1. Base pipeline: `tiny` is built offline; anything else is a hub id or a local folder.
         started = time.perf_counter()
@@ -217,6 +219,13 @@ class SDEngine:
         # 3. img2img shares every component with txt2img (no second copy of the weights).
         self.img2img = img2img_class.from_pipe(self.txt2img)
         self.img2img.set_progress_bar_config(disable=True)
+        # 4. The CPU's compiled path for step-level batching: the UNet traced per shape.
+        self.traced: TracedUNet | None = None
+        if model.tuning.trace_unet:
+            if self.device.type == "cpu":
+                self.traced = TracedUNet(self.txt2img.unet, self._lock, lambda: self._version)
+            else:
+                logger.info("tuning.trace_unet is for CPU; on %s the UNet runs as loaded", self.device)
         logger.info(
             "loaded %s (%s) on %s/%s in %.1fs",
             model.model_id,
@@ -273,6 +282,7 @@ class SDEngine:
                 raise GenerationFailed(f"Failed to load LoRA adapter {spec.name!r}: {exc}") from exc
             finally:
                 self._state = None  # loading may change which adapter is active
+                self._version += 1
             self._adapters[spec.name] = spec
             elapsed_ms = (time.perf_counter() - started) * 1e3
             logger.info("loaded LoRA %s from %s in %.0f ms", spec.name, spec.path, elapsed_ms)
@@ -285,6 +295,7 @@ class SDEngine:
             self._unfuse()
             self.txt2img.delete_adapters(name)
             self._state = None
+            self._version += 1
             logger.info("unloaded LoRA %s", name)
 
     def _unfuse(self) -> None:
@@ -300,6 +311,7 @@ class SDEngine:
         wanted = (name, scale if name else 0.0)
         if wanted == self._state:
             return
+        self._version += 1
         self._unfuse()
         if name is None:
             if self._adapters:
@@ -324,6 +336,7 @@ class SDEngine:
         call under the lock, as generate does."""
         if on == self._tiling:
             return
+        self._version += 1
         for model in (self.txt2img.unet, self.txt2img.vae):
             for module in model.modules():
                 if isinstance(module, torch.nn.Conv2d):
@@ -331,6 +344,22 @@ class SDEngine:
         self._tiling = on
 
     # --- generation ------------------------------------------------------------------------------
+
+    def denoise(self, sample: torch.Tensor, timesteps: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """One UNet call of step-level batching (under the lock): the traced graph for this shape when
+        the preset traces and the pipeline is the base model (no adapter active, no tiling)."""
+        if self.traced is not None:
+            return self.traced(sample, timesteps, hidden, base=self._is_base())
+        return self.txt2img.unet(sample, timesteps, encoder_hidden_states=hidden, return_dict=False)[0]
+
+    def denoise_ahead(self, sample: torch.Tensor, timesteps: torch.Tensor, hidden: torch.Tensor) -> None:
+        """Start tracing `denoise`'s graph for these inputs' shape in the background (under the lock)."""
+        if self.traced is not None and self._is_base():
+            self.traced.prepare(sample, timesteps, hidden)
+
+    def _is_base(self) -> bool:
+        """The pipeline is the base model: no adapter active or merged, no tiling."""
+        return self._state == (None, 0.0) and not self._tiling and self._fused is None
 
     def generate(
         self,
@@ -393,4 +422,5 @@ class SDEngine:
             "adapters": self.adapters,
             "safety_checker": has_safety_checker(self.txt2img),
             "tuning": self.model.tuning.model_dump(exclude_defaults=True),
+            **({"traced_unet_shapes": self.traced.shapes} if self.traced is not None else {}),
         }

@@ -184,24 +184,37 @@ class StepBatcher:
         if samples:
             self._in_lanes(self._step, samples)
 
-    @torch.no_grad()
-    def _step(self, samples: list[Sample]) -> None:
-        engine = self.engine
-        guided = bool(self.key and self.key[5])
+    def _unet_inputs(self, samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The UNet call's (sample, timesteps, encoder hidden states) for every sample at its own
+        timestep; with guidance in the pipeline's layout: every negative row, then every positive row."""
         times = [sample.timesteps[sample.index] for sample in samples]
         scaled = [
             sample.scheduler.scale_model_input(sample.latents, t) for sample, t in zip(samples, times, strict=True)
         ]
         latents = torch.cat(scaled)
         timesteps = torch.stack([torch.as_tensor(t, device=latents.device) for t in times]).reshape(-1)
-        if guided:  # the pipeline's layout: every negative row, then every positive row
-            model_input = torch.cat([latents, latents])
-            model_times = torch.cat([timesteps, timesteps])
+        if self.key and self.key[5]:
             hidden = torch.cat([sample.embeds[:1] for sample in samples] + [sample.embeds[1:] for sample in samples])
-        else:
-            model_input, model_times = latents, timesteps
-            hidden = torch.cat([sample.embeds for sample in samples])
-        noise = engine.txt2img.unet(model_input, model_times, encoder_hidden_states=hidden, return_dict=False)[0]
+            return torch.cat([latents, latents]), torch.cat([timesteps, timesteps]), hidden
+        return latents, timesteps, torch.cat([sample.embeds for sample in samples])
+
+    def trace_ahead(self, spec: GenerationSpec, sizes: list[int]) -> None:
+        """With a traced UNet (tuning.trace_unet): start the background traces of `spec`'s shape at
+        each batch size in `sizes`, so the first requests find them made. A replica's start only:
+        it activates `spec`'s join key."""
+        if self.engine.traced is None:
+            return
+        self.activate(spec)
+        with self.engine._lock, torch.no_grad():
+            for size in sizes:
+                samples = [self.admit(spec.model_copy(update={"seed": seed})) for seed in range(size)]
+                self.engine.denoise_ahead(*self._unet_inputs(samples))
+
+    @torch.no_grad()
+    def _step(self, samples: list[Sample]) -> None:
+        guided = bool(self.key and self.key[5])
+        times = [sample.timesteps[sample.index] for sample in samples]
+        noise = self.engine.denoise(*self._unet_inputs(samples))
         if guided:
             uncond, text = noise.chunk(2)
             scales = torch.tensor(

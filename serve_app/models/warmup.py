@@ -47,7 +47,8 @@ def allow_graphs(count: int) -> None:
             setattr(dynamo_config, name, count)
 
 
-def _spec(defaults: GenerationDefaults, seed: int, steps: int) -> GenerationSpec:
+def default_spec(defaults: GenerationDefaults, seed: int = 0, steps: int = 2) -> GenerationSpec:
+    """A warm-up spec at the preset's default size and guidance."""
     return GenerationSpec(
         prompt=WARM_UP_PROMPT,
         num_inference_steps=steps,
@@ -66,7 +67,7 @@ def warm_up(
     seconds: dict[int, float] = {}
     for size in sizes:
         started = time.perf_counter()
-        specs = [_spec(defaults, seed, steps=2) for seed in range(size)]
+        specs = [default_spec(defaults, seed) for seed in range(size)]
         if batcher is not None:
             batcher.activate(specs[0])
             samples = [batcher.admit(spec) for spec in specs]

@@ -260,7 +260,8 @@ def test_info_lists_loras_and_limits(client: TestClient) -> None:
     body = client.get("/info").json()
     assert [lora["name"] for lora in body["loras"]] == ["cozy-wood", "neon-minimal", "pastel-studio"]
     assert body["limits"]["max_side"] == 512 and body["backends"]["webhooks"] == "disabled"
-    assert body["models"]["generator"]["tuning"] == {} and body["models"]["editor"]["tuning"] == {}  # tiny: none
+    assert body["models"]["generator"]["tuning"] == {"trace_unet": True}  # tiny: the CPU's traced UNet
+    assert body["models"]["editor"]["tuning"] == {}
     assert body["models"]["translator"] == {"model_id": "tiny", "num_beams": 1}
     assert body["backends"]["prompt_writer"]["machine_translation"] is True
 
