@@ -94,9 +94,9 @@ class PipelineTuning(BaseModel):
     trace_unet: bool = Field(
         default=False,
         description="CPU: run step-level batching's UNet calls through TorchScript graphs, one per input shape, "
-        "traced on a background thread the first time a shape is seen (eager until then, and while a LoRA or "
-        "tiling is active); 20% less time per step on the tiny UNet (serve_app/models/traced.py). Ignored on "
-        "other devices: compile is their compiled path.",
+        "traced on a background thread at replica start for the default size at each batch size (other shapes, "
+        "and steps with a LoRA or tiling, run eagerly); 20% less time per step on the tiny UNet "
+        "(serve_app/models/traced.py). Ignored on other devices: compile is their compiled path.",
     )
     cuda_graphs: bool = Field(
         default=False,

@@ -4,14 +4,18 @@
 On CPU the UNet is most of an image's time, and eager PyTorch pays Python and dispatch for each
 of its ~2,500 ops per call; a traced graph runs the same ops without the Python: 20% less time
 per call on the tiny UNet at 64x64 (44 -> 35 ms for 2 rows, 78 -> 65 ms for 4; one torch
-thread), and the same numbers up to float rounding (1e-6 on the tiny model). `torch.compile`
-needs a C++ toolchain and minutes per shape on a laptop; a trace takes about half a CPU-second.
+thread), and the same numbers up to float rounding (1e-6 on the tiny model). A trace takes about
+half a CPU-second. `torch.compile` (inductor, `tuning.compile`) runs that call in 28 ms but took
+44 s to compile one shape on this 2-core machine (needs a C++ compiler): minutes of replica start
+for the shapes step batching runs, where a scale-up has seconds.
 
-- A graph is traced per input shape (rows, latent size, prompt length, dtypes), the first time
-  that shape is seen, on a background thread, then run twice (TorchScript optimises a graph on
-  its first calls) before any request uses it. Until then, and for a shape whose trace failed,
-  the call runs eagerly: no request waits for a trace. `background=False` traces in the
-  caller's thread instead (tests, warm-up).
+- A graph is traced per input shape (rows, latent size, prompt length, dtypes) that `prepare`
+  names: the Generator names its preset's default size at each batch size it can run, at
+  replica start. The trace runs on a background thread, then the graph runs twice (TorchScript
+  optimises a graph on its first calls) before any request uses it. Until then, for any other
+  shape, and for a shape whose trace failed, the call runs eagerly: no request waits for a trace,
+  and no trace competes with a burst for the CPU (tracing on first use did: a first scale-up
+  took 8.9-9.9 s instead of 6.6-6.7, benchmarks.scale_up).
 - The graph is the base model's: it shares the UNet's weight tensors but not its Python-level
   switches (the active LoRA and its scale, seamless tiling). The caller passes `base=True` only
   while no adapter is active and tiling is off; otherwise the call runs eagerly. A trace is also
@@ -63,13 +67,11 @@ class TracedUNet:
         unet: torch.nn.Module,
         lock: threading.RLock,
         state_version: Callable[[], int],
-        background: bool = True,
         max_graphs: int = MAX_GRAPHS,
     ) -> None:
         self._module = _Call(unet).eval()
         self._lock = lock
         self._state_version = state_version
-        self._background = background
         self._max_graphs = max_graphs
         self._graphs: dict[ShapeKey, torch.jit.ScriptModule] = {}
         self._failed: set[ShapeKey] = set()
@@ -85,61 +87,36 @@ class TracedUNet:
 
     @torch.no_grad()
     def __call__(self, sample: torch.Tensor, timesteps: torch.Tensor, hidden: torch.Tensor, base: bool) -> torch.Tensor:
-        if base:
-            key = shape_key(sample, timesteps, hidden)
-            graph = self._graphs.get(key)
-            if graph is not None:
-                self.traced_calls += 1
-                return graph(sample, timesteps, hidden)
-            if self._wanted(key):
-                inputs = (sample.clone(), timesteps.clone(), hidden.clone())
-                self._start(key, inputs, self._state_version())
-                graph = self._graphs.get(key)  # traced in this thread (background=False)
-                if graph is not None:
-                    self.traced_calls += 1
-                    return graph(sample, timesteps, hidden)
+        graph = self._graphs.get(shape_key(sample, timesteps, hidden)) if base else None
+        if graph is not None:
+            self.traced_calls += 1
+            return graph(sample, timesteps, hidden)
         self.eager_calls += 1
         return self._module(sample, timesteps, hidden)
 
     def prepare(self, sample: torch.Tensor, timesteps: torch.Tensor, hidden: torch.Tensor) -> None:
-        """Start the trace of these base-model inputs' shape (before traffic, on the background
-        thread even when `background` is off); a no-op when it is made, failed or under way."""
+        """Start tracing these base-model inputs' shape on the background thread; a no-op when its
+        graph is made, failed or under way, or `max_graphs` are."""
         key = shape_key(sample, timesteps, hidden)
-        if key not in self._graphs and self._wanted(key):
-            inputs = (sample.clone(), timesteps.clone(), hidden.clone())
-            self._start(key, inputs, self._state_version(), background=True)
-
-    def wait(self) -> None:
-        """Until every trace started so far has finished (tests, warm-up)."""
-        for future in list(self._pending.values()):
-            future.result()
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-
-    def _wanted(self, key: ShapeKey) -> bool:
-        return (
-            key not in self._failed
-            and key not in self._pending
-            and len(self._graphs) + len(self._pending) < self._max_graphs
-        )
-
-    def _start(
-        self, key: ShapeKey, inputs: tuple[torch.Tensor, ...], version: int, background: bool | None = None
-    ) -> None:
-        if not (self._background if background is None else background):
-            self._trace(key, inputs, version)
+        if key in self._graphs or key in self._failed or key in self._pending:
+            return
+        if len(self._graphs) + len(self._pending) >= self._max_graphs:
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unet-trace")
-        future = self._pool.submit(self._trace, key, inputs, version)
+        inputs = (sample.clone(), timesteps.clone(), hidden.clone())
+        future = self._pool.submit(self._trace, key, inputs, self._state_version())
         self._pending[key] = future
         future.add_done_callback(lambda _: self._pending.pop(key, None))
 
+    def wait(self) -> None:
+        """Until every trace started so far has finished (tests, benchmarks)."""
+        for future in list(self._pending.values()):
+            future.result()
+
     @torch.no_grad()
     def _trace(self, key: ShapeKey, inputs: tuple[torch.Tensor, ...], version: int) -> None:
-        """Trace `key`'s graph from the base state at `version` (read by the caller under the lock)."""
+        """Trace `key`'s graph from the base state at `version` (read by `prepare` under the lock)."""
         try:
             graph = torch.jit.trace(self._module, inputs, check_trace=False)
             for _ in range(2):  # TorchScript profiles, then optimises, on a graph's first calls
@@ -149,7 +126,7 @@ class TracedUNet:
             self._failed.add(key)
             return
         with self._lock:
-            if self._state_version() != version:  # an adapter or tiling changed mid-trace: try again later
+            if self._state_version() != version:  # an adapter or tiling changed mid-trace
                 logger.info("UNet trace for %s discarded: the pipeline state changed while tracing", key)
                 return
             self._graphs[key] = graph

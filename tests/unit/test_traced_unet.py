@@ -46,22 +46,24 @@ def _inputs(rows: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return sample, torch.full((rows,), 500, dtype=torch.long), torch.randn(rows, 77, 32, generator=generator)
 
 
-def test_the_traced_graph_makes_the_eager_image_and_is_traced_off_the_request_path(
+def test_the_traced_graph_makes_the_eager_image_and_a_shape_not_prepared_runs_eagerly(
     traced: SDEngine, eager: SDEngine
 ) -> None:
     assert traced.traced is not None and eager.traced is None
     spec = txt2img(seed=31, num_inference_steps=4)
-    first = _image(traced, spec)  # the shape's first call runs eagerly and starts its trace
-    assert traced.traced.eager_calls >= 1
+    first = _image(traced, spec)  # no graph for the shape: eager, and no trace starts on its own
+    assert traced.traced.eager_calls == 4 and traced.traced.traced_calls == 0
     traced.traced.wait()
-    assert traced.traced.shapes >= 1
-    calls = traced.traced.traced_calls
+    assert traced.traced.shapes == 0
+    StepBatcher(traced).trace_ahead(spec, [1])
+    traced.traced.wait()
+    assert traced.traced.shapes == 1
     again = _image(traced, spec)
-    assert traced.traced.traced_calls == calls + 4, "the four steps did not run the traced graph"
+    assert traced.traced.traced_calls == 4, "the four steps did not run the traced graph"
     reference = _image(eager, spec)
     assert np.abs(again - reference).max() <= ATOL
     assert np.abs(first - reference).max() <= ATOL
-    assert traced.info()["traced_unet_shapes"] == traced.traced.shapes
+    assert traced.info()["traced_unet_shapes"] == 1
 
 
 def test_a_lora_or_tiling_runs_eagerly_and_the_base_graph_is_used_again_after(
@@ -69,7 +71,7 @@ def test_a_lora_or_tiling_runs_eagerly_and_the_base_graph_is_used_again_after(
 ) -> None:
     assert traced.traced is not None
     spec = txt2img(seed=32, num_inference_steps=3)
-    _image(traced, spec)
+    StepBatcher(traced).trace_ahead(spec, [1])
     traced.traced.wait()
     for engine in (traced, eager):
         engine.load_adapter(LoraSpec(name="tiny-7", path="tiny:7"))
@@ -88,18 +90,26 @@ def test_a_lora_or_tiling_runs_eagerly_and_the_base_graph_is_used_again_after(
     assert np.abs(base - _image(eager, spec)).max() <= ATOL
 
 
-def test_a_trace_made_while_the_state_changed_is_thrown_away_and_made_again(eager: SDEngine) -> None:
-    versions = iter([0, 1, 1, 1])  # read when the trace starts, when it ends; then the retry's two
-    unet = TracedUNet(eager.txt2img.unet, threading.RLock(), lambda: next(versions), background=False)
+def test_a_trace_made_while_the_state_changed_is_thrown_away_and_can_be_made_again(eager: SDEngine) -> None:
+    versions = iter([0, 1, 1, 1])  # read when a trace starts and when it ends: a change, then none
+    unet = TracedUNet(eager.txt2img.unet, threading.RLock(), lambda: next(versions))
     sample, timesteps, hidden = _inputs()
     expected = eager.txt2img.unet(sample, timesteps, encoder_hidden_states=hidden, return_dict=False)[0]
+    unet.prepare(sample, timesteps, hidden)
+    unet.wait()
+    assert unet.shapes == 0
     assert torch.allclose(unet(sample, timesteps, hidden, base=True), expected, atol=1e-5)
-    assert unet.shapes == 0 and unet.eager_calls == 1
+    assert unet.eager_calls == 1
+    unet.prepare(sample, timesteps, hidden)
+    unet.wait()
+    assert unet.shapes == 1
     assert torch.allclose(unet(sample, timesteps, hidden, base=True), expected, atol=1e-5)
-    assert unet.shapes == 1 and unet.traced_calls == 1
+    assert unet.traced_calls == 1
+    assert torch.allclose(unet(sample, timesteps, hidden, base=False), expected, atol=1e-5)
+    assert unet.traced_calls == 1 and unet.eager_calls == 2, "not the base model, yet the graph ran"
 
 
-def test_a_shape_that_cannot_be_traced_runs_eagerly_and_only_the_base_model_is_traced() -> None:
+def test_a_shape_that_cannot_be_traced_runs_eagerly() -> None:
     class Untraceable(torch.nn.Module):
         traces = 0
 
@@ -112,14 +122,13 @@ def test_a_shape_that_cannot_be_traced_runs_eagerly_and_only_the_base_model_is_t
             return (sample * 2,)
 
     sample, timesteps, hidden = _inputs()
-    not_base = TracedUNet(Untraceable(), threading.RLock(), lambda: 0, background=False)
-    assert torch.equal(not_base(sample, timesteps, hidden, base=False), sample * 2)
-    assert Untraceable.traces == 0, "a call that is not the base model was traced"
-    unet = TracedUNet(Untraceable(), threading.RLock(), lambda: 0, background=False)
+    unet = TracedUNet(Untraceable(), threading.RLock(), lambda: 0)
     for _ in range(2):
-        assert torch.equal(unet(sample, timesteps, hidden, base=True), sample * 2)
+        unet.prepare(sample, timesteps, hidden)
+        unet.wait()
     assert Untraceable.traces == 1, "a failed shape was traced again"
-    assert unet.shapes == 0 and unet.eager_calls == 2
+    assert torch.equal(unet(sample, timesteps, hidden, base=True), sample * 2)
+    assert unet.shapes == 0 and unet.eager_calls == 1
 
 
 def test_tracing_ahead_makes_the_default_shapes_before_the_first_request(tiny_cache_dir: Path) -> None:
