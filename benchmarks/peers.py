@@ -107,6 +107,11 @@ def parse_args() -> Any:
         help="the app's admission.max_predicted_wait_s, each a run of its own (none: as shipped, no bound)",
     )
     parser.add_argument(
+        "--app-eager",
+        action="store_true",
+        help="run the app's UNet eagerly, as the peer's (drop the preset's generator tuning: no traced UNet)",
+    )
+    parser.add_argument(
         "--model-cache-dir", type=Path, default=DEFAULT_CACHE_DIR / "models", help="tiny model cache (both)"
     )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where both models run")
@@ -276,12 +281,17 @@ def _deploy_peer(port: int, http_options: dict[str, Any], args: Any, run: BenchR
 
 
 def _preset(root: Path, args: Any) -> Path:
-    """The tiny preset; with `--model-dir`, its generator is that folder (on `--device`, float16 on a GPU)
-    and its defaults and limits take `--size` and `--steps`."""
+    """The tiny preset (with `--app-eager`, no generator tuning); with `--model-dir`, its generator is that
+    folder (on `--device`, float16 on a GPU) and its defaults and limits take `--size` and `--steps`."""
     path = preset_file(root, "tiny")
-    if args.model_dir is None and args.device == "cpu":
+    if args.model_dir is None and args.device == "cpu" and not args.app_eager:
         return path
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if args.app_eager:
+        data["generator"].pop("tuning", None)
+        if args.model_dir is None and args.device == "cpu":
+            path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+            return path
     if args.model_dir is not None:
         data["generator"] = {**data["generator"], "model_id": str(args.model_dir.resolve())}
     data["device"] = args.device
