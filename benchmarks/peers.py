@@ -284,23 +284,22 @@ def _preset(root: Path, args: Any) -> Path:
     """The tiny preset (with `--app-eager`, no generator tuning); with `--model-dir`, its generator is that
     folder (on `--device`, float16 on a GPU) and its defaults and limits take `--size` and `--steps`."""
     path = preset_file(root, "tiny")
-    if args.model_dir is None and args.device == "cpu" and not args.app_eager:
+    other_model = args.model_dir is not None or args.device != "cpu"
+    if not (other_model or args.app_eager):
         return path
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     if args.app_eager:
         data["generator"].pop("tuning", None)
-        if args.model_dir is None and args.device == "cpu":
-            path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-            return path
-    if args.model_dir is not None:
-        data["generator"] = {**data["generator"], "model_id": str(args.model_dir.resolve())}
-    data["device"] = args.device
-    data["dtype"] = "float16" if args.device == "cuda" else "float32"
-    data["defaults"] = {**data.get("defaults", {}), "height": args.size, "width": args.size}
-    limits = data.setdefault("limits", {})
-    limits["max_side"] = max(int(limits.get("max_side", 0)), args.size)
-    limits["max_steps"] = max(int(limits.get("max_steps", 0)), args.steps)
-    limits["max_request_cost"] = None
+    if other_model:
+        if args.model_dir is not None:
+            data["generator"] = {**data["generator"], "model_id": str(args.model_dir.resolve())}
+        data["device"] = args.device
+        data["dtype"] = "float16" if args.device == "cuda" else "float32"
+        data["defaults"] = {**data.get("defaults", {}), "height": args.size, "width": args.size}
+        limits = data.setdefault("limits", {})
+        limits["max_side"] = max(int(limits.get("max_side", 0)), args.size)
+        limits["max_steps"] = max(int(limits.get("max_steps", 0)), args.steps)
+        limits["max_request_cost"] = None
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     return path
 

@@ -151,7 +151,7 @@ class Generator(BatchedPipeline):
         """With a compiled UNet: compile each batch shape this replica can run now, before traffic
         (serve_app.models.warmup); shapes warmed once stay warm. With a traced one (CPU): start
         tracing those shapes in the background, once, at the replica's start (Serve calls
-        reconfigure before the replica takes traffic); other shapes trace on first use."""
+        reconfigure before the replica takes traffic); other shapes run eagerly."""
         from serve_app.models.warmup import batch_sizes, default_spec
 
         if self.engine.traced is not None and self.steps is not None and not self._traced_ahead:

@@ -358,8 +358,9 @@ class SDEngine:
             self.traced.prepare(sample, timesteps, hidden)
 
     def _is_base(self) -> bool:
-        """The pipeline is the base model: no adapter active or merged, no tiling."""
-        return self._state == (None, 0.0) and not self._tiling and self._fused is None
+        """The pipeline is the base model: no adapter active (so none merged: `_activate` unmerges
+        first), no tiling."""
+        return self._state == (None, 0.0) and not self._tiling
 
     def generate(
         self,
