@@ -72,10 +72,18 @@ def wait_bound(text: str) -> float | None:
     return None if text.lower() == "none" else float(text)
 
 
-def target_name(batching: str, max_wait_s: float | None) -> str:
-    """The app's label in the tables: its batching and its bound in time, when it has one."""
+def keep_mb(text: str) -> int | None:
+    """`--app-malloc-keep-mb` values: MiB, or shipped (the app's default, IMAGEGEN_MALLOC_KEEP_MB unset)."""
+    return None if text.lower() == "shipped" else int(text)
+
+
+def target_name(batching: str, max_wait_s: float | None, malloc_keep_mb: int | None = None) -> str:
+    """The app's label in the tables: its batching, its bound in time and its Generator's allocator
+    setting, when not as shipped."""
     name = TARGETS[1] if batching == "step" else TARGETS[2]
-    return name if max_wait_s is None else f"{name} wait<={max_wait_s:g}s"
+    if max_wait_s is not None:
+        name = f"{name} wait<={max_wait_s:g}s"
+    return name if malloc_keep_mb is None else f"{name} keep={malloc_keep_mb}MiB"
 
 
 def _order(target: str) -> tuple[int, str]:
@@ -105,6 +113,14 @@ def parse_args() -> Any:
         type=wait_bound,
         default=[None],
         help="the app's admission.max_predicted_wait_s, each a run of its own (none: as shipped, no bound)",
+    )
+    parser.add_argument(
+        "--app-malloc-keep-mb",
+        nargs="+",
+        type=keep_mb,
+        default=[None],
+        help="the app's Generator replicas' IMAGEGEN_MALLOC_KEEP_MB, each a run of its own (shipped: as "
+        "shipped; 0: glibc's defaults, freed activations go back to the OS after each step)",
     )
     parser.add_argument(
         "--app-eager",
@@ -330,12 +346,19 @@ def measure(args: Any, run: BenchRun) -> list[dict[str, Any]]:
                 _print(results[-1])
             serve.delete("peer")
 
-            for batching, max_wait_s in [(b, w) for b in args.app_batching for w in args.app_max_wait_s]:
+            variants = [
+                (b, w, k) for b in args.app_batching for w in args.app_max_wait_s for k in args.app_malloc_keep_mb
+            ]
+            for batching, max_wait_s, malloc_keep_mb in variants:
                 generator = _generator(config)
                 generator["user_config"] = {**generator.get("user_config", {}), "batching": batching}
+                actor_options = generator.setdefault("ray_actor_options", {})
+                actor_options.pop("runtime_env", None)
+                if malloc_keep_mb is not None:
+                    actor_options["runtime_env"] = {"env_vars": {"IMAGEGEN_MALLOC_KEEP_MB": str(malloc_keep_mb)}}
                 admission = config["applications"][0]["args"].setdefault("admission", {})
                 admission["max_predicted_wait_s"] = max_wait_s
-                target = target_name(batching, max_wait_s)
+                target = target_name(batching, max_wait_s, malloc_keep_mb)
                 url = deploy_and_wait(config, port, run)
                 startup = "app_startup_s" if target == TARGETS[1] else f"app_startup_s[{target}]"
                 run.results[startup] = run.results.pop("startup_s")

@@ -31,10 +31,10 @@ class Captioner(ModelReplica):
 
     def __init__(self, preset: Preset, model_cache_dir: str) -> None:
         from serve_app.models.captioning import CaptionEngine
-        from serve_app.models.device import configure_torch_threads
+        from serve_app.models.device import configure_replica_process
 
         self.preset = preset
-        configure_torch_threads()
+        configure_replica_process()
         self.hold(CaptionEngine(preset.captioner, Path(model_cache_dir), preset.device, preset.dtype), "captioner")
         self.max_new_tokens = 30
 

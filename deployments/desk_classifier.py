@@ -30,10 +30,10 @@ class DeskClassifier(ModelReplica):
 
     def __init__(self, preset: Preset, model_cache_dir: str) -> None:
         from serve_app.models.classification import DeskClassifierEngine
-        from serve_app.models.device import configure_torch_threads
+        from serve_app.models.device import configure_replica_process
 
         self.preset = preset
-        configure_torch_threads()
+        configure_replica_process()
         engine = DeskClassifierEngine(preset.classifier, Path(model_cache_dir), preset.device, preset.dtype)
         self.hold(engine, "classifier")
 

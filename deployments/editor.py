@@ -25,10 +25,10 @@ class Editor(BatchedPipeline):
     """Edits images by instruction with the preset's `editor` model."""
 
     def __init__(self, preset: Preset, model_cache_dir: str) -> None:
-        from serve_app.models.device import configure_torch_threads
+        from serve_app.models.device import configure_replica_process
         from serve_app.models.edit_engine import EditEngine
 
-        configure_torch_threads()
+        configure_replica_process()
         self.preset = preset
         self.engine = EditEngine(preset.editor, Path(model_cache_dir), device=preset.device, dtype=preset.dtype)
         self.metrics = ModelMetrics("editor")

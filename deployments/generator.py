@@ -83,12 +83,12 @@ class Generator(BatchedPipeline):
     """Generates images with the preset's SD/SDXL model and its LoRA adapters."""
 
     def __init__(self, preset: Preset, model_cache_dir: str) -> None:
-        from serve_app.models.device import configure_torch_threads
+        from serve_app.models.device import configure_replica_process
         from serve_app.models.sd_engine import SDEngine
 
         self.preset = preset
         self.adapters = {spec.name: spec for spec in preset.loras}  # the multiplexer's model ids
-        configure_torch_threads()
+        configure_replica_process()
         self.engine = SDEngine(
             self.preset.generator, Path(model_cache_dir), device=self.preset.device, dtype=self.preset.dtype
         )

@@ -23,10 +23,10 @@ class Translator(ModelReplica):
     batched = "_translate_batch"
 
     def __init__(self, preset: Preset, model_cache_dir: str) -> None:
-        from serve_app.models.device import configure_torch_threads
+        from serve_app.models.device import configure_replica_process
         from serve_app.models.translation import TranslationEngine
 
-        configure_torch_threads()
+        configure_replica_process()
         self.hold(
             TranslationEngine(preset.translator, Path(model_cache_dir), preset.device, preset.dtype), "translator"
         )

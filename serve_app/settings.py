@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     imagegen_torch_threads: int | None = Field(
         default=None, description="torch threads per model replica; default: the replica's num_cpus, rounded up."
     )
+    imagegen_malloc_keep_mb: int = Field(
+        default=1024,
+        ge=0,
+        description="freed memory (MiB) a model replica keeps for its next batch instead of giving it back "
+        "to the OS and faulting it in again (glibc); 0: the C library's defaults.",
+    )
     # The settings the seeds name otherwise: read by every name of SEED_NAMES (the first set wins).
     hf_token: SecretStr | None = _seed_named("HF_TOKEN", "Hugging Face token (the backend reads it at each call).")
     s3_bucket: str | None = _seed_named("S3_BUCKET_NAME", "S3 storage's bucket when storage.bucket is not set.")

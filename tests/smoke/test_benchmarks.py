@@ -43,6 +43,7 @@ EXPECTED: dict[str, set[str]] = {
     "hostile": {"quiet", "one_caller", "many_callers", "memory", "slowloris", "startup_s"},
     "ingress_path": {"tree", "routes"},
     "lanes": {"workers", "lanes", "processes"},
+    "allocator": {"runs"},
 }
 
 
@@ -98,6 +99,12 @@ def _check_ingress_path(results: dict[str, Any]) -> None:
 def _check_lanes(results: dict[str, Any]) -> None:
     assert len(results["lanes"]) == len(results["processes"]) == 1
     assert all(rate > 0 for rate in results["lanes"] + results["processes"])
+
+
+def _check_allocator(results: dict[str, Any]) -> None:
+    (by_keep,) = results["runs"].values()
+    assert [r["configured"] for r in by_keep["0"] + by_keep["1024"]] == [False, True]
+    assert all(r["ms_per_batch"] > 0 for r in by_keep["0"] + by_keep["1024"])
 
 
 def _check_scale_up(results: dict[str, Any]) -> None:

@@ -26,7 +26,13 @@ MANIFEST = REPO / "deploy" / "kuberay" / "rayservice.yaml"
 # Every Settings field is a secret except these knobs and names (the cluster's bucket, region and cloud
 # name are in its YAML); a secret added to Settings must be wired here, by the first name it is read by,
 # unless what it configures is refused on the cluster profile (Imgur storage: its ledger is node-local).
-NOT_SECRET = {"IMAGEGEN_TORCH_THREADS", "S3_BUCKET_NAME", "AWS_REGION", "CLOUDINARY_CLOUD_NAME"}
+NOT_SECRET = {
+    "IMAGEGEN_TORCH_THREADS",
+    "IMAGEGEN_MALLOC_KEEP_MB",
+    "S3_BUCKET_NAME",
+    "AWS_REGION",
+    "CLOUDINARY_CLOUD_NAME",
+}
 NOT_ON_A_CLUSTER = {"IMGUR_CLIENT_ID"}
 SECRET_ENV = (
     {

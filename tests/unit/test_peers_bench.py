@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.peers import TARGETS, _order, target_name, wait_bound
+from benchmarks.peers import TARGETS, _order, keep_mb, target_name, wait_bound
 
 
 def test_each_bound_in_time_is_a_run_of_its_own_named_by_it() -> None:
@@ -13,6 +13,13 @@ def test_each_bound_in_time_is_a_run_of_its_own_named_by_it() -> None:
     assert target_name("step", 1.5) == "imagegen-serve wait<=1.5s"
     rows = ["imagegen-serve-static", "imagegen-serve wait<=2s", "ray-doc-example", "imagegen-serve"]
     assert sorted(rows, key=_order) == [*TARGETS[:2], "imagegen-serve wait<=2s", TARGETS[2]]
+
+
+def test_each_allocator_setting_is_a_run_of_its_own_named_by_it() -> None:
+    assert keep_mb("shipped") is None and keep_mb("0") == 0
+    assert target_name("step", None, None) == "imagegen-serve"
+    assert target_name("step", None, 0) == "imagegen-serve keep=0MiB"
+    assert target_name("step", 0.6, 0) == "imagegen-serve wait<=0.6s keep=0MiB"
 
 
 def test_the_server_breakdown_lines_up_each_answer_with_its_task(tmp_path: Path) -> None:
