@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     imagegen_malloc_keep_mb: int = Field(
         default=1024,
         ge=0,
+        le=2047,  # mallopt takes an int of bytes
         description="freed memory (MiB) a model replica keeps for its next batch instead of giving it back "
         "to the OS and faulting it in again (glibc); 0: the C library's defaults.",
     )

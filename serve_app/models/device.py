@@ -85,6 +85,7 @@ def configure_torch_threads() -> int:
 
 # glibc's mallopt parameters (malloc.h).
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+MAX_KEEP_MB = 2047  # the most bytes an int holds, in MiB
 
 
 def configure_replica_process() -> int:
@@ -111,6 +112,11 @@ def configure_allocator(keep_mb: int | None = None) -> bool:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     except OSError:
         return False
+    if keep_mb > MAX_KEEP_MB:
+        raise ConfigurationError(
+            f"IMAGEGEN_MALLOC_KEEP_MB must be at most {MAX_KEEP_MB} (an int of bytes), not {keep_mb}."
+        )
+    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     keep = keep_mb * 1024 * 1024
     # Setting any one turns glibc's adaptive thresholds off, so set all three: blocks up to the mmap
     # threshold (at most 32 MiB, mallopt(3)) come from the heap, whose top is trimmed only past

@@ -312,6 +312,7 @@ class SDEngine:
         if wanted == self._state:
             return
         self._version += 1
+        self._state = None  # unknown until the change below is whole (a failure part-way leaves it so)
         self._unfuse()
         if name is None:
             if self._adapters:

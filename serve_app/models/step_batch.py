@@ -112,6 +112,7 @@ class StepBatcher:
         size = -(-len(samples) // count)
         slices = [samples[i : i + size] for i in range(0, len(samples), size)]
         with self.engine._lock:
+            self._restore_key()
             if len(slices) == 1:
                 return [work(slices[0])]
             if self._pool is None or self._pool_workers < len(slices) - 1:
@@ -135,6 +136,16 @@ class StepBatcher:
             engine._activate(spec.lora_name, spec.lora_scale)
             engine.set_tiling(spec.tileable)
         self.key = joinable(spec)
+
+    def _restore_key(self) -> None:
+        """The pipeline back in the batch's state (adapter, tiling) when a pipeline call since the last
+        step changed it (the Generator switched live to static batching with samples in flight):
+        no-ops otherwise. Under the engine's lock."""
+        if self.key is None:
+            return
+        _, _, lora_name, lora_scale, tileable, _ = self.key
+        self.engine._activate(lora_name, lora_scale if lora_name else 0.0)
+        self.engine.set_tiling(tileable)
 
     # -- one sample in --------------------------------------------------------------------------------
 

@@ -19,7 +19,8 @@ for the shapes step batching runs, where a scale-up has seconds.
 - The graph is the base model's: it shares the UNet's weight tensors but not its Python-level
   switches (the active LoRA and its scale, seamless tiling). The caller passes `base=True` only
   while no adapter is active and tiling is off; otherwise the call runs eagerly. A trace is also
-  thrown away when the engine's state changed while it was being made (`state_version`).
+  thrown away when the engine's state changed before or while it was being made (`state_version`),
+  and made again from the next base-model call of that shape (three times at most).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
 
 ShapeKey = tuple[Any, ...]
 MAX_GRAPHS = 16  # distinct shapes kept; past that, new shapes run eagerly
+MAX_RETRIES = 3  # traces of one shape thrown away by state changes before it stays eager
 
 
 class _Call(torch.nn.Module):
@@ -76,6 +78,10 @@ class TracedUNet:
         self._graphs: dict[ShapeKey, torch.jit.ScriptModule] = {}
         self._failed: set[ShapeKey] = set()
         self._pending: dict[ShapeKey, Future[None]] = {}
+        # Shapes whose trace was thrown away (the state changed meanwhile): traced again from the next
+        # base-model call of that shape, MAX_RETRIES times at most (`_discarded` counts them).
+        self._retry: set[ShapeKey] = set()
+        self._discarded: dict[ShapeKey, int] = {}
         self._pool: ThreadPoolExecutor | None = None
         self.eager_calls = 0
         self.traced_calls = 0
@@ -87,7 +93,13 @@ class TracedUNet:
 
     @torch.no_grad()
     def __call__(self, sample: torch.Tensor, timesteps: torch.Tensor, hidden: torch.Tensor, base: bool) -> torch.Tensor:
-        graph = self._graphs.get(shape_key(sample, timesteps, hidden)) if base else None
+        graph = None
+        if base:
+            key = shape_key(sample, timesteps, hidden)
+            graph = self._graphs.get(key)
+            if graph is None and key in self._retry and key not in self._pending:
+                self._retry.discard(key)
+                self.prepare(sample, timesteps, hidden)
         if graph is not None:
             self.traced_calls += 1
             return graph(sample, timesteps, hidden)
@@ -111,12 +123,26 @@ class TracedUNet:
 
     def wait(self) -> None:
         """Until every trace started so far has finished (tests, benchmarks)."""
-        for future in list(self._pending.values()):
+        for key, future in list(self._pending.items()):
             future.result()
+            if self._pending.get(key) is future:  # its done callback may not have run yet
+                del self._pending[key]
+
+    def _discard(self, key: ShapeKey, why: str) -> None:
+        """A trace thrown away because the engine's state changed: traced again from the next base
+        call of its shape, up to MAX_RETRIES times."""
+        discarded = self._discarded[key] = self._discarded.get(key, 0) + 1
+        if discarded <= MAX_RETRIES:
+            self._retry.add(key)
+        then = "traced again at its next base call" if discarded <= MAX_RETRIES else "eager from now on"
+        logger.info("UNet trace for %s discarded (%s); %s", key, why, then)
 
     @torch.no_grad()
     def _trace(self, key: ShapeKey, inputs: tuple[torch.Tensor, ...], version: int) -> None:
         """Trace `key`'s graph from the base state at `version` (read by `prepare` under the lock)."""
+        if self._state_version() != version:  # changed while it waited its turn: not worth the CPU
+            self._discard(key, "the pipeline state changed before it started")
+            return
         try:
             graph = torch.jit.trace(self._module, inputs, check_trace=False)
             for _ in range(2):  # TorchScript profiles, then optimises, on a graph's first calls
@@ -127,7 +153,7 @@ class TracedUNet:
             return
         with self._lock:
             if self._state_version() != version:  # an adapter or tiling changed mid-trace
-                logger.info("UNet trace for %s discarded: the pipeline state changed while tracing", key)
+                self._discard(key, "the pipeline state changed while tracing")
                 return
             self._graphs[key] = graph
         logger.info("UNet traced for shape %s (%d shape(s) ready)", key, len(self._graphs))

@@ -56,3 +56,18 @@ def test_off_keeps_the_c_librarys_defaults() -> None:
     assert configured == "False"
     # glibc trims the heap's freed top back to the OS after each round: every round faults it in again.
     assert faults > 10 * 4096
+
+
+def test_a_keep_past_an_int_of_bytes_is_refused_not_wrapped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mallopt takes an int: 16384 MiB would wrap to 0 (trim at every free, worse than the defaults)."""
+    from pydantic import ValidationError
+
+    from serve_app.errors import ConfigurationError
+    from serve_app.models.device import MAX_KEEP_MB, configure_allocator
+    from serve_app.settings import Settings
+
+    with pytest.raises(ConfigurationError, match="at most 2047"):
+        configure_allocator(MAX_KEEP_MB + 1)
+    monkeypatch.setenv("IMAGEGEN_MALLOC_KEEP_MB", "16384")
+    with pytest.raises(ValidationError):
+        Settings()

@@ -21,7 +21,7 @@ from PIL import Image
 from serve_app.errors import ConfigurationError, GenerationFailed, InvalidImage, InvalidInput, TaskCancelled
 from serve_app.models.device import configure_torch_threads, resolve_device, resolve_dtype
 from serve_app.models.sd_engine import SDEngine
-from serve_app.presets import GeneratorModel
+from serve_app.presets import GeneratorModel, LoraSpec
 from serve_app.stages import GenerationOutput, GenerationSpec, group_specs
 from tests.support.specs import ATOL, pixels, txt2img
 from tests.support.stages import bare_generator, run_batch
@@ -460,3 +460,22 @@ def test_tileable_specs_batch_apart_and_leave_the_pipeline_as_it_was(engine: SDE
     before = pixels(engine.generate([plain])[0])
     engine.generate([tiled])
     assert np.allclose(pixels(engine.generate([plain])[0]), before, atol=ATOL)
+
+
+def test_an_adapter_change_that_fails_part_way_leaves_the_state_unknown(
+    engine: SDEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """So the next call sets its state again rather than trusting the old one (nor the base-model
+    graph a traced UNet keeps for that old state)."""
+    engine._activate(None, 0.0)
+    assert engine._is_base()
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("set_adapters failed")
+
+    monkeypatch.setitem(engine._adapters, "half-set", LoraSpec(name="half-set", path="tiny:9"))
+    monkeypatch.setattr(engine.txt2img, "enable_lora", lambda: None)
+    monkeypatch.setattr(engine.txt2img, "set_adapters", broken)
+    with pytest.raises(RuntimeError):
+        engine._activate("half-set", 1.0)
+    assert engine._state is None and not engine._is_base()

@@ -221,3 +221,22 @@ async def test_interleaved_keys_batch_by_key_and_a_waiting_key_is_not_starved(ba
         await strict.close()
     assert first_done.peak_batch == 1 and [r.peak_batch for r in rest] == [1, 1], "e waited its turn behind d"
     assert d.steps and e.steps
+
+
+def test_a_pipeline_call_between_steps_leaves_the_batch_in_its_own_state(engine: SDEngine) -> None:
+    """The Generator switched live to static batching while samples still step: its pipeline call
+    sets its own adapter and tiling, and the next step puts the batch's back."""
+    tiled = txt2img(seed=51, num_inference_steps=4, tileable=True)
+    alone = _run(StepBatcher(engine), {0: [tiled]})[51]
+    plain = _run(StepBatcher(engine), {0: [txt2img(seed=51, num_inference_steps=4)]})[51]
+    assert np.abs(alone - plain).max() > ATOL, "tiling changed nothing: a useless check"
+    batcher = StepBatcher(engine)
+    batcher.activate(tiled)
+    sample = batcher.admit(tiled)
+    batcher.step([sample])
+    engine.generate([txt2img(seed=52, num_inference_steps=2)])  # a static call: untiled
+    assert not engine._tiling
+    while not sample.done:
+        batcher.step([sample])
+    (decoded,) = batcher.decode([sample])
+    assert np.abs(_array(decoded) - alone).max() <= ATOL

@@ -14,7 +14,7 @@ import torch
 
 from serve_app.models.sd_engine import SDEngine
 from serve_app.models.step_batch import StepBatcher
-from serve_app.models.traced import TracedUNet
+from serve_app.models.traced import MAX_RETRIES, TracedUNet
 from serve_app.presets import GeneratorModel, LoraSpec, PipelineTuning
 from serve_app.stages import GenerationSpec
 from tests.support.specs import ATOL, txt2img
@@ -90,8 +90,18 @@ def test_a_lora_or_tiling_runs_eagerly_and_the_base_graph_is_used_again_after(
     assert np.abs(base - _image(eager, spec)).max() <= ATOL
 
 
-def test_a_trace_made_while_the_state_changed_is_thrown_away_and_can_be_made_again(eager: SDEngine) -> None:
-    versions = iter([0, 1, 1, 1])  # read when a trace starts and when it ends: a change, then none
+@pytest.mark.parametrize(
+    "reads",
+    [
+        [0, 1, 1, 1, 1],  # prepare; the trace's start: changed, so it is not made; the retry's prepare, start, end
+        [0, 0, 1, 1, 1, 1],  # prepare; the trace's start and end: changed mid-trace; the retry's three reads
+    ],
+    ids=["changed-before-it-started", "changed-while-tracing"],
+)
+def test_a_trace_the_state_changed_under_is_thrown_away_and_made_again_from_the_next_base_call(
+    eager: SDEngine, reads: list[int]
+) -> None:
+    versions = iter(reads)
     unet = TracedUNet(eager.txt2img.unet, threading.RLock(), lambda: next(versions))
     sample, timesteps, hidden = _inputs()
     expected = eager.txt2img.unet(sample, timesteps, encoder_hidden_states=hidden, return_dict=False)[0]
@@ -99,14 +109,40 @@ def test_a_trace_made_while_the_state_changed_is_thrown_away_and_can_be_made_aga
     unet.wait()
     assert unet.shapes == 0
     assert torch.allclose(unet(sample, timesteps, hidden, base=True), expected, atol=1e-5)
-    assert unet.eager_calls == 1
-    unet.prepare(sample, timesteps, hidden)
+    assert unet.eager_calls == 1  # eager, and the shape's trace starts again
     unet.wait()
     assert unet.shapes == 1
     assert torch.allclose(unet(sample, timesteps, hidden, base=True), expected, atol=1e-5)
     assert unet.traced_calls == 1
     assert torch.allclose(unet(sample, timesteps, hidden, base=False), expected, atol=1e-5)
     assert unet.traced_calls == 1 and unet.eager_calls == 2, "not the base model, yet the graph ran"
+    assert next(versions, None) is None, "the reads did not go as the test says"
+
+
+def test_a_shape_whose_traces_keep_being_thrown_away_stays_eager_after_three_retries(eager: SDEngine) -> None:
+    reads = iter(range(1000))  # every read a new state: every trace is thrown away before it starts
+    traces = 0
+
+    def version() -> int:
+        return next(reads)
+
+    unet = TracedUNet(eager.txt2img.unet, threading.RLock(), version)
+    original = unet._trace
+
+    def counted(*args: object) -> None:
+        nonlocal traces
+        traces += 1
+        original(*args)  # type: ignore[arg-type]
+
+    unet._trace = counted  # type: ignore[method-assign]
+    sample, timesteps, hidden = _inputs()
+    unet.prepare(sample, timesteps, hidden)
+    unet.wait()
+    for _ in range(6):
+        unet(sample, timesteps, hidden, base=True)
+        unet.wait()
+    assert traces == 1 + MAX_RETRIES
+    assert unet.shapes == 0 and unet.eager_calls == 6
 
 
 def test_a_shape_that_cannot_be_traced_runs_eagerly() -> None:
