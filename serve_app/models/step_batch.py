@@ -23,8 +23,9 @@ runs it for an async deployment.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from serve_app.errors import InvalidInput
 from serve_app.models.sd_engine import SDEngine, decode_init_image
 from serve_app.models.tuning import Verdict, has_safety_checker
 from serve_app.stages import GenerationSpec
@@ -137,6 +139,18 @@ class StepBatcher:
             engine.set_tiling(spec.tileable)
         self.key = joinable(spec)
 
+    @contextlib.contextmanager
+    def aside(self) -> Iterator[None]:
+        """Work on another join key (warm-up, traces) beside a running batch: under the engine's lock
+        throughout, and the batch's key and pipeline state (adapter, tiling) back after."""
+        with self.engine._lock:
+            prior = self.key
+            try:
+                yield
+            finally:
+                self.key = prior
+                self._restore_key()
+
     def _restore_key(self) -> None:
         """The pipeline back in the batch's state (adapter, tiling) when a pipeline call since the last
         step changed it (the Generator switched live to static batching with samples in flight):
@@ -157,6 +171,8 @@ class StepBatcher:
             raise ValueError("activate() the sample's join key before admitting it")
         engine = self.engine
         img2img = spec.init_image_png is not None
+        if img2img and int(spec.num_inference_steps * spec.strength) < 1:  # as the pipeline call refuses it
+            raise InvalidInput("num_inference_steps * strength must be at least 1 for image-to-image.")
         pipe = engine.img2img if img2img else engine.txt2img
         device = engine.device
         guided = spec.guidance_scale > 1.0
@@ -211,12 +227,11 @@ class StepBatcher:
 
     def trace_ahead(self, spec: GenerationSpec, sizes: list[int]) -> None:
         """With a traced UNet (tuning.trace_unet): start the background traces of `spec`'s shape at
-        each batch size in `sizes`, so the first requests find them made. A replica's start only:
-        it activates `spec`'s join key."""
+        each batch size in `sizes`, so the first requests find them made (a replica's start)."""
         if self.engine.traced is None:
             return
-        self.activate(spec)
-        with self.engine._lock, torch.no_grad():
+        with self.aside(), torch.no_grad():
+            self.activate(spec)
             for size in sizes:
                 samples = [self.admit(spec.model_copy(update={"seed": seed})) for seed in range(size)]
                 self.engine.denoise_ahead(*self._unet_inputs(samples))

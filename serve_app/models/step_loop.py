@@ -203,7 +203,15 @@ class StepLoop:
             return
         self._active = [entry for entry in active if entry not in done]
         started = time.perf_counter()
-        decoded = await asyncio.to_thread(self.batcher.decode, [entry.sample for entry in done if entry.sample])
+        try:
+            decoded = await asyncio.to_thread(self.batcher.decode, [entry.sample for entry in done if entry.sample])
+        except Exception as exc:  # the decode's requests fail; those still denoising go on
+            logger.exception("decoding failed for %d request(s)", len(done))
+            if self._on_error is not None:
+                self._on_error(exc, len(done))
+            for entry in done:
+                _settle(entry.future, exc)
+            return
         share = (time.perf_counter() - started) / len(done)
         for entry, image in zip(done, decoded, strict=True):
             if not entry.future.done():

@@ -69,9 +69,9 @@ def warm_up(
         started = time.perf_counter()
         specs = [default_spec(defaults, seed) for seed in range(size)]
         if batcher is not None:
-            batcher.activate(specs[0])
-            samples = [batcher.admit(spec) for spec in specs]
-            with torch.no_grad():
+            with batcher.aside(), torch.no_grad():  # a live reconfigure: a batch may be running
+                batcher.activate(specs[0])
+                samples = [batcher.admit(spec) for spec in specs]
                 batcher._step(samples)  # one sub-batch of `size`, as one lane runs it
                 batcher._decode(samples)
         else:

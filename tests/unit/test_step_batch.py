@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serve_app.errors import TaskCancelled
+from serve_app.errors import InvalidInput, TaskCancelled
 from serve_app.models.sd_engine import SDEngine
 from serve_app.models.step_batch import Decoded, Sample, StepBatcher, joinable
 from serve_app.models.step_loop import Finished, StepLoop
@@ -240,3 +240,59 @@ def test_a_pipeline_call_between_steps_leaves_the_batch_in_its_own_state(engine:
         batcher.step([sample])
     (decoded,) = batcher.decode([sample])
     assert np.abs(_array(decoded) - alone).max() <= ATOL
+
+
+def test_a_warm_up_beside_a_running_batch_leaves_the_batch_its_key_and_state(engine: SDEngine) -> None:
+    """A live reconfigure warms new batch sizes at the default key while a tiled batch runs."""
+    from serve_app.models.warmup import warm_up
+    from serve_app.presets import load_preset
+
+    tiled = txt2img(seed=53, num_inference_steps=3, tileable=True)
+    alone = _run(StepBatcher(engine), {0: [tiled]})[53]
+    batcher = StepBatcher(engine)
+    batcher.activate(tiled)
+    sample = batcher.admit(tiled)
+    batcher.step([sample])
+    warm_up(engine, load_preset("tiny").defaults, [1], batcher)
+    assert batcher.key == joinable(tiled) and engine._tiling
+    while not sample.done:
+        batcher.step([sample])
+    (decoded,) = batcher.decode([sample])
+    assert np.abs(_array(decoded) - alone).max() <= ATOL
+
+
+def test_an_img2img_sample_with_no_step_is_refused_alone(batcher: StepBatcher) -> None:
+    """2 steps at strength 0.3 denoise no step: the pipeline call refuses it, and so does admit
+    (before, it took a place in the batch and failed every step of it)."""
+    spec = txt2img(seed=9, init_image_png=_png(), strength=0.3, num_inference_steps=2)
+    batcher.activate(spec)
+    with pytest.raises(InvalidInput, match="at least 1"):
+        batcher.admit(spec)
+
+
+class FailingDecode(StepBatcher):
+    """A VAE that fails once (out of memory, say)."""
+
+    failures = 1
+
+    def decode(self, samples: list[Sample]) -> list[Decoded]:
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("the VAE ran out of memory")
+        return super().decode(samples)
+
+
+async def test_a_failing_decode_fails_its_own_requests_and_the_batch_goes_on(engine: SDEngine) -> None:
+    """Before: the finished requests were out of the batch when their decode failed, so nothing ever
+    answered them, and the error failed the requests still denoising instead."""
+    errors: list[int] = []
+    loop = StepLoop(FailingDecode(engine), max_batch_size=4, on_error=lambda exc, count: errors.append(count))
+    short, long = Request(txt2img(seed=7, num_inference_steps=1)), Request(txt2img(seed=8, num_inference_steps=3))
+    try:
+        both = asyncio.gather(loop.submit(short), loop.submit(long), return_exceptions=True)
+        results = await asyncio.wait_for(both, timeout=120)  # a bound on a hang, not a speed check
+    finally:
+        await loop.close()
+    assert isinstance(results[0], RuntimeError) and "out of memory" in str(results[0])
+    assert isinstance(results[1], Finished) and results[1].peak_batch == 2
+    assert errors == [1]
