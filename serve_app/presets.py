@@ -61,8 +61,8 @@ class ModelSpec(BaseModel):
 class PipelineTuning(BaseModel):
     """How a diffusers pipeline is loaded and run: memory and speed options of a preset's model.
 
-    Each is off (or automatic) by default, so the tiny preset and a laptop run the plain
-    pipeline; `benchmarks.gpu_throughput` reports what each one does on a GPU."""
+    Each is off (or automatic) by default, so a preset without `tuning:` runs the plain pipeline
+    (the tiny preset sets only `trace_unet`); `benchmarks.gpu_throughput` reports what each one does on a GPU."""
 
     model_config = ConfigDict(extra="forbid")
 
