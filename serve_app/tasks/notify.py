@@ -29,6 +29,7 @@ from typing import Protocol
 logger = logging.getLogger(__name__)
 
 CHANNEL = "imagegen_tasks"
+DATAGRAM_BYTES = 65536  # the most one NodeBus datagram carries (and a listener reads at once)
 Deliver = Callable[[str], None]
 
 
@@ -96,24 +97,42 @@ class NodeBus:
         self._sock.setblocking(False)
 
     def publish(self, task_ids: Iterable[str]) -> None:
-        payload = "\n".join(dict.fromkeys(task_ids)).encode()
-        if not payload:
+        payloads = list(datagrams(dict.fromkeys(task_ids)))
+        if not payloads:
             return
         try:
             paths = list(self.dir.glob("*.sock"))
         except OSError:
             return
         for path in paths:
-            try:
-                self._sock.sendto(payload, str(path))
-            except (ConnectionRefusedError, FileNotFoundError):
-                with contextlib.suppress(OSError):
-                    path.unlink()  # a listener that is gone
-            except OSError:
-                continue  # its buffer is full: it reads the task on its fallback poll
+            for payload in payloads:
+                try:
+                    self._sock.sendto(payload, str(path))
+                except (ConnectionRefusedError, FileNotFoundError):
+                    with contextlib.suppress(OSError):
+                        path.unlink()  # a listener that is gone
+                    break
+                except OSError:
+                    break  # its buffer is full: it reads the task on its fallback poll
 
     def close(self) -> None:
         self._sock.close()
+
+
+def datagrams(task_ids: Iterable[str], limit: int = DATAGRAM_BYTES) -> Iterator[bytes]:
+    """Task ids, newline-separated, in datagrams of at most `limit` bytes each (a listener reads
+    one datagram at a time into a buffer of that size: a longer one would be cut mid-id)."""
+    chunk: list[bytes] = []
+    size = 0
+    for task_id in task_ids:
+        encoded = task_id.encode()
+        if chunk and size + 1 + len(encoded) > limit:
+            yield b"\n".join(chunk)
+            chunk, size = [], 0
+        chunk.append(encoded)
+        size += len(encoded) + (1 if size else 0)
+    if chunk:
+        yield b"\n".join(chunk)
 
 
 class NodeBusListener:
@@ -127,14 +146,18 @@ class NodeBusListener:
     async def start(self, deliver: Deliver) -> None:
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.setblocking(False)
-        sock.bind(str(self.path))
+        try:
+            sock.setblocking(False)
+            sock.bind(str(self.path))
+        except OSError:
+            sock.close()
+            raise
         self._sock = sock
 
         def readable() -> None:
             while True:
                 try:
-                    data = sock.recv(65536)
+                    data = sock.recv(DATAGRAM_BYTES)
                 except (BlockingIOError, InterruptedError):
                     return
                 except OSError:
