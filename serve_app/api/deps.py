@@ -4,6 +4,7 @@ and the dependencies routes declare, once each, as `Annotated` aliases (`Ctx`, `
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -146,7 +147,10 @@ class IngressContext:
             except Exception as exc:  # runner full or restarting: the task stays queued and is swept
                 logger.warning("dispatch of task %s failed (%s); the runner's sweeper will take it", task_id, exc)
 
-        task = asyncio.get_running_loop().create_task(push())
+        # In a context of its own: created in the request's, the push would be a child of the HTTP
+        # request, and Serve cancels those when the request is cancelled (a waiting client that
+        # disconnects), which took the task from the runner mid-run.
+        task = asyncio.get_running_loop().create_task(push(), context=contextvars.Context())
         self._dispatches.add(task)
         task.add_done_callback(self._dispatches.discard)
 

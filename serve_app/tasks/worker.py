@@ -19,7 +19,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from serve_app.errors import AppError, TaskCancelled
 from serve_app.flows.kit import Flow, FlowError
@@ -32,6 +32,7 @@ from serve_app.tasks.store import TaskStore
 from serve_app.tasks.views import webhook_body
 from serve_app.webhooks import WebhookConfig, WebhookSender, make_msg_id
 
+T = TypeVar("T")
 logger = logging.getLogger("ray.serve")
 
 QUEUE_DEPTH_INTERVAL_S = 5.0  # how often a worker refreshes the queue-depth gauge (Ray exports every 10 s)
@@ -76,7 +77,14 @@ class TaskWorker:
     # -- entry points ----------------------------------------------------------------------------
 
     async def run(self, task_id: str) -> str:
-        """Claim and run a pushed task; returns its final status (or 'skipped' if not claimable)."""
+        """Claim and run a pushed task; returns its final status (or 'skipped' if not claimable).
+
+        The work is a task of its own: a caller that goes away (Serve cancels a handle call whose
+        parent request was cancelled, e.g. a waiting client that disconnected) stops only its wait,
+        never the claim or the run; a client's cancel or a lost lease stop the run itself."""
+        return await asyncio.shield(self._spawn(self._claim_and_run(task_id)))
+
+    async def _claim_and_run(self, task_id: str) -> str:
         record = await asyncio.to_thread(self.tasks.queue.claim, task_id, self.name, self.cfg.lease_s)
         if record is None:
             return "skipped"
@@ -241,7 +249,8 @@ class TaskWorker:
         self._stopping[task_id] = why
         running[0].cancel()
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task

@@ -317,3 +317,27 @@ def test_a_waiting_request_is_woken_by_the_pushed_change_not_its_poll(ctx: Ingre
             client.portal.call(listener.close)
     assert response.status_code == 200, response.text
     assert changes.pushed > 0 and True in changes.woken
+
+
+def test_an_edit_waits_for_its_images_holding_no_upload_budget(
+    client: TestClient, ctx: IngressContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The photo is stored when the task is accepted; the budget bounds bodies being received, so a
+    wait of up to openai.max_wait_s must not keep other callers' uploads out (503 UPLOADS_BUSY)."""
+    from serve_app.api.intake import Submission
+
+    held: list[int] = []
+    wait = Submission.wait
+
+    async def noting(self: Submission, *args: Any, **kwargs: Any) -> Any:
+        held.append(self.ctx.uploads.used)
+        return await wait(self, *args, **kwargs)
+
+    monkeypatch.setattr(Submission, "wait", noting)
+    response = client.post(
+        "/v1/images/edits",
+        files={"image": ("desk.png", png(120, 90), "image/png")},
+        data={"prompt": "make the lighting warmer"},
+    )
+    assert response.status_code == 200, response.text
+    assert held == [0]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from serve_app.flows.kit import FlowDeps
 from serve_app.presets import load_preset
@@ -54,3 +58,46 @@ async def test_a_tasks_steps_are_written_coalesced(tmp_path: Path) -> None:
 async def test_without_coalescing_every_step_is_a_write(tmp_path: Path) -> None:
     status, writes, _ = await _one_image_task(tmp_path, steps=20, progress_interval_s=0.0)
     assert status == "done" and writes == 4 + 20
+
+
+class GatedStages(PaintingStages):
+    """A Generator that paints once `gate` opens, and says when it started."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started, self.gate = asyncio.Event(), asyncio.Event()
+
+    async def generate(self, spec: Any, on_step: Any) -> Any:
+        self.started.set()
+        await self.gate.wait()
+        return await super().generate(spec, on_step)
+
+
+async def test_a_caller_that_goes_away_does_not_stop_the_task_it_pushed(tmp_path: Path) -> None:
+    """Serve cancels the runner's `run` call when the HTTP request that pushed it is cancelled (a
+    waiting client that disconnected): only that wait ends; the task runs on to `done`, once."""
+    store = TaskStore(SqliteDatabase(tmp_path / "tasks.db"))
+    images = LocalImageStore(LocalStorageConfig(root=str(tmp_path / "images"), public_base_url="http://t"))
+    preset = load_preset("tiny")
+    request = GenerateRequest(prompt="a desk", num_inference_steps=4, height=64, width=64, seed=3)
+    store.create("t1", kind="image", request=request.resolve(preset, preset.limits).model_dump(mode="json"))
+    stages = GatedStages()
+    worker = TaskWorker(
+        tasks=store,
+        images=images,
+        flows={"image": ImageFlow(FlowDeps(stages, images))},  # type: ignore[arg-type]
+        cfg=TasksConfig(),
+    )
+    call = asyncio.get_running_loop().create_task(worker.run("t1"))
+    await asyncio.wait_for(stages.started.wait(), 30)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    stages.gate.set()
+    for _ in range(600):  # a bound on a hang, not a speed check
+        record = store.get("t1")
+        if record is not None and record.status in ("done", "failed"):
+            break
+        await asyncio.sleep(0.05)
+    assert record is not None and record.status == "done", record
+    assert record.attempts == 1

@@ -50,6 +50,7 @@ from serve_app.patterns import NON_BLANK_PATTERN
 from serve_app.products.base import SchemaContext
 from serve_app.products.images.flow import KIND
 from serve_app.requests import GenerateRequest, LoraSelection, OptFloat, OptInt, OutputFormat, ResolvedGenerate
+from serve_app.tasks.records import TaskRecord
 
 router = APIRouter(prefix="/v1/images", tags=["OpenAI-compatible images"])
 
@@ -206,15 +207,10 @@ def _to_generate(
 
 
 async def _answer(
-    task: Submission,
-    req: GenerateRequest,
-    resolved: ResolvedGenerate,
-    upload: bytes | None,
-    response_format: str | None,
+    task: Submission, record: TaskRecord, resolved: ResolvedGenerate, response_format: str | None
 ) -> JSONResponse:
-    """Record the task, wait for it (or not, with `Prefer: respond-async`), answer in OpenAI's shape."""
+    """Wait for the recorded task (or not, with `Prefer: respond-async`), answer in OpenAI's shape."""
     ctx = task.ctx
-    record = await task.accept(KIND, req, resolved, upload)
     waited = await task.wait(record, ctx.args.openai.max_wait_s)
     if isinstance(waited, JSONResponse):
         return waited
@@ -256,7 +252,8 @@ async def generations(body: ImageGenerationRequest, task: SubmissionDep) -> JSON
     _check_enabled(ctx)
     req = _to_generate(body, ctx, caller)
     resolved = caller.own(req.resolve(ctx.preset, ctx.limits), "user_id" in req.model_fields_set)
-    return await _answer(task, req, resolved, None, body.response_format)
+    record = await task.accept(KIND, req, resolved, None)
+    return await _answer(task, record, resolved, body.response_format)
 
 
 _EDIT_BODY = {
@@ -326,4 +323,6 @@ async def edits(request: Request, task: SubmissionDep) -> JSONResponse:
         params, upload, size = await image_request(request, ctx, take, ImageEditForm, refused)
         req = _to_generate(params, ctx, caller, image_size=size)
         resolved = caller.own(req.resolve(ctx.preset, ctx.limits, has_image=True), "user_id" in req.model_fields_set)
-        return await _answer(task, req, resolved, upload, params.response_format)
+        record = await task.accept(KIND, req, resolved, upload)
+    # The wait holds no upload budget: the photo is stored, and the budget is for bodies being received.
+    return await _answer(task, record, resolved, params.response_format)
