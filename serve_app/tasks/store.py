@@ -208,13 +208,18 @@ class TaskStore:
 
     # -- progress and cancellation -----------------------------------------------------------------
 
-    def set_progress(self, task_id: str, stage: str, step: int | None = None, total: int | None = None) -> None:
+    def set_progress(
+        self, task_id: str, stage: str, step: int | None = None, total: int | None = None, lease: str | None = None
+    ) -> None:
+        """The running task's stage and step; with `lease`, only while that lease holds it (a worker
+        whose task was requeued and claimed again must not write the new attempt's progress)."""
         progress = Progress(stage=Stage(stage), step=step, total_steps=total).model_dump_json()
+        sql = "UPDATE tasks SET progress = ?, updated_at = ? WHERE task_id = ? AND status = 'processing'"
+        params: tuple[object, ...] = (progress, self._clock(), task_id)
+        if lease is not None:
+            sql, params = sql + " AND lease_owner = ?", (*params, lease)
         with self.db.tx() as tx:
-            tx.run(
-                "UPDATE tasks SET progress = ?, updated_at = ? WHERE task_id = ? AND status = 'processing'",
-                (progress, self._clock(), task_id),
-            )
+            tx.run(sql, params)
             tx.changed(task_id)
 
     def is_cancel_requested(self, task_id: str) -> bool:

@@ -130,7 +130,7 @@ class TaskWorker:
             ):
                 return
             written.update(stage=stage, at=now)
-            await asyncio.to_thread(self.tasks.set_progress, task_id, stage.value, step, total)
+            await asyncio.to_thread(self.tasks.set_progress, task_id, stage.value, step, total, lease)
 
         async def cancelled() -> bool:
             return task_id in self._stopping or await asyncio.to_thread(self.tasks.is_cancel_requested, task_id)
@@ -205,12 +205,16 @@ class TaskWorker:
     async def _maintain(self) -> None:
         last_retention = time.monotonic()
         next_depth = 0.0
+        sweep: asyncio.Task[None] | None = None
         while True:
             try:
                 await self._maintenance_pass()
-                if time.monotonic() - last_retention >= self.retention_cfg.sweep_interval_s:
+                # Beside the heartbeats, one at a time: a long sweep (a backlog of expired tasks, a
+                # big bucket's orphans) must not hold the lease renewals past lease_s.
+                due = time.monotonic() - last_retention >= self.retention_cfg.sweep_interval_s
+                if due and (sweep is None or sweep.done()):
                     last_retention = time.monotonic()
-                    await self.retention.sweep()
+                    sweep = self._spawn(self._sweep_retention())
                 if time.monotonic() >= next_depth:  # the queue-depth gauge, last and not on every tick
                     next_depth = time.monotonic() + QUEUE_DEPTH_INTERVAL_S
                     self.metrics.queue_depth(await asyncio.to_thread(self.tasks.active_counts))
@@ -219,6 +223,12 @@ class TaskWorker:
             except Exception:
                 logger.exception("task maintenance pass failed")
             await asyncio.sleep(self.cfg.sweep_interval_s)
+
+    async def _sweep_retention(self) -> None:
+        try:
+            await self.retention.sweep()
+        except Exception:
+            logger.exception("retention sweep failed")
 
     async def _maintenance_pass(self) -> None:
         """Renew this worker's leases, stop what was cancelled or lost, requeue or fail what dead

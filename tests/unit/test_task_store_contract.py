@@ -765,3 +765,19 @@ async def test_every_change_of_a_task_is_pushed_to_listening_processes(open_db: 
         assert changes.pushed >= 5
     finally:
         await listener.close()
+
+
+def test_progress_from_a_lease_that_no_longer_holds_the_task_changes_nothing(open_db: Callable[[], Database]) -> None:
+    """A worker whose task was requeued (its lease lost) and claimed again by another must not write
+    the new attempt's progress."""
+    store = TaskStore(open_db())
+    _create(store)
+    old = _claim(store, "t1", worker="a", lease_s=30)
+    store.set_progress("t1", "generating", 3, 8, lease=old)
+    with store.db.tx() as tx:  # requeued, as the reaper does with a lease that ran out
+        tx.run("UPDATE tasks SET status = 'queued', lease_owner = NULL WHERE task_id = 't1'")
+    new = _claim(store, "t1", worker="b", lease_s=30)
+    store.set_progress("t1", "captioning", lease=new)
+    store.set_progress("t1", "generating", 7, 8, lease=old)
+    record = store.require("t1")
+    assert record.progress is not None and record.progress.stage == "captioning" and record.progress.step is None

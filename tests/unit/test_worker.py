@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +102,47 @@ async def test_a_caller_that_goes_away_does_not_stop_the_task_it_pushed(tmp_path
         await asyncio.sleep(0.05)
     assert record is not None and record.status == "done", record
     assert record.attempts == 1
+
+
+async def test_a_long_retention_sweep_does_not_hold_the_heartbeats(tmp_path: Path) -> None:
+    """A sweep that takes longer than a lease (a backlog, a big bucket) runs beside the maintenance
+    passes that renew this runner's leases; inline, it held them and other runners reaped live tasks."""
+    from serve_app.tasks.config import RetentionConfig
+
+    store = TaskStore(SqliteDatabase(tmp_path / "tasks.db"))
+    images = LocalImageStore(LocalStorageConfig(root=str(tmp_path / "images"), public_base_url="http://t"))
+    worker = TaskWorker(
+        tasks=store,
+        images=images,
+        flows={},
+        cfg=TasksConfig(sweep_interval_s=0.01),
+        retention=RetentionConfig(sweep_interval_s=0.01),
+    )
+    gate, sweeps, passes = asyncio.Event(), [0], [0]
+
+    async def slow_sweep() -> None:
+        sweeps[0] += 1
+        await gate.wait()
+
+    real_pass = worker._maintenance_pass
+
+    async def counted_pass() -> None:
+        passes[0] += 1
+        await real_pass()
+
+    worker.retention.sweep = slow_sweep  # type: ignore[method-assign]
+    worker._maintenance_pass = counted_pass  # type: ignore[method-assign]
+    worker.start()
+    try:
+        for _ in range(600):  # a bound on a stall, not a speed check
+            if sweeps[0] >= 1 and passes[0] >= 5:
+                break
+            await asyncio.sleep(0.01)
+        assert sweeps[0] == 1, "a second sweep started while the first ran"
+        assert passes[0] >= 5, "the maintenance passes stopped while the sweep ran"
+    finally:
+        gate.set()
+        assert worker._maintenance is not None
+        worker._maintenance.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker._maintenance
