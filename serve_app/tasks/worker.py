@@ -155,6 +155,9 @@ class TaskWorker:
         except Exception as exc:
             logger.exception("task %s crashed", task_id)
             error = AppError(f"Internal error: {type(exc).__name__}")
+        # The flow has returned: too late to stop it. A cancel or a lost lease from here on must not
+        # cut the final write short (the write itself checks the lease).
+        self._running.pop(task_id, None)
         if error is not None:
             await asyncio.to_thread(queue.fail, task_id, error.error_code, error.message, lease=lease, result=partial)
             status = "failed"

@@ -146,3 +146,35 @@ async def test_a_long_retention_sweep_does_not_hold_the_heartbeats(tmp_path: Pat
         worker._maintenance.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await worker._maintenance
+
+
+async def test_a_cancel_that_lands_during_the_final_write_does_not_cut_it_short(tmp_path: Path) -> None:
+    """The flow has returned and its completion is being written when the client's cancel arrives:
+    the task is done, and `run` says so (before, the cancel escaped the worker mid-write)."""
+    import threading
+
+    store = TaskStore(SqliteDatabase(tmp_path / "tasks.db"))
+    images = LocalImageStore(LocalStorageConfig(root=str(tmp_path / "images"), public_base_url="http://t"))
+    preset = load_preset("tiny")
+    request = GenerateRequest(prompt="a desk", num_inference_steps=2, height=64, width=64, seed=3)
+    store.create("t1", kind="image", request=request.resolve(preset, preset.limits).model_dump(mode="json"))
+    worker = TaskWorker(
+        tasks=store,
+        images=images,
+        flows={"image": ImageFlow(FlowDeps(PaintingStages(), images))},  # type: ignore[arg-type]
+        cfg=TasksConfig(),
+    )
+    loop = asyncio.get_running_loop()
+    complete = store.queue.complete
+
+    def cancelled_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        handled = threading.Event()
+        loop.call_soon_threadsafe(worker._stop_running, "t1", "cancelled")
+        loop.call_soon_threadsafe(handled.set)  # after the stop, on the loop
+        handled.wait(30)
+        return complete(*args, **kwargs)
+
+    store.queue.complete = cancelled_meanwhile  # type: ignore[method-assign]
+    assert await worker.run("t1") == "done"
+    record = store.require("t1")
+    assert record.status == "done"
