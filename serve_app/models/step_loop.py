@@ -192,7 +192,10 @@ class StepLoop:
             for sample in samples:
                 mode = "img2img" if sample.spec.init_image_png is not None else "txt2img"
                 modes[mode] = modes.get(mode, 0) + 1
-            self._on_step(modes, seconds)
+            try:
+                self._on_step(modes, seconds)
+            except Exception:  # an observer (metrics) failing must not fail a step that worked
+                logger.exception("the step observer failed")
         for entry in active:
             assert entry.sample is not None
             entry.peak_batch = max(entry.peak_batch, len(samples))

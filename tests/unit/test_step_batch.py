@@ -296,3 +296,15 @@ async def test_a_failing_decode_fails_its_own_requests_and_the_batch_goes_on(eng
     assert isinstance(results[0], RuntimeError) and "out of memory" in str(results[0])
     assert isinstance(results[1], Finished) and results[1].peak_batch == 2
     assert errors == [1]
+
+
+async def test_a_failing_step_observer_fails_no_request(batcher: StepBatcher) -> None:
+    def broken(modes: dict[str, int], seconds: float) -> None:
+        raise RuntimeError("a metrics backend is down")
+
+    loop = StepLoop(batcher, max_batch_size=2, on_step=broken)
+    try:
+        done = await asyncio.wait_for(loop.submit(Request(txt2img(seed=11, num_inference_steps=2))), timeout=120)
+    finally:
+        await loop.close()
+    assert isinstance(done, Finished)
