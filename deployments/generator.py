@@ -185,9 +185,10 @@ class Generator(BatchedPipeline):
             raise
         except Exception as exc:
             return error_for(exc)
-        from serve_app.models.sd_engine import encode_png
+        from serve_app.images import encode_png
+        from serve_app.models.sd_engine import PNG_COMPRESS_LEVEL
 
-        png = await asyncio.to_thread(encode_png, finished.decoded.image)
+        png = await asyncio.to_thread(encode_png, finished.decoded.image, PNG_COMPRESS_LEVEL)
         output = GenerationOutput(
             image_png=png,
             seed=spec.seed,
@@ -231,14 +232,21 @@ class Generator(BatchedPipeline):
         mode = "img2img" if specs[0].init_image_png is not None else "txt2img"
         control = GroupControl(group)
         async with self._run_lock:
-            if lora_name:
-                # Under the lock, so no other group can evict this adapter before the call runs.
+            if not lora_name:
+                with self.metrics.pipeline_call(mode, len(specs)):
+                    return await asyncio.to_thread(self.engine.generate, specs, control.on_step, control.should_stop)
+            # Under the lock no other group evicts it; the pin keeps the step loop's loads (a live
+            # switch of `batching`) from evicting it before or during the call.
+            self.engine.pin(lora_name)
+            try:
                 loads = self._lora_loads
                 await self.get_adapter(lora_name)
                 if self._lora_loads == loads:
                     self.metrics.lora_hit(lora_name)
-            with self.metrics.pipeline_call(mode, len(specs)):
-                return await asyncio.to_thread(self.engine.generate, specs, control.on_step, control.should_stop)
+                with self.metrics.pipeline_call(mode, len(specs)):
+                    return await asyncio.to_thread(self.engine.generate, specs, control.on_step, control.should_stop)
+            finally:
+                await asyncio.to_thread(self.engine.unpin, lora_name)
 
     def info(self) -> dict[str, Any]:
         """Model id, family, device, dtype, resident adapters and the live batching knobs."""

@@ -89,10 +89,10 @@ def stored_photo(data: bytes, img: Image.Image, fmt: str) -> tuple[bytes, str, s
     return encode_png(img), "png", "image/png"
 
 
-def encode_png(img: Image.Image) -> bytes:
-    """PNG bytes of `img` (compress level 6: a balance of size and CPU)."""
+def encode_png(img: Image.Image, compress_level: int = 6) -> bytes:
+    """PNG bytes of `img` (compress level 6 by default: a balance of size and CPU)."""
     buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=6)
+    img.save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
 
 

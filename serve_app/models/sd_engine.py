@@ -10,7 +10,6 @@ serialises pipeline calls and adapter changes, because the active adapter is pip
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import time
@@ -23,8 +22,9 @@ import torch
 from PIL import Image
 
 from serve_app.errors import ConfigurationError, GenerationFailed, InvalidInput, TaskCancelled
-from serve_app.images import decode_image
+from serve_app.images import decode_image, encode_png
 from serve_app.models.device import log_gpu_share, resolve_device, resolve_dtype
+from serve_app.models.pins import Pins
 from serve_app.models.tiny import LORA_WEIGHT_NAME, ensure_tiny_lora, ensure_tiny_sd, parse_tiny_lora_path
 from serve_app.models.traced import TracedUNet
 from serve_app.models.tuning import apply_tuning, has_safety_checker, load_kwargs, local_or_hub, verdicts
@@ -84,12 +84,6 @@ def _pipeline_classes(model: GeneratorModel, source: str, kwargs: dict[str, Any]
     return StableDiffusionPipeline, StableDiffusionImg2ImgPipeline
 
 
-def encode_png(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    return buf.getvalue()
-
-
 _TRUSTED_MAX_PIXELS = 1 << 28  # bounds were checked at intake; this only stops a corrupt record
 
 
@@ -147,7 +141,7 @@ def outputs(
     verdict_of = verdicts(pipe, result, len(specs))
     return [
         GenerationOutput(
-            image_png=encode_png(image),
+            image_png=encode_png(image, PNG_COMPRESS_LEVEL),
             seed=spec.seed,
             model_id=model_id,
             lora_name=spec.lora_name,
@@ -194,6 +188,7 @@ class SDEngine:
         self.dtype = resolve_dtype(dtype, self.device)
         self._lock = threading.RLock()
         self._adapters: dict[str, LoraSpec] = {}
+        self._pins = Pins()  # the adapters a batch runs on: an unload meanwhile waits for them
         # (adapter or None, scale) last set on the pipeline; None when unknown (after a load/unload).
         self._state: tuple[str | None, float] | None = None
         self._tiling = False  # whether the UNet's and VAE's convolutions pad circularly now
@@ -266,6 +261,7 @@ class SDEngine:
     def load_adapter(self, spec: LoraSpec) -> None:
         """Make adapter `spec.name` resident (no-op when it already is); the base model stays."""
         with self._lock:
+            self._pins.cancel(spec.name)  # loaded again before a deferred unload: it stays
             if spec.name in self._adapters:
                 return
             self._unfuse()  # a merged adapter's delta must come out before the adapter set changes
@@ -288,15 +284,35 @@ class SDEngine:
             logger.info("loaded LoRA %s from %s in %.0f ms", spec.name, spec.path, elapsed_ms)
 
     def unload_adapter(self, name: str) -> None:
-        """Delete adapter `name` from the pipeline (no-op when it is not resident)."""
+        """Delete adapter `name` from the pipeline (no-op when it is not resident); while a batch runs
+        on it (`pin`), at the last `unpin` (serve_app.models.pins)."""
+        self._unload(name, deferred=False)
+
+    def _unload(self, name: str, deferred: bool) -> None:
+        """`deferred`: the last pin's carrying out of an earlier unload, only if it still stands."""
         with self._lock:
-            if self._adapters.pop(name, None) is None:
+            if name not in self._adapters:
                 return
+            if deferred and not self._pins.due(name):
+                return  # pinned or loaded again since the unload: it stays
+            if not deferred and self._pins.defer(name):
+                logger.info("LoRA %s is evicted while a batch runs on it: unloaded when the batch is done", name)
+                return
+            del self._adapters[name]
             self._unfuse()
             self.txt2img.delete_adapters(name)
             self._state = None
             self._version += 1
             logger.info("unloaded LoRA %s", name)
+
+    def pin(self, name: str) -> None:
+        """Keep adapter `name` (loaded or not yet) resident until `unpin`; callable from an event loop."""
+        self._pins.add(name)
+
+    def unpin(self, name: str) -> None:
+        """Drop one pin; the last carries out an unload deferred meanwhile (it waits for a running call)."""
+        if self._pins.drop(name):
+            self._unload(name, deferred=True)
 
     def _unfuse(self) -> None:
         """Take a merged adapter back out of the base weights (before any adapter change)."""

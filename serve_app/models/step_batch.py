@@ -93,6 +93,7 @@ class StepBatcher:
             raise ValueError("step-level batching does not replay guidance-embedding (LCM) UNets")
         self.engine = engine
         self.key: JoinKey | None = None
+        self._held: str | None = None  # the key's adapter, pinned in the engine while it is the key
         self.lanes = lanes
         self._pool: ThreadPoolExecutor | None = None  # the lanes past the caller's own thread
         self._pool_workers = 0
@@ -132,23 +133,40 @@ class StepBatcher:
     # -- the batch's shared state -------------------------------------------------------------------
 
     def activate(self, spec: GenerationSpec) -> None:
-        """Set the pipeline state of `spec`'s join key (adapter, tiling); only with no sample active."""
+        """Set the pipeline state of `spec`'s join key (adapter, tiling); only with no sample active.
+        The key's adapter stays pinned (`SDEngine.pin`) while it is the key: an eviction meanwhile
+        waits until the next key's."""
         engine = self.engine
         with engine._lock:
-            engine._activate(spec.lora_name, spec.lora_scale)
-            engine.set_tiling(spec.tileable)
-        self.key = joinable(spec)
+            if spec.lora_name:
+                engine.pin(spec.lora_name)
+            try:
+                engine._activate(spec.lora_name, spec.lora_scale)
+                engine.set_tiling(spec.tileable)
+            except BaseException:
+                if spec.lora_name:
+                    engine.unpin(spec.lora_name)
+                raise
+            prior, self._held = self._held, spec.lora_name
+            self.key = joinable(spec)
+            if prior:
+                engine.unpin(prior)
 
     @contextlib.contextmanager
     def aside(self) -> Iterator[None]:
         """Work on another join key (warm-up, traces) beside a running batch: under the engine's lock
-        throughout, and the batch's key and pipeline state (adapter, tiling) back after."""
-        with self.engine._lock:
-            prior = self.key
+        throughout, and the batch's key, its adapter's pin and pipeline state (adapter, tiling) back after."""
+        engine = self.engine
+        with engine._lock:
+            prior, held = self.key, self._held
+            if held:
+                engine.pin(held)  # the work's own activate() drops one pin of it
             try:
                 yield
             finally:
-                self.key = prior
+                if self._held:
+                    engine.unpin(self._held)
+                self.key, self._held = prior, held
                 self._restore_key()
 
     def _restore_key(self) -> None:

@@ -144,6 +144,9 @@ class StepLoop:
         """Start a batch for the queue's head when none runs; let in what joins it, in order."""
         if not self._active and self._queue:
             head = self._queue[0].request.spec
+            engine = self.batcher.engine
+            if head.lora_name:
+                engine.pin(head.lora_name)  # from its load to its batch: nothing evicts it between
             try:
                 if head.lora_name and self._load_adapter is not None:
                     await self._load_adapter(head.lora_name)
@@ -153,6 +156,9 @@ class StepLoop:
             except Exception as exc:  # its adapter cannot be loaded: the head fails, the rest go on
                 _settle(self._queue.popleft().future, exc)
                 return
+            finally:
+                if head.lora_name:
+                    await asyncio.to_thread(engine.unpin, head.lora_name)
         room = self.max_batch_size - len(self._active)
         key = self.batcher.key
         others = [entry.arrived for entry in self._queue if joinable(entry.request.spec) != key]

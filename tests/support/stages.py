@@ -39,6 +39,19 @@ class ScriptedBackend(ImageBackend):
         return BackendImage(image_png=out.getvalue(), backend=self.name, model="scripted", seconds=0.5, cost_usd=0.01)
 
 
+class CountedPins:
+    """An engine stand-in's `pin`/`unpin` (SDEngine's): how many pins each adapter holds now."""
+
+    def __init__(self) -> None:
+        self.pins: dict[str, int] = {}
+
+    def pin(self, name: str) -> None:
+        self.pins[name] = self.pins.get(name, 0) + 1
+
+    def unpin(self, name: str) -> None:
+        self.pins[name] -= 1
+
+
 def bare_generator(engine: Any, **attrs: Any) -> Any:
     """The Generator deployment's object over `engine`, made without its __init__ (no model load, no
     replica): what its batching reads is set, and `attrs` over that."""

@@ -93,6 +93,29 @@ def test_unload_frees_the_adapter_and_reload_restores_it(engine: SDEngine) -> No
     assert run(engine, "tiny-3").image_png == before
 
 
+def test_an_unload_of_a_pinned_adapter_waits_for_the_last_unpin_and_a_reload_cancels_it(engine: SDEngine) -> None:
+    """What the multiplexer's eviction (`unload_adapter`) does to an adapter a batch runs on."""
+    before = run(engine, "tiny-2").image_png
+    engine.pin("tiny-2")
+    engine.pin("tiny-2")
+    engine.unload_adapter("tiny-2")
+    engine.unpin("tiny-2")
+    assert "tiny-2" in engine.adapters and "tiny-2" in engine.pipeline_adapters()
+    assert run(engine, "tiny-2").image_png == before, "the batch on it runs as before"
+    engine.unpin("tiny-2")  # the last pin: the eviction lands
+    assert "tiny-2" not in engine.adapters and "tiny-2" not in engine.pipeline_adapters()
+
+    engine.load_adapter(LoraSpec(name="tiny-2", path="tiny:2"))
+    engine.pin("tiny-2")
+    engine.unload_adapter("tiny-2")
+    engine.load_adapter(LoraSpec(name="tiny-2", path="tiny:2"))  # loaded again: the eviction is void
+    engine.unpin("tiny-2")
+    assert "tiny-2" in engine.adapters and run(engine, "tiny-2").image_png == before
+    engine.unload_adapter("tiny-2")  # unpinned: at once
+    assert "tiny-2" not in engine.pipeline_adapters()
+    engine.load_adapter(LoraSpec(name="tiny-2", path="tiny:2"))
+
+
 def test_load_is_idempotent(engine: SDEngine) -> None:
     adapters = engine.adapters
     engine.load_adapter(LoraSpec(name="tiny-1", path="tiny:1"))

@@ -37,7 +37,7 @@ from serve_app.tasks.config import TasksConfig
 from serve_app.tasks.records import Stage
 from serve_app.tasks.worker import TaskWorker
 from tests.support.specs import txt2img
-from tests.support.stages import bare_generator, run_batch
+from tests.support.stages import CountedPins, bare_generator, run_batch
 
 RESERVED_TAGS = {"deployment", "replica", "application", "route"}  # Serve adds these itself
 PER_REQUEST_TAGS = {"task_id", "user_id", "key_id", "request_id", "prompt", "url"}
@@ -293,8 +293,9 @@ def _spec(seed: int, **kw: Any) -> GenerationSpec:
 async def test_generator_records_batches_pipeline_calls_lora_cache_and_failures(recorded: Recorded) -> None:
     from deployments.generator import LoadedAdapter
 
-    class Engine:
+    class Engine(CountedPins):
         def __init__(self) -> None:
+            super().__init__()
             self.unloaded: list[str] = []
 
         def load_adapter(self, spec: Any) -> None:

@@ -24,7 +24,7 @@ from serve_app.models.sd_engine import SDEngine
 from serve_app.presets import GeneratorModel, LoraSpec
 from serve_app.stages import GenerationOutput, GenerationSpec, group_specs
 from tests.support.specs import ATOL, pixels, txt2img
-from tests.support.stages import bare_generator, run_batch
+from tests.support.stages import CountedPins, bare_generator, run_batch
 
 STEPS = 4
 SIZE = 64
@@ -261,10 +261,11 @@ def test_parse_batch_knobs() -> None:
             parse_batch_knobs(bad)
 
 
-class FakeEngine:
+class FakeEngine(CountedPins):
     """Records calls; fails any group whose prompt says so."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.calls: list[list[GenerationSpec]] = []
 
     def generate(
@@ -316,6 +317,7 @@ async def test_generator_batch_fails_only_the_failing_group() -> None:
     assert results[0].batch_size == 2  # specs 0 and 2 shared one call
     assert isinstance(results[1], GenerationFailed) and "kaput" in results[1].message
     assert adapters == ["cozy"]
+    assert gen.engine.pins == {"cozy": 0, "missing": 0}, "each group's adapter is pinned for its call only"
     assert [[s.seed for s in call] for call in gen.engine.calls] == [[1, 3], [2], [4], [5]]
 
     # The public method re-raises a per-request error instead of returning it.

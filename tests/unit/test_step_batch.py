@@ -308,3 +308,57 @@ async def test_a_failing_step_observer_fails_no_request(batcher: StepBatcher) ->
     finally:
         await loop.close()
     assert isinstance(done, Finished)
+
+
+async def test_a_live_switch_to_static_that_evicts_the_batchs_adapter_fails_neither_path(engine: SDEngine) -> None:
+    """One adapter a replica (`max_loras_per_replica` 1) and `batching` switched live from step to
+    static: a static group loads tiny-2 while the step loop's batch runs on tiny-1, and Serve's
+    multiplexer evicts tiny-1 for it. Before, the unload landed between two steps and the batch's
+    next step failed ("not loaded"); now it waits until the batch is done, and both images are
+    the ones made alone."""
+    from collections import OrderedDict
+
+    from deployments.generator import LoadedAdapter
+    from serve_app.presets import LoraSpec
+    from tests.support.stages import bare_generator, run_batch
+
+    adapters = {f"tiny-{n}": LoraSpec(name=f"tiny-{n}", path=f"tiny:{n}") for n in (1, 2)}
+    on_one = txt2img(seed=61, num_inference_steps=6, lora_name="tiny-1")
+    on_two = txt2img(seed=62, num_inference_steps=2, lora_name="tiny-2")
+    for spec in adapters.values():
+        engine.load_adapter(spec)
+    reference = StepBatcher(engine)
+    alone_one = _run(reference, {0: [on_one]})[61]
+    reference.activate(txt2img(seed=0))  # a batcher keeps its key's adapter pinned until its next key
+    alone_two = engine.generate([on_two])[0].image_png
+    for name in adapters:
+        engine.unload_adapter(name)
+
+    resident: OrderedDict[str, LoadedAdapter] = OrderedDict()
+
+    async def multiplexer(name: str) -> LoadedAdapter:
+        """Serve's `serve.multiplexed(max_num_models_per_replica=1)`: LRU, `__del__` on eviction."""
+        if name in resident:
+            resident.move_to_end(name)
+            return resident[name]
+        while resident:
+            _, evicted = resident.popitem(last=False)
+            await asyncio.get_running_loop().run_in_executor(None, evicted.__del__)
+        resident[name] = await gen._load_adapter(name)
+        return resident[name]
+
+    gen = bare_generator(engine, adapters=adapters, get_adapter=multiplexer)
+    loop = StepLoop(StepBatcher(engine), max_batch_size=4, load_adapter=gen._resident)
+    static: list[asyncio.Future[list[Any]]] = []
+    batch = Request(on_one, then={2: lambda: static.append(asyncio.ensure_future(run_batch(gen, [on_two])))})
+    try:
+        stepped = await asyncio.wait_for(loop.submit(batch), timeout=120)  # a bound on a hang, not a speed check
+        (called,) = await asyncio.wait_for(static[0], timeout=120)
+        assert "tiny-1" not in resident and "tiny-1" in engine.adapters, "evicted, unloaded once the batch is done"
+        await asyncio.wait_for(loop.submit(Request(txt2img(seed=63, num_inference_steps=1))), timeout=120)
+    finally:
+        await loop.close()
+    assert np.abs(_array(stepped.decoded) - alone_one).max() <= ATOL
+    assert called.image_png == alone_two and called.lora_name == "tiny-2"
+    assert engine.adapters == ["tiny-2"] and engine.pipeline_adapters() == {"tiny-2"}, "the next batch let it go"
+    engine.unload_adapter("tiny-2")
