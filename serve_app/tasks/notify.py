@@ -136,44 +136,87 @@ def datagrams(task_ids: Iterable[str], limit: int = DATAGRAM_BYTES) -> Iterator[
 
 
 class NodeBusListener:
-    """The receiving side: one socket per process, read on the event loop."""
+    """The receiving side: one socket per process, read on the event loop. Every `recheck_s` it
+    checks that its socket file is still there, and binds again when it is not (a /tmp cleaner such
+    as systemd-tmpfiles removes files untouched for days; until then pushes fall back to polling)."""
 
-    def __init__(self, db_path: str | Path) -> None:
+    def __init__(self, db_path: str | Path, recheck_s: float = 10.0) -> None:
         self.dir = bus_dir(db_path)
         self.path = self.dir / f"{os.getpid()}-{uuid.uuid4().hex[:8]}.sock"
+        self.recheck_s = recheck_s
+        self.rebinds = 0  # for tests and logs
         self._sock: socket.socket | None = None
+        self._bound: tuple[int, int] | None = None  # the socket file's (device, inode)
+        self._deliver: Deliver | None = None
+        self._watch: asyncio.Task[None] | None = None
 
     async def start(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+        self._bind()
+        self._watch = asyncio.get_running_loop().create_task(self._keep_bound())
+
+    def _bind(self) -> None:
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()  # a file left where this listener's socket was
             sock.bind(str(self.path))
+            st = os.stat(self.path)
         except OSError:
             sock.close()
             raise
-        self._sock = sock
+        loop = asyncio.get_running_loop()
+        self._drop_socket()
+        self._sock, self._bound = sock, (st.st_dev, st.st_ino)
+        loop.add_reader(sock.fileno(), self._readable, sock)
 
-        def readable() -> None:
-            while True:
-                try:
-                    data = sock.recv(DATAGRAM_BYTES)
-                except (BlockingIOError, InterruptedError):
-                    return
-                except OSError:
-                    return
-                for task_id in data.decode(errors="replace").split("\n"):
-                    if task_id:
-                        deliver(task_id)
+    def _readable(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                data = sock.recv(DATAGRAM_BYTES)
+            except OSError:  # nothing more to read now (BlockingIOError), or the socket closed
+                return
+            for task_id in data.decode(errors="replace").split("\n"):
+                if task_id and self._deliver is not None:
+                    self._deliver(task_id)
 
-        asyncio.get_running_loop().add_reader(sock.fileno(), readable)
+    def ensure_bound(self) -> bool:
+        """Bind again when the socket file is gone (or is no longer this socket's); True when it did."""
+        try:
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == self._bound:
+                return False
+        except FileNotFoundError:
+            pass
+        self._bind()
+        self.rebinds += 1
+        logger.warning("task notifications: the socket %s was gone; bound it again", self.path)
+        return True
 
-    async def close(self) -> None:
+    async def _keep_bound(self) -> None:
+        while True:
+            await asyncio.sleep(self.recheck_s)
+            try:
+                self.ensure_bound()
+            except OSError as exc:  # waiters poll meanwhile; the next check tries again
+                logger.warning("task notifications: cannot bind %s again: %s", self.path, exc)
+
+    def _drop_socket(self) -> None:
         if self._sock is not None:
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_reader(self._sock.fileno())
             self._sock.close()
             self._sock = None
+
+    async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+        self._drop_socket()
         with contextlib.suppress(OSError):
             self.path.unlink()
 

@@ -54,3 +54,34 @@ async def test_a_listener_that_cannot_bind_closes_its_socket(tmp_path: Path, mon
     with pytest.raises(OSError):
         await listener.start(lambda _: None)
     assert made and all(s.fileno() == -1 for s in made), "the socket was left open"
+
+
+async def test_a_listener_whose_socket_file_was_removed_binds_again(tmp_path: Path) -> None:
+    """A /tmp cleaner removed the bus folder: pushes stopped reaching the listener (its waiters fell
+    back to polling for good). Its check binds it again, and pushes reach it."""
+    import shutil
+
+    db = tmp_path / "tasks.db"
+    got: list[str] = []
+    listener = NodeBusListener(db, recheck_s=3600)  # the test runs the check itself
+    await listener.start(got.append)
+    bus = NodeBus(db)
+
+    async def pushed(task_id: str) -> bool:
+        bus.publish([task_id])
+        for _ in range(200):  # a bound on a lost push, not a speed check
+            if task_id in got:
+                return True
+            await asyncio.sleep(0.01)
+        return False
+
+    try:
+        assert await pushed("before") and not listener.ensure_bound(), "bound: nothing to do"
+        shutil.rmtree(listener.dir)
+        bus.publish(["lost"])  # no socket file: nobody to send to
+        assert listener.ensure_bound() and listener.rebinds == 1
+        assert await pushed("after")
+    finally:
+        bus.close()
+        await listener.close()
+    assert got == ["before", "after"] and not listener.path.exists()
