@@ -245,8 +245,8 @@ class Generator(BatchedPipeline):
                     self.metrics.lora_hit(lora_name)
                 with self.metrics.pipeline_call(mode, len(specs)):
                     return await asyncio.to_thread(self.engine.generate, specs, control.on_step, control.should_stop)
-            finally:
-                await asyncio.to_thread(self.engine.unpin, lora_name)
+            finally:  # shielded: a second cancel must not drop the unpin
+                await asyncio.shield(asyncio.to_thread(self.engine.unpin, lora_name))
 
     def info(self) -> dict[str, Any]:
         """Model id, family, device, dtype, resident adapters and the live batching knobs."""

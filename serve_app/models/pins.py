@@ -26,7 +26,9 @@ class Pins:
     def drop(self, name: str) -> bool:
         """One pin less; True when it was the last and an unload waits for it."""
         with self._lock:
-            left = self._counts.get(name, 0) - 1
+            if name not in self._counts:
+                raise RuntimeError(f"LoRA adapter {name!r} has no pin to drop")  # a pin dropped twice
+            left = self._counts[name] - 1
             if left > 0:
                 self._counts[name] = left
                 return False

@@ -164,10 +164,20 @@ class StepBatcher:
             try:
                 yield
             finally:
-                if self._held:
-                    engine.unpin(self._held)
-                self.key, self._held = prior, held
-                self._restore_key()
+                work, self.key, self._held = self._held, prior, held
+                try:
+                    if work:
+                        engine.unpin(work)
+                finally:
+                    self._restore_key()
+
+    def release(self) -> None:
+        """No batch runs (the loop is idle): drop the key and its adapter's pin, so an eviction of it
+        (a static call's load, after a live switch) is not held up until a next step batch."""
+        with self.engine._lock:
+            held, self.key, self._held = self._held, None, None
+            if held:
+                self.engine.unpin(held)
 
     def _restore_key(self) -> None:
         """The pipeline back in the batch's state (adapter, tiling) when a pipeline call since the last

@@ -84,6 +84,7 @@ class StepLoop:
         self._active: list[_Entry] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._releasing: asyncio.Future[None] | None = None  # the idle loop's release of the key
 
     @property
     def active(self) -> int:
@@ -108,6 +109,9 @@ class StepLoop:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._releasing is not None:  # its thread runs on after a cancel: the batcher is not free yet
+            with contextlib.suppress(Exception):
+                await self._releasing
 
     # -- the loop -------------------------------------------------------------------------------------
 
@@ -115,6 +119,10 @@ class StepLoop:
         while True:
             self._drop_cancelled()
             if not self._active and not self._queue:
+                self._releasing = asyncio.ensure_future(asyncio.to_thread(self.batcher.release))
+                await asyncio.shield(self._releasing)
+                if self._active or self._queue:
+                    continue
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -157,8 +165,8 @@ class StepLoop:
                 _settle(self._queue.popleft().future, exc)
                 return
             finally:
-                if head.lora_name:
-                    await asyncio.to_thread(engine.unpin, head.lora_name)
+                if head.lora_name:  # shielded: a second cancel must not drop the unpin
+                    await asyncio.shield(asyncio.to_thread(engine.unpin, head.lora_name))
         room = self.max_batch_size - len(self._active)
         key = self.batcher.key
         others = [entry.arrived for entry in self._queue if joinable(entry.request.spec) != key]

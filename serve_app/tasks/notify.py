@@ -156,6 +156,7 @@ class NodeBusListener:
         self._watch = asyncio.get_running_loop().create_task(self._keep_bound())
 
     def _bind(self) -> None:
+        loop = asyncio.get_running_loop()  # on the loop that reads it, before anything is opened
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
@@ -167,7 +168,6 @@ class NodeBusListener:
         except OSError:
             sock.close()
             raise
-        loop = asyncio.get_running_loop()
         self._drop_socket()
         self._sock, self._bound = sock, (st.st_dev, st.st_ino)
         loop.add_reader(sock.fileno(), self._readable, sock)
@@ -213,7 +213,7 @@ class NodeBusListener:
     async def close(self) -> None:
         if self._watch is not None:
             self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._watch
             self._watch = None
         self._drop_socket()

@@ -79,7 +79,9 @@ async def test_a_listener_whose_socket_file_was_removed_binds_again(tmp_path: Pa
         assert await pushed("before") and not listener.ensure_bound(), "bound: nothing to do"
         shutil.rmtree(listener.dir)
         bus.publish(["lost"])  # no socket file: nobody to send to
-        assert listener.ensure_bound() and listener.rebinds == 1
+        old = listener._sock
+        assert old is not None and listener.ensure_bound() and listener.rebinds == 1
+        assert old.fileno() == -1, "the old socket was closed"
         assert await pushed("after")
     finally:
         bus.close()

@@ -350,15 +350,27 @@ async def test_a_live_switch_to_static_that_evicts_the_batchs_adapter_fails_neit
     gen = bare_generator(engine, adapters=adapters, get_adapter=multiplexer)
     loop = StepLoop(StepBatcher(engine), max_batch_size=4, load_adapter=gen._resident)
     static: list[asyncio.Future[list[Any]]] = []
-    batch = Request(on_one, then={2: lambda: static.append(asyncio.ensure_future(run_batch(gen, [on_two])))})
+    kept: list[bool] = []
+
+    def switch() -> None:
+        """Between steps 2 and 3: the multiplexer evicts tiny-1 to make room for the static group."""
+        _, evicted = resident.popitem(last=False)
+        evicted.__del__()
+        kept.append("tiny-1" in engine.adapters)
+        static.append(asyncio.ensure_future(run_batch(gen, [on_two])))
+
     try:
-        stepped = await asyncio.wait_for(loop.submit(batch), timeout=120)  # a bound on a hang, not a speed check
-        (called,) = await asyncio.wait_for(static[0], timeout=120)
-        assert "tiny-1" not in resident and "tiny-1" in engine.adapters, "evicted, unloaded once the batch is done"
-        await asyncio.wait_for(loop.submit(Request(txt2img(seed=63, num_inference_steps=1))), timeout=120)
+        stepped = await asyncio.wait_for(loop.submit(Request(on_one, then={2: switch})), timeout=120)
+        (called,) = await asyncio.wait_for(static[0], timeout=120)  # bounds on a hang, not speed checks
+        for _ in range(1200):  # the idle loop lets the batch's adapter go
+            if "tiny-1" not in engine.adapters:
+                break
+            await asyncio.sleep(0.05)
     finally:
         await loop.close()
+    assert kept == [True], "the eviction waited for the batch"
     assert np.abs(_array(stepped.decoded) - alone_one).max() <= ATOL
     assert called.image_png == alone_two and called.lora_name == "tiny-2"
-    assert engine.adapters == ["tiny-2"] and engine.pipeline_adapters() == {"tiny-2"}, "the next batch let it go"
+    assert engine.adapters == ["tiny-2"] and engine.pipeline_adapters() == {"tiny-2"}, "unloaded once it was done"
+    assert engine._pins._counts == {}, "every pin was dropped, once"
     engine.unload_adapter("tiny-2")
