@@ -126,8 +126,9 @@ def one_start(args: Any, preset: str, mode: str) -> dict[str, Any]:
             cmd = [sys.executable, "-m", "serve_app.models.prebuild", "--config", str(config_path)]
             subprocess.run(cmd, cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=args.timeout_s)
             result["prebuild_s"] = time.perf_counter() - started
-        serve_bin = Path(sys.executable).with_name("serve")
-        cmd = [str(serve_bin), "run", str(config_path), "--address", "local"]
+        serve_bin = Path(sys.executable).with_name("serve")  # a venv's; else Ray's CLI from the package
+        cli = [str(serve_bin)] if serve_bin.exists() else [sys.executable, "-m", "benchmarks._serve_cli"]
+        cmd = [*cli, "run", str(config_path), "--address", "local"]
         with open(log_path, "wb") as log:
             cpu_before = cpu_seconds()
             started = time.perf_counter()

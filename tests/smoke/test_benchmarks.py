@@ -39,7 +39,7 @@ EXPECTED: dict[str, set[str]] = {
     "backends": {"providers"},
     "texture_cache": {"sizes"},
     "scale_up": {"runs", "autoscaling_config", "startup_s"},
-    "gpu_session": {"model", "floor", "peers", "peak_tflops"},
+    "gpu_session": {"model", "floor", "peers", "peak_tflops", "cold_start"},
     "hostile": {"quiet", "one_caller", "many_callers", "memory", "slowloris", "startup_s"},
     "ingress_path": {"tree", "routes"},
     "lanes": {"workers", "lanes", "processes"},
@@ -137,6 +137,10 @@ def _check_gpu_session(results: dict[str, Any]) -> None:
     assert targets == {"ray-doc-example", "imagegen-serve", "imagegen-serve wait<=30s"}
     assert all(rate["done"] == rate["requests"] for rate in results["peers"]["rates"])
     assert results["floor"]["flops_per_image"] > 0
+    cold = results["cold_start"]  # the laptop profile's start, on this machine's cores
+    assert "error" not in cold and cold["cpus"] >= 1, cold
+    (run,) = cold["runs"]
+    assert run["to_healthy_s"] > 0 and run["first_task_status"] == "done", run
 
 
 def _check_batching(results: dict[str, Any]) -> None:
