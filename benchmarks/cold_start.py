@@ -115,6 +115,9 @@ def one_start(args: Any, preset: str, mode: str) -> dict[str, Any]:
     extra = {"RAY_TMPDIR": str(root / "r"), "RAY_ADDRESS": "local"}
     if args.torch_threads:
         extra["IMAGEGEN_TORCH_THREADS"] = str(args.torch_threads)
+    if not args.keep_shutdown_defaults:  # as scripts/run.sh: not direct ingress's 30 s drain at the stop
+        drain = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"
+        extra[drain] = os.environ.get(drain, "2")
     env = bench_env(**extra)
     (root / "r").mkdir()
     result: dict[str, Any] = {"preset": preset, "mode": mode, "model_cache": str(cache or data_dir / "models")}
