@@ -232,21 +232,21 @@ class Generator(BatchedPipeline):
         mode = "img2img" if specs[0].init_image_png is not None else "txt2img"
         control = GroupControl(group)
         async with self._run_lock:
-            if not lora_name:
-                with self.metrics.pipeline_call(mode, len(specs)):
-                    return await asyncio.to_thread(self.engine.generate, specs, control.on_step, control.should_stop)
-            # Under the lock no other group evicts it; the pin keeps the step loop's loads (a live
-            # switch of `batching`) from evicting it before or during the call.
-            self.engine.pin(lora_name)
+            # Under the lock no other group evicts its adapter; the pin keeps the step loop's loads (a
+            # live switch of `batching`) from evicting it before or during the call.
+            if lora_name:
+                self.engine.pin(lora_name)
             try:
-                loads = self._lora_loads
-                await self.get_adapter(lora_name)
-                if self._lora_loads == loads:
-                    self.metrics.lora_hit(lora_name)
+                if lora_name:
+                    loads = self._lora_loads
+                    await self.get_adapter(lora_name)
+                    if self._lora_loads == loads:
+                        self.metrics.lora_hit(lora_name)
                 with self.metrics.pipeline_call(mode, len(specs)):
                     return await asyncio.to_thread(self.engine.generate, specs, control.on_step, control.should_stop)
-            finally:  # shielded: a second cancel must not drop the unpin
-                await asyncio.shield(asyncio.to_thread(self.engine.unpin, lora_name))
+            finally:
+                if lora_name:  # shielded: a second cancel must not drop the unpin
+                    await asyncio.shield(asyncio.to_thread(self.engine.unpin, lora_name))
 
     def info(self) -> dict[str, Any]:
         """Model id, family, device, dtype, resident adapters and the live batching knobs."""

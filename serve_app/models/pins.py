@@ -32,7 +32,7 @@ class Pins:
             if left > 0:
                 self._counts[name] = left
                 return False
-            self._counts.pop(name, None)
+            del self._counts[name]
             return name in self._deferred
 
     def defer(self, name: str) -> bool:
